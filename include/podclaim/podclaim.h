@@ -1,0 +1,232 @@
+/* podclaim: the per-pool streaming claim scheduler.
+ *
+ * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS workers
+ *       -> backend -> result.
+ *
+ * A pool hands idle pods to claims. Callers enqueue claims (any thread); the informer
+ * offers idle pods (pc_pool_offer_idle); one scheduler thread pairs the best waiting
+ * claim with the oldest idle pod, reserves the pod and hands the pair to the CAS
+ * workers, which run the backend's compare-and-swap. Every enqueued claim ends in
+ * exactly one callback.
+ *
+ * Thread-safety: every function here may be called from any thread unless its comment
+ * says otherwise. pc_pool_free() must not race with anything on the same pool.
+ */
+#ifndef PODCLAIM_PODCLAIM_H
+#define PODCLAIM_PODCLAIM_H
+
+#include <podclaim/backend.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+/* Functions return 0 or a negative errno. The name of any such code, or of a positive
+ * errno; static storage. */
+const char *pc_strerror(int err);
+
+/* ---- time ------------------------------------------------------------------------------- */
+
+/* CLOCK_MONOTONIC in ns: the clock of every deadline and *_at field below. Cannot fail. */
+int64_t pc_now_ns(void);
+
+/* ---- pool configuration ----------------------------------------------------------------- */
+
+typedef struct pc_pool_config {
+    /* Identity, copied by pc_pool_new; labels of the metrics. namespace_ and name required. */
+    const char *namespace_;
+    const char *name;
+    const char *team;
+    const char *user;
+    const char *env;
+    const char *const *tags; /* n_tags strings */
+    size_t n_tags;
+
+    uint32_t inbox_capacity;  /* claims waiting to be taken in by the scheduler; 0 = 65536 */
+    uint32_t max_inflight;    /* concurrent CAS calls of this pool; 0 = 256 */
+    uint32_t cas_workers;     /* CAS worker threads; 0 = 2 */
+    int64_t promote_after_ns; /* aging period: a claim moves up one level per period; 0 = 30 s */
+    uint32_t retry_limit;     /* retryable CAS failures before ERROR; 0 = 5 */
+    int64_t retry_backoff_ns; /* first backoff, doubled per retry, jittered, capped at 32x; 0 = 50 ms */
+    int64_t reservation_ttl_ns; /* how long a dispatched pod stays unselectable; 0 = 30 s */
+    int64_t resync_period_ns;   /* how often the resync hook runs; 0 = 10 s; <0 = never */
+    /* Resync hook: the safety net that re-offers idle pods. Called on the scheduler thread
+     * every resync_period_ns; it should call pc_pool_offer_idle for every pod it believes
+     * idle (offers of pods already queued or reserved at that version are ignored).
+     * It must not block long and must not call pc_pool_shutdown/free. NULL = none. */
+    void (*resync)(void *arg);
+    void *resync_arg;
+} pc_pool_config;
+
+/* ---- claims ----------------------------------------------------------------------------- */
+
+#define PC_PRIORITY_HIGHEST 0
+#define PC_PRIORITY_LOWEST 5
+#define PC_PRIORITY_LEVELS 6
+
+#define PC_CLAIM_STATUS_MAP(XX)                                                                    \
+    XX(OK, "ok")               /* the pod is the caller's: pod_namespace/pod_name at resource_version */ \
+    XX(DEADLINE, "deadline")   /* the deadline passed before a pod was won */                        \
+    XX(CANCELLED, "cancelled") /* pc_claim_cancel before a pod was won */                            \
+    XX(SHUTDOWN, "shutdown")   /* the pool shut down before a pod was won */                         \
+    XX(REJECTED, "rejected")   /* the claim's options are invalid (the server said 400/422) */       \
+    XX(ERROR, "error")         /* retries exhausted; error says the last failure */
+
+typedef enum pc_claim_status {
+#define PC_XX_ENUM(name, str) PC_CLAIM_##name,
+    PC_CLAIM_STATUS_MAP(PC_XX_ENUM)
+#undef PC_XX_ENUM
+            PC_CLAIM_STATUS_COUNT
+} pc_claim_status;
+
+/* "ok", "deadline", ...; "unknown" out of range. Static storage. */
+const char *pc_claim_status_name(pc_claim_status s);
+
+typedef struct pc_claim_result {
+    pc_claim_status status;
+    char pod_namespace[PC_NAMESPACE_MAX]; /* OK only; else "" */
+    char pod_name[PC_NAME_MAX];           /* OK only; else "" */
+    char resource_version[PC_RV_MAX];     /* OK: the pod's version after the claim */
+    char claim_id[PC_CLAIM_ID_MAX];       /* the id written to podclaim.io/claim-id */
+    char error[256];                      /* why, for anything but OK; else "" */
+    int64_t latency_ns;                   /* enqueued_at -> result */
+    uint32_t attempts;                    /* CAS calls made for this claim */
+} pc_claim_result;
+
+typedef struct pc_claim pc_claim;
+
+/* Called exactly once per claim that pc_pool_enqueue accepted. Runs on a pool thread
+ * (a CAS worker, or the scheduler thread for claims that end without a CAS): keep it
+ * short, never block in it, and never call pc_pool_claim, pc_pool_shutdown or
+ * pc_pool_free from it (enqueueing more claims is fine). `r` is valid during the call;
+ * from its first instruction the pool no longer touches `c`, so the callback may free it. */
+typedef void (*pc_claim_cb)(pc_claim *c, const pc_claim_result *r, void *arg);
+
+/* A claim lives in caller storage (no allocation on the hot path). Zero it (or use
+ * pc_claim_init), fill the public fields, enqueue. Public fields are read by the pool
+ * from enqueue until the callback starts; do not change them in between. */
+struct pc_claim {
+    /* public */
+    pc_claim_opts opts;
+    int priority;         /* PC_PRIORITY_HIGHEST (0) .. PC_PRIORITY_LOWEST (5); clamped */
+    int64_t deadline_ns;  /* CLOCK_MONOTONIC (pc_now_ns); 0 = none */
+    pc_claim_cb cb;       /* required */
+    void *cb_arg;
+    int64_t enqueued_at_ns; /* CLOCK_MONOTONIC; 0 = set by enqueue. Orders FIFO inside a level */
+    const char *id;       /* claim id written to the pod; NULL = the pool makes one (<pool>-<n>) */
+
+    /* private: owned by the pool between enqueue and callback */
+    struct {
+        void *link[2];        /* intrusive list / stack linkage */
+        struct pc_pool *pool;
+        _Atomic unsigned flags; /* PC__CLAIM_F_*: cancel requests from other threads */
+        int state;
+        int level_base;       /* priority after clamping */
+        int64_t timer_at_ns;  /* next timer of this claim (deadline or retry); 0 = none */
+        size_t heap_index;    /* position in the scheduler's timer heap; SIZE_MAX = none */
+        uint32_t attempts;
+        uint32_t retries;
+        int64_t dispatched_at_ns;
+        int worker;
+        pc_cas_outcome outcome;
+        int64_t retry_after_ns;
+        char pod_namespace[PC_NAMESPACE_MAX];
+        char pod_name[PC_NAME_MAX];
+        char pod_uid[PC_UID_MAX];
+        char pod_rv[PC_RV_MAX];
+        char new_rv[PC_RV_MAX];
+        char id_buf[PC_CLAIM_ID_MAX];
+        char message[192];
+    } priv;
+};
+
+/* Zero `c` and set priority. Cannot fail. */
+void pc_claim_init(pc_claim *c, int priority, pc_claim_cb cb, void *cb_arg);
+
+/* ---- snapshot ---------------------------------------------------------------------------- */
+
+typedef struct pc_snapshot {
+    uint64_t idle_ready;       /* idle pods selectable now (in the ready-queue) */
+    uint64_t queue_len;        /* claims in the inbox + claims waiting for a pod or a retry */
+    uint64_t reserved;         /* pods reserved (dispatched, not yet seen in their new state) */
+    uint64_t inflight_cas;     /* CAS calls started and not yet reported */
+    int64_t last_dispatch_at;  /* CLOCK_REALTIME unix ns of the last dispatch; 0 = never */
+} pc_snapshot;
+
+/* ---- pool -------------------------------------------------------------------------------- */
+
+typedef struct pc_pool pc_pool;
+
+/* Create a pool (not started). Copies cfg; borrows `backend`, which must outlive the pool.
+ * Returns 0 and *out, or -EINVAL (missing namespace/name/backend, bad values) with *out
+ * unchanged, or -ENOMEM. Thread: any. */
+int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out);
+
+/* Start the scheduler thread and the CAS workers. Returns 0, -EALREADY, or the error of
+ * pthread_create (all threads started so far are stopped again). Claims may be enqueued
+ * and pods offered before start; they wait. */
+int pc_pool_start(pc_pool *p);
+
+/* Hand a claim to the pool. Blocking: no (lock-free; wakes the scheduler if it sleeps).
+ * Returns 0: the callback will be called exactly once. Otherwise the callback is never
+ * called and `c` is the caller's again: -EAGAIN inbox full (backpressure), -EINVAL no
+ * callback, -ESHUTDOWN the pool is shutting down. Sets c->enqueued_at_ns if 0. */
+int pc_pool_enqueue(pc_pool *p, pc_claim *c);
+
+/* Request cancellation. The claim ends CANCELLED unless it already won a pod or its CAS
+ * wins (a CAS already sent is not aborted: a won pod is the caller's, result OK).
+ * Thread: any, from enqueue until the callback has started; the caller must keep `c`
+ * alive until this returns. Blocking: no. Idempotent. */
+void pc_claim_cancel(pc_claim *c);
+
+/* Convenience: enqueue a claim with `opts` and `priority` and wait for its result.
+ * timeout_ns > 0 becomes the claim's deadline (result DEADLINE); <= 0 waits without one.
+ * Returns 0 with *out filled (any status), or an enqueue error (*out untouched).
+ * Blocking: yes. Never call it from a pool callback. */
+int pc_pool_claim(pc_pool *p, const pc_claim_opts *opts, int priority, int64_t timeout_ns,
+        pc_claim_result *out);
+
+/* Offer an idle pod (the informer saw it idle at pod->resource_version).
+ * Thread: any. Blocking: no (one allocation, a lock-free push). Owns: copies `pod`.
+ * The scheduler makes it selectable unless it is already queued at that version or
+ * reserved at that version; a reserved pod offered at a different version has its
+ * reservation released. Returns 0, -EINVAL (missing namespace, name or resourceVersion,
+ * or a string too long), -ENOMEM, -ESHUTDOWN. */
+int pc_pool_offer_idle(pc_pool *p, const pc_pod_ref *pod);
+
+/* The pod is no longer idle (claimed by someone, not ready, being deleted, gone):
+ * remove it from the ready-queue and release its reservation. resource_version may be
+ * NULL. Same contract as pc_pool_offer_idle. */
+int pc_pool_withdraw(pc_pool *p, const pc_pod_ref *pod);
+
+/* Ask the scheduler to run the resync hook now (e.g. after the informer relisted).
+ * Thread: any. Blocking: no. Cannot fail. */
+void pc_pool_notify_idle(pc_pool *p);
+
+/* Stop intake and drain: enqueue returns -ESHUTDOWN from now on, every waiting claim gets
+ * SHUTDOWN, CAS calls in flight finish and report (OK if won, else SHUTDOWN); then the
+ * threads exit. Blocking: yes, until drained. Idempotent. Works on a pool never started. */
+void pc_pool_shutdown(pc_pool *p);
+
+/* Read the gauges. Lock-free: a handful of relaxed atomic loads; each field is exact at
+ * some instant, the set is not one atomic picture. Thread: any. Cannot fail. */
+pc_snapshot pc_pool_snapshot(const pc_pool *p);
+
+/* Render the pool's metrics in Prometheus text exposition format (version 0.0.4) into
+ * buf (NUL-terminated, truncated to len). Returns the length the full text needs
+ * (like snprintf), so a caller can retry with a bigger buffer. Thread: any. */
+size_t pc_pool_metrics_render(const pc_pool *p, char *buf, size_t len);
+
+/* Shut down (if not yet) and free. NULL is a no-op. Nothing may use `p` afterwards. */
+void pc_pool_free(pc_pool *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PODCLAIM_PODCLAIM_H */
