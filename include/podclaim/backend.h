@@ -72,15 +72,15 @@ typedef enum pc_cas_outcome {
 /* "won", "conflict", ...; "unknown" for a value out of range. Static storage. */
 const char *pc_cas_outcome_name(pc_cas_outcome o);
 
-/* One CAS. Every pointer is valid from cas_start() until the completion function has
- * been called; the backend copies what it needs beyond that. */
+/* One CAS. The struct itself is valid only during cas_start(); the strings and opts it
+ * points to stay valid until the completion function has been called. */
 typedef struct pc_cas_request {
-    pc_pod_ref pod;            /* resourceVersion here is the precondition */
-    const pc_claim_opts *opts; /* never NULL */
-    const char *target_phase;  /* resolved: opts->target_phase or "Running" */
-    const char *claim_id;      /* value of annotation podclaim.io/claim-id */
+    pc_pod_ref pod;             /* resourceVersion here is the precondition */
+    const pc_claim_opts *opts;  /* never NULL */
+    const char *target_phase;   /* resolved: opts->target_phase or "Running" */
+    const char *claim_id;       /* value of annotation podclaim.io/claim-id */
     int64_t claimed_at_unix_ns; /* value of annotation podclaim.io/claimed-at (RFC 3339) */
-    int64_t deadline_ns;       /* CLOCK_MONOTONIC; 0 = none. A backend may use it as timeout */
+    int64_t deadline_ns;        /* CLOCK_MONOTONIC; 0 = none. A backend may use it as timeout */
 } pc_cas_request;
 
 /* Reported exactly once per cas_start() that returned 0.
@@ -89,7 +89,7 @@ typedef struct pc_cas_request {
  * retry_after_ns: for RETRYABLE, the server's Retry-After (0 = none).
  * Thread: any; may be called before cas_start() returns. */
 typedef void (*pc_cas_done_fn)(void *token, pc_cas_outcome outcome, const char *new_rv,
-        const char *message, int64_t retry_after_ns);
+                               const char *message, int64_t retry_after_ns);
 
 typedef struct pc_backend pc_backend;
 struct pc_backend {

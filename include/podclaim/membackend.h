@@ -34,11 +34,11 @@ typedef struct pc_membackend pc_membackend;
 typedef void (*pc_membackend_idle_fn)(const pc_pod_ref *pod, void *arg);
 
 typedef struct pc_membackend_config {
-    int64_t latency_ns;        /* fixed latency of each CAS; 0 = complete inline */
-    int64_t jitter_ns;         /* + uniform [0, jitter_ns) */
-    double conflict_rate;      /* 0..1: CAS answers CONFLICT and the pod's version moves */
-    double retryable_rate;     /* 0..1: CAS answers RETRYABLE, nothing changes */
-    uint64_t seed;             /* PRNG seed for latency jitter and injection; 0 = fixed default */
+    int64_t latency_ns;    /* fixed latency of each CAS; 0 = complete inline */
+    int64_t jitter_ns;     /* + uniform [0, jitter_ns) */
+    double conflict_rate;  /* 0..1: CAS answers CONFLICT and the pod's version moves */
+    double retryable_rate; /* 0..1: CAS answers RETRYABLE, nothing changes */
+    uint64_t seed;         /* PRNG seed for latency jitter and injection; 0 = fixed default */
     pc_membackend_idle_fn on_idle; /* may be NULL */
     void *on_idle_arg;
 } pc_membackend_config;
@@ -53,7 +53,7 @@ pc_backend *pc_membackend_backend(pc_membackend *b);
 /* Add an Idle pod with the given containers (names; a claim may set images only for
  * these). Calls on_idle. Returns 0, -EEXIST, -EINVAL (bad names), -ENOMEM. */
 int pc_membackend_add_pod(pc_membackend *b, const char *namespace_, const char *name,
-        const char *const *containers, size_t n_containers);
+                          const char *const *containers, size_t n_containers);
 
 /* Return a claimed pod to Idle with a new version (the pool controller's recycle) and
  * call on_idle. Returns 0, -ENOENT, or -EBUSY if the pod is already Idle. */
@@ -65,7 +65,7 @@ int pc_membackend_delete_pod(pc_membackend *b, const char *namespace_, const cha
 /* Current phase and version of a pod, copied into caller buffers (either may be NULL).
  * Returns 0 or -ENOENT. */
 int pc_membackend_get_pod(pc_membackend *b, const char *namespace_, const char *name,
-        char phase[32], char rv[PC_RV_MAX]);
+                          char phase[32], char rv[PC_RV_MAX]);
 
 /* One Idle -> claimed transition, in the order they happened. */
 typedef struct pc_membackend_transition {
@@ -74,7 +74,7 @@ typedef struct pc_membackend_transition {
     char from_rv[PC_RV_MAX]; /* the idle period that was won */
     char to_rv[PC_RV_MAX];
     char claim_id[PC_CLAIM_ID_MAX];
-    char phase[32];          /* target phase written */
+    char phase[32]; /* target phase written */
 } pc_membackend_transition;
 
 /* Copy the transition log: returns the number of transitions and, if out != NULL, copies

@@ -17,6 +17,9 @@
 
 #include <podclaim/backend.h>
 
+#include <ck_stack.h> /* the intrusive inbox linkage inside pc_claim (Concurrency Kit) */
+
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -71,11 +74,11 @@ typedef struct pc_pool_config {
 #define PC_PRIORITY_LEVELS 6
 
 #define PC_CLAIM_STATUS_MAP(XX)                                                                    \
-    XX(OK, "ok")               /* the pod is the caller's: pod_namespace/pod_name at resource_version */ \
-    XX(DEADLINE, "deadline")   /* the deadline passed before a pod was won */                        \
-    XX(CANCELLED, "cancelled") /* pc_claim_cancel before a pod was won */                            \
-    XX(SHUTDOWN, "shutdown")   /* the pool shut down before a pod was won */                         \
-    XX(REJECTED, "rejected")   /* the claim's options are invalid (the server said 400/422) */       \
+    XX(OK, "ok") /* the pod is the caller's: pod_namespace/pod_name at resource_version */         \
+    XX(DEADLINE, "deadline")   /* the deadline passed before a pod was won */                      \
+    XX(CANCELLED, "cancelled") /* pc_claim_cancel before a pod was won */                          \
+    XX(SHUTDOWN, "shutdown")   /* the pool shut down before a pod was won */                       \
+    XX(REJECTED, "rejected")   /* the claim's options are invalid (the server said 400/422) */     \
     XX(ERROR, "error")         /* retries exhausted; error says the last failure */
 
 typedef enum pc_claim_status {
@@ -114,25 +117,26 @@ typedef void (*pc_claim_cb)(pc_claim *c, const pc_claim_result *r, void *arg);
 struct pc_claim {
     /* public */
     pc_claim_opts opts;
-    int priority;         /* PC_PRIORITY_HIGHEST (0) .. PC_PRIORITY_LOWEST (5); clamped */
-    int64_t deadline_ns;  /* CLOCK_MONOTONIC (pc_now_ns); 0 = none */
-    pc_claim_cb cb;       /* required */
+    int priority;        /* PC_PRIORITY_HIGHEST (0) .. PC_PRIORITY_LOWEST (5); clamped */
+    int64_t deadline_ns; /* CLOCK_MONOTONIC (pc_now_ns); 0 = none */
+    pc_claim_cb cb;      /* required */
     void *cb_arg;
     int64_t enqueued_at_ns; /* CLOCK_MONOTONIC; 0 = set by enqueue. Orders FIFO inside a level */
-    const char *id;       /* claim id written to the pod; NULL = the pool makes one (<pool>-<n>) */
+    const char *id; /* claim id written to the pod; NULL = the pool makes one (<pool>-<n>) */
 
     /* private: owned by the pool between enqueue and callback */
     struct {
-        void *link[2];        /* intrusive list / stack linkage */
+        ck_stack_entry_t entry;       /* inbox / CAS worker queue linkage */
+        struct pc_claim *prev, *next; /* the scheduler's pending list of its level */
         struct pc_pool *pool;
-        _Atomic unsigned flags; /* PC__CLAIM_F_*: cancel requests from other threads */
+        _Atomic unsigned flags; /* cancel requests from other threads */
         int state;
-        int level_base;       /* priority after clamping */
-        int64_t timer_at_ns;  /* next timer of this claim (deadline or retry); 0 = none */
-        size_t heap_index;    /* position in the scheduler's timer heap; SIZE_MAX = none */
+        int level_base;      /* priority after clamping */
+        int64_t timer_at_ns; /* next timer of this claim (deadline or retry); 0 = none */
+        int64_t retry_at_ns; /* CLOCK_MONOTONIC: when a backing-off claim may run again */
+        size_t heap_index;   /* position in the scheduler's timer heap; SIZE_MAX = none */
         uint32_t attempts;
         uint32_t retries;
-        int64_t dispatched_at_ns;
         int worker;
         pc_cas_outcome outcome;
         int64_t retry_after_ns;
@@ -152,11 +156,11 @@ void pc_claim_init(pc_claim *c, int priority, pc_claim_cb cb, void *cb_arg);
 /* ---- snapshot ---------------------------------------------------------------------------- */
 
 typedef struct pc_snapshot {
-    uint64_t idle_ready;       /* idle pods selectable now (in the ready-queue) */
-    uint64_t queue_len;        /* claims in the inbox + claims waiting for a pod or a retry */
-    uint64_t reserved;         /* pods reserved (dispatched, not yet seen in their new state) */
-    uint64_t inflight_cas;     /* CAS calls started and not yet reported */
-    int64_t last_dispatch_at;  /* CLOCK_REALTIME unix ns of the last dispatch; 0 = never */
+    uint64_t idle_ready;      /* idle pods selectable now (in the ready-queue) */
+    uint64_t queue_len;       /* claims in the inbox + claims waiting for a pod or a retry */
+    uint64_t reserved;        /* pods reserved (dispatched, not yet seen in their new state) */
+    uint64_t inflight_cas;    /* CAS calls started and not yet reported */
+    int64_t last_dispatch_at; /* CLOCK_REALTIME unix ns of the last dispatch; 0 = never */
 } pc_snapshot;
 
 /* ---- pool -------------------------------------------------------------------------------- */
@@ -176,7 +180,7 @@ int pc_pool_start(pc_pool *p);
 /* Hand a claim to the pool. Blocking: no (lock-free; wakes the scheduler if it sleeps).
  * Returns 0: the callback will be called exactly once. Otherwise the callback is never
  * called and `c` is the caller's again: -EAGAIN inbox full (backpressure), -EINVAL no
- * callback, -ESHUTDOWN the pool is shutting down. Sets c->enqueued_at_ns if 0. */
+ * callback or an id of PC_CLAIM_ID_MAX bytes or more, -ESHUTDOWN the pool is shutting down. Sets c->enqueued_at_ns if 0. */
 int pc_pool_enqueue(pc_pool *p, pc_claim *c);
 
 /* Request cancellation. The claim ends CANCELLED unless it already won a pod or its CAS
@@ -190,7 +194,7 @@ void pc_claim_cancel(pc_claim *c);
  * Returns 0 with *out filled (any status), or an enqueue error (*out untouched).
  * Blocking: yes. Never call it from a pool callback. */
 int pc_pool_claim(pc_pool *p, const pc_claim_opts *opts, int priority, int64_t timeout_ns,
-        pc_claim_result *out);
+                  pc_claim_result *out);
 
 /* Offer an idle pod (the informer saw it idle at pod->resource_version).
  * Thread: any. Blocking: no (one allocation, a lock-free push). Owns: copies `pod`.

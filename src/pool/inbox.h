@@ -1,0 +1,61 @@
+/* Lock-free multi-producer, single-consumer queues and a futex parker.
+ *
+ * Flow: callers, informer and CAS workers -> [inbox] -> scheduler thread;
+ *       scheduler and backend completions -> [inbox] -> CAS worker.
+ *
+ * Why not ck_ring: its MPSC enqueue waits for earlier producers to commit, and a
+ * preempted producer stalls the rest; with more enqueuing threads than cores it
+ * collapsed (DESIGN.md §1). A ck_stack push never waits on another producer: the
+ * consumer takes the whole stack with one atomic exchange and reverses the batch
+ * to restore arrival order. Entries are intrusive (no allocation).
+ *
+ * The parker lets a consumer sleep on a futex when it has no work; a producer pays one
+ * atomic load on its fast path and a syscall only when the consumer is actually asleep.
+ *
+ * Thread-safety: pc__mpsc_push and pc__parker_unpark from any thread; pc__mpsc_pop,
+ * pc__mpsc_empty and pc__parker_park from the one consumer thread only.
+ */
+#ifndef PODCLAIM_INBOX_H
+#define PODCLAIM_INBOX_H
+
+#include <ck_md.h>
+#include <ck_stack.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct pc__mpsc {
+    ck_stack_t shared; /* producers push here */
+    char pad[CK_MD_CACHELINE - sizeof(ck_stack_t)];
+    ck_stack_entry_t *batch; /* consumer-owned: the taken batch, oldest first */
+} pc__mpsc;
+
+void pc__mpsc_init(pc__mpsc *q);
+
+/* Push one entry. Lock-free, never waits for another producer. */
+void pc__mpsc_push(pc__mpsc *q, ck_stack_entry_t *e);
+
+/* Oldest entry not yet taken, or NULL. Consumer only. */
+ck_stack_entry_t *pc__mpsc_pop(pc__mpsc *q);
+
+/* True when neither the taken batch nor the shared stack holds anything. Consumer only. */
+bool pc__mpsc_empty(pc__mpsc *q);
+
+typedef struct pc__parker {
+    _Atomic uint32_t parked; /* 1 while the consumer sleeps or is about to; futex word */
+    char pad[CK_MD_CACHELINE - sizeof(uint32_t)];
+} pc__parker;
+
+void pc__parker_init(pc__parker *k);
+
+/* Sleep until unparked or until deadline_ns (CLOCK_MONOTONIC; 0 = no deadline), unless
+ * has_work(arg) is already true after the consumer has announced that it parks: that
+ * re-check closes the race with a producer that pushed just before. Consumer only. */
+void pc__parker_park(pc__parker *k, int64_t deadline_ns, bool (*has_work)(void *arg), void *arg);
+
+/* Wake the consumer if it is parked. Call after making work visible (a push).
+ * Fast path: one fence and one load. */
+void pc__parker_unpark(pc__parker *k);
+
+#endif /* PODCLAIM_INBOX_H */

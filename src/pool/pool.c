@@ -1,0 +1,468 @@
+/* The pool's public API: lifecycle, enqueue, offers, cancel, the blocking claim,
+ * snapshot.
+ *
+ * Flow: [callers, informer] -> pool (inbox, ready-queue, pending) -> reservation
+ *       -> CAS workers -> backend -> result.
+ *
+ * Everything a producer thread does here is lock-free: a relaxed-or-stronger atomic on
+ * a counter, a ck_stack push, and a parker check. The scheduler thread (scheduler.c)
+ * does the rest. Lifecycle calls (start, shutdown, free) serialise on life_lock; they
+ * are rare and may block.
+ */
+#include "pool/pool_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+int64_t pc_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t pc__realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+const char *pc_strerror(int err)
+{
+    if (err < 0)
+        err = -err;
+    switch (err) {
+    case 0:
+        return "ok";
+    case EAGAIN:
+        return "EAGAIN: full, try again later";
+    case EINVAL:
+        return "EINVAL: invalid argument";
+    case ENOMEM:
+        return "ENOMEM: out of memory";
+    case ESHUTDOWN:
+        return "ESHUTDOWN: the pool is shutting down";
+    case EALREADY:
+        return "EALREADY: already started";
+    case ENOENT:
+        return "ENOENT: not found";
+    case EEXIST:
+        return "EEXIST: already exists";
+    case EBUSY:
+        return "EBUSY: busy";
+    default:
+        return strerror(err); /* glibc: static or thread-local storage */
+    }
+}
+
+const char *pc_claim_status_name(pc_claim_status s)
+{
+    static const char *const names[] = {
+#define PC_XX_NAME(name, str) str,
+            PC_CLAIM_STATUS_MAP(PC_XX_NAME)
+#undef PC_XX_NAME
+    };
+    return (unsigned)s < PC_CLAIM_STATUS_COUNT ? names[s] : "unknown";
+}
+
+const char *pc_cas_outcome_name(pc_cas_outcome o)
+{
+    static const char *const names[] = {
+#define PC_XX_NAME(name, str) str,
+            PC_CAS_OUTCOME_MAP(PC_XX_NAME)
+#undef PC_XX_NAME
+    };
+    return (unsigned)o < PC_CAS_OUTCOME_COUNT ? names[o] : "unknown";
+}
+
+void pc_claim_init(pc_claim *c, int priority, pc_claim_cb cb, void *cb_arg)
+{
+    memset(c, 0, sizeof(*c));
+    c->priority = priority;
+    c->cb = cb;
+    c->cb_arg = cb_arg;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+static char *dup_or_empty(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+static void free_identity(pc_pool *p)
+{
+    free(p->ns);
+    free(p->name);
+    free(p->team);
+    free(p->user);
+    free(p->env);
+    if (p->tags)
+        for (size_t i = 0; i < p->cfg.n_tags; i++)
+            free(p->tags[i]);
+    free(p->tags);
+    free(p->labels);
+}
+
+static char *render_labels(const pc_pool *p)
+{
+    char buf[1024];
+    pc__textbuf t;
+    pc__textbuf_init(&t, buf, sizeof(buf));
+    const char *keys[] = {"pool", "namespace", "team", "user", "env"};
+    const char *vals[] = {p->name, p->ns, p->team, p->user, p->env};
+    for (size_t i = 0; i < 5; i++) {
+        pc__textbuf_printf(&t, "%s%s=\"", i ? "," : "", keys[i]);
+        pc__textbuf_label_value(&t, vals[i]);
+        pc__textbuf_printf(&t, "\"");
+    }
+    if (t.need >= sizeof(buf))
+        return NULL; /* identity strings absurdly long: refuse rather than truncate */
+    return strdup(buf);
+}
+
+int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
+{
+    if (cfg == NULL || out == NULL || backend == NULL || backend->cas_start == NULL)
+        return -EINVAL;
+    if (cfg->namespace_ == NULL || cfg->namespace_[0] == '\0' || cfg->name == NULL ||
+        cfg->name[0] == '\0' || strlen(cfg->namespace_) >= PC_NAMESPACE_MAX ||
+        strlen(cfg->name) >= PC_NAME_MAX)
+        return -EINVAL;
+    if (cfg->promote_after_ns < 0 || cfg->retry_backoff_ns < 0 || cfg->reservation_ttl_ns < 0 ||
+        (cfg->n_tags > 0 && cfg->tags == NULL) || cfg->cas_workers > 64)
+        return -EINVAL;
+
+    pc_pool *p = aligned_alloc(CK_MD_CACHELINE, sizeof(*p));
+    if (p == NULL)
+        return -ENOMEM;
+    memset(p, 0, sizeof(*p));
+    p->cfg = *cfg;
+    p->backend = backend;
+    if (!p->cfg.inbox_capacity)
+        p->cfg.inbox_capacity = 65536;
+    if (!p->cfg.max_inflight)
+        p->cfg.max_inflight = 256;
+    if (!p->cfg.cas_workers)
+        p->cfg.cas_workers = 2;
+    if (!p->cfg.promote_after_ns)
+        p->cfg.promote_after_ns = 30 * (int64_t)1000000000;
+    if (!p->cfg.retry_limit)
+        p->cfg.retry_limit = 5;
+    if (!p->cfg.retry_backoff_ns)
+        p->cfg.retry_backoff_ns = 50 * (int64_t)1000000;
+    if (!p->cfg.reservation_ttl_ns)
+        p->cfg.reservation_ttl_ns = 30 * (int64_t)1000000000;
+    if (!p->cfg.resync_period_ns)
+        p->cfg.resync_period_ns = 10 * (int64_t)1000000000;
+
+    int err = -ENOMEM;
+    p->ns = dup_or_empty(cfg->namespace_);
+    p->name = dup_or_empty(cfg->name);
+    p->team = dup_or_empty(cfg->team);
+    p->user = dup_or_empty(cfg->user);
+    p->env = dup_or_empty(cfg->env);
+    if (!p->ns || !p->name || !p->team || !p->user || !p->env)
+        goto fail_identity;
+    if (cfg->n_tags) {
+        p->tags = calloc(cfg->n_tags, sizeof(char *));
+        if (p->tags == NULL)
+            goto fail_identity;
+        for (size_t i = 0; i < cfg->n_tags; i++)
+            if ((p->tags[i] = dup_or_empty(cfg->tags[i])) == NULL)
+                goto fail_identity;
+    }
+    p->cfg.namespace_ = p->ns;
+    p->cfg.name = p->name;
+    p->cfg.team = p->team;
+    p->cfg.user = p->user;
+    p->cfg.env = p->env;
+    p->cfg.tags = (const char *const *)p->tags;
+    if ((p->labels = render_labels(p)) == NULL) {
+        err = -EINVAL;
+        goto fail_identity;
+    }
+
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+        rnd = (uint32_t)pc__realtime_ns() ^ (uint32_t)(uintptr_t)p;
+    snprintf(p->id_tag, sizeof(p->id_tag), "%08x", rnd);
+    p->rng = ((uint64_t)rnd << 32) | 0x9e3779b9u;
+
+    p->n_workers = (int)p->cfg.cas_workers;
+    p->workers = aligned_alloc(CK_MD_CACHELINE, sizeof(pc__worker) * (size_t)p->n_workers);
+    if (p->workers == NULL)
+        goto fail_identity;
+    memset(p->workers, 0, sizeof(pc__worker) * (size_t)p->n_workers);
+    for (int i = 0; i < p->n_workers; i++) {
+        pc__mpsc_init(&p->workers[i].jobs);
+        pc__parker_init(&p->workers[i].parker);
+        p->workers[i].pool = p;
+        p->workers[i].index = i;
+    }
+
+    pc__mpsc_init(&p->claims);
+    pc__mpsc_init(&p->offers);
+    pc__mpsc_init(&p->completions);
+    pc__parker_init(&p->parker);
+    if ((err = pc__scheduler_init(p)) != 0)
+        goto fail_workers;
+    if ((err = -pthread_mutex_init(&p->life_lock, NULL)) != 0)
+        goto fail_sched;
+    p->life_state = POOL_NEW;
+    *out = p;
+    return 0;
+
+fail_sched:
+    pc__scheduler_fini(p);
+fail_workers:
+    free(p->workers);
+fail_identity:
+    free_identity(p);
+    free(p);
+    return err;
+}
+
+int pc_pool_start(pc_pool *p)
+{
+    int err = 0;
+    pthread_mutex_lock(&p->life_lock);
+    if (p->life_state != POOL_NEW) {
+        err = p->life_state == POOL_RUNNING ? -EALREADY : -ESHUTDOWN;
+        goto out;
+    }
+    for (int i = 0; i < p->n_workers; i++) {
+        if ((err = -pthread_create(&p->workers[i].thread, NULL, pc__worker_main, &p->workers[i])) !=
+            0) {
+            fprintf(stderr, "level=error pool=%s/%s msg=\"pthread_create for CAS worker %d: %s\"\n",
+                    p->ns, p->name, i, pc_strerror(err));
+            goto undo;
+        }
+        p->workers[i].started = true;
+    }
+    if ((err = -pthread_create(&p->sched_thread, NULL, pc__scheduler_main, p)) != 0) {
+        fprintf(stderr, "level=error pool=%s/%s msg=\"pthread_create for scheduler: %s\"\n", p->ns,
+                p->name, pc_strerror(err));
+        goto undo;
+    }
+    p->life_state = POOL_RUNNING;
+    goto out;
+
+undo:
+    atomic_store_explicit(&p->workers_stop, true, memory_order_release);
+    for (int i = 0; i < p->n_workers; i++) {
+        if (!p->workers[i].started)
+            continue;
+        pc__parker_unpark(&p->workers[i].parker);
+        pthread_join(p->workers[i].thread, NULL);
+        p->workers[i].started = false;
+    }
+    atomic_store_explicit(&p->workers_stop, false, memory_order_relaxed);
+out:
+    pthread_mutex_unlock(&p->life_lock);
+    return err;
+}
+
+void pc_pool_shutdown(pc_pool *p)
+{
+    pthread_mutex_lock(&p->life_lock);
+    /* seq_cst: ordered against the inbox_count increment an enqueuer makes before it
+     * reads `stopping` (see pc_pool_enqueue). */
+    atomic_store_explicit(&p->stopping, true, memory_order_seq_cst);
+    if (p->life_state == POOL_RUNNING) {
+        pc__parker_unpark(&p->parker);
+        pthread_join(p->sched_thread, NULL); /* returns once drained; workers are stopped */
+        for (int i = 0; i < p->n_workers; i++)
+            pthread_join(p->workers[i].thread, NULL);
+    } else if (p->life_state == POOL_NEW) {
+        pc__scheduler_drain_unstarted(p);
+    }
+    p->life_state = POOL_STOPPED;
+    pthread_mutex_unlock(&p->life_lock);
+}
+
+void pc_pool_free(pc_pool *p)
+{
+    if (p == NULL)
+        return;
+    pc_pool_shutdown(p);
+    pc__scheduler_fini(p);
+    pthread_mutex_destroy(&p->life_lock);
+    free(p->workers);
+    free_identity(p);
+    free(p);
+}
+
+/* ---- producers -------------------------------------------------------------------------- */
+
+int pc_pool_enqueue(pc_pool *p, pc_claim *c)
+{
+    if (c == NULL || c->cb == NULL || (c->id && strlen(c->id) >= PC_CLAIM_ID_MAX))
+        return -EINVAL;
+    /* Reserve a place first (seq_cst), then check `stopping` (seq_cst): shutdown stores
+     * `stopping` then waits for inbox_count to reach 0, so either we see `stopping` and
+     * back out, or the scheduler sees our place and waits for our push. */
+    int64_t before = atomic_fetch_add_explicit(&p->inbox_count.v, 1, memory_order_seq_cst);
+    int err = 0;
+    if (atomic_load_explicit(&p->stopping, memory_order_seq_cst))
+        err = -ESHUTDOWN;
+    else if (before >= (int64_t)p->cfg.inbox_capacity)
+        err = -EAGAIN;
+    if (err) {
+        atomic_fetch_sub_explicit(&p->inbox_count.v, 1, memory_order_seq_cst);
+        if (err == -EAGAIN)
+            pc__count(&p->m.enqueue_rejected);
+        /* A draining scheduler may have seen our place and parked waiting for the push. */
+        if (atomic_load_explicit(&p->stopping, memory_order_seq_cst))
+            pc__parker_unpark(&p->parker);
+        return err;
+    }
+    if (c->enqueued_at_ns == 0)
+        c->enqueued_at_ns = pc_now_ns();
+    c->priv.pool = p;
+    atomic_init(&c->priv.flags, 0);
+    c->priv.state = CLAIM_INBOX;
+    c->priv.heap_index = SIZE_MAX;
+    c->priv.attempts = 0;
+    c->priv.retries = 0;
+    c->priv.timer_at_ns = 0;
+    c->priv.prev = c->priv.next = NULL;
+    pc__count(&p->m.enqueued);
+    pc__mpsc_push(&p->claims, &c->priv.entry);
+    pc__parker_unpark(&p->parker);
+    return 0;
+}
+
+void pc_claim_cancel(pc_claim *c)
+{
+    pc_pool *p = c->priv.pool;
+    /* release: pairs with the scheduler's acquire load of cancel_seq, so a scheduler that
+     * sees the new sequence also sees this flag. */
+    unsigned old = atomic_fetch_or_explicit(&c->priv.flags, CLAIM_F_CANCEL, memory_order_release);
+    if (old & CLAIM_F_CANCEL || p == NULL)
+        return;
+    atomic_fetch_add_explicit(&p->cancel_seq, 1, memory_order_release);
+    pc__parker_unpark(&p->parker);
+}
+
+static int copy_pod(pod_entry *e, const pc_pod_ref *pod, bool need_rv)
+{
+    if (pod == NULL || pod->namespace_ == NULL || pod->name == NULL || pod->name[0] == '\0' ||
+        pod->namespace_[0] == '\0')
+        return -EINVAL;
+    const char *rv = pod->resource_version ? pod->resource_version : "";
+    const char *uid = pod->uid ? pod->uid : "";
+    if (need_rv && rv[0] == '\0')
+        return -EINVAL;
+    if (strlen(pod->namespace_) >= sizeof(e->ns) || strlen(pod->name) >= sizeof(e->name) ||
+        strlen(uid) >= sizeof(e->uid) || strlen(rv) >= sizeof(e->rv))
+        return -EINVAL;
+    strcpy(e->ns, pod->namespace_);
+    strcpy(e->name, pod->name);
+    strcpy(e->uid, uid);
+    strcpy(e->rv, rv);
+    return 0;
+}
+
+static int push_pod_msg(pc_pool *p, const pc_pod_ref *pod, int kind)
+{
+    if (atomic_load_explicit(&p->stopping, memory_order_acquire))
+        return -ESHUTDOWN;
+    /* One allocation per offer: offers come once per pod transition, not per claim, and
+     * an accepted offer's message becomes its ready-queue entry without another copy. */
+    pod_entry *e = malloc(sizeof(*e));
+    if (e == NULL)
+        return -ENOMEM;
+    int err = copy_pod(e, pod, kind == POD_MSG_OFFER);
+    if (err) {
+        free(e);
+        return err;
+    }
+    e->kind = kind;
+    e->prev = e->next = NULL;
+    pc__mpsc_push(&p->offers, &e->entry);
+    pc__parker_unpark(&p->parker);
+    return 0;
+}
+
+int pc_pool_offer_idle(pc_pool *p, const pc_pod_ref *pod)
+{
+    return push_pod_msg(p, pod, POD_MSG_OFFER);
+}
+
+int pc_pool_withdraw(pc_pool *p, const pc_pod_ref *pod)
+{
+    return push_pod_msg(p, pod, POD_MSG_WITHDRAW);
+}
+
+void pc_pool_notify_idle(pc_pool *p)
+{
+    atomic_store_explicit(&p->resync_now, true, memory_order_release);
+    pc__parker_unpark(&p->parker);
+}
+
+pc_snapshot pc_pool_snapshot(const pc_pool *p)
+{
+    int64_t inbox = pc__gauge_get(&p->inbox_count);
+    pc_snapshot s = {
+            .idle_ready = (uint64_t)pc__gauge_get(&p->idle_ready),
+            .queue_len = (uint64_t)((inbox > 0 ? inbox : 0) + pc__gauge_get(&p->waiting)),
+            .reserved = (uint64_t)pc__gauge_get(&p->reserved),
+            .inflight_cas = (uint64_t)pc__gauge_get(&p->inflight),
+            .last_dispatch_at = pc__gauge_get(&p->last_dispatch_at),
+    };
+    return s;
+}
+
+/* ---- the blocking convenience --------------------------------------------------------- */
+
+typedef struct waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    pc_claim_result *out;
+} waiter;
+
+static void waiter_cb(pc_claim *c, const pc_claim_result *r, void *arg)
+{
+    (void)c;
+    waiter *w = arg;
+    pthread_mutex_lock(&w->lock);
+    *w->out = *r;
+    w->done = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+int pc_pool_claim(pc_pool *p, const pc_claim_opts *opts, int priority, int64_t timeout_ns,
+                  pc_claim_result *out)
+{
+    if (out == NULL)
+        return -EINVAL;
+    waiter w = {.done = false, .out = out};
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    pc_claim c;
+    pc_claim_init(&c, priority, waiter_cb, &w);
+    if (opts)
+        c.opts = *opts;
+    if (timeout_ns > 0)
+        c.deadline_ns = pc_now_ns() + timeout_ns;
+    int err = pc_pool_enqueue(p, &c);
+    if (err == 0) {
+        /* The claim's deadline bounds this wait: the pool always answers, with DEADLINE
+         * at the latest (or later by one CAS round trip if a CAS is in flight then). */
+        pthread_mutex_lock(&w.lock);
+        while (!w.done)
+            pthread_cond_wait(&w.cond, &w.lock);
+        pthread_mutex_unlock(&w.lock);
+    }
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+    return err;
+}

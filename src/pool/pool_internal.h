@@ -1,0 +1,174 @@
+/* Pool internals shared by the pool's files: the API (pool.c), the scheduler thread
+ * (scheduler.c), the CAS workers (worker.c) and the metrics rendering (pool_metrics.c).
+ *
+ * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS workers
+ *       -> backend -> result.
+ *
+ * Who owns what:
+ *   - producers (any thread) touch only the lock-free inboxes (claims, offers), the
+ *     atomics marked "shared", and a claim's priv.flags (cancel).
+ *   - the scheduler thread owns the pending levels, the timer heap, the ready-queue's
+ *     pod table and list, and the reservation map. Nobody else reads them.
+ *   - a CAS worker owns a claim between taking it from its queue and either finishing
+ *     it (callback) or pushing it back to the scheduler.
+ *   - a claim is in exactly one place at a time: an inbox, a pending level (+ maybe the
+ *     timer heap), a worker queue, the backend, or the scheduler's completion inbox.
+ * No locks; no lock order.
+ */
+#ifndef PODCLAIM_POOL_INTERNAL_H
+#define PODCLAIM_POOL_INTERNAL_H
+
+#include <podclaim/podclaim.h>
+
+#include "metrics/metrics.h"
+#include "pool/inbox.h"
+#include "pool/timer_heap.h"
+#include "reservation/reservation.h"
+
+#include <ck_hs.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* claim->priv.state */
+enum {
+    CLAIM_INBOX = 1,  /* pushed, not yet taken in by the scheduler */
+    CLAIM_PENDING,    /* in a pending level, waiting for a pod */
+    CLAIM_RETRY_WAIT, /* backing off after a retryable failure (timer heap only) */
+    CLAIM_DISPATCHED, /* in a worker queue, CAS not started */
+    CLAIM_INFLIGHT,   /* CAS started, outcome not yet reported */
+    CLAIM_COMPLETED,  /* outcome reported; in a worker queue or the scheduler's completions */
+    CLAIM_DONE,       /* callback started */
+};
+
+/* claim->priv.flags */
+#define CLAIM_F_CANCEL 1u
+
+/* An idle pod: an offer or withdraw message from another thread, and then (for offers
+ * that are accepted) the ready-queue entry the scheduler keeps. */
+typedef struct pod_entry {
+    ck_stack_entry_t entry; /* offers inbox linkage */
+    int kind;               /* POD_MSG_OFFER / POD_MSG_WITHDRAW */
+    char ns[PC_NAMESPACE_MAX];
+    char name[PC_NAME_MAX];
+    char uid[PC_UID_MAX];
+    char rv[PC_RV_MAX]; /* "" for a withdraw without version */
+    unsigned long hash;
+    struct pod_entry *prev, *next; /* ready-queue order (scheduler-owned) */
+} pod_entry;
+
+enum { POD_MSG_OFFER = 1, POD_MSG_WITHDRAW };
+
+typedef struct pc__worker {
+    pc__mpsc jobs;     /* claims to start, and claims whose outcome came back */
+    pc__parker parker; /* the worker sleeps here */
+    pthread_t thread;
+    struct pc_pool *pool;
+    int index;
+    bool started;
+} pc__worker;
+
+/* One gauge per cache line: they are written by different threads. */
+typedef struct pc__gauge {
+    _Atomic int64_t v;
+    char pad[CK_MD_CACHELINE - sizeof(int64_t)];
+} pc__gauge;
+
+typedef struct pc__pool_metrics {
+    _Atomic uint64_t results[PC_CLAIM_STATUS_COUNT]; /* claims ended, by status */
+    _Atomic uint64_t cas[PC_CAS_OUTCOME_COUNT];      /* CAS outcomes reported */
+    _Atomic uint64_t promotions;       /* priority levels gained by aging (counted at exit) */
+    _Atomic uint64_t enqueue_rejected; /* enqueue returned -EAGAIN (inbox full) */
+    _Atomic uint64_t enqueued;
+    _Atomic uint64_t offers;       /* offers taken in */
+    _Atomic uint64_t offers_stale; /* offers ignored: reserved at that version */
+    _Atomic uint64_t withdrawals;
+    _Atomic uint64_t reservations_expired;
+    pc__histogram dispatch_latency; /* enqueued_at -> CAS start */
+    pc__histogram claim_latency;    /* enqueued_at -> result */
+} pc__pool_metrics;
+
+enum { POOL_NEW = 0, POOL_RUNNING, POOL_STOPPED };
+
+struct pc_pool {
+    /* --- fixed after pc_pool_new: read by any thread --- */
+    pc_pool_config cfg; /* strings point into the owned copies below */
+    char *ns, *name, *team, *user, *env;
+    char **tags;
+    char *labels;    /* rendered Prometheus labels: pool="..",namespace="..",... */
+    char id_tag[12]; /* random per-pool-instance part of generated claim ids */
+    pc_backend *backend;
+    int n_workers;
+    pc__worker *workers;
+
+    /* --- shared: producers and the scheduler --- */
+    pc__mpsc claims;       /* claim inbox */
+    pc__mpsc offers;       /* pod offers and withdrawals */
+    pc__mpsc completions;  /* claims whose CAS did not win, back from the workers */
+    pc__parker parker;     /* the scheduler sleeps here */
+    pc__gauge inbox_count; /* claims reserved a place in the inbox (counted before the push) */
+    pc__gauge idle_ready;
+    pc__gauge waiting; /* claims pending or backing off (scheduler-written) */
+    pc__gauge reserved;
+    pc__gauge inflight;
+    pc__gauge last_dispatch_at;
+    _Atomic bool stopping;       /* set once by shutdown; enqueue refuses after */
+    _Atomic uint32_t cancel_seq; /* bumped by every cancel; the scheduler rescans on change */
+    _Atomic bool resync_now;
+    _Atomic bool workers_stop;
+    pc__pool_metrics m;
+
+    /* --- lifecycle (caller of start/shutdown/free) --- */
+    pthread_mutex_t life_lock;
+    int life_state;
+    pthread_t sched_thread;
+
+    /* --- scheduler-owned --- */
+    struct {
+        pc_claim *head, *tail;
+    } levels[PC_PRIORITY_LEVELS];
+    size_t pending_len;
+    size_t retry_len;
+    pc__timer_heap timers;
+    ck_hs_t pods; /* ready pods by "ns/name" */
+    pod_entry *ready_head, *ready_tail;
+    size_t ready_len;
+    pc__reservation_map *reservations;
+    uint32_t seen_cancel_seq;
+    uint64_t next_claim_seq;
+    int64_t next_resync_at;
+    uint64_t rng;
+    int next_worker;
+};
+
+/* scheduler.c */
+void *pc__scheduler_main(void *arg);
+int pc__scheduler_init(pc_pool *p);
+void pc__scheduler_fini(pc_pool *p);
+/* Drain without threads: for a pool shut down before it was started. */
+void pc__scheduler_drain_unstarted(pc_pool *p);
+
+/* worker.c */
+void *pc__worker_main(void *arg);
+/* End a claim: fill the result, count it, call the callback. Any pool thread. */
+void pc__claim_finish(pc_pool *p, pc_claim *c, pc_claim_status st, const char *error);
+
+/* pool.c */
+int64_t pc__realtime_ns(void);
+static inline void pc__gauge_add(pc__gauge *g, int64_t d)
+{
+    atomic_fetch_add_explicit(&g->v, d, memory_order_relaxed);
+}
+static inline void pc__gauge_set(pc__gauge *g, int64_t v)
+{
+    atomic_store_explicit(&g->v, v, memory_order_relaxed);
+}
+static inline int64_t pc__gauge_get(const pc__gauge *g)
+{
+    return atomic_load_explicit(&g->v, memory_order_relaxed);
+}
+static inline void pc__count(_Atomic uint64_t *c)
+{
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+#endif /* PODCLAIM_POOL_INTERNAL_H */

@@ -1,0 +1,617 @@
+/* The scheduler thread: pairs the best waiting claim with the oldest idle pod.
+ *
+ * Flow: informer -> pool ([inbox, ready-queue, pending]) -> reservation -> CAS workers
+ *       -> backend -> result.
+ *
+ * One thread owns everything here (see pool_internal.h). Each round it takes in what
+ * other threads pushed (pod offers and withdrawals, claims coming back from a CAS that
+ * did not win, new claims), honours cancels and timers, then dispatches while there is
+ * an idle pod, a waiting claim and room under max_inflight. It never waits on the
+ * backend: a dispatched pair goes to a CAS worker. With nothing to do it parks on a
+ * futex until a producer pushes or the nearest timer (a deadline, a retry, a
+ * reservation expiry, the resync period) is due; it never spins or sleeps a fixed time.
+ *
+ * Aging is computed, not scheduled: a claim's effective level is its base level minus
+ * one per promote_after it has waited. Each base level is FIFO by enqueued_at, so the
+ * head of a level is its oldest and best claim, and the best claim overall is among
+ * the six heads: selection is O(levels), and no timer is needed for promotions.
+ * Ties between levels go to the older claim (the seed's score = level, then time).
+ */
+#include "pool/pool_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the ready-queue's pod table (ck_hs, keyed "ns/name") -------------------------------- */
+
+static unsigned long pod_key_hash(const char *ns, const char *name)
+{
+    /* FNV-1a over "ns/name". */
+    uint64_t h = 1469598103934665603ull;
+    for (const char *s = ns; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    h = (h ^ '/') * 1099511628211ull;
+    for (const char *s = name; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return (unsigned long)h;
+}
+
+static unsigned long hs_hash(const void *obj, unsigned long seed)
+{
+    (void)seed;
+    return ((const pod_entry *)obj)->hash;
+}
+
+static bool hs_compare(const void *a, const void *b)
+{
+    const pod_entry *x = a, *y = b;
+    return strcmp(x->name, y->name) == 0 && strcmp(x->ns, y->ns) == 0;
+}
+
+static void *hs_malloc(size_t n)
+{
+    return malloc(n);
+}
+
+static void hs_free(void *ptr, size_t n, bool defer)
+{
+    (void)n;
+    (void)defer; /* single-threaded use: nothing can still be reading the old map */
+    free(ptr);
+}
+
+static struct ck_malloc hs_allocator = {.malloc = hs_malloc, .free = hs_free};
+
+static void ready_unlink(pc_pool *p, pod_entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        p->ready_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        p->ready_tail = e->prev;
+    e->prev = e->next = NULL;
+    p->ready_len--;
+}
+
+static void ready_link(pc_pool *p, pod_entry *e, bool front)
+{
+    if (front) {
+        e->prev = NULL;
+        e->next = p->ready_head;
+        if (p->ready_head)
+            p->ready_head->prev = e;
+        else
+            p->ready_tail = e;
+        p->ready_head = e;
+    } else {
+        e->next = NULL;
+        e->prev = p->ready_tail;
+        if (p->ready_tail)
+            p->ready_tail->next = e;
+        else
+            p->ready_head = e;
+        p->ready_tail = e;
+    }
+    p->ready_len++;
+}
+
+/* Add a READY pod. Takes ownership of e. On ENOMEM the pod is dropped with a log line:
+ * the resync hook offers it again. */
+static void ready_add(pc_pool *p, pod_entry *e, bool front)
+{
+    if (!ck_hs_put(&p->pods, e->hash, e)) {
+        fprintf(stderr, "level=error pool=%s/%s pod=%s/%s msg=\"ready-queue: out of memory\"\n",
+                p->ns, p->name, e->ns, e->name);
+        free(e);
+        return;
+    }
+    ready_link(p, e, front);
+}
+
+static void ready_remove(pc_pool *p, pod_entry *e)
+{
+    ck_hs_remove(&p->pods, e->hash, e);
+    ready_unlink(p, e);
+    free(e);
+}
+
+/* ---- pending claims ---------------------------------------------------------------------- */
+
+static void level_unlink(pc_pool *p, pc_claim *c)
+{
+    int l = c->priv.level_base;
+    if (c->priv.prev)
+        c->priv.prev->priv.next = c->priv.next;
+    else
+        p->levels[l].head = c->priv.next;
+    if (c->priv.next)
+        c->priv.next->priv.prev = c->priv.prev;
+    else
+        p->levels[l].tail = c->priv.prev;
+    c->priv.prev = c->priv.next = NULL;
+}
+
+/* Insert by enqueued_at into its base level. New claims are the newest (append at the
+ * tail, O(1)); claims coming back after a lost CAS are among the oldest (found from the
+ * head, near O(1)): both keep FIFO order by enqueue time, so a claim keeps its place. */
+static void level_insert(pc_pool *p, pc_claim *c)
+{
+    int l = c->priv.level_base;
+    pc_claim *tail = p->levels[l].tail;
+    pc_claim *after = NULL;
+    if (tail == NULL || tail->enqueued_at_ns <= c->enqueued_at_ns) {
+        after = tail;
+    } else {
+        pc_claim *it = p->levels[l].head;
+        while (it && it->enqueued_at_ns <= c->enqueued_at_ns) {
+            after = it;
+            it = it->priv.next;
+        }
+    }
+    c->priv.prev = after;
+    c->priv.next = after ? after->priv.next : p->levels[l].head;
+    if (c->priv.next)
+        c->priv.next->priv.prev = c;
+    else
+        p->levels[l].tail = c;
+    if (after)
+        after->priv.next = c;
+    else
+        p->levels[l].head = c;
+}
+
+static int effective_level(const pc_pool *p, const pc_claim *c, int64_t now)
+{
+    int64_t waited = now - c->enqueued_at_ns;
+    int64_t steps = waited > 0 ? waited / p->cfg.promote_after_ns : 0;
+    return steps >= c->priv.level_base ? 0 : c->priv.level_base - (int)steps;
+}
+
+static pc_claim *pending_best(const pc_pool *p, int64_t now, int *eff_out)
+{
+    pc_claim *best = NULL;
+    int best_eff = PC_PRIORITY_LEVELS;
+    for (int l = 0; l < PC_PRIORITY_LEVELS; l++) {
+        pc_claim *h = p->levels[l].head;
+        if (h == NULL)
+            continue;
+        int eff = effective_level(p, h, now);
+        if (eff < best_eff || (eff == best_eff && h->enqueued_at_ns < best->enqueued_at_ns)) {
+            best = h;
+            best_eff = eff;
+        }
+    }
+    *eff_out = best_eff;
+    return best;
+}
+
+static void finish_sched(pc_pool *p, pc_claim *c, pc_claim_status st, const char *error)
+{
+    pc__claim_finish(p, c, st, error);
+}
+
+/* The claim waits for a pod. Its deadline, if any, is its timer. */
+static void pending_add(pc_pool *p, pc_claim *c)
+{
+    c->priv.state = CLAIM_PENDING;
+    c->priv.timer_at_ns = c->deadline_ns;
+    if (c->deadline_ns > 0 && pc__timer_heap_push(&p->timers, c) != 0) {
+        finish_sched(p, c, PC_CLAIM_ERROR, "out of memory for the claim's deadline timer");
+        return;
+    }
+    level_insert(p, c);
+    p->pending_len++;
+}
+
+/* Take c out of the pending levels (and the timer heap); count its promotions. */
+static void pending_take(pc_pool *p, pc_claim *c, int64_t now)
+{
+    pc__timer_heap_remove(&p->timers, c);
+    level_unlink(p, c);
+    p->pending_len--;
+    int gained = c->priv.level_base - effective_level(p, c, now);
+    if (gained > 0)
+        atomic_fetch_add_explicit(&p->m.promotions, (uint64_t)gained, memory_order_relaxed);
+}
+
+static void retry_take(pc_pool *p, pc_claim *c)
+{
+    pc__timer_heap_remove(&p->timers, c);
+    p->retry_len--;
+}
+
+/* ---- taking in what other threads pushed ------------------------------------------------- */
+
+static void release_reservation(pc_pool *p, const char *ns, const char *name)
+{
+    pc__reservation_release(p->reservations, ns, name);
+}
+
+static void take_pod_msg(pc_pool *p, pod_entry *m, int64_t now)
+{
+    m->hash = pod_key_hash(m->ns, m->name);
+    pod_entry *queued = ck_hs_get(&p->pods, m->hash, m);
+    const pc__reservation *r = pc__reservation_lookup(p->reservations, m->ns, m->name, now);
+
+    if (m->kind == POD_MSG_WITHDRAW) {
+        pc__count(&p->m.withdrawals);
+        if (r)
+            release_reservation(p, m->ns, m->name);
+        if (queued)
+            ready_remove(p, queued);
+        free(m);
+        return;
+    }
+
+    pc__count(&p->m.offers);
+    if (r) {
+        if (strcmp(r->rv, m->rv) == 0) {
+            /* Stale: the informer has not yet seen the claim we dispatched at this version. */
+            pc__count(&p->m.offers_stale);
+            free(m);
+            return;
+        }
+        /* A different version: our CAS at the reserved version can no longer win (or
+         * already did and the pod came back idle). The reservation has done its job. */
+        release_reservation(p, m->ns, m->name);
+    }
+    if (queued) {
+        /* Already in the ready-queue: keep its place, take the newer facts. */
+        strcpy(queued->rv, m->rv);
+        strcpy(queued->uid, m->uid);
+        free(m);
+        return;
+    }
+    ready_add(p, m, false);
+}
+
+static void admit(pc_pool *p, pc_claim *c, int64_t now)
+{
+    int prio = c->priority;
+    c->priv.level_base = prio < PC_PRIORITY_HIGHEST  ? PC_PRIORITY_HIGHEST
+                         : prio > PC_PRIORITY_LOWEST ? PC_PRIORITY_LOWEST
+                                                     : prio;
+    if (atomic_load_explicit(&p->stopping, memory_order_acquire))
+        finish_sched(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
+    else if (atomic_load_explicit(&c->priv.flags, memory_order_acquire) & CLAIM_F_CANCEL)
+        finish_sched(p, c, PC_CLAIM_CANCELLED, "cancelled while waiting");
+    else if (c->deadline_ns > 0 && now >= c->deadline_ns)
+        finish_sched(p, c, PC_CLAIM_DEADLINE, "deadline passed while waiting for a pod");
+    else
+        pending_add(p, c);
+}
+
+static int64_t retry_backoff(pc_pool *p, const pc_claim *c)
+{
+    uint32_t shift = c->priv.retries > 6 ? 5 : c->priv.retries - 1; /* cap at 32x */
+    int64_t base = p->cfg.retry_backoff_ns << shift;
+    /* xorshift64: jitter to [base/2, base) so claims that failed together spread out. */
+    p->rng ^= p->rng << 13;
+    p->rng ^= p->rng >> 7;
+    p->rng ^= p->rng << 17;
+    int64_t half = base / 2;
+    int64_t d = half + (half > 0 ? (int64_t)(p->rng % (uint64_t)half) : 0);
+    return d > c->priv.retry_after_ns ? d : c->priv.retry_after_ns;
+}
+
+/* A claim whose CAS did not win, back from a worker. */
+static void take_completion(pc_pool *p, pc_claim *c, int64_t now)
+{
+    pc_cas_outcome o = c->priv.outcome;
+    /* Is the pod's reservation still the one this dispatch made? If a newer offer or a
+     * withdrawal came in meanwhile, the pod's fate is already decided: don't touch it. */
+    const pc__reservation *r =
+            pc__reservation_lookup(p->reservations, c->priv.pod_namespace, c->priv.pod_name, now);
+    bool ours = r && strcmp(r->rv, c->priv.pod_rv) == 0 &&
+                strcmp(r->claim_id, c->id ? c->id : c->priv.id_buf) == 0;
+    if (ours && o != PC_CAS_CONFLICT) {
+        /* CONFLICT keeps the reservation: the pod moved to a version we have not seen,
+         * and the reserved version must stay unselectable until the informer shows the
+         * new one. NOT_FOUND: the pod is gone. INVALID / RETRYABLE: the pod is untouched
+         * as far as we know, so it goes back to the front of the ready-queue (if the
+         * write did land after all, the next CAS at this version conflicts: safe). */
+        release_reservation(p, c->priv.pod_namespace, c->priv.pod_name);
+        if (o == PC_CAS_INVALID || o == PC_CAS_RETRYABLE) {
+            pod_entry *e = malloc(sizeof(*e));
+            if (e) {
+                strcpy(e->ns, c->priv.pod_namespace);
+                strcpy(e->name, c->priv.pod_name);
+                strcpy(e->uid, c->priv.pod_uid);
+                strcpy(e->rv, c->priv.pod_rv);
+                e->hash = pod_key_hash(e->ns, e->name);
+                e->kind = POD_MSG_OFFER;
+                ready_add(p, e, true);
+            }
+        }
+    }
+
+    char why[256];
+    if (o == PC_CAS_INVALID) {
+        finish_sched(p, c, PC_CLAIM_REJECTED, c->priv.message);
+    } else if (atomic_load_explicit(&p->stopping, memory_order_acquire)) {
+        finish_sched(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
+    } else if (atomic_load_explicit(&c->priv.flags, memory_order_acquire) & CLAIM_F_CANCEL) {
+        finish_sched(p, c, PC_CLAIM_CANCELLED, "cancelled while its CAS was in flight");
+    } else if (c->deadline_ns > 0 && now >= c->deadline_ns) {
+        snprintf(why, sizeof(why), "deadline passed; last CAS: %s: %s", pc_cas_outcome_name(o),
+                 c->priv.message);
+        finish_sched(p, c, PC_CLAIM_DEADLINE, why);
+    } else if (o == PC_CAS_RETRYABLE) {
+        if (++c->priv.retries > p->cfg.retry_limit) {
+            snprintf(why, sizeof(why), "gave up after %u retries: %s", p->cfg.retry_limit,
+                     c->priv.message);
+            finish_sched(p, c, PC_CLAIM_ERROR, why);
+            return;
+        }
+        int64_t at = now + retry_backoff(p, c);
+        c->priv.retry_at_ns = at;
+        c->priv.timer_at_ns = (c->deadline_ns > 0 && c->deadline_ns < at) ? c->deadline_ns : at;
+        c->priv.state = CLAIM_RETRY_WAIT;
+        if (pc__timer_heap_push(&p->timers, c) != 0) {
+            finish_sched(p, c, PC_CLAIM_ERROR, "out of memory for the claim's retry timer");
+            return;
+        }
+        p->retry_len++;
+    } else {
+        /* CONFLICT / NOT_FOUND: serve the claim from the next pod, in its old place. */
+        pending_add(p, c);
+    }
+}
+
+static void fire_timers(pc_pool *p, int64_t now)
+{
+    pc_claim *c;
+    while ((c = pc__timer_heap_top(&p->timers)) != NULL && c->priv.timer_at_ns <= now) {
+        if (c->priv.state == CLAIM_PENDING) {
+            pending_take(p, c, now);
+            finish_sched(p, c, PC_CLAIM_DEADLINE, "deadline passed while waiting for a pod");
+        } else { /* CLAIM_RETRY_WAIT */
+            retry_take(p, c);
+            if (c->deadline_ns > 0 && now >= c->deadline_ns)
+                finish_sched(p, c, PC_CLAIM_DEADLINE, "deadline passed while backing off");
+            else
+                pending_add(p, c);
+        }
+    }
+}
+
+/* Someone called pc_claim_cancel: find the waiting claims that carry the flag. O(waiting),
+ * once per wake-up however many cancels arrived; cancels are rare next to claims, and
+ * scanning keeps cancel free of any message that could outlive the claim. */
+static void take_cancels(pc_pool *p, int64_t now)
+{
+    for (int l = 0; l < PC_PRIORITY_LEVELS; l++) {
+        pc_claim *c = p->levels[l].head;
+        while (c) {
+            pc_claim *next = c->priv.next;
+            if (atomic_load_explicit(&c->priv.flags, memory_order_acquire) & CLAIM_F_CANCEL) {
+                pending_take(p, c, now);
+                finish_sched(p, c, PC_CLAIM_CANCELLED, "cancelled while waiting");
+            }
+            c = next;
+        }
+    }
+    /* Backing-off claims live only in the timer heap. Walking it from the end visits every
+     * entry at least once even as removals move entries around (a removal only moves
+     * already-visited entries into lower slots). */
+    for (size_t i = p->timers.len; i-- > 0;) {
+        if (i >= p->timers.len)
+            continue;
+        pc_claim *c = p->timers.items[i];
+        if (c->priv.state == CLAIM_RETRY_WAIT &&
+            (atomic_load_explicit(&c->priv.flags, memory_order_acquire) & CLAIM_F_CANCEL)) {
+            retry_take(p, c);
+            finish_sched(p, c, PC_CLAIM_CANCELLED, "cancelled while backing off");
+        }
+    }
+}
+
+static void count_expired(const pc__reservation *r, void *arg)
+{
+    (void)r;
+    pc__count(&((pc_pool *)arg)->m.reservations_expired);
+}
+
+/* ---- dispatch ---------------------------------------------------------------------------- */
+
+static void dispatch(pc_pool *p, int64_t now)
+{
+    int64_t now_real = 0;
+    while (p->ready_head && p->pending_len &&
+           pc__gauge_get(&p->inflight) < (int64_t)p->cfg.max_inflight) {
+        int eff;
+        pc_claim *c = pending_best(p, now, &eff);
+        pod_entry *e = p->ready_head;
+        if (c->id == NULL)
+            snprintf(c->priv.id_buf, sizeof(c->priv.id_buf), "%s-%s-%llu", p->name, p->id_tag,
+                     (unsigned long long)++p->next_claim_seq);
+        const char *id = c->id ? c->id : c->priv.id_buf;
+        if (pc__reservation_reserve(p->reservations, e->ns, e->name, e->rv, id, now) != 0) {
+            /* Out of memory: dispatching without the reservation would lose the
+             * double-selection defence. Try again next round. */
+            fprintf(stderr, "level=error pool=%s/%s claim=%s msg=\"reservation: out of memory\"\n",
+                    p->ns, p->name, id);
+            break;
+        }
+        pending_take(p, c, now);
+        strcpy(c->priv.pod_namespace, e->ns);
+        strcpy(c->priv.pod_name, e->name);
+        strcpy(c->priv.pod_uid, e->uid);
+        strcpy(c->priv.pod_rv, e->rv);
+        ready_remove(p, e);
+
+        c->priv.state = CLAIM_DISPATCHED;
+        c->priv.worker = p->next_worker;
+        p->next_worker = (p->next_worker + 1) % p->n_workers;
+        pc__gauge_add(&p->inflight, 1);
+        pc__worker *w = &p->workers[c->priv.worker];
+        pc__mpsc_push(&w->jobs, &c->priv.entry);
+        pc__parker_unpark(&w->parker);
+        if (now_real == 0)
+            now_real = pc__realtime_ns();
+    }
+    if (now_real)
+        pc__gauge_set(&p->last_dispatch_at, now_real);
+}
+
+/* ---- the loop ---------------------------------------------------------------------------- */
+
+static void drain(pc_pool *p, int64_t now)
+{
+    ck_stack_entry_t *e;
+    while ((e = pc__mpsc_pop(&p->offers)) != NULL)
+        take_pod_msg(p, (pod_entry *)e, now);
+    while ((e = pc__mpsc_pop(&p->completions)) != NULL)
+        take_completion(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
+    while ((e = pc__mpsc_pop(&p->claims)) != NULL) {
+        /* The place reserved by enqueue is now a waiting claim. seq_cst: shutdown's exit
+         * test reads this count after storing `stopping` (see pc_pool_enqueue). */
+        atomic_fetch_sub_explicit(&p->inbox_count.v, 1, memory_order_seq_cst);
+        admit(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
+    }
+}
+
+static void publish_gauges(pc_pool *p)
+{
+    pc__gauge_set(&p->idle_ready, (int64_t)p->ready_len);
+    pc__gauge_set(&p->waiting, (int64_t)(p->pending_len + p->retry_len));
+    pc__gauge_set(&p->reserved, (int64_t)pc__reservation_count(p->reservations));
+}
+
+/* Shutdown: every waiting claim gets SHUTDOWN; returns true once nothing is left
+ * anywhere (inbox, pending, backing off, in flight). */
+static bool drain_for_shutdown(pc_pool *p, int64_t now)
+{
+    for (int l = 0; l < PC_PRIORITY_LEVELS; l++)
+        while (p->levels[l].head) {
+            pc_claim *c = p->levels[l].head;
+            pending_take(p, c, now);
+            finish_sched(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
+        }
+    pc_claim *c;
+    while ((c = pc__timer_heap_top(&p->timers)) != NULL) {
+        retry_take(p, c);
+        finish_sched(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
+    }
+    /* acquire: a worker pushes a completion before it decrements inflight (release), so
+     * seeing 0 means every completion is in the queue; drain once more to take them. */
+    if (atomic_load_explicit(&p->inflight.v, memory_order_acquire) != 0 ||
+        atomic_load_explicit(&p->inbox_count.v, memory_order_seq_cst) != 0)
+        return false;
+    drain(p, now);
+    return pc__mpsc_empty(&p->completions) && pc__mpsc_empty(&p->claims) && p->pending_len == 0 &&
+           p->retry_len == 0;
+}
+
+static bool has_work(void *arg)
+{
+    pc_pool *p = arg;
+    if (!pc__mpsc_empty(&p->claims) || !pc__mpsc_empty(&p->offers) ||
+        !pc__mpsc_empty(&p->completions))
+        return true;
+    if (atomic_load_explicit(&p->cancel_seq, memory_order_relaxed) != p->seen_cancel_seq ||
+        atomic_load_explicit(&p->resync_now, memory_order_relaxed))
+        return true;
+    if (atomic_load_explicit(&p->stopping, memory_order_relaxed))
+        return atomic_load_explicit(&p->inflight.v, memory_order_relaxed) == 0 &&
+               atomic_load_explicit(&p->inbox_count.v, memory_order_relaxed) == 0;
+    return p->ready_head && p->pending_len &&
+           pc__gauge_get(&p->inflight) < (int64_t)p->cfg.max_inflight;
+}
+
+static int64_t next_wakeup(pc_pool *p)
+{
+    int64_t at = 0;
+    pc_claim *t = pc__timer_heap_top(&p->timers);
+    if (t)
+        at = t->priv.timer_at_ns;
+    int64_t r = pc__reservation_next_expiry(p->reservations);
+    if (r && (at == 0 || r < at))
+        at = r;
+    if (p->cfg.resync && p->cfg.resync_period_ns > 0 && (at == 0 || p->next_resync_at < at))
+        at = p->next_resync_at;
+    return at;
+}
+
+void *pc__scheduler_main(void *arg)
+{
+    pc_pool *p = arg;
+    int64_t now = pc_now_ns();
+    p->next_resync_at = now + p->cfg.resync_period_ns;
+    for (;;) {
+        now = pc_now_ns();
+        drain(p, now);
+        /* acquire: pairs with the release in pc_claim_cancel; the flags we scan for are
+         * visible once we see the sequence they bumped. */
+        uint32_t seq = atomic_load_explicit(&p->cancel_seq, memory_order_acquire);
+        if (seq != p->seen_cancel_seq) {
+            p->seen_cancel_seq = seq;
+            take_cancels(p, now);
+        }
+        fire_timers(p, now);
+        pc__reservation_sweep(p->reservations, now, count_expired, p);
+
+        bool stopping = atomic_load_explicit(&p->stopping, memory_order_seq_cst);
+        if (!stopping && p->cfg.resync &&
+            (atomic_exchange_explicit(&p->resync_now, false, memory_order_acq_rel) ||
+             (p->cfg.resync_period_ns > 0 && now >= p->next_resync_at))) {
+            p->cfg.resync(p->cfg.resync_arg);
+            p->next_resync_at = now + p->cfg.resync_period_ns;
+        }
+        if (stopping) {
+            bool done = drain_for_shutdown(p, now);
+            publish_gauges(p);
+            if (done)
+                break;
+        } else {
+            dispatch(p, now);
+            publish_gauges(p);
+        }
+        pc__parker_park(&p->parker, next_wakeup(p), has_work, p);
+    }
+
+    /* release: the workers' acquire load of workers_stop sees everything before it. */
+    atomic_store_explicit(&p->workers_stop, true, memory_order_release);
+    for (int i = 0; i < p->n_workers; i++)
+        pc__parker_unpark(&p->workers[i].parker);
+    return NULL;
+}
+
+void pc__scheduler_drain_unstarted(pc_pool *p)
+{
+    int64_t now = pc_now_ns();
+    drain(p, now);
+    drain_for_shutdown(p, now);
+    publish_gauges(p);
+}
+
+int pc__scheduler_init(pc_pool *p)
+{
+    if (!ck_hs_init(&p->pods, CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT | CK_HS_MODE_DELETE, hs_hash,
+                    hs_compare, &hs_allocator, 1024, 0))
+        return -ENOMEM;
+    int err = pc__reservation_map_new(p->cfg.reservation_ttl_ns, &p->reservations);
+    if (err) {
+        ck_hs_destroy(&p->pods);
+        return err;
+    }
+    pc__timer_heap_init(&p->timers);
+    return 0;
+}
+
+void pc__scheduler_fini(pc_pool *p)
+{
+    while (p->ready_head)
+        ready_remove(p, p->ready_head);
+    ck_stack_entry_t *e;
+    while ((e = pc__mpsc_pop(&p->offers)) != NULL)
+        free(e);
+    ck_hs_destroy(&p->pods);
+    pc__reservation_map_free(p->reservations);
+    pc__timer_heap_fini(&p->timers);
+}
