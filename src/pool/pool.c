@@ -90,6 +90,13 @@ void pc_claim_init(pc_claim *c, int priority, pc_claim_cb cb, void *cb_arg)
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
+/* C11 aligned_alloc wants the size to be a multiple of the alignment. */
+static void *alloc_cachelines(size_t n)
+{
+    return aligned_alloc(CK_MD_CACHELINE,
+                         (n + CK_MD_CACHELINE - 1) / CK_MD_CACHELINE * CK_MD_CACHELINE);
+}
+
 static char *dup_or_empty(const char *s)
 {
     return strdup(s ? s : "");
@@ -138,7 +145,7 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
         (cfg->n_tags > 0 && cfg->tags == NULL) || cfg->cas_workers > 64)
         return -EINVAL;
 
-    pc_pool *p = aligned_alloc(CK_MD_CACHELINE, sizeof(*p));
+    pc_pool *p = alloc_cachelines(sizeof(*p));
     if (p == NULL)
         return -ENOMEM;
     memset(p, 0, sizeof(*p));
@@ -195,7 +202,7 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
     p->rng = ((uint64_t)rnd << 32) | 0x9e3779b9u;
 
     p->n_workers = (int)p->cfg.cas_workers;
-    p->workers = aligned_alloc(CK_MD_CACHELINE, sizeof(pc__worker) * (size_t)p->n_workers);
+    p->workers = alloc_cachelines(sizeof(pc__worker) * (size_t)p->n_workers);
     if (p->workers == NULL)
         goto fail_identity;
     memset(p->workers, 0, sizeof(pc__worker) * (size_t)p->n_workers);

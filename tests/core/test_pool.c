@@ -1,0 +1,541 @@
+/* Behaviour of one pool: ordering, aging, preemption, backpressure, deadlines, cancel,
+ * shutdown, CAS outcomes and reservations. Uses the controllable fake backend. */
+#include "common.h"
+#include "fake_backend.h"
+
+#include <podclaim/podclaim.h>
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAXC 256
+
+typedef struct rec {
+    pthread_mutex_t mu;
+    int order[MAXC]; /* claim index, in callback order */
+    int n;
+    int calls[MAXC];
+    pc_claim_result res[MAXC];
+} rec;
+
+static rec R;
+static pc_claim C[MAXC];
+static char ids[MAXC][16];
+static fake_backend F;
+static pc_pool *P;
+
+static void on_result(pc_claim *c, const pc_claim_result *r, void *arg)
+{
+    (void)arg;
+    int i = (int)(c - C);
+    pthread_mutex_lock(&R.mu);
+    R.calls[i]++;
+    R.res[i] = *r;
+    R.order[R.n++] = i;
+    pthread_mutex_unlock(&R.mu);
+}
+
+static int results(void)
+{
+    pthread_mutex_lock(&R.mu);
+    int n = R.n;
+    pthread_mutex_unlock(&R.mu);
+    return n;
+}
+
+static void setup_pool(bool manual, pc_pool_config cfg)
+{
+    memset(&R, 0, sizeof(R));
+    pthread_mutex_init(&R.mu, NULL);
+    memset(C, 0, sizeof(C));
+    fake_init(&F, manual);
+    cfg.namespace_ = "ns";
+    cfg.name = "pool";
+    if (!cfg.cas_workers)
+        cfg.cas_workers = 1; /* one worker: CAS start order = dispatch order */
+    int err = pc_pool_new(&cfg, &F.base, &P);
+    cr_assert_eq(err, 0, "pc_pool_new: %s", pc_strerror(err));
+}
+
+static void start(void)
+{
+    int err = pc_pool_start(P);
+    cr_assert_eq(err, 0, "pc_pool_start: %s", pc_strerror(err));
+}
+
+static void teardown_pool(void)
+{
+    pc_pool_free(P);
+    P = NULL;
+    fake_fini(&F);
+}
+
+static void enqueue(int i, int prio)
+{
+    pc_claim_init(&C[i], prio, on_result, NULL);
+    snprintf(ids[i], sizeof(ids[i]), "c%d", i);
+    C[i].id = ids[i];
+    int err = pc_pool_enqueue(P, &C[i]);
+    cr_assert_eq(err, 0, "enqueue claim %d: %s", i, pc_strerror(err));
+}
+
+static void offer(const char *name, const char *rv)
+{
+    pc_pod_ref pod = {.namespace_ = "ns", .name = name, .uid = "u", .resource_version = rv};
+    cr_assert_eq(pc_pool_offer_idle(P, &pod), 0);
+}
+
+static void wait_queue_len(uint64_t n)
+{
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).queue_len == n, 5000),
+              "queue_len: expected %lu, got %lu", (unsigned long)n,
+              (unsigned long)pc_pool_snapshot(P).queue_len);
+}
+
+static void wait_results(int n)
+{
+    cr_assert(PC_TEST_WAIT_UNTIL(results() >= n, 5000), "results: expected %d, got %d", n,
+              results());
+}
+
+static void wait_started(int n)
+{
+    cr_assert(PC_TEST_WAIT_UNTIL(fake_started(&F) >= n, 5000), "CAS started: expected %d, got %d",
+              n, fake_started(&F));
+}
+
+/* Offer pods one by one; the started CAS log shows the order claims were served. */
+static void serve_all(int n)
+{
+    char name[16];
+    for (int k = 0; k < n; k++) {
+        snprintf(name, sizeof(name), "pod-%d", k);
+        offer(name, "1");
+    }
+    wait_results(n);
+}
+
+static uint64_t metric(const char *name)
+{
+    static char buf[16384];
+    pc_pool_metrics_render(P, buf, sizeof(buf));
+    char *line = strstr(buf, name);
+    while (line && (line[strlen(name)] != '{' || line[-1] != '\n'))
+        line = strstr(line + 1, name);
+    cr_assert_not_null(line, "metric %s not rendered", name);
+    return strtoull(strchr(line, '}') + 2, NULL, 10);
+}
+
+Test(pool, serves_higher_priority_first_and_fifo_inside_a_level, .fini = teardown_pool,
+     .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    start();
+    int prios[] = {3, 1, 5, 0, 2, 1, 3, 0};
+    for (int i = 0; i < 8; i++)
+        enqueue(i, prios[i]);
+    wait_queue_len(8);
+    serve_all(8);
+    int expect[] = {3, 7, 1, 5, 4, 0, 6, 2};
+    for (int k = 0; k < 8; k++)
+        cr_assert_str_eq(fake_get(&F, k).claim_id, ids[expect[k]], "dispatch #%d: expected %s", k,
+                         ids[expect[k]]);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(R.res[i].status, PC_CLAIM_OK, "claim %d: %s", i,
+                     pc_claim_status_name(R.res[i].status));
+}
+
+Test(pool, promotes_an_old_low_priority_claim_over_newer_higher_ones, .fini = teardown_pool,
+     .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.promote_after_ns = 40 * 1000000LL});
+    start();
+    enqueue(0, 5);
+    wait_queue_len(1);
+    /* Two and a half periods: claim 0 is now at level 3 (5 - 2). */
+    int64_t until = pc_now_ns() + 100 * 1000000LL;
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_now_ns() >= until, 1000));
+    enqueue(1, 4);
+    enqueue(2, 4);
+    wait_queue_len(3);
+    serve_all(3);
+    cr_assert_str_eq(fake_get(&F, 0).claim_id, "c0", "the aged claim goes first");
+    cr_assert_str_eq(fake_get(&F, 1).claim_id, "c1");
+    cr_assert_str_eq(fake_get(&F, 2).claim_id, "c2");
+    cr_assert_geq(metric("podclaim_promotions_total"), 2);
+}
+
+Test(pool, without_aging_the_low_priority_claim_waits, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.promote_after_ns = 3600 * 1000000000LL});
+    start();
+    enqueue(0, 5);
+    enqueue(1, 4);
+    wait_queue_len(2);
+    serve_all(2);
+    cr_assert_str_eq(fake_get(&F, 0).claim_id, "c1");
+    cr_assert_str_eq(fake_get(&F, 1).claim_id, "c0");
+}
+
+Test(pool, a_later_high_priority_claim_preempts_an_earlier_low_one, .fini = teardown_pool,
+     .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    start();
+    enqueue(0, 4);
+    wait_queue_len(1);
+    enqueue(1, 0);
+    wait_queue_len(2);
+    offer("pod-a", "1");
+    wait_results(1);
+    cr_assert_eq(R.order[0], 1, "the high-priority claim is served by the first pod");
+    cr_assert_str_eq(R.res[1].pod_name, "pod-a");
+    offer("pod-b", "1");
+    wait_results(2);
+    cr_assert_str_eq(R.res[0].pod_name, "pod-b");
+}
+
+Test(pool, full_inbox_refuses_and_never_calls_back, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.inbox_capacity = 4});
+    for (int i = 0; i < 4; i++)
+        enqueue(i, 2);
+    pc_claim_init(&C[4], 2, on_result, NULL);
+    cr_assert_eq(pc_pool_enqueue(P, &C[4]), -EAGAIN, "the fifth claim is refused");
+    cr_assert_eq(pc_pool_snapshot(P).queue_len, 4);
+    cr_assert_eq(metric("podclaim_enqueue_rejected_total"), 1);
+    start();
+    serve_all(4);
+    pc_pool_shutdown(P);
+    cr_assert_eq(R.n, 4, "exactly the accepted claims were answered");
+    cr_assert_eq(R.calls[4], 0, "the refused claim's callback never runs");
+}
+
+Test(pool, enqueue_without_callback_is_invalid, .fini = teardown_pool)
+{
+    setup_pool(false, (pc_pool_config){0});
+    pc_claim c;
+    pc_claim_init(&c, 0, NULL, NULL);
+    cr_assert_eq(pc_pool_enqueue(P, &c), -EINVAL);
+}
+
+Test(pool, deadline_while_waiting_ends_the_claim, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    start();
+    pc_claim_init(&C[0], 0, on_result, NULL);
+    C[0].deadline_ns = pc_now_ns() + 30 * 1000000LL;
+    cr_assert_eq(pc_pool_enqueue(P, &C[0]), 0);
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_DEADLINE, "got %s",
+                 pc_claim_status_name(R.res[0].status));
+    cr_assert_geq(R.res[0].latency_ns, 30 * 1000000LL);
+    cr_assert_eq(pc_pool_snapshot(P).queue_len, 0);
+}
+
+Test(pool, cancel_while_waiting_ends_the_claim, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    start();
+    enqueue(0, 1);
+    enqueue(1, 1);
+    wait_queue_len(2);
+    pc_claim_cancel(&C[0]);
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_CANCELLED);
+    offer("pod-a", "1");
+    wait_results(2);
+    cr_assert_eq(R.res[1].status, PC_CLAIM_OK, "the other claim is unaffected");
+}
+
+/* In flight: the CAS is already sent; if it loses, the claim ends instead of retrying. */
+Test(pool, deadline_while_in_flight_ends_the_claim_when_the_cas_loses, .fini = teardown_pool,
+     .timeout = 20)
+{
+    setup_pool(true, (pc_pool_config){0});
+    start();
+    pc_claim_init(&C[0], 0, on_result, NULL);
+    C[0].deadline_ns = pc_now_ns() + 20 * 1000000LL;
+    cr_assert_eq(pc_pool_enqueue(P, &C[0]), 0);
+    offer("pod-a", "1");
+    offer("pod-b", "1");
+    wait_started(1);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_now_ns() > C[0].deadline_ns, 1000));
+    fake_complete(&F, 0, PC_CAS_CONFLICT);
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_DEADLINE, "got %s",
+                 pc_claim_status_name(R.res[0].status));
+    cr_assert_eq(fake_started(&F), 1, "no second CAS after the deadline");
+}
+
+Test(pool, cancel_while_in_flight_keeps_a_won_pod, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(true, (pc_pool_config){0});
+    start();
+    enqueue(0, 0);
+    enqueue(1, 0);
+    offer("pod-a", "1");
+    offer("pod-b", "1");
+    wait_started(2);
+    pc_claim_cancel(&C[0]);
+    pc_claim_cancel(&C[1]);
+    fake_complete(&F, 0, PC_CAS_WON);
+    fake_complete(&F, 1, PC_CAS_CONFLICT);
+    wait_results(2);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_OK, "a won pod is the caller's: got %s",
+                 pc_claim_status_name(R.res[0].status));
+    cr_assert_eq(R.res[1].status, PC_CLAIM_CANCELLED, "a lost CAS after cancel: got %s",
+                 pc_claim_status_name(R.res[1].status));
+}
+
+static void *shutdown_thread(void *arg)
+{
+    pc_pool_shutdown(arg);
+    return NULL;
+}
+
+Test(pool, shutdown_drains_with_exactly_one_result_per_claim, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(true, (pc_pool_config){0});
+    start();
+    for (int i = 0; i < 20; i++)
+        enqueue(i, i % 6);
+    offer("pod-a", "1");
+    offer("pod-b", "1");
+    wait_started(2);
+    pthread_t t;
+    pthread_create(&t, NULL, shutdown_thread, P);
+    /* The 18 waiting claims end at once; the two in flight wait for their CAS. */
+    wait_results(18);
+    pc_claim late;
+    pc_claim_init(&late, 0, on_result, NULL);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_enqueue(P, &late) == -ESHUTDOWN, 1000));
+    fake_complete(&F, 0, PC_CAS_WON);
+    fake_complete(&F, 1, PC_CAS_CONFLICT);
+    pthread_join(t, NULL);
+    cr_assert_eq(R.n, 20);
+    int ok = 0, shut = 0;
+    for (int i = 0; i < 20; i++) {
+        cr_assert_eq(R.calls[i], 1, "claim %d answered %d times", i, R.calls[i]);
+        ok += R.res[i].status == PC_CLAIM_OK;
+        shut += R.res[i].status == PC_CLAIM_SHUTDOWN;
+    }
+    cr_assert_eq(ok, 1, "the won CAS reports OK");
+    cr_assert_eq(shut, 19);
+    pc_snapshot s = pc_pool_snapshot(P);
+    cr_assert_eq(s.queue_len + s.inflight_cas, 0);
+}
+
+Test(pool, shutdown_of_a_pool_never_started_answers_its_claims, .fini = teardown_pool)
+{
+    setup_pool(false, (pc_pool_config){0});
+    enqueue(0, 0);
+    enqueue(1, 3);
+    pc_pool_shutdown(P);
+    cr_assert_eq(R.n, 2);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_SHUTDOWN);
+    cr_assert_eq(R.res[1].status, PC_CLAIM_SHUTDOWN);
+}
+
+static pc_cas_outcome conflict_on_pod_a(const pc_cas_request *req, void *arg)
+{
+    (void)arg;
+    return strcmp(req->pod.name, "pod-a") == 0 ? PC_CAS_CONFLICT : PC_CAS_WON;
+}
+
+Test(pool, conflict_serves_the_claim_from_the_next_pod, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    F.decide = conflict_on_pod_a;
+    enqueue(0, 2);
+    offer("pod-a", "1");
+    offer("pod-b", "1");
+    start();
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_OK);
+    cr_assert_str_eq(R.res[0].pod_name, "pod-b");
+    cr_assert_eq(R.res[0].attempts, 2);
+}
+
+static pc_cas_outcome always(const pc_cas_request *req, void *arg)
+{
+    (void)req;
+    return (pc_cas_outcome)(intptr_t)arg;
+}
+
+Test(pool, retryable_failures_retry_then_error, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.retry_limit = 2, .retry_backoff_ns = 1000000});
+    F.decide = always;
+    F.decide_arg = (void *)(intptr_t)PC_CAS_RETRYABLE;
+    start();
+    enqueue(0, 0);
+    offer("pod-a", "1");
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_ERROR, "got %s", pc_claim_status_name(R.res[0].status));
+    cr_assert_eq(R.res[0].attempts, 3, "1 try + 2 retries");
+    cr_assert(strstr(R.res[0].error, "retries") != NULL, "error says why: %s", R.res[0].error);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 1, 2000),
+              "the untouched pod is idle again");
+}
+
+Test(pool, invalid_options_reject_the_claim_and_keep_the_pod, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    F.decide = always;
+    F.decide_arg = (void *)(intptr_t)PC_CAS_INVALID;
+    start();
+    enqueue(0, 0);
+    offer("pod-a", "1");
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_REJECTED);
+    cr_assert_eq(R.res[0].attempts, 1, "no retry");
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 1, 2000));
+}
+
+Test(pool, a_stale_reoffer_of_a_reserved_pod_is_ignored_until_a_new_version, .fini = teardown_pool,
+     .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    start();
+    enqueue(0, 0);
+    offer("pod-a", "1");
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_OK);
+    cr_assert_eq(pc_pool_snapshot(P).reserved, 1);
+    /* The informer has not seen the claim yet and offers the old version again. */
+    enqueue(1, 0);
+    offer("pod-a", "1");
+    cr_assert(PC_TEST_WAIT_UNTIL(metric("podclaim_offers_stale_total") == 1, 2000));
+    cr_assert_eq(fake_started(&F), 1, "the stale version is not dispatched");
+    /* A new version (the pod was recycled and is idle again) releases it. */
+    offer("pod-a", "7");
+    wait_results(2);
+    cr_assert_eq(R.res[1].status, PC_CLAIM_OK);
+    cr_assert_str_eq(fake_get(&F, 1).rv, "7");
+}
+
+Test(pool, a_reservation_expires_after_its_ttl, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.reservation_ttl_ns = 50 * 1000000LL});
+    start();
+    enqueue(0, 0);
+    offer("pod-a", "1");
+    wait_results(1);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).reserved == 0, 2000), "TTL releases it");
+    cr_assert_eq(metric("podclaim_reservations_expired_total"), 1);
+    enqueue(1, 0);
+    offer("pod-a", "1");
+    wait_results(2);
+    cr_assert_str_eq(fake_get(&F, 1).rv, "1", "after the TTL the version is selectable again");
+}
+
+Test(pool, a_withdrawn_pod_is_not_dispatched, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    start();
+    offer("pod-a", "1");
+    offer("pod-b", "1");
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 2, 2000));
+    pc_pod_ref a = {.namespace_ = "ns", .name = "pod-a"};
+    cr_assert_eq(pc_pool_withdraw(P, &a), 0);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 1, 2000));
+    enqueue(0, 0);
+    wait_results(1);
+    cr_assert_str_eq(R.res[0].pod_name, "pod-b");
+}
+
+Test(pool, a_pod_is_queued_at_most_once, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    start();
+    offer("pod-a", "1");
+    offer("pod-a", "1");
+    offer("pod-a", "2");
+    cr_assert(PC_TEST_WAIT_UNTIL(metric("podclaim_offers_total") == 3, 2000));
+    cr_assert_eq(pc_pool_snapshot(P).idle_ready, 1);
+    enqueue(0, 0);
+    wait_results(1);
+    cr_assert_str_eq(fake_get(&F, 0).rv, "2", "the newest version seen is used");
+}
+
+Test(pool, offers_without_a_version_are_invalid, .fini = teardown_pool)
+{
+    setup_pool(false, (pc_pool_config){0});
+    pc_pod_ref pod = {.namespace_ = "ns", .name = "x"};
+    cr_assert_eq(pc_pool_offer_idle(P, &pod), -EINVAL);
+}
+
+typedef struct claimer {
+    pc_pool *p;
+    int rc;
+    pc_claim_result r;
+} claimer;
+
+static void *claim_thread(void *arg)
+{
+    claimer *c = arg;
+    pc_kv img = {"main", "python:3.12"};
+    pc_claim_opts o = {.images = &img, .n_images = 1};
+    c->rc = pc_pool_claim(c->p, &o, 1, 5 * 1000000000LL, &c->r);
+    return NULL;
+}
+
+Test(pool, blocking_claim_returns_the_pod_or_the_deadline, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    start();
+    pc_claim_result r;
+    cr_assert_eq(pc_pool_claim(P, NULL, 0, 20 * 1000000LL, &r), 0);
+    cr_assert_eq(r.status, PC_CLAIM_DEADLINE);
+    claimer c = {.p = P};
+    pthread_t t;
+    pthread_create(&t, NULL, claim_thread, &c);
+    wait_queue_len(1);
+    offer("pod-a", "1");
+    pthread_join(t, NULL);
+    cr_assert_eq(c.rc, 0);
+    cr_assert_eq(c.r.status, PC_CLAIM_OK);
+    cr_assert_str_eq(c.r.pod_namespace, "ns");
+    cr_assert_str_eq(c.r.pod_name, "pod-a");
+    cr_assert_str_neq(c.r.resource_version, "");
+}
+
+static atomic_int resyncs;
+static void count_resync(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&resyncs, 1);
+}
+
+Test(pool, notify_idle_runs_the_resync_hook, .fini = teardown_pool, .timeout = 20)
+{
+    atomic_store(&resyncs, 0);
+    setup_pool(false, (pc_pool_config){.resync = count_resync, .resync_period_ns = -1});
+    start();
+    pc_pool_notify_idle(P);
+    cr_assert(PC_TEST_WAIT_UNTIL(atomic_load(&resyncs) == 1, 2000));
+}
+
+Test(pool, metrics_render_with_the_pool_labels, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.team = "ml", .user = "ann", .env = "prod"});
+    start();
+    enqueue(0, 0);
+    offer("pod-a", "1");
+    wait_results(1);
+    char small[8];
+    size_t need = pc_pool_metrics_render(P, small, sizeof(small));
+    cr_assert_gt(need, sizeof(small));
+    char *buf = malloc(need + 1);
+    cr_assert_eq(pc_pool_metrics_render(P, buf, need + 1), need);
+    cr_assert(strstr(buf, "podclaim_claims_total{pool=\"pool\",namespace=\"ns\",team=\"ml\","
+                          "user=\"ann\",env=\"prod\",result=\"ok\"} 1\n") != NULL,
+              "%s", buf);
+    cr_assert(strstr(buf, "podclaim_dispatch_latency_seconds_count{") != NULL);
+    free(buf);
+}
