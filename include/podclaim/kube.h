@@ -1,0 +1,197 @@
+/* podclaim Kubernetes API client and the Kubernetes CAS backend.
+ *
+ * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS workers
+ *       -> [backend: kube] -> result; the informer also reads through [kube].
+ *
+ * pc_kube_client  the connection settings and credentials (kubeconfig, in-cluster or explicit
+ *                 options). Immutable after creation except the service-account token, which
+ *                 is re-read when its file changes. Thread-safe: share one client.
+ * pc_kube_conn    one keep-alive connection for blocking requests (the informer's LIST, tools,
+ *                 tests). Owned by one thread.
+ * pc_kube_backend the pc_backend of DESIGN.md §2: each CAS is one strategic-merge PATCH with
+ *                 the resourceVersion precondition, driven by one libcurl multi handle on its
+ *                 own thread, many transfers in flight over reused connections (HTTP/2 when
+ *                 the server offers it over TLS).
+ *
+ * Security: TLS verification is on unless insecure_skip_tls_verify is set explicitly (then a
+ * warning is logged). Tokens, Authorization headers and client keys never appear in a log
+ * line or an error message: credentials live in one internal struct without a print function.
+ *
+ * Errors: functions return 0 or a negative errno and fill `err` (when not NULL) with a line
+ * that says what failed on which object; err is NUL-terminated and truncated to errlen.
+ */
+#ifndef PODCLAIM_KUBE_H
+#define PODCLAIM_KUBE_H
+
+#include <podclaim/backend.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Log levels of the `level=` field; a client logs lines at or above its log_level. */
+#define PC_KUBE_LOG_ERROR 0
+#define PC_KUBE_LOG_WARN 1
+#define PC_KUBE_LOG_INFO 2
+#define PC_KUBE_LOG_DEBUG 3
+
+/* Where log lines go: one line, no newline, already `level=... key=value` formatted.
+ * Called from any thread the client is used on. */
+typedef void (*pc_kube_log_fn)(void *arg, int level, const char *line);
+
+/* Explicit connection settings. Strings are borrowed for the duration of pc_kube_client_new
+ * (the client copies them). PEM "data" fields win over the matching file fields. */
+typedef struct pc_kube_options {
+    const char *server;  /* required: https://host:port or http://host:port, no path */
+    const char *ca_file; /* PEM bundle trusted for the server; NULL = system store */
+    const char *ca_pem;  /* PEM data, ca_pem_len bytes (0 = strlen) */
+    size_t ca_pem_len;
+    const char *client_cert_file; /* mutual TLS (PEM); with client_key_file */
+    const char *client_key_file;
+    const char *client_cert_pem; /* PEM data (0 len = strlen) */
+    size_t client_cert_pem_len;
+    const char *client_key_pem;
+    size_t client_key_pem_len;
+    const char *token;             /* bearer token; NULL = none */
+    const char *token_file;        /* bearer token read from here and re-read when the file
+                                * changes (service-account rotation); wins over token */
+    bool insecure_skip_tls_verify; /* explicit only; logs a warning */
+    const char *default_namespace; /* informational: pc_kube_client_namespace(); NULL = "default" */
+
+    int64_t connect_timeout_ns; /* 0 = 5 s */
+    int64_t request_timeout_ns; /* blocking requests (not watches); 0 = 30 s */
+    size_t max_body;            /* response body limit of blocking requests; 0 = 64 MiB */
+    int log_level;      /* PC_KUBE_LOG_*; 0 (error) .. 3 (debug); default set by _new: warn */
+    bool log_level_set; /* false = PC_KUBE_LOG_WARN */
+    pc_kube_log_fn log; /* NULL = stderr */
+    void *log_arg;
+} pc_kube_options;
+
+typedef struct pc_kube_client pc_kube_client;
+
+/* Create a client from explicit options. Thread: any. Blocking: reads token/PEM files.
+ * Returns 0 and *out, or -EINVAL (no server, bad scheme, unreadable token file...), -ENOMEM;
+ * *out unchanged on failure. */
+int pc_kube_client_new(const pc_kube_options *o, pc_kube_client **out, char *err, size_t errlen);
+
+/* Create a client from a kubeconfig file (the real format: clusters/users/contexts lists,
+ * current-context). context NULL = current-context. Supported: server,
+ * certificate-authority(-data), insecure-skip-tls-verify, token, tokenFile,
+ * client-certificate(-data), client-key(-data), the context's namespace; relative paths are
+ * relative to the file's folder. `tuning` supplies timeouts/limits/logging (its credential
+ * and server fields are ignored); NULL = defaults. path NULL = $KUBECONFIG or ~/.kube/config.
+ * Returns 0 and *out, -ENOENT (no file, context/cluster/user not found), -EINVAL (bad YAML,
+ * missing server, exec/auth-provider users, which are unsupported), -ENOMEM. */
+int pc_kube_client_new_kubeconfig(const char *path, const char *context,
+                                  const pc_kube_options *tuning, pc_kube_client **out, char *err,
+                                  size_t errlen);
+
+/* Create a client from in-cluster settings: KUBERNETES_SERVICE_HOST/PORT, the service account
+ * token (re-read when it rotates), ca.crt and namespace under `sa_dir`
+ * (NULL = /var/run/secrets/kubernetes.io/serviceaccount). Returns 0, -ENOENT (not in a
+ * cluster: variables or files missing), -EINVAL, -ENOMEM. */
+int pc_kube_client_new_in_cluster(const char *sa_dir, const pc_kube_options *tuning,
+                                  pc_kube_client **out, char *err, size_t errlen);
+
+/* The server URL (no trailing slash) and the default namespace. Valid until the client is
+ * freed. Thread: any. */
+const char *pc_kube_client_server(const pc_kube_client *c);
+const char *pc_kube_client_namespace(const pc_kube_client *c);
+
+/* Check that the server is reachable and accepts the credentials: GET /api.
+ * Returns 0, -ECONNREFUSED / -EHOSTUNREACH / -ETIMEDOUT (unreachable), -EPROTO (TLS failure,
+ * e.g. certificate not signed by the configured CA), -EACCES (401/403: token rejected),
+ * -EIO (other HTTP error). err says which, with the server's Status message. Blocking. */
+int pc_kube_client_check(pc_kube_client *c, char *err, size_t errlen);
+
+/* Free a client. NULL is a no-op. Every conn/backend/informer using it must be freed first. */
+void pc_kube_client_free(pc_kube_client *c);
+
+/* ---- blocking requests ---------------------------------------------------------------- */
+
+/* The result of one request. body is malloc'd and NUL-terminated (free with
+ * pc_kube_response_fini); status 0 means no HTTP response arrived. */
+typedef struct pc_kube_response {
+    long status; /* HTTP status; 0 = none */
+    char *body;  /* NULL when empty */
+    size_t body_len;
+    int64_t retry_after_ns; /* from Retry-After on 429/503; 0 = none */
+    char error[512];        /* status 0 or >= 400: what failed (decoded Status message) */
+} pc_kube_response;
+
+void pc_kube_response_fini(pc_kube_response *r);
+
+typedef struct pc_kube_conn pc_kube_conn;
+
+/* A keep-alive connection for blocking requests. Owned by the calling thread. Returns 0,
+ * -ENOMEM. */
+int pc_kube_conn_new(pc_kube_client *c, pc_kube_conn **out);
+void pc_kube_conn_free(pc_kube_conn *k);
+
+/* One request: method ("GET", "PATCH", ...), path with query ("/api/v1/..."), optional body
+ * with its content type. A 429 is retried after its Retry-After (at most 3 times, each wait
+ * capped at 10 s). Returns 0 when a response arrived (any status; out->error set for >= 400),
+ * or -ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -EPROTO (TLS), -EMSGSIZE (body over the
+ * limit), -EIO with out->error set. Always call pc_kube_response_fini(out). Blocking: yes. */
+int pc_kube_conn_request(pc_kube_conn *k, const char *method, const char *path,
+                         const char *content_type, const char *body, size_t body_len,
+                         pc_kube_response *out);
+
+/* ---- helpers (pure functions, unit-tested) --------------------------------------------- */
+
+/* Describe an error response: "409 Conflict: <Status.message> (reason=Conflict)" when the body
+ * is a Kubernetes Status object, else "HTTP 502: <start of body, printable>". Never copies
+ * more than msglen-1 bytes. Returns the Status `code` when present, else http_status. */
+long pc_kube_status_describe(long http_status, const char *body, size_t body_len, char *msg,
+                             size_t msglen);
+
+/* Build the CAS PATCH body (strategic merge patch JSON) for `req` into buf. Returns the length,
+ * or -EMSGSIZE (buf too small), -EINVAL (a label or annotation that would overwrite
+ * podclaim.io/phase, podclaim.io/pool, podclaim.io/claim-id or podclaim.io/claimed-at; a
+ * missing field; with a message in err). */
+int pc_kube_patch_body(const pc_cas_request *req, char *buf, size_t len, char *err, size_t errlen);
+
+/* ---- the CAS backend ---------------------------------------------------------------------- */
+
+typedef struct pc_kube_backend_options {
+    uint32_t max_inflight;    /* transfer slots; cas_start beyond returns -EAGAIN; 0 = 1024 */
+    uint32_t max_connections; /* connections to the server; 0 = 8 */
+    int64_t timeout_ns;       /* per PATCH when the request has no deadline; 0 = 10 s */
+    size_t max_body;          /* response body limit per PATCH; 0 = 1 MiB */
+    size_t max_request;       /* request body limit per PATCH; 0 = 64 KiB */
+} pc_kube_backend_options;
+
+typedef struct pc_kube_backend pc_kube_backend;
+
+/* Start the backend thread. Borrows `c` (must outlive the backend). o NULL = defaults.
+ * Returns 0 and *out, -ENOMEM, or a pthread_create error. */
+int pc_kube_backend_new(pc_kube_client *c, const pc_kube_backend_options *o, pc_kube_backend **out,
+                        char *err, size_t errlen);
+
+/* The interface to pass to pc_pool_new; valid until pc_kube_backend_free.
+ * cas_start: Thread: any. Blocking: no (builds the body, takes a mutex for a few ns, wakes the
+ * backend thread). Returns 0, -EAGAIN (all slots busy), -ESHUTDOWN. An invalid claim (reserved
+ * label/annotation keys, bad pod name, body too big) is reported as PC_CAS_INVALID through done,
+ * possibly before cas_start returns. */
+pc_backend *pc_kube_backend_iface(pc_kube_backend *kb);
+
+/* Counters since start (relaxed reads). Thread: any. */
+typedef struct pc_kube_backend_stats {
+    uint64_t started;
+    uint64_t outcomes[PC_CAS_OUTCOME_COUNT];
+    uint64_t connections; /* connections opened so far (keep-alive reuse keeps this low) */
+} pc_kube_backend_stats;
+void pc_kube_backend_stats_read(const pc_kube_backend *kb, pc_kube_backend_stats *out);
+
+/* Stop the thread and free. Transfers still in flight are aborted and reported RETRYABLE
+ * ("backend stopped") exactly once. Shut the pool down first. NULL is a no-op. */
+void pc_kube_backend_free(pc_kube_backend *kb);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PODCLAIM_KUBE_H */

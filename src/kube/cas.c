@@ -1,0 +1,443 @@
+/* The Kubernetes CAS backend: claims as resourceVersion-guarded PATCHes over libcurl multi.
+ *
+ * Flow: pool CAS workers -> cas_start -> [submit queue -> multi thread -> PATCH] -> done.
+ *
+ * One thread drives one curl multi handle with many transfers in flight over a small set of
+ * reused connections (HTTP/1.1 keep-alive, or multiplexed HTTP/2 when TLS ALPN offers it).
+ * A fixed array of transfer slots, each with its own easy handle and bounded request and
+ * response buffers, is allocated at start: the CAS hot path allocates nothing of ours
+ * (curl's own per-transfer state aside).
+ *
+ * cas_start runs on the pool's CAS worker threads: it takes a free slot, builds the URL and
+ * body into it (so that the work is spread over the workers, not the multi thread), queues
+ * it and wakes the multi thread. The slot is owned by the worker until it is queued, then by
+ * the multi thread until done() has been called; `lock` hands it over.
+ *
+ * Locking: `lock` protects free_list, the submit queue and `stopping`; held for a few
+ * pointer moves only, never across curl calls or done(). Why a mutex and not a lock-free
+ * stack: callers are the pool's few CAS workers, each PATCH costs a loopback round trip
+ * (~20 us), and a mutex keeps the stop-and-drain logic obvious.
+ *
+ * Outcome mapping (DESIGN.md §2): 2xx WON (new resourceVersion from the returned pod);
+ * 409 CONFLICT; 404 NOT_FOUND; 400/422 INVALID; 429, 5xx, 408, timeouts and network
+ * errors RETRYABLE (Retry-After passed on); any other status RETRYABLE too (401/403 will
+ * not heal, but retries are bounded by the pool and the claim then reports the message).
+ */
+#include "kube_internal.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PC__CAS_DEFAULT_SLOTS 1024u
+#define PC__CAS_DEFAULT_CONNS 8u
+#define PC__CAS_DEFAULT_TIMEOUT_NS (10LL * 1000000000LL)
+#define PC__CAS_DEFAULT_MAX_BODY ((size_t)1 << 20)
+#define PC__CAS_DEFAULT_MAX_REQ ((size_t)64 << 10)
+#define PC__CAS_MIN_TIMEOUT_MS 50L
+
+typedef struct slot {
+    struct slot *next; /* free list or submit queue */
+    pc_kube_backend *kb;
+    CURL *easy;
+    struct curl_slist *headers;
+    uint64_t headers_gen; /* token generation the headers were built with */
+    bool active;          /* added to the multi (multi thread only) */
+    bool too_big;         /* response over max_body */
+    pc_cas_done_fn done;
+    void *token;
+    char url[PC_NAME_MAX + PC_NAMESPACE_MAX + 512];
+    char errbuf[CURL_ERROR_SIZE];
+    char *req; /* max_request bytes */
+    pc__buf resp;
+} slot;
+
+struct pc_kube_backend {
+    pc_backend iface;
+    pc_kube_client *client;
+    uint32_t n_slots;
+    int64_t timeout_ns;
+    size_t max_body;
+    size_t max_request;
+    CURLM *multi;
+    slot *slots;
+    pthread_t thread;
+    bool thread_started;
+
+    pthread_mutex_t lock; /* protects free_list, sub_head, sub_tail, stopping */
+    slot *free_list;
+    slot *sub_head, *sub_tail;
+    bool stopping;
+
+    /* statistics: relaxed counters, each independent (read by stats_read on any thread) */
+    _Atomic uint64_t started;
+    _Atomic uint64_t outcomes[PC_CAS_OUTCOME_COUNT];
+    _Atomic uint64_t connections;
+};
+
+static bool valid_dns(const char *s, size_t max)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char ch = s[n];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.'))
+            return false;
+    }
+    return n > 0 && n < max;
+}
+
+static void report(pc_kube_backend *kb, pc_cas_done_fn done, void *token, pc_cas_outcome oc,
+                   const char *new_rv, const char *msg, int64_t retry_after_ns)
+{
+    atomic_fetch_add_explicit(&kb->outcomes[oc], 1, memory_order_relaxed);
+    done(token, oc, new_rv, msg, retry_after_ns);
+}
+
+static int cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn done, void *token)
+{
+    pc_kube_backend *kb = b->impl;
+    if (!req || !done || !req->pod.namespace_ || !req->pod.name)
+        return -EINVAL;
+
+    pthread_mutex_lock(&kb->lock);
+    if (kb->stopping) {
+        pthread_mutex_unlock(&kb->lock);
+        return -ESHUTDOWN;
+    }
+    slot *s = kb->free_list;
+    if (s)
+        kb->free_list = s->next;
+    pthread_mutex_unlock(&kb->lock);
+    if (!s)
+        return -EAGAIN;
+
+    char msg[256];
+    int len = -EINVAL;
+    if (!valid_dns(req->pod.namespace_, PC_NAMESPACE_MAX) || !valid_dns(req->pod.name, PC_NAME_MAX))
+        snprintf(msg, sizeof(msg), "pod %s/%s: not a valid namespace/name", req->pod.namespace_,
+                 req->pod.name);
+    else
+        len = pc_kube_patch_body(req, s->req, kb->max_request, msg, sizeof(msg));
+    if (len < 0) {
+        /* Bad claim options: no request is sent; the claim fails without retry. */
+        pthread_mutex_lock(&kb->lock);
+        s->next = kb->free_list;
+        kb->free_list = s;
+        pthread_mutex_unlock(&kb->lock);
+        atomic_fetch_add_explicit(&kb->started, 1, memory_order_relaxed);
+        report(kb, done, token, PC_CAS_INVALID, NULL, msg, 0);
+        return 0;
+    }
+    char path[sizeof(s->url)];
+    snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", req->pod.namespace_,
+             req->pod.name);
+    pc__kube_url(kb->client, path, s->url, sizeof(s->url));
+
+    uint64_t gen = pc__kube_token_gen(kb->client);
+    if (!s->headers || gen != s->headers_gen) {
+        struct curl_slist *h = pc__kube_headers(
+                kb->client, "application/strategic-merge-patch+json", &s->headers_gen);
+        if (!h) {
+            pthread_mutex_lock(&kb->lock);
+            s->next = kb->free_list;
+            kb->free_list = s;
+            pthread_mutex_unlock(&kb->lock);
+            return -ENOMEM;
+        }
+        curl_slist_free_all(s->headers);
+        s->headers = h;
+    }
+    int64_t timeout = kb->timeout_ns;
+    if (req->deadline_ns > 0) {
+        int64_t left = req->deadline_ns - pc__kube_mono_ns();
+        if (left < timeout)
+            timeout = left;
+    }
+    long tms = (long)(timeout / 1000000);
+    if (tms < PC__CAS_MIN_TIMEOUT_MS)
+        tms = PC__CAS_MIN_TIMEOUT_MS;
+
+    CURL *e = s->easy;
+    curl_easy_setopt(e, CURLOPT_URL, s->url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, s->req);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, tms);
+    pc__buf_reset(&s->resp);
+    s->too_big = false;
+    s->done = done;
+    s->token = token;
+    s->next = NULL;
+
+    pthread_mutex_lock(&kb->lock);
+    if (kb->stopping) {
+        s->next = kb->free_list;
+        kb->free_list = s;
+        pthread_mutex_unlock(&kb->lock);
+        return -ESHUTDOWN;
+    }
+    if (kb->sub_tail)
+        kb->sub_tail->next = s;
+    else
+        kb->sub_head = s;
+    kb->sub_tail = s;
+    pthread_mutex_unlock(&kb->lock);
+    atomic_fetch_add_explicit(&kb->started, 1, memory_order_relaxed);
+    curl_multi_wakeup(kb->multi); /* thread-safe by contract of curl_multi_wakeup */
+    return 0;
+}
+
+static size_t on_write(char *p, size_t size, size_t n, void *arg)
+{
+    slot *s = arg;
+    if (pc__buf_append(&s->resp, p, size * n) != 0) {
+        s->too_big = true;
+        return 0;
+    }
+    return size * n;
+}
+
+/* The new resourceVersion from a 2xx body (the patched pod). */
+static bool new_rv_of(const char *body, size_t len, char *rv, size_t rvlen)
+{
+    json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
+    const char *v = json_string_value(
+            json_object_get(json_object_get(root, "metadata"), "resourceVersion"));
+    bool ok = v && strlen(v) < rvlen;
+    if (ok)
+        snprintf(rv, rvlen, "%s", v);
+    json_decref(root);
+    return ok;
+}
+
+/* A transfer ended: map it, free the slot, then report (no lock held, slot already reusable
+ * so done() may start the next CAS at once). */
+static void finish(pc_kube_backend *kb, slot *s, CURLcode cr)
+{
+    long status = 0;
+    long conns = 0;
+    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(s->easy, CURLINFO_NUM_CONNECTS, &conns);
+    if (conns > 0)
+        atomic_fetch_add_explicit(&kb->connections, (uint64_t)conns, memory_order_relaxed);
+    curl_off_t ra = 0;
+    curl_easy_getinfo(s->easy, CURLINFO_RETRY_AFTER, &ra);
+    curl_multi_remove_handle(kb->multi, s->easy);
+    s->active = false;
+
+    pc_cas_outcome oc;
+    char msg[320];
+    char rv[PC_RV_MAX] = "";
+    int64_t retry_after = 0;
+    msg[0] = '\0';
+    if (cr != CURLE_OK) {
+        oc = PC_CAS_RETRYABLE;
+        if (s->too_big)
+            snprintf(msg, sizeof(msg), "PATCH %.200s: response exceeds %zu bytes", s->url,
+                     kb->max_body);
+        else
+            pc__kube_curl_error(cr, s->errbuf, "PATCH", msg, sizeof(msg));
+    } else if (status >= 200 && status < 300) {
+        oc = PC_CAS_WON;
+        if (!new_rv_of(s->resp.data, s->resp.len, rv, sizeof(rv)))
+            pc__kube_log(kb->client, PC_KUBE_LOG_WARN,
+                         "url=%s msg=\"claim won but the response carries no resourceVersion\"",
+                         s->url);
+    } else {
+        pc_kube_status_describe(status, s->resp.data, s->resp.len, msg, sizeof(msg));
+        if (status == 409)
+            oc = PC_CAS_CONFLICT;
+        else if (status == 404)
+            oc = PC_CAS_NOT_FOUND;
+        else if (status == 400 || status == 422)
+            oc = PC_CAS_INVALID;
+        else
+            oc = PC_CAS_RETRYABLE;
+        if (status == 429 || status == 503)
+            retry_after = ra > 0 ? (int64_t)ra * 1000000000LL : 0;
+    }
+    pc_cas_done_fn done = s->done;
+    void *token = s->token;
+    s->done = NULL;
+    pthread_mutex_lock(&kb->lock);
+    s->next = kb->free_list;
+    kb->free_list = s;
+    pthread_mutex_unlock(&kb->lock);
+    report(kb, done, token, oc, oc == PC_CAS_WON ? rv : NULL, oc == PC_CAS_WON ? NULL : msg,
+           retry_after);
+}
+
+static void *backend_main(void *arg)
+{
+    pc_kube_backend *kb = arg;
+    for (;;) {
+        pthread_mutex_lock(&kb->lock);
+        slot *q = kb->sub_head;
+        kb->sub_head = kb->sub_tail = NULL;
+        bool stopping = kb->stopping;
+        pthread_mutex_unlock(&kb->lock);
+        if (stopping) {
+            /* queued after the last round: never added, report them too */
+            for (slot *s = q; s;) {
+                slot *n = s->next;
+                s->active = true;
+                curl_multi_add_handle(kb->multi, s->easy);
+                s = n;
+            }
+            break;
+        }
+        for (slot *s = q; s;) {
+            slot *n = s->next;
+            if (curl_multi_add_handle(kb->multi, s->easy) == CURLM_OK) {
+                s->active = true;
+            } else {
+                pc_cas_done_fn done = s->done;
+                void *token = s->token;
+                pthread_mutex_lock(&kb->lock);
+                s->next = kb->free_list;
+                kb->free_list = s;
+                pthread_mutex_unlock(&kb->lock);
+                report(kb, done, token, PC_CAS_RETRYABLE, NULL, "curl_multi_add_handle failed", 0);
+            }
+            s = n;
+        }
+        int running;
+        curl_multi_perform(kb->multi, &running);
+        CURLMsg *m;
+        int left;
+        while ((m = curl_multi_info_read(kb->multi, &left))) {
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            slot *s = NULL;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+            CURLcode rc = m->data.result;
+            finish(kb, s, rc);
+        }
+        /* Sleeps until a socket is ready, a curl timer is due or cas_start/free wakes us. */
+        curl_multi_poll(kb->multi, NULL, 0, 1000, NULL);
+    }
+    /* Stopped: abort whatever is in flight, each reported exactly once. */
+    for (uint32_t i = 0; i < kb->n_slots; i++) {
+        slot *s = &kb->slots[i];
+        if (!s->active)
+            continue;
+        curl_multi_remove_handle(kb->multi, s->easy);
+        s->active = false;
+        pc_cas_done_fn done = s->done;
+        void *token = s->token;
+        s->done = NULL;
+        report(kb, done, token, PC_CAS_RETRYABLE, NULL, "kube backend stopped", 0);
+    }
+    return NULL;
+}
+
+int pc_kube_backend_new(pc_kube_client *c, const pc_kube_backend_options *o, pc_kube_backend **out,
+                        char *err, size_t errlen)
+{
+    pc_kube_backend_options d = {0};
+    if (!o)
+        o = &d;
+    pc_kube_backend *kb = calloc(1, sizeof(*kb));
+    if (!kb) {
+        pc__kube_errf(err, errlen, "kube backend: out of memory");
+        return -ENOMEM;
+    }
+    int rc = -ENOMEM;
+    kb->client = c;
+    kb->n_slots = o->max_inflight ? o->max_inflight : PC__CAS_DEFAULT_SLOTS;
+    kb->timeout_ns = o->timeout_ns > 0 ? o->timeout_ns : PC__CAS_DEFAULT_TIMEOUT_NS;
+    kb->max_body = o->max_body ? o->max_body : PC__CAS_DEFAULT_MAX_BODY;
+    kb->max_request = o->max_request ? o->max_request : PC__CAS_DEFAULT_MAX_REQ;
+    uint32_t conns = o->max_connections ? o->max_connections : PC__CAS_DEFAULT_CONNS;
+    pthread_mutex_init(&kb->lock, NULL);
+    kb->iface.cas_start = cas_start;
+    kb->iface.impl = kb;
+
+    kb->multi = curl_multi_init();
+    kb->slots = calloc(kb->n_slots, sizeof(slot));
+    if (!kb->multi || !kb->slots)
+        goto fail;
+    curl_multi_setopt(kb->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(kb->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)conns);
+    curl_multi_setopt(kb->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)conns);
+    curl_multi_setopt(kb->multi, CURLMOPT_MAXCONNECTS, (long)conns);
+    for (uint32_t i = 0; i < kb->n_slots; i++) {
+        slot *s = &kb->slots[i];
+        s->kb = kb;
+        pc__buf_init(&s->resp, kb->max_body);
+        s->req = malloc(kb->max_request);
+        s->easy = curl_easy_init();
+        if (!s->req || !s->easy)
+            goto fail;
+        if (pc__kube_easy_setup(c, s->easy, s->errbuf) != 0) {
+            pc__kube_errf(err, errlen, "kube backend: %s", s->errbuf);
+            rc = -EINVAL;
+            goto fail_msg;
+        }
+        curl_easy_setopt(s->easy, CURLOPT_CUSTOMREQUEST, "PATCH");
+        curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, on_write);
+        curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
+        curl_easy_setopt(s->easy, CURLOPT_PRIVATE, (char *)s);
+        /* wait for a multiplexed HTTP/2 stream rather than opening a new connection */
+        curl_easy_setopt(s->easy, CURLOPT_PIPEWAIT, 1L);
+        s->next = kb->free_list;
+        kb->free_list = s;
+    }
+    rc = pthread_create(&kb->thread, NULL, backend_main, kb);
+    if (rc) {
+        pc__kube_errf(err, errlen, "pthread_create for the kube backend: %s", strerror(rc));
+        rc = -rc;
+        goto fail_msg;
+    }
+    kb->thread_started = true;
+    *out = kb;
+    return 0;
+fail:
+    pc__kube_errf(err, errlen, "kube backend: out of memory");
+fail_msg:
+    pc_kube_backend_free(kb);
+    return rc;
+}
+
+pc_backend *pc_kube_backend_iface(pc_kube_backend *kb)
+{
+    return &kb->iface;
+}
+
+void pc_kube_backend_stats_read(const pc_kube_backend *kb, pc_kube_backend_stats *out)
+{
+    pc_kube_backend *m = (pc_kube_backend *)kb; /* atomics loads need a non-const object */
+    memset(out, 0, sizeof(*out));
+    out->started = atomic_load_explicit(&m->started, memory_order_relaxed);
+    for (int i = 0; i < PC_CAS_OUTCOME_COUNT; i++)
+        out->outcomes[i] = atomic_load_explicit(&m->outcomes[i], memory_order_relaxed);
+    out->connections = atomic_load_explicit(&m->connections, memory_order_relaxed);
+}
+
+void pc_kube_backend_free(pc_kube_backend *kb)
+{
+    if (!kb)
+        return;
+    if (kb->thread_started) {
+        pthread_mutex_lock(&kb->lock);
+        kb->stopping = true;
+        pthread_mutex_unlock(&kb->lock);
+        curl_multi_wakeup(kb->multi);
+        pthread_join(kb->thread, NULL);
+    }
+    for (uint32_t i = 0; kb->slots && i < kb->n_slots; i++) {
+        slot *s = &kb->slots[i];
+        if (s->easy)
+            curl_easy_cleanup(s->easy);
+        curl_slist_free_all(s->headers);
+        free(s->req);
+        pc__buf_fini(&s->resp);
+    }
+    free(kb->slots);
+    if (kb->multi)
+        curl_multi_cleanup(kb->multi);
+    pthread_mutex_destroy(&kb->lock);
+    free(kb);
+}
