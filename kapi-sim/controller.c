@@ -1,0 +1,530 @@
+/* kapi-sim pool controller: keeps spec.replicas warm pods per SandboxPool and recycles claimed
+ * ones, and logs every Idle -> other phase transition (the claim log that proves DESIGN.md §4
+ * invariant 1: no idle period is won twice).
+ *
+ *   reconcile creates   phase Starting, status.phase Pending, Ready=False
+ *   after warmup_ms     phase Idle, status.phase Running, Ready=True        (pod is claimable)
+ *   a client's claim    Idle -> Running (or any phase): logged with the rv it was idle at
+ *   after hold_ms       Running -> Stopping, Ready=False
+ *   after stop_ms       Stopping -> Idle, claim labels/annotations/images reset to the template
+ *
+ * The store hook runs under the store mutex and only records work (timers, dirty pools, log
+ * entries) under the controller mutex; the controller thread does the writes later, taking the
+ * store mutex with the controller mutex released. Lock order: store -> controller.
+ * Timer delays are fixed per kind, so each kind's queue is a FIFO already sorted by deadline.
+ */
+#include "sim.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#define LABEL_POOL "podclaim.io/pool"
+#define LABEL_PHASE "podclaim.io/phase"
+#define ANN_CLAIM_ID "podclaim.io/claim-id"
+#define DEFAULT_IMAGE "registry.local/podclaim/sandbox:latest"
+
+typedef enum { T_WARM, T_HOLD, T_STOP, T_COUNT } timer_kind;
+
+typedef struct timer {
+    struct timer *next;
+    int64_t due_ns; /* CLOCK_MONOTONIC */
+    char *ns, *name, *uid;
+} timer;
+
+typedef struct claim_rec {
+    char *ns, *pod, *claim_id, *phase;
+    uint64_t idle_rv, rv;
+    int64_t unix_ms;
+} claim_rec;
+
+struct ks_controller {
+    ks_store *s;
+    ks_controller_opts o;
+    pthread_t th;
+    bool started;
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;  /* CLOCK_MONOTONIC; signalled when work is added or on stop */
+    bool stop;
+    timer *head[T_COUNT], *tail[T_COUNT];
+    json_t *dirty; /* set of "ns/pool" to reconcile */
+    claim_rec *claims;
+    size_t nclaims, capclaims;
+    uint64_t dropped;
+    uint64_t name_seq; /* controller thread only */
+};
+
+static const char *label(const json_t *obj, const char *k)
+{
+    return json_string_value(
+            json_object_get(json_object_get(json_object_get(obj, "metadata"), "labels"), k));
+}
+
+static void timer_push_locked(ks_controller *c, timer_kind k, int64_t due, const json_t *pod)
+{
+    timer *t = calloc(1, sizeof *t);
+    if (!t)
+        return;
+    t->due_ns = due;
+    t->ns = strdup(ks_meta_str(pod, "namespace") ? ks_meta_str(pod, "namespace") : "");
+    t->name = strdup(ks_meta_str(pod, "name") ? ks_meta_str(pod, "name") : "");
+    t->uid = strdup(ks_meta_str(pod, "uid") ? ks_meta_str(pod, "uid") : "");
+    if (c->tail[k])
+        c->tail[k]->next = t;
+    else
+        c->head[k] = t;
+    c->tail[k] = t;
+}
+
+static void timer_free(timer *t)
+{
+    free(t->ns);
+    free(t->name);
+    free(t->uid);
+    free(t);
+}
+
+static void mark_dirty_locked(ks_controller *c, const char *ns, const char *pool)
+{
+    char key[600];
+    snprintf(key, sizeof key, "%s/%s", ns ? ns : "", pool);
+    json_object_set_new(c->dirty, key, json_true());
+}
+
+static void log_claim_locked(ks_controller *c, const ks_event *e, const char *phase)
+{
+    if (c->nclaims == c->o.claims_max) {
+        c->dropped++;
+        return;
+    }
+    if (c->nclaims == c->capclaims) {
+        size_t nc = c->capclaims ? c->capclaims * 2 : 1024;
+        claim_rec *n = realloc(c->claims, nc * sizeof *n);
+        if (!n) {
+            c->dropped++;
+            return;
+        }
+        c->claims = n;
+        c->capclaims = nc;
+    }
+    claim_rec *r = &c->claims[c->nclaims++];
+    const char *cid = json_string_value(json_object_get(
+            json_object_get(json_object_get(e->obj, "metadata"), "annotations"), ANN_CLAIM_ID));
+    r->ns = strdup(ks_meta_str(e->obj, "namespace") ? ks_meta_str(e->obj, "namespace") : "");
+    r->pod = strdup(ks_meta_str(e->obj, "name"));
+    r->claim_id = cid ? strdup(cid) : NULL;
+    r->phase = strdup(phase ? phase : "");
+    r->idle_rv = strtoull(ks_meta_str(e->old, "resourceVersion"), NULL, 10);
+    r->rv = e->rev;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    r->unix_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* Store hook: under the store mutex. Records work; never writes to the store. */
+static void on_event(void *arg, const ks_event *e)
+{
+    ks_controller *c = arg;
+    if (e->res == KS_RES_SANDBOXPOOL) {
+        pthread_mutex_lock(&c->mu);
+        mark_dirty_locked(c, ks_meta_str(e->obj, "namespace"), ks_meta_str(e->obj, "name"));
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    if (e->res != KS_RES_POD)
+        return;
+    const char *pool = label(e->obj, LABEL_POOL);
+    if (!pool)
+        return;
+    const char *phase = label(e->obj, LABEL_PHASE);
+    const char *ophase = e->old ? label(e->old, LABEL_PHASE) : NULL;
+    int64_t now = ks_now_ns();
+    pthread_mutex_lock(&c->mu);
+    if (e->type == KS_EV_DELETED) {
+        mark_dirty_locked(c, ks_meta_str(e->obj, "namespace"), pool);
+    } else if (e->type == KS_EV_ADDED) {
+        if (phase && strcmp(phase, "Starting") == 0)
+            timer_push_locked(c, T_WARM, now + c->o.warmup_ms * 1000000, e->obj);
+        mark_dirty_locked(c, ks_meta_str(e->obj, "namespace"), pool);
+    } else if (ophase && strcmp(ophase, "Idle") == 0 && (!phase || strcmp(phase, "Idle") != 0)) {
+        log_claim_locked(c, e, phase);
+        if (phase && strcmp(phase, "Stopping") == 0)
+            timer_push_locked(c, T_STOP, now + c->o.stop_ms * 1000000, e->obj);
+        else if (!phase || strcmp(phase, "Starting") != 0)
+            timer_push_locked(c, T_HOLD, now + c->o.hold_ms * 1000000, e->obj);
+    }
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o)
+{
+    ks_controller *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->s = s;
+    c->o = *o;
+    if (!c->o.claims_max)
+        c->o.claims_max = 1000000;
+    c->dirty = json_object();
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_lock(&s->mu);
+    s->hook = on_event;
+    s->hook_arg = c;
+    pthread_mutex_unlock(&s->mu);
+    return c;
+}
+
+/* ---- actions, on the controller thread with the store mutex held ------------------------- */
+
+static void set_ready(json_t *pod, bool ready)
+{
+    json_t *st = json_object_get(pod, "status");
+    if (!json_is_object(st)) {
+        st = json_object();
+        json_object_set_new(pod, "status", st);
+    }
+    char ts[40];
+    ks_rfc3339_now(ts, sizeof ts);
+    const char *b = ready ? "True" : "False";
+    json_object_set_new(
+            st, "phase",
+            json_string(ready || json_object_get(st, "startTime") ? "Running" : "Pending"));
+    json_object_set_new(st, "conditions",
+                        json_pack("[{s:s,s:s},{s:s,s:s},{s:s,s:s,s:s},{s:s,s:s,s:s}]", "type",
+                                  "PodScheduled", "status", "True", "type", "Initialized", "status",
+                                  "True", "type", "ContainersReady", "status", b,
+                                  "lastTransitionTime", ts, "type", "Ready", "status", b,
+                                  "lastTransitionTime", ts));
+    if (ready && !json_object_get(st, "startTime")) {
+        json_object_set_new(st, "startTime", json_string(ts));
+        json_object_set_new(st, "podIP", json_string("10.244.0.1"));
+        json_object_set_new(st, "hostIP", json_string("127.0.0.1"));
+    }
+}
+
+static void set_phase_label(json_t *pod, const char *phase)
+{
+    json_t *md = json_object_get(pod, "metadata");
+    json_t *l = json_object_get(md, "labels");
+    if (!json_is_object(l)) {
+        l = json_object();
+        json_object_set_new(md, "labels", l);
+    }
+    json_object_set_new(l, LABEL_PHASE, json_string(phase));
+}
+
+static json_t *pool_template(const json_t *pool)
+{
+    json_t *spec =
+            json_object_get(json_object_get(json_object_get(pool, "spec"), "template"), "spec");
+    if (json_is_object(spec) && json_is_array(json_object_get(spec, "containers")))
+        return json_deep_copy(spec);
+    return json_pack("{s:[{s:s,s:s}],s:s}", "containers", "name", "sandbox", "image", DEFAULT_IMAGE,
+                     "restartPolicy", "Always");
+}
+
+static json_t *template_labels(const json_t *pool, const char *pool_name)
+{
+    json_t *tl = json_object_get(
+            json_object_get(json_object_get(json_object_get(pool, "spec"), "template"), "metadata"),
+            "labels");
+    json_t *l = json_is_object(tl) ? json_deep_copy(tl) : json_object();
+    json_object_set_new(l, LABEL_POOL, json_string(pool_name));
+    return l;
+}
+
+static void create_pod_locked(ks_controller *c, const json_t *pool, const char *ns,
+                              const char *pool_name)
+{
+    char name[300];
+    do {
+        uint64_t x = ++c->name_seq * 0x9e3779b97f4a7c15ull;
+        static const char al[] = "bcdfghjklmnpqrstvwxz2456789";
+        char sfx[6];
+        for (int i = 0; i < 5; i++, x /= 27)
+            sfx[i] = al[x % 27];
+        sfx[5] = '\0';
+        snprintf(name, sizeof name, "%.240s-%s", pool_name, sfx);
+    } while (ks_store_get_locked(c->s, &ks_resources[KS_RES_POD], ns, name));
+    char ts[40], uid[48];
+    ks_rfc3339_now(ts, sizeof ts);
+    ks_new_uid_locked(c->s, uid, sizeof uid);
+    json_t *labels = template_labels(pool, pool_name);
+    json_object_set_new(labels, LABEL_PHASE, json_string("Starting"));
+    json_t *spec = pool_template(pool);
+    json_object_set_new(spec, "nodeName", json_string("kapi-sim-node"));
+    json_t *pod = json_pack(
+            "{s:s,s:s,s:{s:s,s:s,s:s,s:s,s:o,s:{},s:[{s:s,s:s,s:s,s:s,s:b,s:b}]},s:o}",
+            "apiVersion", "v1", "kind", "Pod", "metadata", "name", name, "namespace", ns, "uid",
+            uid, "creationTimestamp", ts, "labels", labels, "annotations", "ownerReferences",
+            "apiVersion", "podclaim.io/v1alpha1", "kind", "SandboxPool", "name", pool_name, "uid",
+            ks_meta_str(pool, "uid") ? ks_meta_str(pool, "uid") : "", "controller", 1,
+            "blockOwnerDeletion", 1, "spec", spec);
+    set_ready(pod, false);
+    ks_store_commit_locked(c->s, &ks_resources[KS_RES_POD], ns, name, pod);
+}
+
+static bool owned_by(const json_t *pod, const char *pool_name)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(json_object_get(pod, "metadata"), "ownerReferences"), i, r)
+    {
+        const char *k = json_string_value(json_object_get(r, "kind"));
+        const char *n = json_string_value(json_object_get(r, "name"));
+        if (k && n && strcmp(k, "SandboxPool") == 0 && strcmp(n, pool_name) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int phase_rank(const json_t *pod) /* which surplus pods go first */
+{
+    const char *p = label(pod, LABEL_PHASE);
+    if (!p || strcmp(p, "Starting") == 0)
+        return 0;
+    if (strcmp(p, "Idle") == 0)
+        return 1;
+    if (strcmp(p, "Stopping") == 0)
+        return 2;
+    return 3;
+}
+
+static void reconcile_locked(ks_controller *c, const char *key)
+{
+    const char *slash = strchr(key, '/');
+    if (!slash)
+        return;
+    char ns[300];
+    snprintf(ns, sizeof ns, "%.*s", (int)(slash - key), key);
+    const char *pool_name = slash + 1;
+    ks_store *s = c->s;
+    const json_t *pool = ks_store_get_locked(s, &ks_resources[KS_RES_SANDBOXPOOL], ns, pool_name);
+    json_int_t want =
+            pool ? json_integer_value(json_object_get(json_object_get(pool, "spec"), "replicas"))
+                 : 0;
+    if (want < 0)
+        want = 0;
+    if (want > 100000)
+        want = 100000;
+    char pfx[310];
+    size_t pl = (size_t)snprintf(pfx, sizeof pfx, "%s/", ns);
+    json_t *mine = json_array(); /* owned pods, candidates for removal */
+    json_int_t have = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(s->objs[KS_RES_POD], k, v)
+    {
+        if (strncmp(k, pfx, pl) != 0)
+            continue;
+        const char *p = label(v, LABEL_POOL);
+        if (!p || strcmp(p, pool_name) != 0)
+            continue;
+        have++;
+        if (owned_by(v, pool_name))
+            json_array_append(mine, v);
+    }
+    if (have < want && pool) {
+        for (json_int_t i = have; i < want; i++)
+            create_pod_locked(c, pool, ns, pool_name);
+    }
+    for (int rank = 0; rank < 4 && have > want; rank++) {
+        size_t i;
+        json_array_foreach(mine, i, v)
+        {
+            if (have <= want)
+                break;
+            if (phase_rank(v) != rank)
+                continue;
+            ks_store_commit_locked(s, &ks_resources[KS_RES_POD], ns, ks_meta_str(v, "name"), NULL);
+            have--;
+        }
+    }
+    json_decref(mine);
+}
+
+static void fire_locked(ks_controller *c, timer_kind k, const timer *t)
+{
+    ks_store *s = c->s;
+    const ks_res *pods = &ks_resources[KS_RES_POD];
+    const json_t *cur = ks_store_get_locked(s, pods, t->ns, t->name);
+    const char *uid = cur ? ks_meta_str(cur, "uid") : NULL;
+    if (!cur || !uid || strcmp(uid, t->uid) != 0)
+        return; /* deleted (or replaced) meanwhile */
+    const char *phase = label(cur, LABEL_PHASE);
+    json_t *pod = NULL;
+    if (k == T_WARM && phase && strcmp(phase, "Starting") == 0) {
+        pod = json_deep_copy(cur);
+        set_phase_label(pod, "Idle");
+        set_ready(pod, true);
+    } else if (k == T_HOLD && phase && strcmp(phase, "Idle") != 0 &&
+               strcmp(phase, "Starting") != 0 && strcmp(phase, "Stopping") != 0) {
+        pod = json_deep_copy(cur);
+        set_phase_label(pod, "Stopping");
+        set_ready(pod, false);
+        pthread_mutex_lock(&c->mu);
+        timer_push_locked(c, T_STOP, ks_now_ns() + c->o.stop_ms * 1000000, cur);
+        pthread_mutex_unlock(&c->mu);
+    } else if (k == T_STOP && phase && strcmp(phase, "Stopping") == 0) {
+        /* Back to a fresh sandbox: the pool's labels, no claim annotations, template images. */
+        const char *pool_name = label(cur, LABEL_POOL);
+        const json_t *pool =
+                ks_store_get_locked(s, &ks_resources[KS_RES_SANDBOXPOOL], t->ns, pool_name);
+        pod = json_deep_copy(cur);
+        json_t *md = json_object_get(pod, "metadata");
+        json_t *labels = template_labels(pool, pool_name);
+        json_object_set_new(labels, LABEL_PHASE, json_string("Idle"));
+        json_object_set_new(md, "labels", labels);
+        json_object_set_new(md, "annotations", json_object());
+        json_t *tmpl = pool_template(pool);
+        size_t i;
+        json_t *ct;
+        json_array_foreach(json_object_get(json_object_get(pod, "spec"), "containers"), i, ct)
+        {
+            size_t j;
+            json_t *tc;
+            json_array_foreach(json_object_get(tmpl, "containers"), j, tc)
+            {
+                if (json_equal(json_object_get(tc, "name"), json_object_get(ct, "name")) &&
+                    json_object_get(tc, "image"))
+                    json_object_set(ct, "image", json_object_get(tc, "image"));
+            }
+        }
+        json_decref(tmpl);
+        set_ready(pod, true);
+    }
+    if (pod)
+        ks_store_commit_locked(s, pods, t->ns, t->name, pod);
+}
+
+static void *run(void *arg)
+{
+    ks_controller *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop) {
+        int64_t now = ks_now_ns();
+        timer *due[T_COUNT] = {0};
+        int64_t wake = 0;
+        for (int k = 0; k < T_COUNT; k++) {
+            timer **tailp = &due[k];
+            while (c->head[k] && c->head[k]->due_ns <= now) {
+                timer *t = c->head[k];
+                c->head[k] = t->next;
+                if (!c->head[k])
+                    c->tail[k] = NULL;
+                t->next = NULL;
+                *tailp = t;
+                tailp = &t->next;
+            }
+            if (c->head[k] && (!wake || c->head[k]->due_ns < wake))
+                wake = c->head[k]->due_ns;
+        }
+        json_t *dirty = NULL;
+        if (json_object_size(c->dirty)) {
+            dirty = c->dirty;
+            c->dirty = json_object();
+        }
+        if (!dirty && !due[0] && !due[1] && !due[2]) {
+            if (wake) {
+                struct timespec ts = {.tv_sec = wake / 1000000000, .tv_nsec = wake % 1000000000};
+                pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+            } else {
+                pthread_cond_wait(&c->cv, &c->mu);
+            }
+            continue;
+        }
+        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_lock(&c->s->mu);
+        if (dirty) {
+            const char *key;
+            json_t *v;
+            json_object_foreach(dirty, key, v) reconcile_locked(c, key);
+        }
+        for (int k = 0; k < T_COUNT; k++) {
+            while (due[k]) {
+                timer *t = due[k];
+                due[k] = t->next;
+                fire_locked(c, (timer_kind)k, t);
+                timer_free(t);
+            }
+        }
+        pthread_mutex_unlock(&c->s->mu);
+        json_decref(dirty);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+int ks_controller_start(ks_controller *c)
+{
+    if (pthread_create(&c->th, NULL, run, c) != 0)
+        return -1;
+    c->started = true;
+    return 0;
+}
+
+void ks_controller_free(ks_controller *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (c->started)
+        pthread_join(c->th, NULL);
+    pthread_mutex_lock(&c->s->mu);
+    c->s->hook = NULL;
+    pthread_mutex_unlock(&c->s->mu);
+    for (int k = 0; k < T_COUNT; k++) {
+        while (c->head[k]) {
+            timer *t = c->head[k];
+            c->head[k] = t->next;
+            timer_free(t);
+        }
+    }
+    for (size_t i = 0; i < c->nclaims; i++) {
+        free(c->claims[i].ns);
+        free(c->claims[i].pod);
+        free(c->claims[i].claim_id);
+        free(c->claims[i].phase);
+    }
+    free(c->claims);
+    json_decref(c->dirty);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+json_t *ks_controller_claims_json(ks_controller *c, size_t since)
+{
+    json_t *arr = json_array();
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = since; i < c->nclaims; i++) {
+        const claim_rec *r = &c->claims[i];
+        char irv[24], rv[24];
+        snprintf(irv, sizeof irv, "%" PRIu64, r->idle_rv);
+        snprintf(rv, sizeof rv, "%" PRIu64, r->rv);
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:s,s:s,s:s,s:s?,s:s,s:I}", "index",
+                                             (json_int_t)i, "namespace", r->ns, "pod", r->pod,
+                                             "idleResourceVersion", irv, "resourceVersion", rv,
+                                             "claimId", r->claim_id, "phase", r->phase, "unixMs",
+                                             (json_int_t)r->unix_ms));
+    }
+    size_t n = c->nclaims;
+    uint64_t dropped = c->dropped;
+    pthread_mutex_unlock(&c->mu);
+    return json_pack("{s:o,s:I,s:I}", "claims", arr, "count", (json_int_t)n, "dropped",
+                     (json_int_t)dropped);
+}

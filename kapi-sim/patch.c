@@ -1,0 +1,426 @@
+/* kapi-sim patch semantics: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and the subset of
+ * Kubernetes strategic merge patch that pods, leases and our objects need.
+ *
+ * All functions work on copies: the stored object is immutable and shared with watchers, so a
+ * patch never touches it; the store swaps in the result only if every check passes.
+ */
+#include "sim.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int ks_patch_type_parse(const char *ct)
+{
+    if (!ct)
+        return -1;
+    size_t n = strcspn(ct, ";");
+    while (n && ct[n - 1] == ' ')
+        n--;
+#define IS(s) (n == strlen(s) && strncasecmp(ct, s, n) == 0)
+    if (IS("application/merge-patch+json"))
+        return KS_PATCH_MERGE;
+    if (IS("application/json-patch+json"))
+        return KS_PATCH_JSON;
+    if (IS("application/strategic-merge-patch+json"))
+        return KS_PATCH_STRATEGIC;
+    if (IS("application/apply-patch+yaml"))
+        return KS_PATCH_APPLY;
+#undef IS
+    return -1;
+}
+
+/* ---- merge patch ---------------------------------------------------------------------------- */
+
+static json_t *merge(const json_t *doc, const json_t *patch)
+{
+    if (!json_is_object(patch))
+        return json_deep_copy(patch);
+    json_t *out = json_is_object(doc) ? json_deep_copy(doc) : json_object();
+    const char *k;
+    json_t *pv;
+    json_object_foreach((json_t *)patch, k, pv)
+    {
+        if (json_is_null(pv)) {
+            json_object_del(out, k);
+            continue;
+        }
+        json_object_set_new(out, k, merge(json_object_get(out, k), pv));
+    }
+    return out;
+}
+
+json_t *ks_merge_patch(const json_t *doc, const json_t *patch)
+{
+    return merge(doc, patch);
+}
+
+/* ---- strategic merge patch ---------------------------------------------------------------- */
+
+/* Lists merged by a key rather than replaced (patchMergeKey in the Kubernetes Go types). */
+static const struct {
+    const char *field, *key;
+} merge_keys[] = {
+        {"containers", "name"},
+        {"initContainers", "name"},
+        {"ephemeralContainers", "name"},
+        {"volumes", "name"},
+        {"env", "name"},
+        {"imagePullSecrets", "name"},
+        {"volumeMounts", "mountPath"},
+        {"ports", "containerPort"},
+        {"conditions", "type"},
+        {"ownerReferences", "uid"},
+        {"hostAliases", "ip"},
+        {"readinessGates", "conditionType"},
+};
+
+static const char *merge_key_for(const char *field)
+{
+    for (size_t i = 0; i < sizeof merge_keys / sizeof merge_keys[0]; i++)
+        if (strcmp(field, merge_keys[i].field) == 0)
+            return merge_keys[i].key;
+    return NULL;
+}
+
+static json_t *smp_map(const json_t *doc, const json_t *patch, ks_err *err);
+
+static long find_by_key(const json_t *arr, const char *key, const json_t *kv)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e)
+    {
+        if (json_equal(json_object_get(e, key), (json_t *)kv))
+            return (long)i;
+    }
+    return -1;
+}
+
+static json_t *smp_list(const json_t *doc, const json_t *patch, const char *key, ks_err *err)
+{
+    json_t *out = json_is_array(doc) ? json_deep_copy(doc) : json_array();
+    size_t i;
+    json_t *pe;
+    json_array_foreach(patch, i, pe)
+    {
+        const json_t *kv = json_object_get(pe, key);
+        if (!json_is_object(pe) || !kv) {
+            json_decref(out);
+            ks_err_set(err, 400, "BadRequest",
+                       "strategic merge patch: list element %zu lacks merge key \"%s\"", i, key);
+            return NULL;
+        }
+        long at = find_by_key(out, key, kv);
+        const char *directive = json_string_value(json_object_get(pe, "$patch"));
+        if (directive && strcmp(directive, "delete") == 0) {
+            if (at >= 0)
+                json_array_remove(out, (size_t)at);
+            continue;
+        }
+        json_t *merged = smp_map(at >= 0 ? json_array_get(out, (size_t)at) : NULL, pe, err);
+        if (!merged) {
+            json_decref(out);
+            return NULL;
+        }
+        if (at >= 0)
+            json_array_set_new(out, (size_t)at, merged);
+        else
+            json_array_append_new(out, merged);
+    }
+    return out;
+}
+
+static json_t *smp_map(const json_t *doc, const json_t *patch, ks_err *err)
+{
+    const char *directive = json_string_value(json_object_get(patch, "$patch"));
+    if (directive && strcmp(directive, "replace") == 0) {
+        json_t *r = json_deep_copy(patch);
+        json_object_del(r, "$patch");
+        return r;
+    }
+    json_t *out = json_is_object(doc) ? json_deep_copy(doc) : json_object();
+    const char *k;
+    json_t *pv;
+    json_object_foreach((json_t *)patch, k, pv)
+    {
+        if (k[0] == '$') {
+            /* $setElementOrder/x and $retainKeys only fix ordering or prune for apply;
+             * $deleteFromPrimitiveList/x removes values from a list of scalars. */
+            const char *pfx = "$deleteFromPrimitiveList/";
+            if (strncmp(k, pfx, strlen(pfx)) == 0 && json_is_array(pv)) {
+                json_t *lst = json_object_get(out, k + strlen(pfx));
+                size_t i;
+                json_t *v;
+                json_array_foreach(pv, i, v)
+                {
+                    for (size_t j = 0; json_is_array(lst) && j < json_array_size(lst);) {
+                        if (json_equal(json_array_get(lst, j), v))
+                            json_array_remove(lst, j);
+                        else
+                            j++;
+                    }
+                }
+            }
+            continue;
+        }
+        if (json_is_null(pv)) {
+            json_object_del(out, k);
+            continue;
+        }
+        json_t *cur = json_object_get(out, k);
+        json_t *nv;
+        const char *mk = merge_key_for(k);
+        if (json_is_object(pv))
+            nv = smp_map(cur, pv, err);
+        else if (json_is_array(pv) && mk)
+            nv = smp_list(cur, pv, mk, err);
+        else
+            nv = json_deep_copy(pv);
+        if (!nv) {
+            json_decref(out);
+            return NULL;
+        }
+        json_object_set_new(out, k, nv);
+    }
+    return out;
+}
+
+json_t *ks_strategic_patch(const json_t *doc, const json_t *patch, ks_err *err)
+{
+    if (!json_is_object(patch)) {
+        ks_err_set(err, 400, "BadRequest", "strategic merge patch must be a JSON object");
+        return NULL;
+    }
+    return smp_map(doc, patch, err);
+}
+
+/* ---- JSON patch ----------------------------------------------------------------------------- */
+
+/* Resolve a JSON pointer to its parent container and last token (unescaped into tok). */
+static json_t *ptr_parent(json_t *doc, const char *ptr, char *tok, size_t toklen, ks_err *err)
+{
+    if (ptr[0] != '/') {
+        ks_err_set(err, 422, "Invalid", "json patch: path \"%.200s\" must start with '/'", ptr);
+        return NULL;
+    }
+    json_t *cur = doc;
+    const char *p = ptr + 1;
+    for (;;) {
+        size_t o = 0;
+        while (*p && *p != '/') {
+            char c = *p++;
+            if (c == '~') {
+                if (*p == '0')
+                    c = '~';
+                else if (*p == '1')
+                    c = '/';
+                else {
+                    ks_err_set(err, 422, "Invalid", "json patch: bad escape in path \"%.200s\"",
+                               ptr);
+                    return NULL;
+                }
+                p++;
+            }
+            if (o + 1 >= toklen) {
+                ks_err_set(err, 422, "Invalid", "json patch: path \"%.200s\" too long", ptr);
+                return NULL;
+            }
+            tok[o++] = c;
+        }
+        tok[o] = '\0';
+        if (!*p)
+            return cur;
+        p++; /* '/' */
+        json_t *next = NULL;
+        if (json_is_object(cur)) {
+            next = json_object_get(cur, tok);
+        } else if (json_is_array(cur)) {
+            char *end;
+            unsigned long idx = strtoul(tok, &end, 10);
+            if (*tok && !*end)
+                next = json_array_get(cur, idx);
+        }
+        if (!next) {
+            ks_err_set(err, 422, "Invalid",
+                       "json patch: path \"%.200s\": segment \"%.100s\" not found", ptr, tok);
+            return NULL;
+        }
+        cur = next;
+    }
+}
+
+static bool arr_index(json_t *arr, const char *tok, bool allow_end, size_t *idx)
+{
+    if (allow_end && strcmp(tok, "-") == 0) {
+        *idx = json_array_size(arr);
+        return true;
+    }
+    char *end;
+    if (!*tok || (tok[0] == '0' && tok[1]) || tok[0] == '-')
+        return false;
+    unsigned long v = strtoul(tok, &end, 10);
+    if (*end)
+        return false;
+    size_t lim = json_array_size(arr) + (allow_end ? 1 : 0);
+    if (v >= lim)
+        return false;
+    *idx = v;
+    return true;
+}
+
+static json_t *ptr_get(json_t *doc, const char *path, ks_err *err)
+{
+    char tok[512];
+    if (path[0] == '\0')
+        return doc;
+    json_t *par = ptr_parent(doc, path, tok, sizeof tok, err);
+    if (!par)
+        return NULL;
+    json_t *v = NULL;
+    size_t idx;
+    if (json_is_object(par))
+        v = json_object_get(par, tok);
+    else if (json_is_array(par) && arr_index(par, tok, false, &idx))
+        v = json_array_get(par, idx);
+    if (!v)
+        ks_err_set(err, 422, "Invalid", "json patch: path \"%.200s\" not found", path);
+    return v;
+}
+
+static int op_add(json_t *doc, const char *path, json_t *val /* stolen */, ks_err *err)
+{
+    char tok[512];
+    json_t *par = ptr_parent(doc, path, tok, sizeof tok, err);
+    size_t idx;
+    if (!par)
+        goto fail;
+    if (json_is_object(par))
+        return json_object_set_new(par, tok, val) ? -1 : 0;
+    if (json_is_array(par) && arr_index(par, tok, true, &idx))
+        return json_array_insert_new(par, idx, val) ? -1 : 0;
+    ks_err_set(err, 422, "Invalid", "json patch: cannot add at \"%.200s\"", path);
+fail:
+    json_decref(val);
+    return -1;
+}
+
+static json_t *op_remove(json_t *doc, const char *path, ks_err *err) /* returns removed value */
+{
+    char tok[512];
+    json_t *par = ptr_parent(doc, path, tok, sizeof tok, err);
+    size_t idx;
+    if (!par)
+        return NULL;
+    if (json_is_object(par)) {
+        json_t *v = json_object_get(par, tok);
+        if (v) {
+            json_incref(v);
+            json_object_del(par, tok);
+            return v;
+        }
+    } else if (json_is_array(par) && arr_index(par, tok, false, &idx)) {
+        json_t *v = json_incref(json_array_get(par, idx));
+        json_array_remove(par, idx);
+        return v;
+    }
+    ks_err_set(err, 422, "Invalid", "json patch: path \"%.200s\" not found for remove", path);
+    return NULL;
+}
+
+json_t *ks_json_patch(const json_t *doc0, const json_t *patch, ks_err *err)
+{
+    if (!json_is_array(patch)) {
+        ks_err_set(err, 400, "BadRequest", "json patch must be a JSON array of operations");
+        return NULL;
+    }
+    json_t *doc = json_deep_copy(doc0);
+    size_t i;
+    json_t *op;
+    json_array_foreach(patch, i, op)
+    {
+        const char *name = json_string_value(json_object_get(op, "op"));
+        const char *path = json_string_value(json_object_get(op, "path"));
+        json_t *val = json_object_get(op, "value");
+        const char *from = json_string_value(json_object_get(op, "from"));
+        if (!name || !path) {
+            ks_err_set(err, 400, "BadRequest", "json patch operation %zu lacks \"op\" or \"path\"",
+                       i);
+            goto fail;
+        }
+        if (path[0] == '\0' && strcmp(name, "test") != 0) {
+            ks_err_set(err, 422, "Invalid", "json patch operation %zu: cannot %s the whole object",
+                       i, name);
+            goto fail;
+        }
+        if (strcmp(name, "add") == 0 || strcmp(name, "replace") == 0) {
+            if (!val) {
+                ks_err_set(err, 400, "BadRequest", "json patch operation %zu lacks \"value\"", i);
+                goto fail;
+            }
+            if (strcmp(name, "replace") == 0) {
+                json_t *old = op_remove(doc, path, err);
+                if (!old)
+                    goto fail;
+                json_decref(old);
+            }
+            if (op_add(doc, path, json_deep_copy(val), err))
+                goto fail;
+        } else if (strcmp(name, "remove") == 0) {
+            json_t *old = op_remove(doc, path, err);
+            if (!old)
+                goto fail;
+            json_decref(old);
+        } else if (strcmp(name, "test") == 0) {
+            json_t *cur = ptr_get(doc, path, err);
+            if (!cur)
+                goto fail;
+            if (!val || !json_equal(cur, val)) {
+                ks_err_set(err, 422, "Invalid",
+                           "json patch operation %zu: test failed at path \"%.200s\"", i, path);
+                goto fail;
+            }
+        } else if (strcmp(name, "move") == 0 || strcmp(name, "copy") == 0) {
+            if (!from) {
+                ks_err_set(err, 400, "BadRequest", "json patch operation %zu lacks \"from\"", i);
+                goto fail;
+            }
+            json_t *v;
+            if (strcmp(name, "move") == 0) {
+                v = op_remove(doc, from, err);
+            } else {
+                json_t *src = ptr_get(doc, from, err);
+                v = src ? json_deep_copy(src) : NULL;
+            }
+            if (!v || op_add(doc, path, v, err))
+                goto fail;
+        } else {
+            ks_err_set(err, 400, "BadRequest", "json patch operation %zu: unknown op \"%.50s\"", i,
+                       name);
+            goto fail;
+        }
+    }
+    return doc;
+fail:
+    json_decref(doc);
+    return NULL;
+}
+
+json_t *ks_patch_apply(ks_patch_type t, const json_t *doc, const json_t *patch, ks_err *err)
+{
+    switch (t) {
+    case KS_PATCH_MERGE:
+        if (!json_is_object(patch)) {
+            ks_err_set(err, 400, "BadRequest", "merge patch must be a JSON object");
+            return NULL;
+        }
+        return ks_merge_patch(doc, patch);
+    case KS_PATCH_JSON:
+        return ks_json_patch(doc, patch, err);
+    case KS_PATCH_STRATEGIC:
+        return ks_strategic_patch(doc, patch, err);
+    default:
+        ks_err_set(err, 415, "UnsupportedMediaType", "patch type not supported");
+        return NULL;
+    }
+}

@@ -1,0 +1,324 @@
+/* kapi-sim internals: one header for the modules of the Kubernetes API server stand-in.
+ *
+ * kapi-sim is the oracle libpodclaim is tested against, so it shares no code with it (DESIGN.md
+ * §6); its internal symbols use the prefix ks_ rather than pc__ to make that visible.
+ *
+ * Flow of a request:  http.c (MHD glue, auth, faults, routing)
+ *                       → api.c (verbs on resources, Status errors) → store.c (objects, global
+ *                         revision, bounded event history, one mutex + condvar)
+ *                       → watch.c (streams history to watchers)
+ *                     controller.c reacts to store writes (pool pods, claim log);
+ *                     selector.c, patch.c are pure functions on jansson values.
+ *
+ * Lock order: the store mutex is the only lock taken while another is held (faults and the
+ * claim log have their own mutexes and never take the store mutex).
+ */
+#ifndef PODCLAIM_KAPI_SIM_H
+#define PODCLAIM_KAPI_SIM_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KS_MAX_BODY (3u << 20) /* bytes; larger request bodies get 413 like kube-apiserver */
+
+/* ---- resources -------------------------------------------------------------------------- */
+
+#define KS_RESOURCES(XX)                                                                           \
+    XX(POD, "", "v1", "pods", "Pod", true, true, false, "po")                                      \
+    XX(NAMESPACE, "", "v1", "namespaces", "Namespace", false, true, false, "ns")                   \
+    XX(LEASE, "coordination.k8s.io", "v1", "leases", "Lease", true, false, false, "")              \
+    XX(SANDBOXPOOL, "podclaim.io", "v1alpha1", "sandboxpools", "SandboxPool", true, true, true,    \
+       "sbp")                                                                                      \
+    XX(SANDBOXCLAIM, "podclaim.io", "v1alpha1", "sandboxclaims", "SandboxClaim", true, true, true, \
+       "sbc")                                                                                      \
+    XX(CRD, "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", \
+       false, true, false, "crd")
+
+typedef enum ks_res_id {
+#define XX(id, g, v, p, k, nsd, st, cr, sn) KS_RES_##id,
+    KS_RESOURCES(XX)
+#undef XX
+            KS_RES_COUNT
+} ks_res_id;
+
+typedef struct ks_res {
+    ks_res_id id;
+    const char *group; /* "" = core */
+    const char *version;
+    const char *plural;
+    const char *kind;
+    const char *list_kind;
+    const char *api_version; /* "v1" or "group/version" */
+    bool namespaced;
+    bool has_status;        /* has a /status subresource */
+    bool custom;            /* a custom resource: no strategic merge patch (415) */
+    const char *short_name; /* "" = none */
+} ks_res;
+
+extern const ks_res ks_resources[KS_RES_COUNT];
+const ks_res *ks_res_find(const char *group, const char *version, const char *plural);
+
+/* ---- errors ----------------------------------------------------------------------------- */
+
+/* An API error, turned into a metav1.Status by ks_status_json(). */
+typedef struct ks_err {
+    int code;           /* HTTP status; 0 = no error */
+    const char *reason; /* StatusReason: NotFound, Conflict, ... (static string) */
+    char message[512];
+} ks_err;
+
+void ks_err_set(ks_err *e, int code, const char *reason, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+/* A Status object for e; details name the object when name != NULL. New reference. */
+json_t *ks_status_json(const ks_err *e, const ks_res *res, const char *name);
+
+/* ---- selectors (selector.c) ------------------------------------------------------------- */
+
+typedef struct ks_lsel ks_lsel;
+typedef struct ks_fsel ks_fsel;
+
+/* Parse a label selector ("a=b,c!=d,e in (x,y),!f"). NULL or "" selects everything.
+ * Returns NULL and fills err (400) on a syntax error. */
+ks_lsel *ks_lsel_parse(const char *s, ks_err *err);
+bool ks_lsel_match(const ks_lsel *sel, const json_t *labels); /* labels may be NULL */
+void ks_lsel_free(ks_lsel *sel);
+bool ks_lsel_empty(const ks_lsel *sel);
+
+/* Parse a field selector on metadata.name, metadata.namespace, status.phase, spec.nodeName. */
+ks_fsel *ks_fsel_parse(const char *s, ks_err *err);
+bool ks_fsel_match(const ks_fsel *sel, const json_t *obj);
+void ks_fsel_free(ks_fsel *sel);
+
+/* ---- patches (patch.c) ------------------------------------------------------------------ */
+
+typedef enum ks_patch_type {
+    KS_PATCH_MERGE,
+    KS_PATCH_JSON,
+    KS_PATCH_STRATEGIC,
+    KS_PATCH_APPLY, /* server-side apply: refused with 415 */
+    KS_PATCH_COUNT
+} ks_patch_type;
+
+/* Patch type from a Content-Type header; -1 if unknown. */
+int ks_patch_type_parse(const char *content_type);
+/* Apply patch to a copy of doc. Returns the new document (new reference), or NULL with err
+ * set (422 for a failed JSON-patch test or bad path, 400 for a malformed patch). doc and
+ * patch are not modified. */
+json_t *ks_patch_apply(ks_patch_type t, const json_t *doc, const json_t *patch, ks_err *err);
+json_t *ks_merge_patch(const json_t *doc, const json_t *patch);
+json_t *ks_strategic_patch(const json_t *doc, const json_t *patch, ks_err *err);
+json_t *ks_json_patch(const json_t *doc, const json_t *patch, ks_err *err);
+
+/* ---- store (store.c) -------------------------------------------------------------------- */
+
+typedef enum ks_ev_type { KS_EV_ADDED, KS_EV_MODIFIED, KS_EV_DELETED, KS_EV_COUNT } ks_ev_type;
+extern const char *const ks_ev_names[KS_EV_COUNT];
+
+/* One entry of the event history: immutable once published. */
+typedef struct ks_event {
+    uint64_t rev;
+    ks_res_id res;
+    ks_ev_type type;
+    int64_t at_ns; /* CLOCK_MONOTONIC when committed; for delayed delivery */
+    json_t *obj;   /* the object after the change (for DELETED: last state, new rv) */
+    json_t *old;   /* the object before (NULL for ADDED) */
+    char *line;    /* {"type":...,"object":...}\n, shared by all watchers */
+    size_t line_len;
+} ks_event;
+
+typedef struct ks_store ks_store;
+
+/* Called under the store mutex after every committed change (controller hook). */
+typedef void (*ks_store_hook)(void *arg, const ks_event *ev);
+
+struct ks_store {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;          /* broadcast on every commit, compaction and shutdown */
+    json_t *objs[KS_RES_COUNT]; /* "ns/name" (or "name") -> stored object; objects never mutate */
+    uint64_t rev;               /* last committed revision */
+    ks_event *hist;             /* ring of hist_cap events; holds revisions [lo, rev] */
+    size_t hist_cap;
+    uint64_t lo;        /* oldest revision in history; rev + 1 when empty */
+    uint64_t compacted; /* resume from a revision < compacted -> 410 Expired */
+    bool shutdown;
+    ks_store_hook hook;
+    void *hook_arg;
+    uint64_t uid_seq;
+};
+
+int ks_store_init(ks_store *s, size_t hist_cap);
+void ks_store_fini(ks_store *s);
+void ks_store_shutdown(ks_store *s);
+/* Drop history up to and including revision upto (0 = everything so far). Locks. */
+void ks_store_compact(ks_store *s, uint64_t upto);
+
+/* Object key "ns/name" or "name" in buf. */
+const char *ks_key(char *buf, size_t n, const ks_res *res, const char *ns, const char *name);
+/* The following require the store mutex (the _locked suffix says so). */
+const json_t *ks_store_get_locked(ks_store *s, const ks_res *res, const char *ns, const char *name);
+/* Commit a new state of an object (obj stolen; NULL = delete). Assigns resourceVersion (and
+ * uid/creationTimestamp on create), records the event, wakes watchers, calls the hook.
+ * Returns the stored object (borrowed, valid while locked). */
+const json_t *ks_store_commit_locked(ks_store *s, const ks_res *res, const char *ns,
+                                     const char *name, json_t *obj);
+const ks_event *ks_store_event_locked(const ks_store *s, uint64_t rev); /* NULL if not held */
+
+/* ---- API verbs (api.c) -------------------------------------------------------------------- */
+
+typedef enum ks_verb {
+    KS_VERB_GET,
+    KS_VERB_LIST,
+    KS_VERB_WATCH,
+    KS_VERB_CREATE,
+    KS_VERB_UPDATE,
+    KS_VERB_PATCH,
+    KS_VERB_DELETE,
+    KS_VERB_OTHER, /* discovery, /sim, health */
+    KS_VERB_COUNT
+} ks_verb;
+extern const char *const ks_verb_names[KS_VERB_COUNT];
+
+/* An update or patch. subresource: NULL or "status". Returns the committed object
+ * (new reference) or NULL with err set. The store is unchanged on error. */
+json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *body, ks_err *err);
+json_t *ks_api_update(ks_store *s, const ks_res *res, const char *ns, const char *name,
+                      const char *subresource, const json_t *body, ks_err *err);
+json_t *ks_api_patch(ks_store *s, const ks_res *res, const char *ns, const char *name,
+                     const char *subresource, ks_patch_type t, const json_t *patch, ks_err *err);
+json_t *ks_api_delete(ks_store *s, const ks_res *res, const char *ns, const char *name,
+                      const json_t *opts, ks_err *err);
+json_t *ks_api_get(ks_store *s, const ks_res *res, const char *ns, const char *name, ks_err *err);
+/* List: ns NULL = all namespaces; limit 0 = all; cont NULL or the continue token. */
+json_t *ks_api_list(ks_store *s, const ks_res *res, const char *ns, const ks_lsel *ls,
+                    const ks_fsel *fs, long limit, const char *cont, ks_err *err);
+
+/* ---- watch (watch.c) ---------------------------------------------------------------------- */
+
+typedef struct ks_faults ks_faults;
+typedef struct ks_watch ks_watch;
+typedef struct ks_watch_opts {
+    const ks_res *res;
+    const char *ns; /* NULL = all namespaces */
+    ks_lsel *lsel;  /* owned by the watch from here on (may be NULL) */
+    ks_fsel *fsel;  /* same */
+    const char *rv; /* NULL/""/"0": synthetic ADDED for current objects first */
+    bool bookmarks;
+    int64_t timeout_ns;  /* 0 = none */
+    int64_t bookmark_ns; /* bookmark interval */
+} ks_watch_opts;
+
+/* Start a watch; returns NULL with err set (e.g. 400 for a bad resourceVersion). The 410 for a
+ * compacted resourceVersion is not an error here: it is sent as an ERROR event, like the real
+ * server does for watches. */
+ks_watch *ks_watch_new(ks_store *s, ks_faults *f, const ks_watch_opts *o, ks_err *err);
+/* Fill buf with up to max bytes of event lines, blocking until there are some. Returns the
+ * number of bytes, 0 at the end of the stream, -1 to drop the connection abruptly. */
+long ks_watch_read(ks_watch *w, char *buf, size_t max);
+void ks_watch_free(ks_watch *w);
+
+/* ---- faults and statistics (faults.c) ----------------------------------------------------- */
+
+typedef struct ks_latency {
+    int64_t fixed_us;
+    int64_t jitter_us;
+} ks_latency;
+
+typedef struct ks_fault_cfg {
+    ks_latency latency[KS_VERB_COUNT];
+    double conflict_rate; /* PATCH/PUT answered 409 Conflict without writing, 0..1 */
+    double throttle_rate; /* any API verb answered 429 with Retry-After, 0..1 */
+    int retry_after_s;
+    double error_rate;          /* any API verb answered error_code, 0..1 */
+    int error_code;             /* 500 or 503 (default 500) */
+    uint64_t watch_drop_events; /* drop each watch after this many events; 0 = never */
+    int64_t watch_drop_ms;      /* drop each watch after this long; 0 = never */
+    int64_t watch_delay_ms;     /* deliver watch events this long after commit */
+} ks_fault_cfg;
+
+struct ks_faults {
+    pthread_mutex_t mu;
+    ks_fault_cfg cfg;
+    uint64_t rng;                                /* xorshift state, under mu */
+    _Atomic uint64_t counts[KS_VERB_COUNT][600]; /* requests by verb and HTTP code */
+    _Atomic uint64_t watch_events;               /* event lines sent to watchers */
+    _Atomic uint64_t watches_open;
+};
+
+void ks_faults_init(ks_faults *f);
+void ks_faults_fini(ks_faults *f);
+ks_fault_cfg ks_faults_get(ks_faults *f);
+void ks_faults_set(ks_faults *f, const ks_fault_cfg *c);
+double ks_faults_rand(ks_faults *f); /* uniform [0,1) */
+json_t *ks_faults_to_json(const ks_fault_cfg *c);
+/* Parse a /sim/faults body over a copy of *c; on error returns -1 with err set, c unchanged. */
+int ks_faults_from_json(ks_fault_cfg *c, const json_t *j, ks_err *err);
+/* Parse "verb=fixed[+jitter]" (milliseconds) into c. */
+int ks_faults_parse_latency(ks_fault_cfg *c, const char *arg);
+json_t *ks_stats_json(ks_faults *f, ks_store *s);
+void ks_faults_count(ks_faults *f, ks_verb v, int code);
+
+/* ---- pool controller (controller.c) ------------------------------------------------------- */
+
+typedef struct ks_controller ks_controller;
+typedef struct ks_controller_opts {
+    int64_t warmup_ms; /* Starting -> Idle */
+    int64_t hold_ms;   /* claimed (phase Running) -> Stopping */
+    int64_t stop_ms;   /* Stopping -> Idle */
+    size_t claims_max; /* claim log bound; transitions beyond it are counted as dropped */
+} ks_controller_opts;
+
+ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o);
+int ks_controller_start(ks_controller *c);
+void ks_controller_free(ks_controller *c); /* stops the thread */
+/* The claim log from entry index since: {"claims":[...],"count":N,"dropped":D}. */
+json_t *ks_controller_claims_json(ks_controller *c, size_t since);
+
+/* ---- objects file, YAML (objects.c) ------------------------------------------------------- */
+
+/* Parse YAML (one or more documents) or JSON text into an array of objects ("List" kinds are
+ * flattened). Returns NULL with err set. */
+json_t *ks_objects_parse(const char *text, size_t len, ks_err *err);
+/* Create every object of the array in the store (namespaces first). Returns 0 or -1 + err. */
+int ks_objects_load(ks_store *s, const json_t *arr, ks_err *err);
+
+/* ---- discovery (discovery.c): new references; NULL = unknown group/version ---------------- */
+
+json_t *ks_discovery_version(void);
+json_t *ks_discovery_core(const char *server_addr);
+json_t *ks_discovery_groups(void);
+json_t *ks_discovery_group(const char *group);
+json_t *ks_discovery_resources(const char *group, const char *version);
+
+/* ---- server (http.c) ---------------------------------------------------------------------- */
+
+typedef struct ks_server ks_server;
+typedef struct ks_server_opts {
+    const char *listen;   /* "host:port"; port 0 = ephemeral */
+    const char *token;    /* bearer token; NULL = no auth */
+    const char *tls_cert; /* PEM file paths; both or neither */
+    const char *tls_key;
+    int64_t bookmark_ms; /* watch bookmark interval */
+} ks_server_opts;
+
+/* Start serving; returns NULL with a message in err. The server borrows s, f and c. */
+ks_server *ks_server_start(const ks_server_opts *o, ks_store *s, ks_faults *f, ks_controller *c,
+                           char *err, size_t errlen);
+int ks_server_port(const ks_server *srv);
+/* Stops accepting, ends every watch and waits for connection threads. */
+void ks_server_stop(ks_server *srv);
+
+/* ---- misc (util in api.c) ----------------------------------------------------------------- */
+
+int64_t ks_now_ns(void); /* CLOCK_MONOTONIC */
+void ks_rfc3339_now(char *buf, size_t n);
+/* Create a namespace if it does not exist (store mutex not held). */
+void ks_ensure_namespace(ks_store *s, const char *ns);
+const char *ks_meta_str(const json_t *obj, const char *field); /* metadata.<field> string */
+/* A fresh uid for a new object (store mutex held: uses the store's sequence). */
+void ks_new_uid_locked(ks_store *s, char *buf, size_t n);
+
+#endif

@@ -1,0 +1,200 @@
+/* kapi-sim store: every object of every resource, one global revision counter and a bounded
+ * ring of events that watchers read from.
+ *
+ * One mutex guards everything here; one condvar (CLOCK_MONOTONIC) wakes watchers. Stored objects
+ * are immutable: a write builds a new object and swaps it in, so a reader may keep a reference
+ * (jansson refcounts are atomic) and serialise it after unlocking. Every commit makes exactly one
+ * event, so the history holds the contiguous revisions [lo, rev] and a watch can resume from X
+ * iff X >= lo - 1 and X >= compacted.
+ */
+#include "sim.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *const ks_ev_names[KS_EV_COUNT] = {"ADDED", "MODIFIED", "DELETED"};
+
+int64_t ks_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void ks_rfc3339_now(char *buf, size_t n)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+const char *ks_meta_str(const json_t *obj, const char *field)
+{
+    return json_string_value(json_object_get(json_object_get(obj, "metadata"), field));
+}
+
+const char *ks_key(char *buf, size_t n, const ks_res *res, const char *ns, const char *name)
+{
+    if (res->namespaced)
+        snprintf(buf, n, "%s/%s", ns ? ns : "", name);
+    else
+        snprintf(buf, n, "%s", name);
+    return buf;
+}
+
+int ks_store_init(ks_store *s, size_t hist_cap)
+{
+    memset(s, 0, sizeof *s);
+    if (hist_cap < 16)
+        hist_cap = 16;
+    s->hist = calloc(hist_cap, sizeof *s->hist);
+    if (!s->hist)
+        return -1;
+    s->hist_cap = hist_cap;
+    for (int i = 0; i < KS_RES_COUNT; i++)
+        s->objs[i] = json_object();
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&s->mu, NULL);
+    s->rev = 1; /* like etcd, revisions start above zero; "0" means "any" to a watch */
+    s->lo = 2;
+    s->compacted = 0;
+    return 0;
+}
+
+static void event_clear(ks_event *e)
+{
+    json_decref(e->obj);
+    json_decref(e->old);
+    free(e->line);
+    memset(e, 0, sizeof *e);
+}
+
+void ks_store_fini(ks_store *s)
+{
+    for (uint64_t r = s->lo; r <= s->rev; r++)
+        event_clear(&s->hist[r % s->hist_cap]);
+    free(s->hist);
+    for (int i = 0; i < KS_RES_COUNT; i++)
+        json_decref(s->objs[i]);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+}
+
+void ks_store_shutdown(ks_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->shutdown = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void ks_store_compact(ks_store *s, uint64_t upto)
+{
+    pthread_mutex_lock(&s->mu);
+    if (upto == 0 || upto > s->rev)
+        upto = s->rev;
+    while (s->lo <= upto) {
+        event_clear(&s->hist[s->lo % s->hist_cap]);
+        s->lo++;
+    }
+    if (upto > s->compacted)
+        s->compacted = upto;
+    pthread_cond_broadcast(&s->cv); /* watchers behind the new floor get 410 at once */
+    pthread_mutex_unlock(&s->mu);
+}
+
+const json_t *ks_store_get_locked(ks_store *s, const ks_res *res, const char *ns, const char *name)
+{
+    char key[512];
+    return json_object_get(s->objs[res->id], ks_key(key, sizeof key, res, ns, name));
+}
+
+const ks_event *ks_store_event_locked(const ks_store *s, uint64_t rev)
+{
+    if (rev < s->lo || rev > s->rev)
+        return NULL;
+    return &s->hist[rev % s->hist_cap];
+}
+
+static void set_rv(json_t *obj, uint64_t rev)
+{
+    char rv[24];
+    snprintf(rv, sizeof rv, "%" PRIu64, rev);
+    json_t *md = json_object_get(obj, "metadata");
+    if (!json_is_object(md)) {
+        md = json_object();
+        json_object_set_new(obj, "metadata", md);
+    }
+    json_object_set_new(md, "resourceVersion", json_string(rv));
+}
+
+static char *event_line(ks_ev_type t, const json_t *obj, size_t *len)
+{
+    char *o = json_dumps(obj, JSON_COMPACT);
+    if (!o)
+        return NULL;
+    size_t ol = strlen(o);
+    const char *pfx = t == KS_EV_ADDED      ? "{\"type\":\"ADDED\",\"object\":"
+                      : t == KS_EV_MODIFIED ? "{\"type\":\"MODIFIED\",\"object\":"
+                                            : "{\"type\":\"DELETED\",\"object\":";
+    size_t pl = strlen(pfx);
+    char *line = malloc(pl + ol + 3);
+    if (line) {
+        memcpy(line, pfx, pl);
+        memcpy(line + pl, o, ol);
+        memcpy(line + pl + ol, "}\n", 3);
+        *len = pl + ol + 2;
+    }
+    free(o);
+    return line;
+}
+
+const json_t *ks_store_commit_locked(ks_store *s, const ks_res *res, const char *ns,
+                                     const char *name, json_t *obj)
+{
+    char key[512];
+    ks_key(key, sizeof key, res, ns, name);
+    json_t *old = json_object_get(s->objs[res->id], key);
+    assert(obj || old);
+    uint64_t rev = ++s->rev;
+    ks_ev_type t = !old ? KS_EV_ADDED : obj ? KS_EV_MODIFIED : KS_EV_DELETED;
+    if (old)
+        json_incref(old);
+    if (!obj)
+        obj = json_deep_copy(old); /* DELETED carries the last state at the deletion revision */
+    set_rv(obj, rev);
+    if (t == KS_EV_DELETED)
+        json_object_del(s->objs[res->id], key);
+    else
+        json_object_set(s->objs[res->id], key, obj);
+
+    if (rev - s->lo + 1 > s->hist_cap) { /* ring full: forget the oldest event */
+        event_clear(&s->hist[s->lo % s->hist_cap]);
+        s->lo++;
+    }
+    ks_event *e = &s->hist[rev % s->hist_cap];
+    e->rev = rev;
+    e->res = res->id;
+    e->type = t;
+    e->at_ns = ks_now_ns();
+    e->obj = obj; /* the event owns the reference we got */
+    e->old = old;
+    e->line = event_line(t, obj, &e->line_len);
+    if (!e->line) { /* out of memory: an empty line keeps revisions contiguous */
+        e->line = strdup("\n");
+        e->line_len = e->line ? 1 : 0;
+    }
+    if (s->hook)
+        s->hook(s->hook_arg, e);
+    pthread_cond_broadcast(&s->cv);
+    return obj;
+}

@@ -1,0 +1,301 @@
+/* kapi-sim watch streams: each watch is a cursor into the store's event history.
+ *
+ * An event is serialised once, at commit (ks_event.line); a watcher copies the lines that pass
+ * its filters into its own buffer under the store mutex and hands them to MHD after unlocking,
+ * so fan-out costs one memcpy per watcher per event and no JSON work. A watcher blocks on the
+ * store condvar (one connection thread each: MHD thread-per-connection mode) with the nearest
+ * of its deadlines (timeoutSeconds, next bookmark, injected drop, a delayed event) as timeout.
+ * A watcher that falls behind the bounded history gets 410 Expired, like a compacted resume.
+ */
+#include "sim.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define WATCH_BATCH (256u << 10) /* bytes gathered per wake before handing them to MHD */
+
+struct ks_watch {
+    ks_store *s;
+    ks_faults *f;
+    const ks_res *res;
+    char *ns; /* NULL = all namespaces */
+    ks_lsel *lsel;
+    ks_fsel *fsel;
+    uint64_t cursor; /* every event with rev <= cursor has been considered */
+    bool bookmarks;
+    bool expired;        /* send a 410 ERROR event, then end */
+    bool finished;       /* end after draining buf */
+    bool drop;           /* end abruptly after draining buf (injected fault) */
+    int64_t deadline_ns; /* timeoutSeconds; 0 = none */
+    int64_t drop_at_ns;  /* injected drop; 0 = none */
+    int64_t bookmark_every_ns;
+    int64_t next_bookmark_ns;
+    uint64_t drop_after; /* events; 0 = never */
+    uint64_t sent;       /* events sent (not bookmarks) */
+    json_t *initial;     /* synthetic ADDED objects still to send (array) */
+    size_t initial_i;
+    char *buf; /* pending output: buf[off, len) */
+    size_t len, off, cap;
+};
+
+static bool buf_put(ks_watch *w, const char *p, size_t n)
+{
+    if (w->len + n > w->cap) {
+        size_t nc = w->cap ? w->cap : 4096;
+        while (nc < w->len + n)
+            nc *= 2;
+        char *nb = realloc(w->buf, nc);
+        if (!nb)
+            return false;
+        w->buf = nb;
+        w->cap = nc;
+    }
+    memcpy(w->buf + w->len, p, n);
+    w->len += n;
+    return true;
+}
+
+static bool matches(const ks_watch *w, const json_t *obj)
+{
+    if (!obj)
+        return false;
+    const json_t *md = json_object_get(obj, "metadata");
+    if (w->ns) {
+        const char *ns = json_string_value(json_object_get(md, "namespace"));
+        if (!ns || strcmp(ns, w->ns) != 0)
+            return false;
+    }
+    return ks_lsel_match(w->lsel, json_object_get(md, "labels")) && ks_fsel_match(w->fsel, obj);
+}
+
+ks_watch *ks_watch_new(ks_store *s, ks_faults *f, const ks_watch_opts *o, ks_err *err)
+{
+    ks_watch *w = calloc(1, sizeof *w);
+    if (!w) {
+        ks_lsel_free(o->lsel);
+        ks_fsel_free(o->fsel);
+        ks_err_set(err, 500, "InternalError", "out of memory");
+        return NULL;
+    }
+    w->s = s;
+    w->f = f;
+    w->res = o->res;
+    w->ns = o->ns ? strdup(o->ns) : NULL;
+    w->lsel = o->lsel;
+    w->fsel = o->fsel;
+    w->bookmarks = o->bookmarks;
+    int64_t now = ks_now_ns();
+    w->deadline_ns = o->timeout_ns > 0 ? now + o->timeout_ns : 0;
+    w->bookmark_every_ns = o->bookmark_ns > 0 ? o->bookmark_ns : 1000000000;
+    w->next_bookmark_ns = now + w->bookmark_every_ns;
+    ks_fault_cfg fc = ks_faults_get(f);
+    w->drop_after = fc.watch_drop_events;
+    w->drop_at_ns = fc.watch_drop_ms > 0 ? now + fc.watch_drop_ms * 1000000 : 0;
+
+    bool initial = !o->rv || !*o->rv || strcmp(o->rv, "0") == 0;
+    uint64_t from = 0;
+    if (!initial) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(o->rv, &end, 10);
+        if (errno || *end || o->rv[0] == '-') {
+            ks_err_set(err, 400, "BadRequest", "invalid resource version: %.60s", o->rv);
+            ks_watch_free(w);
+            return NULL;
+        }
+        from = v;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (initial) {
+        /* No resourceVersion: the current state as ADDED events first, then changes. */
+        w->initial = json_array();
+        const char *k;
+        json_t *v;
+        json_object_foreach(s->objs[o->res->id], k, v)
+        {
+            if (matches(w, v))
+                json_array_append(w->initial, v);
+        }
+        w->cursor = s->rev;
+    } else {
+        w->cursor = from;
+        if (from < s->compacted || from + 1 < s->lo)
+            w->expired = true;
+    }
+    pthread_mutex_unlock(&s->mu);
+    atomic_fetch_add_explicit(&f->watches_open, 1, memory_order_relaxed);
+    return w;
+}
+
+void ks_watch_free(ks_watch *w)
+{
+    if (!w)
+        return;
+    if (w->f)
+        atomic_fetch_sub_explicit(&w->f->watches_open, 1, memory_order_relaxed);
+    free(w->ns);
+    ks_lsel_free(w->lsel);
+    ks_fsel_free(w->fsel);
+    json_decref(w->initial);
+    free(w->buf);
+    free(w);
+}
+
+static void put_expired(ks_watch *w, uint64_t oldest)
+{
+    char line[400];
+    int n = snprintf(line, sizeof line,
+                     "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"apiVersion\":\"v1\","
+                     "\"metadata\":{},\"status\":\"Failure\",\"message\":\"too old resource "
+                     "version: %" PRIu64 " (%" PRIu64 ")\",\"reason\":\"Expired\",\"code\":410}}\n",
+                     w->cursor, oldest);
+    buf_put(w, line, (size_t)n);
+    w->expired = false;
+    w->finished = true;
+}
+
+static void put_bookmark(ks_watch *w)
+{
+    char line[300];
+    int n = snprintf(line, sizeof line,
+                     "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"%s\",\"apiVersion\":\"%s\","
+                     "\"metadata\":{\"resourceVersion\":\"%" PRIu64 "\"}}}\n",
+                     w->res->kind, w->res->api_version, w->cursor);
+    buf_put(w, line, (size_t)n);
+}
+
+/* Append the line for e as seen through this watch's filters; returns whether one was sent. */
+static bool put_event(ks_watch *w, const ks_event *e)
+{
+    if (e->res != w->res->id)
+        return false;
+    bool mn = matches(w, e->obj);
+    bool mo = e->type == KS_EV_MODIFIED && matches(w, e->old);
+    if (e->type != KS_EV_MODIFIED || (mn && mo)) {
+        return mn && buf_put(w, e->line, e->line_len);
+    }
+    if (mn) { /* entered the selection: ADDED with the new state */
+        static const char mod[] = "{\"type\":\"MODIFIED\",";
+        return buf_put(w, "{\"type\":\"ADDED\",", 16) &&
+               buf_put(w, e->line + sizeof mod - 1, e->line_len - (sizeof mod - 1));
+    }
+    if (mo) { /* left the selection: DELETED with the old state at the new revision */
+        json_t *o = json_deep_copy(e->old);
+        char rv[24];
+        snprintf(rv, sizeof rv, "%" PRIu64, e->rev);
+        json_object_set_new(json_object_get(o, "metadata"), "resourceVersion", json_string(rv));
+        char *d = json_dumps(o, JSON_COMPACT);
+        bool ok = d && buf_put(w, "{\"type\":\"DELETED\",\"object\":", 27) &&
+                  buf_put(w, d, strlen(d)) && buf_put(w, "}\n", 2);
+        free(d);
+        json_decref(o);
+        return ok;
+    }
+    return false;
+}
+
+static void deadline_min(int64_t *wake, int64_t t)
+{
+    if (t > 0 && (*wake == 0 || t < *wake))
+        *wake = t;
+}
+
+/* Gather output into w->buf; called with the store mutex held. Returns false at end. */
+static void gather_locked(ks_watch *w, int64_t delay_ns)
+{
+    ks_store *s = w->s;
+    for (;;) {
+        int64_t now = ks_now_ns();
+        if (s->shutdown) {
+            w->finished = true;
+            return;
+        }
+        if (w->cursor < s->compacted || w->cursor + 1 < s->lo)
+            w->expired = true;
+        if (w->expired) {
+            put_expired(w, s->lo > s->compacted + 1 ? s->lo - 1 : s->compacted);
+            return;
+        }
+        if (w->deadline_ns && now >= w->deadline_ns) {
+            w->finished = true;
+            return;
+        }
+        if (w->drop_at_ns && now >= w->drop_at_ns) {
+            w->drop = true;
+            return;
+        }
+        int64_t wake = 0;
+        uint64_t n0 = w->sent;
+        while (w->cursor < s->rev && w->len < WATCH_BATCH) {
+            const ks_event *e = ks_store_event_locked(s, w->cursor + 1);
+            if (delay_ns && e->at_ns + delay_ns > now) {
+                deadline_min(&wake, e->at_ns + delay_ns);
+                break;
+            }
+            w->cursor++;
+            if (put_event(w, e) && ++w->sent == w->drop_after) {
+                w->drop = true;
+                break;
+            }
+        }
+        if (w->sent != n0)
+            atomic_fetch_add_explicit(&w->f->watch_events, w->sent - n0, memory_order_relaxed);
+        if (w->bookmarks && now >= w->next_bookmark_ns) {
+            put_bookmark(w);
+            w->next_bookmark_ns = now + w->bookmark_every_ns;
+        }
+        if (w->len > w->off || w->drop)
+            return;
+        deadline_min(&wake, w->deadline_ns);
+        deadline_min(&wake, w->drop_at_ns);
+        if (w->bookmarks)
+            deadline_min(&wake, w->next_bookmark_ns);
+        if (wake) {
+            struct timespec ts = {.tv_sec = wake / 1000000000, .tv_nsec = wake % 1000000000};
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        } else {
+            pthread_cond_wait(&s->cv, &s->mu);
+        }
+    }
+}
+
+long ks_watch_read(ks_watch *w, char *out, size_t max)
+{
+    if (w->off == w->len) {
+        w->off = w->len = 0;
+        if (w->drop)
+            return -1;
+        if (w->finished)
+            return 0;
+        if (w->initial && w->initial_i < json_array_size(w->initial)) {
+            /* Serialise the synthetic ADDED events outside the lock, a batch at a time. */
+            while (w->initial_i < json_array_size(w->initial) && w->len < WATCH_BATCH) {
+                char *d = json_dumps(json_array_get(w->initial, w->initial_i++), JSON_COMPACT);
+                if (d) {
+                    buf_put(w, "{\"type\":\"ADDED\",\"object\":", 25);
+                    buf_put(w, d, strlen(d));
+                    buf_put(w, "}\n", 2);
+                    free(d);
+                    w->sent++;
+                }
+            }
+        } else {
+            int64_t delay_ns = ks_faults_get(w->f).watch_delay_ms * 1000000;
+            pthread_mutex_lock(&w->s->mu);
+            gather_locked(w, delay_ns);
+            pthread_mutex_unlock(&w->s->mu);
+            if (w->off == w->len)
+                return w->drop ? -1 : 0;
+        }
+    }
+    size_t n = w->len - w->off;
+    if (n > max)
+        n = max;
+    memcpy(out, w->buf + w->off, n);
+    w->off += n;
+    return (long)n;
+}
