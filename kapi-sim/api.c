@@ -58,6 +58,19 @@ json_t *ks_status_json(const ks_err *e, const ks_res *res, const char *name)
             json_object_set_new(d, "group", json_string(res->group));
             json_object_set_new(d, "kind", json_string(res->plural));
         }
+        if (e->code == 422 && res) {
+            /* kubectl prints `The Pod "x" is invalid: <field>: <cause>` from these. */
+            json_object_set_new(d, "kind", json_string(res->kind));
+            const char *m = strstr(e->message, "is invalid: ");
+            m = m ? m + 12 : e->message;
+            const char *f = e->field ? e->field : "";
+            size_t fl = strlen(f);
+            if (fl && strncmp(m, f, fl) == 0 && m[fl] == ':')
+                m += fl + 2;
+            json_object_set_new(d, "causes",
+                                json_pack("[{s:s,s:s,s:s}]", "reason", "FieldValueInvalid",
+                                          "message", m, "field", f));
+        }
         json_object_set_new(st, "details", d);
     }
     return st;
@@ -197,6 +210,7 @@ json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *bo
                    "%s.%s \"\" is invalid: metadata.name: Required value: name or generateName is "
                    "required",
                    res->kind, res->group[0] ? res->group : "core");
+        err->field = "metadata.name";
         goto out;
     }
     if (strlen(name) > 253 || strchr(name, '/')) {
@@ -333,6 +347,7 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
                        ",`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
                        "existing tolerations),`spec.terminationGracePeriodSeconds`",
                        name);
+            err->field = "spec";
             return false;
         }
     }
@@ -381,6 +396,7 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
                    "%s \"%.200s\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must "
                    "be specified for an update",
                    res->kind, name);
+        err->field = "metadata.resourceVersion";
     } else if (finish_update(s, res, name, cur, cand, sub, err)) {
         /* Compare with the stored version's resourceVersion so an unchanged object is seen. */
         json_object_set(meta_of(cand), "resourceVersion",

@@ -101,3 +101,67 @@ json_t *ks_discovery_core(const char *server_addr)
                      "serverAddressByClientCIDRs", "clientCIDR", "0.0.0.0/0", "serverAddress",
                      server_addr);
 }
+
+/* OpenAPI v3, only as much as kubectl v1.32 reads: `kubectl apply` asks the document of the
+ * object's group/version whether PATCH takes the fieldValidation query parameter; when it does,
+ * kubectl leaves validation to the server (we accept every field) and never downloads the
+ * protobuf OpenAPI v2 document, which kapi-sim does not serve. */
+json_t *ks_openapi_root(void)
+{
+    json_t *paths = json_object();
+    for (int i = 0; i < KS_RES_COUNT; i++) {
+        const ks_res *r = &ks_resources[i];
+        char key[128], url[160];
+        if (r->group[0])
+            snprintf(key, sizeof key, "apis/%s/%s", r->group, r->version);
+        else
+            snprintf(key, sizeof key, "api/%s", r->version);
+        snprintf(url, sizeof url, "/openapi/v3/%s?hash=kapisim1", key);
+        json_object_set_new(paths, key, json_pack("{s:s}", "serverRelativeURL", url));
+    }
+    return json_pack("{s:o}", "paths", paths);
+}
+
+json_t *ks_openapi_gv(const char *group, const char *version)
+{
+    json_t *paths = json_object(), *schemas = json_object();
+    bool any = false;
+    for (int i = 0; i < KS_RES_COUNT; i++) {
+        const ks_res *r = &ks_resources[i];
+        if (strcmp(r->group, group) != 0 || strcmp(r->version, version) != 0)
+            continue;
+        any = true;
+        char path[256];
+        if (r->group[0])
+            snprintf(path, sizeof path, "/apis/%s/%s/%s%s/{name}", r->group, version,
+                     r->namespaced ? "namespaces/{namespace}/" : "", r->plural);
+        else
+            snprintf(path, sizeof path, "/api/%s/%s%s/{name}", version,
+                     r->namespaced ? "namespaces/{namespace}/" : "", r->plural);
+        json_t *gvk = json_pack("{s:s,s:s,s:s}", "group", r->group, "version", version, "kind",
+                                r->kind);
+        json_t *op = json_pack("{s:[{s:s,s:s,s:{s:s}},{s:s,s:s,s:{s:s}},{s:s,s:s,s:{s:s}}],"
+                               "s:{},s:O}",
+                               "parameters", "name", "fieldValidation", "in", "query", "schema",
+                               "type", "string", "name", "fieldManager", "in", "query", "schema",
+                               "type", "string", "name", "dryRun", "in", "query", "schema",
+                               "type", "string", "responses", "x-kubernetes-group-version-kind",
+                               gvk);
+        json_object_set_new(paths, path, json_pack("{s:o}", "patch", op));
+        char sname[160];
+        snprintf(sname, sizeof sname, "%s.%s.%s", r->group[0] ? r->group : "io.k8s.api.core",
+                 version, r->kind);
+        json_object_set_new(schemas, sname,
+                            json_pack("{s:s,s:b,s:[o]}", "type", "object",
+                                      "x-kubernetes-preserve-unknown-fields", 1,
+                                      "x-kubernetes-group-version-kind", gvk));
+    }
+    if (!any) {
+        json_decref(paths);
+        json_decref(schemas);
+        return NULL;
+    }
+    return json_pack("{s:s,s:{s:s,s:s},s:o,s:{s:o}}", "openapi", "3.0.0", "info", "title",
+                     "Kubernetes (kapi-sim)", "version", "v1.32.0", "paths", paths, "components",
+                     "schemas", schemas);
+}

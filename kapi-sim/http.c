@@ -446,6 +446,14 @@ static enum MHD_Result route(ks_server *srv, struct MHD_Connection *conn, const 
         return handle_sim(srv, conn, seg[1], method, rq);
     if (get && nseg == 1 && strcmp(seg[0], "version") == 0)
         return send_json(conn, f, KS_VERB_OTHER, 200, ks_discovery_version());
+    if (get && nseg >= 2 && strcmp(seg[0], "openapi") == 0 && strcmp(seg[1], "v3") == 0) {
+        json_t *d = nseg == 2   ? ks_openapi_root()
+                    : nseg == 4 ? ks_openapi_gv("", seg[3])
+                    : nseg == 5 ? ks_openapi_gv(seg[3], seg[4])
+                                : NULL;
+        if (d)
+            return send_json(conn, f, KS_VERB_OTHER, 200, d);
+    }
     if (nseg >= 1 && strcmp(seg[0], "api") == 0) {
         if (get && nseg == 1)
             return send_json(conn, f, KS_VERB_OTHER, 200, ks_discovery_core(srv->addr));

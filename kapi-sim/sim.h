@@ -69,6 +69,7 @@ typedef struct ks_err {
     int code;           /* HTTP status; 0 = no error */
     const char *reason; /* StatusReason: NotFound, Conflict, ... (static string) */
     char message[512];
+    const char *field; /* 422 only: the field named in details.causes (static string) */
 } ks_err;
 
 void ks_err_set(ks_err *e, int code, const char *reason, const char *fmt, ...)
@@ -292,6 +293,8 @@ json_t *ks_discovery_core(const char *server_addr);
 json_t *ks_discovery_groups(void);
 json_t *ks_discovery_group(const char *group);
 json_t *ks_discovery_resources(const char *group, const char *version);
+json_t *ks_openapi_root(void);
+json_t *ks_openapi_gv(const char *group, const char *version);
 
 /* ---- server (http.c) ---------------------------------------------------------------------- */
 
