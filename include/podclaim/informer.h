@@ -52,9 +52,13 @@ typedef enum pc_informer_change {
 /* "offer", "withdraw"; "unknown" out of range. Static storage. */
 const char *pc_informer_change_name(pc_informer_change c);
 
-/* Called on the informer thread for every offer/withdraw it sends to the pool (tests,
- * benchmarks, the daemon's status). `pod` is valid during the call only. Keep it short. */
-typedef void (*pc_informer_observer)(void *arg, pc_informer_change change, const pc_pod_ref *pod);
+/* Called on the informer thread for every offer/withdraw it sends to the pool, just after the
+ * pool call returned (tests, benchmarks, the daemon's status). `pod` is valid during the call
+ * only. received_at_ns: CLOCK_MONOTONIC when the bytes carrying this change arrived (the watch
+ * chunk or LIST page), so observed_at - received_at is the informer's own latency. Keep it
+ * short. */
+typedef void (*pc_informer_observer)(void *arg, pc_informer_change change, const pc_pod_ref *pod,
+                                     int64_t received_at_ns);
 
 typedef struct pc_informer_config {
     pc_kube_client *client;        /* required; borrowed, must outlive the informer */
@@ -82,7 +86,9 @@ int pc_informer_new(const pc_informer_config *cfg, pc_informer **out);
  * Cannot fail. */
 void pc_informer_set_pool(pc_informer *inf, pc_pool *target);
 
-/* Start the informer thread. Returns 0, -EALREADY, or the error of pthread_create. */
+/* Start the informer thread; after pc_informer_stop it may be started again, and resumes
+ * watching from the last resourceVersion it saw (a relist if that is gone). Returns 0,
+ * -EALREADY, or the error of pthread_create. */
 int pc_informer_start(pc_informer *inf);
 
 /* True once the first full LIST has been applied (every pod idle at that moment has been

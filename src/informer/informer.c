@@ -110,7 +110,9 @@ struct pc_informer {
     uint32_t gen;       /* LIST generation */
     uint32_t backoff_attempt;
     uint64_t rng;
-    bool got_event; /* the current watch applied or bookmarked something */
+    bool got_event;              /* the current watch applied or bookmarked something */
+    pc__kube_stream *cur_stream; /* the watch being read; NULL between watches */
+    int64_t received_ns;         /* arrival of the bytes being applied (observer timestamps) */
 
     counters n;
 };
@@ -147,7 +149,7 @@ static void notify(pc_informer *inf, pc_informer_change ch, const pc__pod *p)
         pc__kube_log(inf->client, PC_KUBE_LOG_DEBUG, "informer=%s/%s pod=%s rv=%s %s=%d",
                      inf->namespace_, inf->pool, p->name, p->rv, pc_informer_change_name(ch), rc);
     if (inf->observer)
-        inf->observer(inf->observer_arg, ch, &ref);
+        inf->observer(inf->observer_arg, ch, &ref, inf->received_ns);
 }
 
 /* Apply one observed pod version to the cache and tell the pool what changed.
@@ -301,6 +303,7 @@ static int do_list(pc_informer *inf)
             return rc ? rc : -EIO;
         }
         INC(list_pages);
+        inf->received_ns = pc__kube_mono_ns();
         ADD(list_bytes, r.body_len);
         json_error_t je;
         json_t *root = json_loadb(r.body ? r.body : "", r.body_len, 0, &je);
@@ -373,6 +376,7 @@ static int on_line(void *arg, const char *line, size_t len)
 {
     pc_informer *inf = arg;
     json_error_t je;
+    inf->received_ns = inf->cur_stream ? inf->cur_stream->chunk_at_ns : pc__kube_mono_ns();
     json_t *ev = json_loadb(line, len, 0, &je);
     const char *type = json_string_value(json_object_get(ev, "type"));
     json_t *obj = json_object_get(ev, "object");
@@ -464,7 +468,9 @@ static int do_watch(pc_informer *inf)
             .timeout_ns = ((int64_t)inf->watch_timeout_s + 30) * 1000000000LL,
     };
     pc_kube_response r;
+    inf->cur_stream = &s;
     int rc = pc__kube_conn_stream(inf->conn, path, &s, &r);
+    inf->cur_stream = NULL;
     ADD(watch_bytes, s.bytes);
     if (rc == -ECANCELED) {
         pc_kube_response_fini(&r);
@@ -618,6 +624,8 @@ int pc_informer_start(pc_informer *inf)
 {
     if (inf->started)
         return -EALREADY;
+    /* A restart after pc_informer_stop: the thread has been joined, nothing reads the flag. */
+    atomic_store_explicit(&inf->stop, false, memory_order_relaxed);
     atomic_store_explicit(&inf->n.started_at_ns, pc__kube_mono_ns(), memory_order_relaxed);
     int rc = pthread_create(&inf->thread, NULL, informer_main, inf);
     if (rc)

@@ -84,6 +84,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *arg)
     }
     if (k->framing) {
         k->stream->bytes += len;
+        k->stream->chunk_at_ns = pc__kube_mono_ns();
         int rc = pc__framer_feed(&k->framer, p, len, k->stream->on_line, k->stream->arg);
         if (rc) {
             k->frame_rc = rc;

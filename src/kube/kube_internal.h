@@ -109,9 +109,10 @@ typedef struct pc__kube_stream {
     void *arg;
     int64_t timeout_ns; /* whole-transfer timeout; 0 = none */
     /* filled: */
-    int line_rc;      /* the non-zero value on_line stopped with, else 0 */
-    size_t truncated; /* bytes of an unterminated last line when the stream ended */
-    uint64_t bytes;   /* body bytes received */
+    int line_rc;         /* the non-zero value on_line stopped with, else 0 */
+    size_t truncated;    /* bytes of an unterminated last line when the stream ended */
+    uint64_t bytes;      /* body bytes received */
+    int64_t chunk_at_ns; /* CLOCK_MONOTONIC when the chunk being framed arrived */
 } pc__kube_stream;
 
 /* Interrupt the conn's current or next wait (thread: any). */

@@ -1,0 +1,36 @@
+/* Test fixture: run kapi-sim (the built binary) on an ephemeral loopback port.
+ *
+ * The child gets PR_SET_PDEATHSIG(SIGKILL), so it dies with the test process even when an
+ * assertion ends the test early; ksim_stop() stops it explicitly on the normal path.
+ */
+#ifndef PODCLAIM_TESTS_KSIM_H
+#define PODCLAIM_TESTS_KSIM_H
+
+#include <podclaim/kube.h>
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+typedef struct ksim {
+    pid_t pid;
+    int port;
+    char url[128];         /* http(s)://127.0.0.1:<port> */
+    char dir[64];          /* scratch folder (port file, certificates) */
+    pc_kube_client *admin; /* plain client for /sim and API calls by the test itself */
+} ksim;
+
+/* Start kapi-sim with extra args (NULL-terminated); tls: serve https (args must carry
+ * --tls-cert/--tls-key), token: the --token given (the admin client uses it).
+ * Returns 0 or -1 (message printed). */
+int ksim_start(ksim *k, const char *const *args, bool tls, const char *ca_file, const char *token);
+void ksim_stop(ksim *k);
+
+/* Blocking helpers on the admin client. ksim_json returns the parsed 2xx body or NULL. */
+json_t *ksim_json(ksim *k, const char *method, const char *path, const char *body);
+int ksim_put_faults(ksim *k, const char *json);
+
+/* A fresh scratch folder under /tmp for files a test makes (certificates). */
+void ksim_mkdir(char *dir, size_t len);
+
+#endif
