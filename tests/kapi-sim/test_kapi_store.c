@@ -1,0 +1,458 @@
+/* kapi-sim store and API verbs: revisions, preconditions, immutability, lists, history/watch,
+ * and the pool controller's claim log — in process, no HTTP. */
+#include "ksim_test.h"
+#include "sim.h"
+
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <string.h>
+
+static ks_store st;
+static ks_faults fl;
+static const ks_res *PODS = &ks_resources[KS_RES_POD];
+
+static void setup(void)
+{
+    cr_assert_eq(ks_store_init(&st, 64), 0);
+    ks_faults_init(&fl);
+    ks_ensure_namespace(&st, "default");
+}
+
+static void teardown(void)
+{
+    ks_store_fini(&st);
+    ks_faults_fini(&fl);
+}
+
+TestSuite(store, .init = setup, .fini = teardown, .timeout = 20);
+
+static json_t *J(const char *s)
+{
+    json_error_t e;
+    json_t *j = json_loads(s, 0, &e);
+    cr_assert_not_null(j, "bad test JSON %s: %s", s, e.text);
+    return j;
+}
+
+static json_t *mkpod(const char *name, const char *labels)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf,
+             "{\"metadata\":{\"name\":\"%s\",\"labels\":%s},\"spec\":{\"containers\":[{\"name\":"
+             "\"c\",\"image\":\"img:1\"}],\"nodeName\":\"n1\"}}",
+             name, labels ? labels : "{}");
+    json_t *body = J(buf);
+    ks_err err = {0};
+    json_t *r = ks_api_create(&st, PODS, "default", body, &err);
+    json_decref(body);
+    cr_assert_not_null(r, "create %s: %d %s", name, err.code, err.message);
+    return r;
+}
+
+static uint64_t rv_of(const json_t *o)
+{
+    return strtoull(ks_meta_str(o, "resourceVersion"), NULL, 10);
+}
+
+Test(store, create_sets_server_fields_and_rejects_duplicates)
+{
+    json_t *p = mkpod("a", NULL);
+    cr_expect_not_null(ks_meta_str(p, "uid"));
+    cr_expect_not_null(ks_meta_str(p, "creationTimestamp"));
+    cr_expect_str_eq(json_string_value(json_object_get(p, "kind")), "Pod");
+    cr_expect_eq(rv_of(p), st.rev);
+    json_t *body = J("{\"metadata\":{\"name\":\"a\"}}");
+    ks_err err = {0};
+    cr_expect_null(ks_api_create(&st, PODS, "default", body, &err));
+    cr_expect_eq(err.code, 409);
+    cr_expect_str_eq(err.reason, "AlreadyExists");
+    json_decref(body);
+    json_decref(p);
+}
+
+Test(store, create_in_a_missing_namespace_is_404)
+{
+    json_t *body = J("{\"metadata\":{\"name\":\"a\"}}");
+    ks_err err = {0};
+    cr_expect_null(ks_api_create(&st, PODS, "nope", body, &err));
+    cr_expect_eq(err.code, 404, "code %d", err.code);
+    json_decref(body);
+}
+
+Test(store, revisions_increase_by_one_per_write_across_resources)
+{
+    uint64_t r0 = st.rev;
+    json_t *a = mkpod("a", NULL);
+    ks_ensure_namespace(&st, "other");
+    json_t *b = mkpod("b", NULL);
+    cr_expect_eq(rv_of(a), r0 + 1);
+    cr_expect_eq(rv_of(b), r0 + 3);
+    json_decref(a);
+    json_decref(b);
+}
+
+Test(store, stale_resource_version_in_a_patch_is_409_and_writes_nothing)
+{
+    json_t *p = mkpod("a", NULL);
+    char patch[256];
+    snprintf(patch, sizeof patch,
+             "{\"metadata\":{\"resourceVersion\":\"%s\",\"labels\":{\"x\":\"1\"}}}",
+             ks_meta_str(p, "resourceVersion"));
+    json_t *pj = J(patch);
+    ks_err err = {0};
+    json_t *r1 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, pj, &err);
+    cr_assert_not_null(r1, "%s", err.message);
+    cr_expect_gt(rv_of(r1), rv_of(p));
+    uint64_t rev = st.rev;
+    json_t *r2 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, pj, &err);
+    cr_expect_null(r2);
+    cr_expect_eq(err.code, 409, "code %d", err.code);
+    cr_expect_str_eq(err.reason, "Conflict");
+    cr_expect_eq(st.rev, rev, "a failed patch must not bump the revision");
+    json_decref(pj);
+    json_decref(r1);
+    json_decref(p);
+}
+
+Test(store, update_without_resource_version_is_422)
+{
+    json_t *p = mkpod("a", NULL);
+    json_t *body = json_deep_copy(p);
+    json_object_del(json_object_get(body, "metadata"), "resourceVersion");
+    ks_err err = {0};
+    cr_expect_null(ks_api_update(&st, PODS, "default", "a", NULL, body, &err));
+    cr_expect_eq(err.code, 422, "code %d", err.code);
+    json_decref(body);
+    json_decref(p);
+}
+
+Test(store, pod_spec_is_immutable_but_image_is_not)
+{
+    json_t *p = mkpod("a", NULL);
+    ks_err err = {0};
+    json_t *bad = J("{\"spec\":{\"nodeName\":\"other\"}}");
+    cr_expect_null(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, bad, &err));
+    cr_expect_eq(err.code, 422, "code %d", err.code);
+    cr_expect_str_eq(err.reason, "Invalid");
+    json_t *img = J("{\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"img:2\"}]}}");
+    memset(&err, 0, sizeof err);
+    json_t *r = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, img, &err);
+    cr_assert_not_null(r, "%s", err.message);
+    cr_expect_str_eq(
+            json_string_value(json_object_get(
+                    json_array_get(json_object_get(json_object_get(r, "spec"), "containers"), 0),
+                    "image")),
+            "img:2");
+    json_decref(r);
+    json_decref(img);
+    json_decref(bad);
+    json_decref(p);
+}
+
+Test(store, main_resource_ignores_status_and_status_subresource_changes_only_status)
+{
+    json_t *p = mkpod("a", NULL);
+    ks_err err = {0};
+    json_t *patch =
+            J("{\"status\":{\"phase\":\"Running\"},\"metadata\":{\"labels\":{\"l\":\"1\"}}}");
+    json_t *r1 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err);
+    cr_assert_not_null(r1);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(r1, "status"), "phase")),
+                     "Pending");
+    json_t *r2 = ks_api_patch(&st, PODS, "default", "a", "status", KS_PATCH_MERGE, patch, &err);
+    cr_assert_not_null(r2);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(r2, "status"), "phase")),
+                     "Running");
+    cr_expect_null(
+            json_object_get(json_object_get(json_object_get(r2, "metadata"), "labels"), "x"));
+    json_decref(r1);
+    json_decref(r2);
+    json_decref(patch);
+    json_decref(p);
+}
+
+Test(store, a_no_op_patch_keeps_the_resource_version)
+{
+    json_t *p = mkpod("a", "{\"k\":\"v\"}");
+    json_t *patch = J("{\"metadata\":{\"labels\":{\"k\":\"v\"}}}");
+    ks_err err = {0};
+    uint64_t rev = st.rev;
+    json_t *r = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err);
+    cr_assert_not_null(r);
+    cr_expect_eq(rv_of(r), rv_of(p));
+    cr_expect_eq(st.rev, rev);
+    json_decref(r);
+    json_decref(patch);
+    json_decref(p);
+}
+
+Test(store, list_pages_with_limit_and_continue_cover_every_object_once)
+{
+    for (int i = 0; i < 7; i++) {
+        char n[8];
+        snprintf(n, sizeof n, "p%d", i);
+        json_decref(mkpod(n, i % 2 ? "{\"odd\":\"1\"}" : NULL));
+    }
+    char cont[1200] = "";
+    int seen = 0, pages = 0;
+    const char *first_rv = NULL;
+    json_t *first = NULL;
+    do {
+        ks_err err = {0};
+        json_t *l = ks_api_list(&st, PODS, "default", NULL, NULL, 3, cont[0] ? cont : NULL, &err);
+        cr_assert_not_null(l, "%s", err.message);
+        pages++;
+        seen += (int)json_array_size(json_object_get(l, "items"));
+        const char *c =
+                json_string_value(json_object_get(json_object_get(l, "metadata"), "continue"));
+        snprintf(cont, sizeof cont, "%s", c ? c : "");
+        if (!first) {
+            first = l;
+            first_rv = json_string_value(
+                    json_object_get(json_object_get(l, "metadata"), "resourceVersion"));
+        } else {
+            cr_expect_str_eq(json_string_value(json_object_get(json_object_get(l, "metadata"),
+                                                               "resourceVersion")),
+                             first_rv);
+            json_decref(l);
+        }
+    } while (cont[0] && pages < 10);
+    cr_expect_eq(seen, 7);
+    cr_expect_eq(pages, 3);
+    json_decref(first);
+
+    ks_err err = {0};
+    ks_lsel *ls = ks_lsel_parse("odd=1", &err);
+    json_t *l = ks_api_list(&st, PODS, NULL, ls, NULL, 0, NULL, &err);
+    cr_expect_eq(json_array_size(json_object_get(l, "items")), 3);
+    json_decref(l);
+    ks_lsel_free(ls);
+}
+
+Test(store, bad_continue_token_is_400)
+{
+    ks_err err = {0};
+    cr_expect_null(ks_api_list(&st, PODS, NULL, NULL, NULL, 1, "!!notbase64", &err));
+    cr_expect_eq(err.code, 400);
+}
+
+/* Read watch output until it contains want or the stream ends; returns everything read. */
+static char *watch_collect(ks_watch *w, const char *want, size_t max_total)
+{
+    char *all = calloc(1, max_total + 1);
+    size_t n = 0;
+    for (;;) {
+        long r = ks_watch_read(w, all + n, max_total - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        if ((want && strstr(all, want)) || n == max_total)
+            break;
+    }
+    return all;
+}
+
+Test(store, watch_resumes_after_a_version_and_sees_each_change_in_order)
+{
+    json_t *a = mkpod("a", NULL);
+    char rv[24];
+    snprintf(rv, sizeof rv, "%s", ks_meta_str(a, "resourceVersion"));
+    json_decref(mkpod("b", NULL));
+    json_t *patch = J("{\"metadata\":{\"labels\":{\"x\":\"1\"}}}");
+    ks_err err = {0};
+    json_decref(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err));
+    json_decref(ks_api_delete(&st, PODS, "default", "b", NULL, &err));
+    ks_watch_opts o = {.res = PODS, .rv = rv, .timeout_ns = 2000000000LL};
+    ks_watch *w = ks_watch_new(&st, &fl, &o, &err);
+    cr_assert_not_null(w);
+    char *out = watch_collect(w, "DELETED", 1 << 20);
+    const char *added = strstr(out, "{\"type\":\"ADDED\"");
+    const char *mod = strstr(out, "{\"type\":\"MODIFIED\"");
+    const char *del = strstr(out, "{\"type\":\"DELETED\"");
+    cr_expect(added && mod && del && added < mod && mod < del, "events: %s", out);
+    cr_expect(strstr(added, "\"name\":\"b\""), "first event is b's ADDED: %s", out);
+    free(out);
+    ks_watch_free(w);
+    json_decref(patch);
+    json_decref(a);
+}
+
+Test(store, watch_from_a_compacted_version_gets_410_expired)
+{
+    json_t *a = mkpod("a", NULL);
+    char rv[24];
+    snprintf(rv, sizeof rv, "%" PRIu64, rv_of(a) - 1);
+    json_decref(mkpod("b", NULL));
+    ks_store_compact(&st, 0);
+    ks_err err = {0};
+    ks_watch_opts o = {.res = PODS, .rv = rv, .timeout_ns = 2000000000LL};
+    ks_watch *w = ks_watch_new(&st, &fl, &o, &err);
+    cr_assert_not_null(w);
+    char *out = watch_collect(w, NULL, 1 << 16);
+    cr_expect(strstr(out, "\"type\":\"ERROR\"") && strstr(out, "\"code\":410") &&
+                      strstr(out, "\"reason\":\"Expired\""),
+              "got: %s", out);
+    free(out);
+    ks_watch_free(w);
+    json_decref(a);
+}
+
+Test(store, history_overflow_expires_old_versions)
+{
+    json_t *a = mkpod("a", NULL);
+    char rv[24];
+    snprintf(rv, sizeof rv, "%s", ks_meta_str(a, "resourceVersion"));
+    for (int i = 0; i < 100; i++) { /* history holds 64 */
+        char n[16];
+        snprintf(n, sizeof n, "q%d", i);
+        json_decref(mkpod(n, NULL));
+    }
+    ks_err err = {0};
+    ks_watch_opts o = {.res = PODS, .rv = rv, .timeout_ns = 2000000000LL};
+    ks_watch *w = ks_watch_new(&st, &fl, &o, &err);
+    char *out = watch_collect(w, NULL, 1 << 16);
+    cr_expect(strstr(out, "\"code\":410"), "got: %s", out);
+    free(out);
+    ks_watch_free(w);
+    json_decref(a);
+}
+
+Test(store, watch_with_selector_turns_leaving_objects_into_deleted)
+{
+    json_t *a = mkpod("a", "{\"phase\":\"Idle\"}");
+    ks_err err = {0};
+    ks_watch_opts o = {.res = PODS,
+                       .rv = ks_meta_str(a, "resourceVersion"),
+                       .lsel = ks_lsel_parse("phase=Idle", &err),
+                       .timeout_ns = 2000000000LL};
+    ks_watch *w = ks_watch_new(&st, &fl, &o, &err);
+    json_t *patch = J("{\"metadata\":{\"labels\":{\"phase\":\"Running\"}}}");
+    json_decref(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err));
+    char *out = watch_collect(w, "DELETED", 1 << 16);
+    cr_expect(strstr(out, "{\"type\":\"DELETED\""), "got: %s", out);
+    free(out);
+    ks_watch_free(w);
+    json_decref(patch);
+    json_decref(a);
+}
+
+Test(store, watch_without_version_starts_with_current_objects_and_timeout_ends_it)
+{
+    json_decref(mkpod("a", NULL));
+    ks_err err = {0};
+    ks_watch_opts o = {.res = PODS, .rv = NULL, .timeout_ns = 300000000LL};
+    ks_watch *w = ks_watch_new(&st, &fl, &o, &err);
+    int64_t t0 = ksim_now_ms();
+    char *out = watch_collect(w, NULL, 1 << 16); /* runs to the end of the stream */
+    int64_t took = ksim_now_ms() - t0;
+    cr_expect(strstr(out, "{\"type\":\"ADDED\""), "got: %s", out);
+    cr_expect(took >= 250 && took < 3000, "the stream ended after %lld ms", (long long)took);
+    free(out);
+    ks_watch_free(w);
+}
+
+Test(store, bookmarks_carry_the_latest_version)
+{
+    ks_err err = {0};
+    char rv[24];
+    snprintf(rv, sizeof rv, "%" PRIu64, st.rev);
+    ks_watch_opts o = {.res = PODS,
+                       .rv = rv,
+                       .bookmarks = true,
+                       .bookmark_ns = 50000000LL,
+                       .timeout_ns = 2000000000LL};
+    ks_watch *w = ks_watch_new(&st, &fl, &o, &err);
+    char *out = watch_collect(w, "BOOKMARK", 1 << 16);
+    char want[64];
+    snprintf(want, sizeof want, "\"resourceVersion\":\"%s\"", rv);
+    cr_expect(strstr(out, "BOOKMARK") && strstr(out, want), "got: %s", out);
+    free(out);
+    ks_watch_free(w);
+}
+
+/* ---- controller ----------------------------------------------------------------------------- */
+
+static int count_phase(const char *phase)
+{
+    char sel[128];
+    snprintf(sel, sizeof sel, "podclaim.io/pool=p,podclaim.io/phase=%s", phase);
+    ks_err err = {0};
+    ks_lsel *ls = ks_lsel_parse(sel, &err);
+    json_t *l = ks_api_list(&st, PODS, "default", ls, NULL, 0, NULL, &err);
+    int n = (int)json_array_size(json_object_get(l, "items"));
+    json_decref(l);
+    ks_lsel_free(ls);
+    return n;
+}
+
+static json_t *first_with_phase(const char *phase)
+{
+    char sel[128];
+    snprintf(sel, sizeof sel, "podclaim.io/pool=p,podclaim.io/phase=%s", phase);
+    ks_err err = {0};
+    ks_lsel *ls = ks_lsel_parse(sel, &err);
+    json_t *l = ks_api_list(&st, PODS, "default", ls, NULL, 1, NULL, &err);
+    json_t *p = json_incref(json_array_get(json_object_get(l, "items"), 0));
+    json_decref(l);
+    ks_lsel_free(ls);
+    return p;
+}
+
+Test(store, controller_warms_pods_logs_claims_exactly_and_recycles)
+{
+    ks_controller_opts co = {.warmup_ms = 10, .hold_ms = 50, .stop_ms = 5};
+    ks_controller *c = ks_controller_new(&st, &co);
+    cr_assert_eq(ks_controller_start(c), 0);
+    json_t *pool = J("{\"metadata\":{\"name\":\"p\"},\"spec\":{\"replicas\":3}}");
+    ks_err err = {0};
+    json_decref(ks_api_create(&st, &ks_resources[KS_RES_SANDBOXPOOL], "default", pool, &err));
+    cr_assert(KSIM_WAIT_UNTIL(count_phase("Idle") == 3, 5000), "3 idle pods");
+
+    json_t *pod = first_with_phase("Idle");
+    char claim[512];
+    snprintf(claim, sizeof claim,
+             "{\"metadata\":{\"resourceVersion\":\"%s\",\"labels\":{\"podclaim.io/phase\":"
+             "\"Running\"},\"annotations\":{\"podclaim.io/claim-id\":\"c1\"}}}",
+             ks_meta_str(pod, "resourceVersion"));
+    json_t *cj = J(claim);
+    json_t *won = ks_api_patch(&st, PODS, "default", ks_meta_str(pod, "name"), NULL,
+                               KS_PATCH_STRATEGIC, cj, &err);
+    cr_assert_not_null(won, "%s", err.message);
+    json_t *lost = ks_api_patch(&st, PODS, "default", ks_meta_str(pod, "name"), NULL,
+                                KS_PATCH_STRATEGIC, cj, &err);
+    cr_expect_null(lost, "the same idle version must not be won twice");
+
+    json_t *log = ks_controller_claims_json(c, 0);
+    cr_expect_eq(json_integer_value(json_object_get(log, "count")), 1);
+    json_t *e = json_array_get(json_object_get(log, "claims"), 0);
+    cr_expect_str_eq(json_string_value(json_object_get(e, "pod")), ks_meta_str(pod, "name"));
+    cr_expect_str_eq(json_string_value(json_object_get(e, "idleResourceVersion")),
+                     ks_meta_str(pod, "resourceVersion"));
+    cr_expect_str_eq(json_string_value(json_object_get(e, "resourceVersion")),
+                     ks_meta_str(won, "resourceVersion"));
+    cr_expect_str_eq(json_string_value(json_object_get(e, "claimId")), "c1");
+    json_decref(log);
+
+    /* Recycled: back to Idle with a newer version, claim annotation gone. */
+    cr_assert(KSIM_WAIT_UNTIL(count_phase("Idle") == 3, 5000), "the claimed pod comes back");
+    ks_err gerr = {0};
+    json_t *again = ks_api_get(&st, PODS, "default", ks_meta_str(pod, "name"), &gerr);
+    cr_assert_not_null(again);
+    cr_expect_gt(rv_of(again), rv_of(won));
+    cr_expect_null(
+            json_object_get(json_object_get(json_object_get(again, "metadata"), "annotations"),
+                            "podclaim.io/claim-id"));
+    json_decref(again);
+
+    /* Scaling down removes pods; deleting the pool removes the rest. */
+    json_t *scale = J("{\"spec\":{\"replicas\":1}}");
+    json_decref(ks_api_patch(&st, &ks_resources[KS_RES_SANDBOXPOOL], "default", "p", NULL,
+                             KS_PATCH_MERGE, scale, &err));
+    cr_expect(KSIM_WAIT_UNTIL(count_phase("Idle") == 1, 5000));
+    json_decref(scale);
+    ks_controller_free(c);
+    json_decref(cj);
+    json_decref(won);
+    json_decref(pod);
+    json_decref(pool);
+}
