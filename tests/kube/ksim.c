@@ -2,6 +2,7 @@
 #include "ksim.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,15 @@ int ksim_start(ksim *k, const char *const *args, bool tls, const char *ca_file, 
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(1);
+        /* its per-connection chatter goes to a file in the scratch folder */
+        char logp[128];
+        snprintf(logp, sizeof(logp), "%s/kapi-sim.log", k->dir);
+        int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }

@@ -1,0 +1,279 @@
+/* End to end: the informer against kapi-sim — initial sync of 10,000 pods, resume after
+ * dropped watch connections without a missed or duplicated transition, 410 -> relist. */
+#include "e2e_common.h"
+
+#include "../core/common.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ksim sim;
+static stack st;
+
+/* What the informer told the pool, recorded on the informer thread. */
+typedef struct seen {
+    pthread_mutex_t mu;
+    json_t *offers;    /* "pod@rv" -> count */
+    json_t *withdrawn; /* pod -> count */
+    size_t n_offers;
+    size_t dup_offers;
+} seen;
+
+static seen sn = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void observe(void *arg, pc_informer_change ch, const pc_pod_ref *pod, int64_t recv)
+{
+    (void)arg;
+    (void)recv;
+    char key[400];
+    pthread_mutex_lock(&sn.mu);
+    if (ch == PC_INFORMER_OFFER) {
+        snprintf(key, sizeof(key), "%s@%s", pod->name, pod->resource_version);
+        json_t *c = json_object_get(sn.offers, key);
+        if (c)
+            sn.dup_offers++;
+        json_object_set_new(sn.offers, key, json_integer(c ? json_integer_value(c) + 1 : 1));
+        sn.n_offers++;
+    } else {
+        json_t *c = json_object_get(sn.withdrawn, pod->name);
+        json_object_set_new(sn.withdrawn, pod->name,
+                            json_integer(c ? json_integer_value(c) + 1 : 1));
+    }
+    pthread_mutex_unlock(&sn.mu);
+}
+
+static void setup(void)
+{
+    sn.offers = json_object();
+    sn.withdrawn = json_object();
+    sn.n_offers = sn.dup_offers = 0;
+}
+
+static void teardown(void)
+{
+    stack_stop(&st);
+    ksim_stop(&sim);
+    json_decref(sn.offers);
+    json_decref(sn.withdrawn);
+}
+
+static pc_informer_stats stats(pc_informer *inf)
+{
+    pc_informer_stats s;
+    pc_informer_stats_read(inf, &s);
+    return s;
+}
+
+/* An informer alone (observer, no pool). */
+static pc_informer *informer_only(const char *ns, const char *pool, uint32_t page)
+{
+    char err[256];
+    pc_kube_options o = {.server = sim.url};
+    cr_assert_eq(pc_kube_client_new(&o, &st.client, err, sizeof(err)), 0, "%s", err);
+    pc_informer_config ic = {.client = st.client,
+                             .namespace_ = ns,
+                             .pool = pool,
+                             .page_size = page,
+                             .backoff_initial_ns = 10000000LL,
+                             .backoff_max_ns = 100000000LL,
+                             .observer = observe};
+    cr_assert_eq(pc_informer_new(&ic, &st.informer), 0);
+    return st.informer;
+}
+
+Test(informer, syncs_10000_pods_and_offers_each_idle_pod_once, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    const char *args[] = {"--pool", "big/p=10000", "--warmup-ms", "0", NULL};
+    cr_assert_eq(ksim_start(&sim, args, false, NULL, NULL), 0);
+    /* let the simulated controller create and warm all pods before the LIST */
+    cr_assert(PC_TEST_WAIT_UNTIL(({
+                                     json_t *s = ksim_json(&sim, "GET", "/sim/stats", NULL);
+                                     json_int_t n = json_integer_value(json_object_get(
+                                             json_object_get(s, "objects"), "pods"));
+                                     json_decref(s);
+                                     n >= 10000;
+                                 }),
+                                 30000),
+              "kapi-sim did not create 10000 pods");
+    pc_informer *inf = informer_only("big", "p", 500);
+    cr_assert_eq(pc_informer_start(inf), 0);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_informer_has_synced(inf) && stats(inf).idle == 10000, 30000),
+              "synced=%d pods=%llu idle=%llu", pc_informer_has_synced(inf),
+              (unsigned long long)stats(inf).pods, (unsigned long long)stats(inf).idle);
+    pc_informer_stats s = stats(inf);
+    cr_assert_eq(s.pods, 10000u);
+    cr_assert_geq(s.list_pages, 20u, "paged: %llu pages", (unsigned long long)s.list_pages);
+    pthread_mutex_lock(&sn.mu);
+    cr_assert_eq(json_object_size(sn.offers), 10000u, "distinct offers %zu",
+                 json_object_size(sn.offers));
+    cr_assert_eq(sn.dup_offers, 0u, "%zu duplicate offers", sn.dup_offers);
+    pthread_mutex_unlock(&sn.mu);
+    cr_log_info("sync of 10000 pods: %.1f ms, %llu pages, %.1f MB",
+                (s.synced_at_ns - s.started_at_ns) / 1e6, (unsigned long long)s.list_pages,
+                s.list_bytes / 1e6);
+}
+
+/* The final idle set on the server: pod@rv of every idle pod. */
+static json_t *server_idle(const char *ns, const char *pool)
+{
+    char path[256];
+    snprintf(path, sizeof(path),
+             "/api/v1/namespaces/%s/pods?labelSelector=podclaim.io%%2Fpool%%3D%s", ns, pool);
+    json_t *l = ksim_json(&sim, "GET", path, NULL);
+    json_t *set = json_object();
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(l, "items"), i, p)
+    {
+        json_t *md = json_object_get(p, "metadata");
+        const char *ph = json_string_value(
+                json_object_get(json_object_get(md, "labels"), "podclaim.io/phase"));
+        if (ph && strcmp(ph, "Idle") == 0) {
+            char key[400];
+            snprintf(key, sizeof(key), "%s@%s", json_string_value(json_object_get(md, "name")),
+                     json_string_value(json_object_get(md, "resourceVersion")));
+            json_object_set_new(set, key, json_true());
+        }
+    }
+    json_decref(l);
+    return set;
+}
+
+static bool all_offered(json_t *set)
+{
+    const char *k;
+    json_t *v;
+    bool ok = true;
+    pthread_mutex_lock(&sn.mu);
+    json_object_foreach(set, k, v)
+    {
+        if (!json_object_get(sn.offers, k))
+            ok = false;
+    }
+    pthread_mutex_unlock(&sn.mu);
+    return ok;
+}
+
+static void wait_claims(run *r, int64_t ms)
+{
+    cr_assert(PC_TEST_WAIT_UNTIL(atomic_load_explicit(&r->done, memory_order_acquire) >= r->n, ms),
+              "%zu of %zu claims done", atomic_load(&r->done), r->n);
+}
+
+Test(informer, resumes_dropped_watches_without_missing_or_repeating_a_transition, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    /* Every watch connection is cut after 7 events; pods cycle Idle -> claimed -> Idle. */
+    const char *args[] = {"--pool",    "drop/p=30", "--warmup-ms",         "10", "--hold-ms", "20",
+                          "--stop-ms", "10",        "--watch-drop-events", "7",  NULL};
+    cr_assert_eq(ksim_start(&sim, args, false, NULL, NULL), 0);
+    pc_pool_config pc = {.resync_period_ns = -1, /* resync re-offers would blur the count */
+                         .reservation_ttl_ns = 2000000000LL};
+    cr_assert_eq(stack_start(&st, &sim, "drop", "p", &pc, observe, NULL), 0);
+    run r;
+    cr_assert_eq(run_claims(&r, st.pool, 300, "drop", 30000), 0);
+    wait_claims(&r, 40000);
+    for (size_t i = 0; i < r.n; i++)
+        cr_assert_eq(r.claims[i].r.status, PC_CLAIM_OK, "claim %zu: %s", i, r.claims[i].r.error);
+    /* settle: every pod back to Idle on the server and offered at that version */
+    json_t *fin = NULL;
+    bool settled = PC_TEST_WAIT_UNTIL(({
+                                          json_decref(fin);
+                                          fin = server_idle("drop", "p");
+                                          json_object_size(fin) == 30 && all_offered(fin);
+                                      }),
+                                      10000);
+    cr_assert(settled, "final idle set (%zu pods) not all offered", json_object_size(fin));
+    pc_informer_stop(st.informer);
+    check_claim_log(&sim, &r, "drop");
+
+    /* Every offer is one real idle period: a claimed one (claim log) or a final one. */
+    json_t *log = ksim_json(&sim, "GET", "/sim/claims", NULL);
+    json_t *truth = json_deep_copy(fin);
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(log, "claims"), i, e)
+    {
+        char key[400];
+        snprintf(key, sizeof(key), "%s@%s", json_string_value(json_object_get(e, "pod")),
+                 json_string_value(json_object_get(e, "idleResourceVersion")));
+        json_object_set_new(truth, key, json_true());
+    }
+    pthread_mutex_lock(&sn.mu);
+    const char *k;
+    json_t *v;
+    json_object_foreach(truth, k, v)
+    {
+        cr_assert_not_null(json_object_get(sn.offers, k), "idle period %s never offered", k);
+    }
+    json_object_foreach(sn.offers, k, v)
+    {
+        cr_assert_not_null(json_object_get(truth, k), "offer %s is no idle period", k);
+        cr_assert_eq(json_integer_value(v), 1, "offer %s made %lld times", k,
+                     (long long)json_integer_value(v));
+    }
+    pthread_mutex_unlock(&sn.mu);
+    pc_informer_stats s = stats(st.informer);
+    cr_assert_gt(s.reconnects + s.watches, 10u, "the watch was hardly cut: %llu watches",
+                 (unsigned long long)s.watches);
+    cr_assert_eq(s.relists, 0u, "resumed without relisting");
+    cr_log_info("idle periods=%zu watches=%llu reconnects=%llu events=%llu dups=%llu",
+                json_object_size(truth), (unsigned long long)s.watches,
+                (unsigned long long)s.reconnects, (unsigned long long)s.watch_events,
+                (unsigned long long)s.duplicates);
+    json_decref(truth);
+    json_decref(log);
+    json_decref(fin);
+    free(r.claims);
+}
+
+Test(informer, relists_after_410_and_withdraws_pods_deleted_meanwhile, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    const char *args[] = {"--pool", "gone/p=20", "--warmup-ms", "10", NULL};
+    cr_assert_eq(ksim_start(&sim, args, false, NULL, NULL), 0);
+    pc_informer *inf = informer_only("gone", "p", 7);
+    cr_assert_eq(pc_informer_start(inf), 0);
+    cr_assert(PC_TEST_WAIT_UNTIL(stats(inf).idle == 20, 10000), "idle=%llu",
+              (unsigned long long)stats(inf).idle);
+    pc_informer_stop(inf);
+
+    /* While the informer is away: delete 5 pods (the controller replaces them), then
+     * compact the history so that its resume point is gone. */
+    json_t *l = ksim_json(&sim, "GET", "/api/v1/namespaces/gone/pods", NULL);
+    cr_assert_not_null(l);
+    char deleted[5][128];
+    for (int i = 0; i < 5; i++) {
+        json_t *p = json_array_get(json_object_get(l, "items"), (size_t)i);
+        snprintf(deleted[i], sizeof(deleted[i]), "%s",
+                 json_string_value(json_object_get(json_object_get(p, "metadata"), "name")));
+        char path[256];
+        snprintf(path, sizeof(path), "/api/v1/namespaces/gone/pods/%s", deleted[i]);
+        json_decref(ksim_json(&sim, "DELETE", path, NULL));
+    }
+    json_decref(l);
+    json_decref(ksim_json(&sim, "POST", "/sim/compact", "{}"));
+
+    cr_assert_eq(pc_informer_start(inf), 0);
+    /* lists counts completed LISTs: the first sync and the relist */
+    cr_assert(PC_TEST_WAIT_UNTIL(stats(inf).lists >= 2 && stats(inf).idle == 20, 10000),
+              "relists=%llu idle=%llu pods=%llu", (unsigned long long)stats(inf).relists,
+              (unsigned long long)stats(inf).idle, (unsigned long long)stats(inf).pods);
+    cr_assert_geq(stats(inf).relists, 1u, "no relist counted");
+    cr_assert_eq(stats(inf).pods, 20u, "cache holds %llu pods",
+                 (unsigned long long)stats(inf).pods);
+    pthread_mutex_lock(&sn.mu);
+    for (int i = 0; i < 5; i++)
+        cr_assert_not_null(json_object_get(sn.withdrawn, deleted[i]), "pod %s not withdrawn",
+                           deleted[i]);
+    pthread_mutex_unlock(&sn.mu);
+    /* and the cache is the server's picture: every idle pod offered at its current version */
+    json_t *fin = server_idle("gone", "p");
+    cr_assert_eq(json_object_size(fin), 20u);
+    cr_assert(all_offered(fin));
+    json_decref(fin);
+}

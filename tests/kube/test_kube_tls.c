@@ -1,0 +1,196 @@
+/* TLS and credentials end to end: kapi-sim serving https with a throwaway CA made by the
+ * openssl CLI at test time. Right CA + token works; a wrong CA, a wrong token and an
+ * unreachable server each give a clear error; a token never shows up in a message or log. */
+#include "ksim.h"
+
+#include "../core/common.h"
+
+#include <podclaim/informer.h>
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOKEN "t0ken-that-must-never-be-logged"
+
+static ksim sim;
+static char certs[64];
+static char ca[128], wrong_ca[128];
+
+static void sh(const char *cmd)
+{
+    int rc = system(cmd);
+    cr_assert_eq(rc, 0, "command failed (%d): %s", rc, cmd);
+}
+
+static void setup(void)
+{
+    ksim_mkdir(certs, sizeof(certs));
+    cr_assert(certs[0]);
+    char cmd[2048];
+    /* CA, a server certificate for 127.0.0.1 signed by it, and an unrelated second CA */
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 "
+             "-subj /CN=podclaim-test-ca >/dev/null 2>&1 && "
+             "openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr "
+             "-subj /CN=127.0.0.1 >/dev/null 2>&1 && "
+             "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ext.cnf && "
+             "openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+             "-out srv.crt -days 1 -extfile ext.cnf >/dev/null 2>&1 && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt "
+             "-days 1 -subj /CN=some-other-ca >/dev/null 2>&1",
+             certs);
+    sh(cmd);
+    snprintf(ca, sizeof(ca), "%s/ca.crt", certs);
+    snprintf(wrong_ca, sizeof(wrong_ca), "%s/other.crt", certs);
+    char crt[128], key[128];
+    snprintf(crt, sizeof(crt), "%s/srv.crt", certs);
+    snprintf(key, sizeof(key), "%s/srv.key", certs);
+    const char *args[] = {"--tls-cert", crt,       "--tls-key",   key,  "--token", TOKEN,
+                          "--pool",     "tls/p=3", "--warmup-ms", "10", NULL};
+    cr_assert_eq(ksim_start(&sim, args, true, ca, TOKEN), 0);
+}
+
+static void teardown(void)
+{
+    ksim_stop(&sim);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", certs);
+    if (system(cmd) != 0)
+        cr_log_warn("could not remove %s", certs);
+}
+
+/* Collects every log line, to prove the token never appears in one. */
+typedef struct logbuf {
+    char text[65536];
+    size_t len;
+} logbuf;
+
+static void capture(void *arg, int level, const char *line)
+{
+    (void)level;
+    logbuf *b = arg;
+    size_t n = strlen(line);
+    if (b->len + n + 2 < sizeof(b->text)) {
+        memcpy(b->text + b->len, line, n);
+        b->len += n;
+        b->text[b->len++] = '\n';
+        b->text[b->len] = '\0';
+    }
+}
+
+static int check(const char *server, const char *ca_file, const char *token, bool insecure,
+                 logbuf *lb, char *err, size_t errlen)
+{
+    pc_kube_options o = {.server = server,
+                         .ca_file = ca_file,
+                         .token = token,
+                         .insecure_skip_tls_verify = insecure,
+                         .connect_timeout_ns = 2000000000LL,
+                         .log = lb ? capture : NULL,
+                         .log_arg = lb,
+                         .log_level = PC_KUBE_LOG_DEBUG,
+                         .log_level_set = true};
+    pc_kube_client *c;
+    int rc = pc_kube_client_new(&o, &c, err, errlen);
+    if (rc)
+        return rc;
+    rc = pc_kube_client_check(c, err, errlen);
+    pc_kube_client_free(c);
+    return rc;
+}
+
+Test(tls, right_ca_and_token_work, .init = setup, .fini = teardown, .timeout = 30)
+{
+    char err[512] = "";
+    static logbuf lb;
+    int rc = check(sim.url, ca, TOKEN, false, &lb, err, sizeof(err));
+    cr_assert_eq(rc, 0, "got %d: %s", rc, err);
+    cr_assert_null(strstr(lb.text, TOKEN), "token in the log: %s", lb.text);
+}
+
+Test(tls, wrong_ca_is_a_clear_tls_error, .init = setup, .fini = teardown, .timeout = 30)
+{
+    char err[512] = "";
+    int rc = check(sim.url, wrong_ca, TOKEN, false, NULL, err, sizeof(err));
+    cr_assert_eq(rc, -EPROTO, "got %d: %s", rc, err);
+    cr_assert(strstr(err, "TLS"), "message: %s", err);
+    cr_assert(strstr(err, sim.url), "message names the server: %s", err);
+    cr_assert_null(strstr(err, TOKEN), "token in the message: %s", err);
+    /* no CA at all (system store) fails the same way */
+    rc = check(sim.url, NULL, TOKEN, false, NULL, err, sizeof(err));
+    cr_assert_eq(rc, -EPROTO, "got %d: %s", rc, err);
+}
+
+Test(tls, skipping_verification_is_explicit_and_warns, .init = setup, .fini = teardown,
+     .timeout = 30)
+{
+    char err[512] = "";
+    static logbuf lb;
+    int rc = check(sim.url, wrong_ca, TOKEN, true, &lb, err, sizeof(err));
+    cr_assert_eq(rc, 0, "got %d: %s", rc, err);
+    cr_assert(strstr(lb.text, "level=warn") && strstr(lb.text, "verification disabled"),
+              "no warning logged: %s", lb.text);
+}
+
+Test(tls, wrong_token_is_a_clear_auth_error, .init = setup, .fini = teardown, .timeout = 30)
+{
+    char err[512] = "";
+    static logbuf lb;
+    int rc = check(sim.url, ca, "not-the-" TOKEN, false, &lb, err, sizeof(err));
+    cr_assert_eq(rc, -EACCES, "got %d: %s", rc, err);
+    cr_assert(strstr(err, "401"), "message: %s", err);
+    cr_assert(strstr(err, "rejected the credentials"), "message: %s", err);
+    cr_assert_null(strstr(err, TOKEN), "token in the message: %s", err);
+    cr_assert_null(strstr(lb.text, TOKEN), "token in the log: %s", lb.text);
+    rc = check(sim.url, ca, NULL, false, NULL, err, sizeof(err));
+    cr_assert_eq(rc, -EACCES, "no token: got %d: %s", rc, err);
+}
+
+Test(tls, unreachable_server_is_a_clear_error, .timeout = 30)
+{
+    char err[512] = "";
+    /* port 1 on loopback: nothing listens there */
+    int rc = check("https://127.0.0.1:1", NULL, TOKEN, false, NULL, err, sizeof(err));
+    cr_assert_eq(rc, -ECONNREFUSED, "got %d: %s", rc, err);
+    cr_assert(strstr(err, "unreachable") && strstr(err, "127.0.0.1:1"), "message: %s", err);
+}
+
+/* A kubeconfig in the real format (base64 CA data, token) drives an informer over TLS. */
+Test(tls, kubeconfig_with_ca_data_and_token_syncs_an_informer, .init = setup, .fini = teardown,
+     .timeout = 30)
+{
+    char cmd[1024], cfg[128];
+    snprintf(cfg, sizeof(cfg), "%s/kubeconfig", certs);
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && printf 'apiVersion: v1\\nkind: Config\\ncurrent-context: sim\\n"
+             "clusters:\\n- name: sim\\n  cluster:\\n    server: %s\\n"
+             "    certificate-authority-data: %%s\\n"
+             "contexts:\\n- name: sim\\n  context:\\n    cluster: sim\\n    user: u\\n"
+             "    namespace: tls\\n"
+             "users:\\n- name: u\\n  user:\\n    token: %s\\n' \"$(base64 -w0 ca.crt)\" > "
+             "kubeconfig",
+             certs, sim.url, TOKEN);
+    sh(cmd);
+    pc_kube_client *c;
+    char err[512];
+    int rc = pc_kube_client_new_kubeconfig(cfg, NULL, NULL, &c, err, sizeof(err));
+    cr_assert_eq(rc, 0, "got %d: %s", rc, err);
+    cr_assert_str_eq(pc_kube_client_namespace(c), "tls");
+    pc_informer_config ic = {.client = c, .namespace_ = "tls", .pool = "p"};
+    pc_informer *inf;
+    cr_assert_eq(pc_informer_new(&ic, &inf), 0);
+    cr_assert_eq(pc_informer_start(inf), 0);
+    pc_informer_stats s;
+    bool ok = PC_TEST_WAIT_UNTIL(({
+                                     pc_informer_stats_read(inf, &s);
+                                     s.idle == 3;
+                                 }),
+                                 10000);
+    cr_assert(ok, "idle=%llu pods=%llu", (unsigned long long)s.idle, (unsigned long long)s.pods);
+    pc_informer_free(inf);
+    pc_kube_client_free(c);
+}
