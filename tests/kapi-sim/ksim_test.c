@@ -77,15 +77,25 @@ int ksim_start(ksim *k, const char *args)
         ksim_stop(k);
         return -1;
     }
-    snprintf(k->url, sizeof k->url, "http://127.0.0.1:%d", k->port);
+    const char *cert = args ? strstr(args, "--tls-cert ") : NULL;
+    if (cert) {
+        snprintf(k->ca, sizeof k->ca, "%s", cert + 11);
+        char *sp = strchr(k->ca, ' ');
+        if (sp)
+            *sp = '\0';
+    }
+    snprintf(k->url, sizeof k->url, "%s://127.0.0.1:%d", cert ? "https" : "http", k->port);
     const char *tok = args ? strstr(args, "--token ") : NULL;
-    char tokarg[100] = "";
-    if (tok)
+    char tokarg[100] = "", caarg[300] = "";
+    if (tok) {
         snprintf(tokarg, sizeof tokarg, " --token %.60s", tok + 8);
-    char *sp = strchr(tokarg + 9, ' ');
-    if (tok && sp)
-        *sp = '\0';
-    snprintf(k->kubectl, sizeof k->kubectl, "kubectl --server %s%s", k->url, tokarg);
+        char *sp = strchr(tokarg + 9, ' ');
+        if (sp)
+            *sp = '\0';
+    }
+    if (cert)
+        snprintf(caarg, sizeof caarg, " --certificate-authority %s", k->ca);
+    snprintf(k->kubectl, sizeof k->kubectl, "kubectl --server %s%s%s", k->url, tokarg, caarg);
     return 0;
 }
 

@@ -26,7 +26,8 @@ typedef struct ksim {
     int port;
     char dir[128];     /* temporary directory for the port file and scratch files */
     char url[64];      /* http://127.0.0.1:PORT */
-    char kubectl[256]; /* "kubectl --server URL" (+ token), ready for a command line */
+    char kubectl[600]; /* "kubectl --server URL" (+ token, CA), ready for a command line */
+    char ca[256];      /* --tls-cert file, "" without TLS */
 } ksim;
 
 /* Start the kapi-sim binary with extra arguments (space separated, no quoting) and wait for
