@@ -1,0 +1,302 @@
+/* kapi-sim HTTP layer in process: garbage request bodies never crash the server, never answer
+ * 5xx and never change the store (fuzz-style, deterministic seed), plus routing edge cases. */
+#include "ksim_test.h"
+#include "sim.h"
+
+#include <criterion/criterion.h>
+#include <curl/curl.h>
+#include <string.h>
+
+static ks_store st;
+static ks_faults fl;
+static ks_controller *ctl;
+static ks_server *srv;
+static CURL *curl;
+static char base[64];
+
+static void setup(void)
+{
+    cr_assert_eq(ks_store_init(&st, 1024), 0);
+    ks_faults_init(&fl);
+    ks_controller_opts co = {.warmup_ms = 10, .hold_ms = 1000, .stop_ms = 10};
+    ctl = ks_controller_new(&st, &co);
+    ks_ensure_namespace(&st, "default");
+    ks_server_opts so = {.listen = "127.0.0.1:0", .bookmark_ms = 1000};
+    char err[256];
+    srv = ks_server_start(&so, &st, &fl, ctl, err, sizeof err);
+    cr_assert_not_null(srv, "%s", err);
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", ks_server_port(srv));
+    curl = curl_easy_init();
+}
+
+static void teardown(void)
+{
+    curl_easy_cleanup(curl);
+    ks_server_stop(srv);
+    ks_controller_free(ctl);
+    ks_store_fini(&st);
+    ks_faults_fini(&fl);
+}
+
+TestSuite(http, .init = setup, .fini = teardown, .timeout = 60);
+
+typedef struct buf {
+    char *p;
+    size_t n;
+} buf;
+
+static size_t on_data(char *d, size_t sz, size_t nm, void *arg)
+{
+    buf *b = arg;
+    char *np = realloc(b->p, b->n + sz * nm + 1);
+    memcpy(np + b->n, d, sz * nm);
+    b->p = np;
+    b->n += sz * nm;
+    b->p[b->n] = '\0';
+    return sz * nm;
+}
+
+static long request(const char *method, const char *path, const char *ctype, const char *body,
+                    size_t len, char **resp)
+{
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", base, path);
+    buf b = {0};
+    struct curl_slist *h = NULL;
+    if (ctype) {
+        char ct[128];
+        snprintf(ct, sizeof ct, "Content-Type: %s", ctype);
+        h = curl_slist_append(h, ct);
+    }
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
+    if (body) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)len);
+    } else {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, -1L);
+        curl_easy_setopt(curl, CURLOPT_HTTPGET, strcmp(method, "GET") == 0 ? 1L : 0L);
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    }
+    long code = -1;
+    if (curl_easy_perform(curl) == CURLE_OK)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+    curl_slist_free_all(h);
+    if (resp)
+        *resp = b.p;
+    else
+        free(b.p);
+    return code;
+}
+
+/* Everything a client can see of the store, as one string. */
+static char *snapshot(uint64_t *rev)
+{
+    pthread_mutex_lock(&st.mu);
+    json_t *all = json_object();
+    for (int r = 0; r < KS_RES_COUNT; r++)
+        json_object_set(all, ks_resources[r].plural, st.objs[r]);
+    char *s = json_dumps(all, JSON_COMPACT | JSON_SORT_KEYS);
+    *rev = st.rev;
+    pthread_mutex_unlock(&st.mu);
+    json_decref(all);
+    return s;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 11);
+}
+
+/* A garbage body: random bytes, broken JSON, wrong shapes, hostile patches. */
+static char *garbage(size_t *len)
+{
+    static const char *const seeds[] = {
+            "{",
+            "}",
+            "[",
+            "{\"metadata\":",
+            "{\"metadata\":{\"name\":1}}",
+            "null",
+            "42",
+            "\"str\"",
+            "[1,2,3]",
+            "{\"spec\":{\"nodeName\":\"x\"}}",
+            "{\"metadata\":{\"resourceVersion\":\"1\"}}",
+            "[{\"op\":\"remove\",\"path\":\"/nope\"}]",
+            "[{\"op\":\"replace\",\"path\":\"\"}]",
+            "[{\"op\":\"add\",\"path\":\"/spec/containers/99\",\"value\":{}}]",
+            "[{\"op\":\"test\",\"path\":\"/kind\",\"value\":\"Nope\"}]",
+            "[{\"op\":7}]",
+            "{\"spec\":{\"containers\":[{\"image\":\"no-name\"}]}}",
+            "{\"spec\":{\"containers\":[{\"name\":\"c\",\"$patch\":\"delete\"}]}}",
+            "{\"kind\":\"Lease\"}",
+            "{\"apiVersion\":\"v9\"}",
+            "\xff\xfe\x00garbage",
+            "{\"a\":\"\\ud800\"}",
+            "{\"a\":1e999999}",
+            "{\"a\":1,\"a\":2}"};
+    size_t n = sizeof seeds / sizeof seeds[0];
+    uint32_t kind = rnd() % 4;
+    char *b;
+    if (kind == 0) { /* random bytes */
+        *len = 1 + rnd() % 200;
+        b = malloc(*len + 1);
+        for (size_t i = 0; i < *len; i++)
+            b[i] = (char)(rnd() & 0xff);
+    } else if (kind == 1) { /* deep nesting */
+        size_t d = 100 + rnd() % 5000;
+        *len = 2 * d;
+        b = malloc(*len + 1);
+        for (size_t i = 0; i < d; i++) {
+            b[i] = '[';
+            b[2 * d - 1 - i] = ']';
+        }
+    } else { /* a seed, maybe truncated or with a flipped byte */
+        const char *s = seeds[rnd() % n];
+        *len = strlen(s);
+        b = malloc(*len + 1);
+        memcpy(b, s, *len);
+        if (kind == 3 && *len > 1) {
+            if (rnd() % 2)
+                *len = rnd() % *len;
+            else
+                b[rnd() % *len] ^= (char)(1 << (rnd() % 8));
+        }
+    }
+    b[*len] = '\0';
+    return b;
+}
+
+Test(http, garbage_bodies_never_crash_answer_4xx_and_leave_the_store_unchanged)
+{
+    const char *pod = "{\"metadata\":{\"name\":\"victim\",\"labels\":{\"a\":\"b\"}},\"spec\":{"
+                      "\"containers\":[{\"name\":\"c\",\"image\":\"i\"}]}}";
+    cr_assert_eq(request("POST", "/api/v1/namespaces/default/pods", "application/json", pod,
+                         strlen(pod), NULL),
+                 201);
+    uint64_t rev0, rev1;
+    char *before = snapshot(&rev0);
+    static const char *const ctypes[] = {"application/json", "application/merge-patch+json",
+                                         "application/json-patch+json",
+                                         "application/strategic-merge-patch+json", NULL};
+    static const struct {
+        const char *method, *path;
+    } targets[] = {
+            {"PATCH", "/api/v1/namespaces/default/pods/victim"},
+            {"PUT", "/api/v1/namespaces/default/pods/victim"},
+            {"PATCH", "/api/v1/namespaces/default/pods/victim/status"},
+            {"POST", "/api/v1/namespaces/default/pods"},
+            {"POST", "/api/v1/namespaces"},
+            {"PUT", "/sim/faults"},
+    };
+    int n5xx = 0, nok = 0;
+    for (int i = 0; i < 400; i++) {
+        size_t len;
+        char *g = garbage(&len);
+        int t = (int)(rnd() % (sizeof targets / sizeof targets[0]));
+        const char *ct = ctypes[rnd() % 5];
+        char *resp = NULL;
+        long code = request(targets[t].method, targets[t].path, ct, g, len, &resp);
+        cr_assert_neq(code, -1, "no answer (server died?) for %s %s body %.60s", targets[t].method,
+                      targets[t].path, g);
+        n5xx += code >= 500;
+        char *now = snapshot(&rev1);
+        if (code < 300) {
+            /* A mutated seed can be a valid request (e.g. a merge patch adding a field): it
+             * may change the store, and becomes the new baseline. */
+            nok++;
+            free(before);
+            before = now;
+            rev0 = rev1;
+        } else {
+            cr_expect_str_eq(now, before, "%s %s %.80s -> %ld changed the store", targets[t].method,
+                             targets[t].path, g, code);
+            cr_expect_eq(rev1, rev0);
+            free(now);
+            if (code != 404 && code != 405) {
+                json_t *stj = resp ? json_loads(resp, 0, NULL) : NULL;
+                cr_expect_str_eq(json_string_value(json_object_get(stj, "kind")), "Status",
+                                 "error answers are Status objects: %ld %s", code, resp);
+                json_decref(stj);
+            }
+        }
+        free(resp);
+        free(g);
+    }
+    /* Reset whatever a valid /sim/faults body might have turned on. */
+    request("PUT", "/sim/faults", "application/json", "{\"reset\":true}", 14, NULL);
+    char *after = snapshot(&rev1);
+    cr_expect_eq(n5xx, 0, "%d answers were 5xx", n5xx);
+    cr_expect_lt(nok, 40, "%d of 400 garbage bodies were accepted", nok);
+    cr_expect_str_eq(after, before);
+    free(before);
+    free(after);
+}
+
+Test(http, unknown_paths_are_404_status_and_collection_put_is_405)
+{
+    char *resp = NULL;
+    cr_expect_eq(request("GET", "/api/v1/widgets", NULL, NULL, 0, &resp), 404);
+    cr_expect(resp && strstr(resp, "\"kind\":\"Status\""), "%s", resp);
+    free(resp);
+    cr_expect_eq(request("GET", "/apis/nope.io/v1", NULL, NULL, 0, NULL), 404);
+    cr_expect_eq(
+            request("PUT", "/api/v1/namespaces/default/pods", "application/json", "{}", 2, NULL),
+            405);
+    cr_expect_eq(request("GET", "/api/v1/namespaces/default/pods/missing", NULL, NULL, 0, NULL),
+                 404);
+}
+
+Test(http, discovery_lists_our_resources)
+{
+    char *resp = NULL;
+    cr_expect_eq(request("GET", "/apis/podclaim.io/v1alpha1", NULL, NULL, 0, &resp), 200);
+    cr_expect(strstr(resp, "\"sandboxpools\"") && strstr(resp, "\"sandboxpools/status\"") &&
+                      strstr(resp, "\"sandboxclaims\""),
+              "%s", resp);
+    free(resp);
+    cr_expect_eq(request("GET", "/apis", NULL, NULL, 0, &resp), 200);
+    cr_expect(strstr(resp, "coordination.k8s.io") && strstr(resp, "apiextensions.k8s.io"), "%s",
+              resp);
+    free(resp);
+}
+
+Test(http, injected_conflicts_and_errors_follow_the_configured_rates)
+{
+    const char *pod = "{\"metadata\":{\"name\":\"x\"},\"spec\":{\"containers\":[{\"name\":\"c\","
+                      "\"image\":\"i\"}]}}";
+    cr_assert_eq(request("POST", "/api/v1/namespaces/default/pods", "application/json", pod,
+                         strlen(pod), NULL),
+                 201);
+    const char *f = "{\"conflictRate\":1}";
+    cr_assert_eq(request("PUT", "/sim/faults", "application/json", f, strlen(f), NULL), 200);
+    char *resp = NULL;
+    const char *p = "{\"metadata\":{\"labels\":{\"k\":\"v\"}}}";
+    cr_expect_eq(request("PATCH", "/api/v1/namespaces/default/pods/x",
+                         "application/merge-patch+json", p, strlen(p), &resp),
+                 409);
+    cr_expect(strstr(resp, "\"reason\":\"Conflict\""), "%s", resp);
+    free(resp);
+    cr_expect_eq(request("GET", "/api/v1/namespaces/default/pods/x", NULL, NULL, 0, NULL), 200,
+                 "conflicts are for writes only");
+    f = "{\"conflictRate\":0,\"errorRate\":1,\"errorCode\":503}";
+    cr_assert_eq(request("PUT", "/sim/faults", "application/json", f, strlen(f), NULL), 200);
+    cr_expect_eq(request("GET", "/api/v1/namespaces/default/pods/x", NULL, NULL, 0, NULL), 503);
+    f = "{\"errorRate\":2}";
+    cr_expect_eq(request("PUT", "/sim/faults", "application/json", f, strlen(f), NULL), 400);
+    f = "{\"reset\":true,\"latency\":{\"get\":{\"fixedMs\":30}}}";
+    cr_assert_eq(request("PUT", "/sim/faults", "application/json", f, strlen(f), NULL), 200);
+    int64_t t0 = ksim_now_ms();
+    cr_expect_eq(request("GET", "/api/v1/namespaces/default/pods/x", NULL, NULL, 0, NULL), 200);
+    cr_expect_geq(ksim_now_ms() - t0, 30, "injected latency");
+}
