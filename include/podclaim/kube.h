@@ -188,7 +188,9 @@ typedef struct pc_kube_backend_stats {
 void pc_kube_backend_stats_read(const pc_kube_backend *kb, pc_kube_backend_stats *out);
 
 /* Stop the thread and free. Transfers still in flight are aborted and reported RETRYABLE
- * ("backend stopped") exactly once. Shut the pool down first. NULL is a no-op. */
+ * ("backend stopped") exactly once. Order at teardown: pc_pool_shutdown (drains the CAS calls),
+ * then this (the join guarantees no completion is still running inside the pool), then
+ * pc_pool_free. NULL is a no-op. */
 void pc_kube_backend_free(pc_kube_backend *kb);
 
 #ifdef __cplusplus

@@ -62,8 +62,12 @@ void stack_stop(stack *s)
 {
     if (s->informer)
         pc_informer_stop(s->informer);
-    pc_pool_free(s->pool);
+    /* Drain the pool, then join the backend thread (so that no completion is still running
+     * inside the pool), then free the pool. */
+    if (s->pool)
+        pc_pool_shutdown(s->pool);
     pc_kube_backend_free(s->backend);
+    pc_pool_free(s->pool);
     pc_informer_free(s->informer);
     pc_kube_client_free(s->client);
     memset(s, 0, sizeof(*s));

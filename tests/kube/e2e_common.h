@@ -22,7 +22,8 @@ typedef struct stack {
  * NULL (defaults tuned for tests: short reservation TTL and resync). Starts everything. */
 int stack_start(stack *s, ksim *k, const char *ns, const char *pool, const pc_pool_config *pool_cfg,
                 pc_informer_observer obs, void *obs_arg);
-/* Tear down in the documented order: informer stop, pool free, backend, informer, client. */
+/* Tear down in the documented order: informer stop, pool shutdown, backend free, pool free,
+ * informer free, client free. */
 void stack_stop(stack *s);
 
 /* One claim slot of a test run: counts its callbacks. */
