@@ -158,7 +158,8 @@ static bool check_kind(json_t *obj, const ks_res *res, ks_err *err)
     return true;
 }
 
-json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *body, ks_err *err)
+json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *body, ks_err *err,
+                      char **text)
 {
     if (!json_is_object(body)) {
         ks_err_set(err, 400, "BadRequest", "the body of a create must be a JSON object");
@@ -167,6 +168,8 @@ json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *bo
     json_t *obj = json_deep_copy(body);
     json_t *md = meta_of(obj);
     json_t *ret = NULL;
+    if (text)
+        *text = NULL;
     if (!check_kind(obj, res, err))
         goto out;
     if (!res->namespaced) {
@@ -242,6 +245,8 @@ json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *bo
         json_object_set_new(md, "uid", json_string(uid));
         ret = json_incref((json_t *)ks_store_commit_locked(s, res, ns, name, obj));
         obj = NULL;
+        if (text)
+            *text = ks_store_last_text_locked(s);
     }
     pthread_mutex_unlock(&s->mu);
 out:
@@ -261,22 +266,64 @@ json_t *ks_api_get(ks_store *s, const ks_res *res, const char *ns, const char *n
     return o;
 }
 
-/* Pod spec fields other than these may not change after creation (k8s ValidatePodUpdate). */
-static json_t *pod_spec_comparable(const json_t *spec)
+/* Pod spec fields other than these may not change after creation (k8s ValidatePodUpdate).
+ * Compared in place: copying both specs per PATCH was a measurable share of its cost. */
+static bool in_list(const char *k, const char *const *list)
 {
-    json_t *c = json_deep_copy(spec);
-    if (!c)
-        return json_object();
-    json_object_del(c, "activeDeadlineSeconds");
-    json_object_del(c, "tolerations");
-    json_object_del(c, "terminationGracePeriodSeconds");
-    const char *lists[] = {"containers", "initContainers"};
-    for (int l = 0; l < 2; l++) {
-        size_t i;
-        json_t *ct;
-        json_array_foreach(json_object_get(c, lists[l]), i, ct) json_object_del(ct, "image");
+    for (; *list; list++)
+        if (strcmp(k, *list) == 0)
+            return true;
+    return false;
+}
+
+static bool obj_equal_except(const json_t *a, const json_t *b, const char *const *ignore)
+{
+    if (!a && !b) /* json_equal(NULL, NULL) is false */
+        return true;
+    if (!json_is_object(a) || !json_is_object(b))
+        return json_equal((json_t *)a, (json_t *)b);
+    const char *k;
+    json_t *v;
+    size_t na = 0, nb = 0;
+    json_object_foreach((json_t *)a, k, v)
+    {
+        if (in_list(k, ignore))
+            continue;
+        na++;
+        if (!json_equal(v, json_object_get(b, k)))
+            return false;
     }
-    return c;
+    json_object_foreach((json_t *)b, k, v) nb += !in_list(k, ignore);
+    return na == nb;
+}
+
+static bool containers_equal_but_image(const json_t *a, const json_t *b)
+{
+    static const char *const img[] = {"image", NULL};
+    if (!a && !b)
+        return true;
+    if (!json_is_array(a) || !json_is_array(b))
+        return json_equal((json_t *)a, (json_t *)b);
+    if (json_array_size(a) != json_array_size(b))
+        return false;
+    for (size_t i = 0; i < json_array_size(a); i++)
+        if (!obj_equal_except(json_array_get(a, i), json_array_get(b, i), img))
+            return false;
+    return true;
+}
+
+static bool pod_spec_update_allowed(const json_t *old, const json_t *new)
+{
+    static const char *const mutable_or_lists[] = {
+            "activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "containers",
+            "initContainers",        NULL};
+    if (old == new)
+        return true;
+    return obj_equal_except(old, new, mutable_or_lists) &&
+           containers_equal_but_image(json_object_get(old, "containers"),
+                                      json_object_get(new, "containers")) &&
+           containers_equal_but_image(json_object_get(old, "initContainers"),
+                                      json_object_get(new, "initContainers"));
 }
 
 /* Turn a candidate new state of an existing object into the one to store, or fail.
@@ -285,7 +332,10 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
                           json_t *cand, const char *sub, ks_err *err)
 {
     (void)s;
-    json_t *md = meta_of(cand);
+    /* The candidate may share subtrees with the stored object (patch.c copies only what it
+     * changes); metadata is written below and at commit, so it gets its own copy here. */
+    json_t *md = json_copy(meta_of(cand));
+    json_object_set_new(cand, "metadata", md);
     json_t *omd = json_object_get(old, "metadata");
     const char *cname = json_string_value(json_object_get(md, "name"));
     if (cname && strcmp(cname, name) != 0) {
@@ -335,12 +385,7 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
             json_object_del(cand, "status");
     }
     if (res->id == KS_RES_POD) {
-        json_t *a = pod_spec_comparable(json_object_get(old, "spec"));
-        json_t *b = pod_spec_comparable(json_object_get(cand, "spec"));
-        bool same = json_equal(a, b);
-        json_decref(a);
-        json_decref(b);
-        if (!same) {
+        if (!pod_spec_update_allowed(json_object_get(old, "spec"), json_object_get(cand, "spec"))) {
             ks_err_set(err, 422, "Invalid",
                        "Pod \"%.200s\" is invalid: spec: Forbidden: pod updates may not change "
                        "fields other than `spec.containers[*].image`,`spec.initContainers[*].image`"
@@ -363,8 +408,10 @@ typedef json_t *(*mutate_fn)(const json_t *cur, const void *arg, ks_err *err);
 
 static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, const char *name,
                               const char *sub, bool rv_required, mutate_fn fn, const void *arg,
-                              ks_err *err)
+                              ks_err *err, char **text)
 {
+    if (text)
+        *text = NULL;
     if (sub && (strcmp(sub, "status") != 0 || !res->has_status)) {
         ks_err_set(err, 404, "NotFound", "the server could not find the requested resource");
         return NULL;
@@ -407,6 +454,8 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
         } else {
             ret = json_incref((json_t *)ks_store_commit_locked(s, res, ns, name, cand));
             cand = NULL;
+            if (text)
+                *text = ks_store_last_text_locked(s);
         }
     }
     json_decref(cand);
@@ -423,13 +472,13 @@ static json_t *mut_replace(const json_t *cur, const void *arg, ks_err *err)
 }
 
 json_t *ks_api_update(ks_store *s, const ks_res *res, const char *ns, const char *name,
-                      const char *sub, const json_t *body, ks_err *err)
+                      const char *sub, const json_t *body, ks_err *err, char **text)
 {
     if (!json_is_object(body)) {
         ks_err_set(err, 400, "BadRequest", "the body of an update must be a JSON object");
         return NULL;
     }
-    return write_existing(s, res, ns, name, sub, true, mut_replace, body, err);
+    return write_existing(s, res, ns, name, sub, true, mut_replace, body, err, text);
 }
 
 typedef struct patch_arg {
@@ -444,7 +493,8 @@ static json_t *mut_patch(const json_t *cur, const void *arg, ks_err *err)
 }
 
 json_t *ks_api_patch(ks_store *s, const ks_res *res, const char *ns, const char *name,
-                     const char *sub, ks_patch_type t, const json_t *patch, ks_err *err)
+                     const char *sub, ks_patch_type t, const json_t *patch, ks_err *err,
+                     char **text)
 {
     if (t == KS_PATCH_STRATEGIC && res->custom) {
         /* kube-apiserver has no Go struct tags for custom resources to merge by. */
@@ -462,7 +512,7 @@ json_t *ks_api_patch(ks_store *s, const ks_res *res, const char *ns, const char 
         return NULL;
     }
     patch_arg pa = {t, patch};
-    return write_existing(s, res, ns, name, sub, false, mut_patch, &pa, err);
+    return write_existing(s, res, ns, name, sub, false, mut_patch, &pa, err, text);
 }
 
 static void delete_namespace_contents_locked(ks_store *s, const char *ns)
@@ -650,7 +700,7 @@ void ks_ensure_namespace(ks_store *s, const char *ns)
 {
     json_t *o = json_pack("{s:{s:s}}", "metadata", "name", ns);
     ks_err err = {0};
-    json_t *r = ks_api_create(s, &ks_resources[KS_RES_NAMESPACE], NULL, o, &err);
+    json_t *r = ks_api_create(s, &ks_resources[KS_RES_NAMESPACE], NULL, o, &err, NULL);
     json_decref(r);
     json_decref(o);
 }

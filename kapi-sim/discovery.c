@@ -138,15 +138,14 @@ json_t *ks_openapi_gv(const char *group, const char *version)
         else
             snprintf(path, sizeof path, "/api/%s/%s%s/{name}", version,
                      r->namespaced ? "namespaces/{namespace}/" : "", r->plural);
-        json_t *gvk = json_pack("{s:s,s:s,s:s}", "group", r->group, "version", version, "kind",
-                                r->kind);
+        json_t *gvk =
+                json_pack("{s:s,s:s,s:s}", "group", r->group, "version", version, "kind", r->kind);
         json_t *op = json_pack("{s:[{s:s,s:s,s:{s:s}},{s:s,s:s,s:{s:s}},{s:s,s:s,s:{s:s}}],"
                                "s:{},s:O}",
                                "parameters", "name", "fieldValidation", "in", "query", "schema",
                                "type", "string", "name", "fieldManager", "in", "query", "schema",
-                               "type", "string", "name", "dryRun", "in", "query", "schema",
-                               "type", "string", "responses", "x-kubernetes-group-version-kind",
-                               gvk);
+                               "type", "string", "name", "dryRun", "in", "query", "schema", "type",
+                               "string", "responses", "x-kubernetes-group-version-kind", gvk);
         json_object_set_new(paths, path, json_pack("{s:o}", "patch", op));
         char sname[160];
         snprintf(sname, sizeof sname, "%s.%s.%s", r->group[0] ? r->group : "io.k8s.api.core",

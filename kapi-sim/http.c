@@ -286,6 +286,7 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
         return send_err(conn, f, v, &err, res, name);
 
     json_t *out = NULL;
+    char *text = NULL; /* the answer already serialised by the store, if any */
     switch (v) {
     case KS_VERB_GET:
         if (sub && (strcmp(sub, "status") != 0 || !res->has_status)) {
@@ -337,8 +338,12 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
     case KS_VERB_CREATE: {
         json_t *body = parse_body(rq, &err);
         if (body)
-            out = ks_api_create(srv->s, res, ns, body, &err);
+            out = ks_api_create(srv->s, res, ns, body, &err, &text);
         json_decref(body);
+        if (out && text) {
+            json_decref(out);
+            return send_text(conn, f, v, 201, text, "application/json", 0);
+        }
         if (out)
             return send_json(conn, f, v, 201, out);
         break;
@@ -346,7 +351,7 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
     case KS_VERB_UPDATE: {
         json_t *body = parse_body(rq, &err);
         if (body)
-            out = ks_api_update(srv->s, res, ns, name, sub, body, &err);
+            out = ks_api_update(srv->s, res, ns, name, sub, body, &err, &text);
         json_decref(body);
         break;
     }
@@ -362,7 +367,7 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
         }
         json_t *body = parse_body(rq, &err);
         if (body)
-            out = ks_api_patch(srv->s, res, ns, name, sub, (ks_patch_type)t, body, &err);
+            out = ks_api_patch(srv->s, res, ns, name, sub, (ks_patch_type)t, body, &err, &text);
         json_decref(body);
         break;
     }
@@ -388,6 +393,10 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
     }
     default:
         break;
+    }
+    if (out && text) {
+        json_decref(out);
+        return send_text(conn, f, v, 200, text, "application/json", 0);
     }
     if (out)
         return send_json(conn, f, v, 200, out);
@@ -616,13 +625,13 @@ ks_server *ks_server_start(const ks_server_opts *o, ks_store *s, ks_faults *f, k
             {MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
             {MHD_OPTION_END, 0, NULL},
     };
-    srv->d = MHD_start_daemon(
-            flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-            MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_LIMIT,
-            (unsigned)2000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
-            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_THREAD_STACK_SIZE,
-            (size_t)(512 * 1024), MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
-            MHD_OPTION_ARRAY, (flags & MHD_USE_TLS) ? tls_opts : tls_opts + 2, MHD_OPTION_END);
+    srv->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
+                              (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                              srv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)2000,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
+                              MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+                              MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_ARRAY,
+                              (flags & MHD_USE_TLS) ? tls_opts : tls_opts + 2, MHD_OPTION_END);
     if (!srv->d) {
         snprintf(err, errlen,
                  "cannot listen on %s:%d (libmicrohttpd refused: port in use, bad TLS "

@@ -112,7 +112,7 @@ static int add_pool(ks_store *s, const char *spec)
                              "kind", "SandboxPool", "metadata", "name", name, "namespace", ns,
                              "spec", "replicas", (json_int_t)n);
     ks_err err = {0};
-    json_t *r = ks_api_create(s, &ks_resources[KS_RES_SANDBOXPOOL], ns, pool, &err);
+    json_t *r = ks_api_create(s, &ks_resources[KS_RES_SANDBOXPOOL], ns, pool, &err, NULL);
     json_decref(pool);
     if (!r) {
         fprintf(stderr, "kapi-sim: --pool %s: %s\n", spec, err.message);

@@ -36,7 +36,7 @@ static json_t *merge(const json_t *doc, const json_t *patch)
 {
     if (!json_is_object(patch))
         return json_deep_copy(patch);
-    json_t *out = json_is_object(doc) ? json_deep_copy(doc) : json_object();
+    json_t *out = json_is_object(doc) ? json_copy((json_t *)doc) : json_object();
     const char *k;
     json_t *pv;
     json_object_foreach((json_t *)patch, k, pv)
@@ -99,7 +99,7 @@ static long find_by_key(const json_t *arr, const char *key, const json_t *kv)
 
 static json_t *smp_list(const json_t *doc, const json_t *patch, const char *key, ks_err *err)
 {
-    json_t *out = json_is_array(doc) ? json_deep_copy(doc) : json_array();
+    json_t *out = json_is_array(doc) ? json_copy((json_t *)doc) : json_array();
     size_t i;
     json_t *pe;
     json_array_foreach(patch, i, pe)
@@ -139,7 +139,7 @@ static json_t *smp_map(const json_t *doc, const json_t *patch, ks_err *err)
         json_object_del(r, "$patch");
         return r;
     }
-    json_t *out = json_is_object(doc) ? json_deep_copy(doc) : json_object();
+    json_t *out = json_is_object(doc) ? json_copy((json_t *)doc) : json_object();
     const char *k;
     json_t *pv;
     json_object_foreach((json_t *)patch, k, pv)
@@ -148,8 +148,10 @@ static json_t *smp_map(const json_t *doc, const json_t *patch, ks_err *err)
             /* $setElementOrder/x and $retainKeys only fix ordering or prune for apply;
              * $deleteFromPrimitiveList/x removes values from a list of scalars. */
             const char *pfx = "$deleteFromPrimitiveList/";
-            if (strncmp(k, pfx, strlen(pfx)) == 0 && json_is_array(pv)) {
-                json_t *lst = json_object_get(out, k + strlen(pfx));
+            if (strncmp(k, pfx, strlen(pfx)) == 0 && json_is_array(pv) &&
+                json_is_array(json_object_get(out, k + strlen(pfx)))) {
+                json_t *lst = json_copy(json_object_get(out, k + strlen(pfx))); /* shared */
+                json_object_set_new(out, k + strlen(pfx), lst);
                 size_t i;
                 json_t *v;
                 json_array_foreach(pv, i, v)

@@ -167,6 +167,8 @@ const json_t *ks_store_get_locked(ks_store *s, const ks_res *res, const char *ns
 const json_t *ks_store_commit_locked(ks_store *s, const ks_res *res, const char *ns,
                                      const char *name, json_t *obj);
 const ks_event *ks_store_event_locked(const ks_store *s, uint64_t rev); /* NULL if not held */
+/* The object JSON of the last committed event, malloc'd (NULL on OOM). */
+char *ks_store_last_text_locked(const ks_store *s);
 
 /* ---- API verbs (api.c) -------------------------------------------------------------------- */
 
@@ -183,13 +185,17 @@ typedef enum ks_verb {
 } ks_verb;
 extern const char *const ks_verb_names[KS_VERB_COUNT];
 
-/* An update or patch. subresource: NULL or "status". Returns the committed object
- * (new reference) or NULL with err set. The store is unchanged on error. */
-json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *body, ks_err *err);
+/* Create, update or patch. subresource: NULL or "status". Returns the committed object
+ * (new reference) or NULL with err set. The store is unchanged on error. text (may be NULL)
+ * gets the object's JSON as serialised for the watch event (malloc'd; the caller frees it), so
+ * the HTTP answer needs no second serialisation; it stays NULL for a no-op write. */
+json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *body, ks_err *err,
+                      char **text);
 json_t *ks_api_update(ks_store *s, const ks_res *res, const char *ns, const char *name,
-                      const char *subresource, const json_t *body, ks_err *err);
+                      const char *subresource, const json_t *body, ks_err *err, char **text);
 json_t *ks_api_patch(ks_store *s, const ks_res *res, const char *ns, const char *name,
-                     const char *subresource, ks_patch_type t, const json_t *patch, ks_err *err);
+                     const char *subresource, ks_patch_type t, const json_t *patch, ks_err *err,
+                     char **text);
 json_t *ks_api_delete(ks_store *s, const ks_res *res, const char *ns, const char *name,
                       const json_t *opts, ks_err *err);
 json_t *ks_api_get(ks_store *s, const ks_res *res, const char *ns, const char *name, ks_err *err);

@@ -125,6 +125,19 @@ const ks_event *ks_store_event_locked(const ks_store *s, uint64_t rev)
     return &s->hist[rev % s->hist_cap];
 }
 
+char *ks_store_last_text_locked(const ks_store *s)
+{
+    const ks_event *e = ks_store_event_locked(s, s->rev);
+    if (!e || !e->line)
+        return NULL;
+    const char *o = strstr(e->line, "\"object\":");
+    if (!o || e->line_len < 2)
+        return NULL;
+    o += 9;
+    size_t n = (size_t)(e->line + e->line_len - 2 - o); /* drop the closing "}\n" */
+    return strndup(o, n);
+}
+
 static void set_rv(json_t *obj, uint64_t rev)
 {
     char rv[24];

@@ -43,7 +43,7 @@ static json_t *mkpod(const char *name, const char *labels)
              name, labels ? labels : "{}");
     json_t *body = J(buf);
     ks_err err = {0};
-    json_t *r = ks_api_create(&st, PODS, "default", body, &err);
+    json_t *r = ks_api_create(&st, PODS, "default", body, &err, NULL);
     json_decref(body);
     cr_assert_not_null(r, "create %s: %d %s", name, err.code, err.message);
     return r;
@@ -63,7 +63,7 @@ Test(store, create_sets_server_fields_and_rejects_duplicates)
     cr_expect_eq(rv_of(p), st.rev);
     json_t *body = J("{\"metadata\":{\"name\":\"a\"}}");
     ks_err err = {0};
-    cr_expect_null(ks_api_create(&st, PODS, "default", body, &err));
+    cr_expect_null(ks_api_create(&st, PODS, "default", body, &err, NULL));
     cr_expect_eq(err.code, 409);
     cr_expect_str_eq(err.reason, "AlreadyExists");
     json_decref(body);
@@ -74,7 +74,7 @@ Test(store, create_in_a_missing_namespace_is_404)
 {
     json_t *body = J("{\"metadata\":{\"name\":\"a\"}}");
     ks_err err = {0};
-    cr_expect_null(ks_api_create(&st, PODS, "nope", body, &err));
+    cr_expect_null(ks_api_create(&st, PODS, "nope", body, &err, NULL));
     cr_expect_eq(err.code, 404, "code %d", err.code);
     json_decref(body);
 }
@@ -100,11 +100,11 @@ Test(store, stale_resource_version_in_a_patch_is_409_and_writes_nothing)
              ks_meta_str(p, "resourceVersion"));
     json_t *pj = J(patch);
     ks_err err = {0};
-    json_t *r1 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, pj, &err);
+    json_t *r1 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, pj, &err, NULL);
     cr_assert_not_null(r1, "%s", err.message);
     cr_expect_gt(rv_of(r1), rv_of(p));
     uint64_t rev = st.rev;
-    json_t *r2 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, pj, &err);
+    json_t *r2 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, pj, &err, NULL);
     cr_expect_null(r2);
     cr_expect_eq(err.code, 409, "code %d", err.code);
     cr_expect_str_eq(err.reason, "Conflict");
@@ -120,7 +120,7 @@ Test(store, update_without_resource_version_is_422)
     json_t *body = json_deep_copy(p);
     json_object_del(json_object_get(body, "metadata"), "resourceVersion");
     ks_err err = {0};
-    cr_expect_null(ks_api_update(&st, PODS, "default", "a", NULL, body, &err));
+    cr_expect_null(ks_api_update(&st, PODS, "default", "a", NULL, body, &err, NULL));
     cr_expect_eq(err.code, 422, "code %d", err.code);
     json_decref(body);
     json_decref(p);
@@ -131,12 +131,12 @@ Test(store, pod_spec_is_immutable_but_image_is_not)
     json_t *p = mkpod("a", NULL);
     ks_err err = {0};
     json_t *bad = J("{\"spec\":{\"nodeName\":\"other\"}}");
-    cr_expect_null(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, bad, &err));
+    cr_expect_null(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, bad, &err, NULL));
     cr_expect_eq(err.code, 422, "code %d", err.code);
     cr_expect_str_eq(err.reason, "Invalid");
     json_t *img = J("{\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"img:2\"}]}}");
     memset(&err, 0, sizeof err);
-    json_t *r = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, img, &err);
+    json_t *r = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, img, &err, NULL);
     cr_assert_not_null(r, "%s", err.message);
     cr_expect_str_eq(
             json_string_value(json_object_get(
@@ -155,11 +155,12 @@ Test(store, main_resource_ignores_status_and_status_subresource_changes_only_sta
     ks_err err = {0};
     json_t *patch =
             J("{\"status\":{\"phase\":\"Running\"},\"metadata\":{\"labels\":{\"l\":\"1\"}}}");
-    json_t *r1 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err);
+    json_t *r1 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL);
     cr_assert_not_null(r1);
     cr_expect_str_eq(json_string_value(json_object_get(json_object_get(r1, "status"), "phase")),
                      "Pending");
-    json_t *r2 = ks_api_patch(&st, PODS, "default", "a", "status", KS_PATCH_MERGE, patch, &err);
+    json_t *r2 =
+            ks_api_patch(&st, PODS, "default", "a", "status", KS_PATCH_MERGE, patch, &err, NULL);
     cr_assert_not_null(r2);
     cr_expect_str_eq(json_string_value(json_object_get(json_object_get(r2, "status"), "phase")),
                      "Running");
@@ -177,7 +178,7 @@ Test(store, a_no_op_patch_keeps_the_resource_version)
     json_t *patch = J("{\"metadata\":{\"labels\":{\"k\":\"v\"}}}");
     ks_err err = {0};
     uint64_t rev = st.rev;
-    json_t *r = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err);
+    json_t *r = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL);
     cr_assert_not_null(r);
     cr_expect_eq(rv_of(r), rv_of(p));
     cr_expect_eq(st.rev, rev);
@@ -260,7 +261,7 @@ Test(store, watch_resumes_after_a_version_and_sees_each_change_in_order)
     json_decref(mkpod("b", NULL));
     json_t *patch = J("{\"metadata\":{\"labels\":{\"x\":\"1\"}}}");
     ks_err err = {0};
-    json_decref(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err));
+    json_decref(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL));
     json_decref(ks_api_delete(&st, PODS, "default", "b", NULL, &err));
     ks_watch_opts o = {.res = PODS, .rv = rv, .timeout_ns = 2000000000LL};
     ks_watch *w = ks_watch_new(&st, &fl, &o, &err);
@@ -327,7 +328,7 @@ Test(store, watch_with_selector_turns_leaving_objects_into_deleted)
                        .timeout_ns = 2000000000LL};
     ks_watch *w = ks_watch_new(&st, &fl, &o, &err);
     json_t *patch = J("{\"metadata\":{\"labels\":{\"phase\":\"Running\"}}}");
-    json_decref(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err));
+    json_decref(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL));
     char *out = watch_collect(w, "DELETED", 1 << 16);
     cr_expect(strstr(out, "{\"type\":\"DELETED\""), "got: %s", out);
     free(out);
@@ -405,7 +406,7 @@ Test(store, controller_warms_pods_logs_claims_exactly_and_recycles)
     cr_assert_eq(ks_controller_start(c), 0);
     json_t *pool = J("{\"metadata\":{\"name\":\"p\"},\"spec\":{\"replicas\":3}}");
     ks_err err = {0};
-    json_decref(ks_api_create(&st, &ks_resources[KS_RES_SANDBOXPOOL], "default", pool, &err));
+    json_decref(ks_api_create(&st, &ks_resources[KS_RES_SANDBOXPOOL], "default", pool, &err, NULL));
     cr_assert(KSIM_WAIT_UNTIL(count_phase("Idle") == 3, 5000), "3 idle pods");
 
     json_t *pod = first_with_phase("Idle");
@@ -416,10 +417,10 @@ Test(store, controller_warms_pods_logs_claims_exactly_and_recycles)
              ks_meta_str(pod, "resourceVersion"));
     json_t *cj = J(claim);
     json_t *won = ks_api_patch(&st, PODS, "default", ks_meta_str(pod, "name"), NULL,
-                               KS_PATCH_STRATEGIC, cj, &err);
+                               KS_PATCH_STRATEGIC, cj, &err, NULL);
     cr_assert_not_null(won, "%s", err.message);
     json_t *lost = ks_api_patch(&st, PODS, "default", ks_meta_str(pod, "name"), NULL,
-                                KS_PATCH_STRATEGIC, cj, &err);
+                                KS_PATCH_STRATEGIC, cj, &err, NULL);
     cr_expect_null(lost, "the same idle version must not be won twice");
 
     json_t *log = ks_controller_claims_json(c, 0);
@@ -447,7 +448,7 @@ Test(store, controller_warms_pods_logs_claims_exactly_and_recycles)
     /* Scaling down removes pods; deleting the pool removes the rest. */
     json_t *scale = J("{\"spec\":{\"replicas\":1}}");
     json_decref(ks_api_patch(&st, &ks_resources[KS_RES_SANDBOXPOOL], "default", "p", NULL,
-                             KS_PATCH_MERGE, scale, &err));
+                             KS_PATCH_MERGE, scale, &err, NULL));
     cr_expect(KSIM_WAIT_UNTIL(count_phase("Idle") == 1, 5000));
     json_decref(scale);
     ks_controller_free(c);
