@@ -152,12 +152,36 @@ static void notify(pc_informer *inf, pc_informer_change ch, const pc__pod *p)
         inf->observer(inf->observer_arg, ch, &ref, inf->received_ns);
 }
 
+/* True when both versions are decimal numbers (etcd revisions, which every API server in
+ * practice uses) and a < b. resourceVersions are formally opaque, so anything else compares
+ * as "not older" and falls back to the equality check. */
+static bool rv_older(const char *a, const char *b)
+{
+    size_t la = strspn(a, "0123456789"), lb = strspn(b, "0123456789");
+    if (!la || !lb || a[la] || b[lb])
+        return false;
+    while (la > 1 && *a == '0')
+        a++, la--;
+    while (lb > 1 && *b == '0')
+        b++, lb--;
+    return la != lb ? la < lb : strcmp(a, b) < 0;
+}
+
 /* Apply one observed pod version to the cache and tell the pool what changed.
  * `np` is a parsed pod on the stack; its owned parts move into the cache. */
 static void apply(pc_informer *inf, pc__pod *np)
 {
     pc__pod *old = pc__podcache_get(&inf->cache, np->namespace_, np->name);
     np->seen_gen = inf->gen;
+    if (old && rv_older(np->rv, old->rv)) {
+        /* An older version than the cache holds: a replay from before a LIST page that was
+         * newer than the list's resourceVersion (servers whose pages are not one snapshot).
+         * Applying it would roll the pod back and offer it again later. */
+        INC(duplicates);
+        old->seen_gen = inf->gen;
+        pc__pod_clear(np);
+        return;
+    }
     if (old && strcmp(old->rv, np->rv) == 0) {
         /* Same version seen again (watch replay after a reconnect, or the LIST after a
          * relist): nothing changed, no transition to report. */
@@ -269,6 +293,7 @@ static int urlenc(const char *s, char *out, size_t len)
 static int do_list(pc_informer *inf)
 {
     char path[PC__INF_PATH_MAX], cont[4096] = "", enc[6144];
+    int restarts = 0;
     inf->gen++;
     set_state(inf, ST_LIST, inf->n.lists ? "relist" : "initial sync");
     for (;;) {
@@ -292,6 +317,8 @@ static int do_list(pc_informer *inf)
                          "informer=%s/%s msg=\"list continue token expired, restarting\"",
                          inf->namespace_, inf->pool);
             pc_kube_response_fini(&r);
+            if (++restarts > 3)
+                return -EAGAIN; /* keeps expiring: back off, then try again */
             cont[0] = '\0';
             inf->gen++;
             continue;
@@ -344,6 +371,14 @@ static int do_list(pc_informer *inf)
         if (more && strlen(c) >= sizeof(cont)) {
             json_decref(root);
             return -EMSGSIZE;
+        }
+        if (more && strcmp(cont, c) == 0) {
+            INC(errors);
+            pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
+                         "informer=%s/%s msg=\"list continue token did not advance\"",
+                         inf->namespace_, inf->pool);
+            json_decref(root);
+            return -EBADMSG;
         }
         if (more)
             snprintf(cont, sizeof(cont), "%s", c);

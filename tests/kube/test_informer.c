@@ -71,7 +71,7 @@ static pc_informer_stats stats(pc_informer *inf)
 static pc_informer *informer_only(const char *ns, const char *pool, uint32_t page)
 {
     char err[256];
-    pc_kube_options o = {.server = sim.url};
+    pc_kube_options o = {.server = sim.url, .log_level = PC_KUBE_LOG_INFO, .log_level_set = true};
     cr_assert_eq(pc_kube_client_new(&o, &st.client, err, sizeof(err)), 0, "%s", err);
     pc_informer_config ic = {.client = st.client,
                              .namespace_ = ns,
