@@ -227,11 +227,6 @@ static void retry_take(pc_pool *p, pc_claim *c)
 
 /* ---- taking in what other threads pushed ------------------------------------------------- */
 
-static void release_reservation(pc_pool *p, const char *ns, const char *name)
-{
-    pc__reservation_release(p->reservations, ns, name);
-}
-
 static void take_pod_msg(pc_pool *p, pod_entry *m, int64_t now)
 {
     m->hash = pod_key_hash(m->ns, m->name);
@@ -241,7 +236,7 @@ static void take_pod_msg(pc_pool *p, pod_entry *m, int64_t now)
     if (m->kind == POD_MSG_WITHDRAW) {
         pc__count(&p->m.withdrawals);
         if (r)
-            release_reservation(p, m->ns, m->name);
+            pc__reservation_release_entry(p->reservations, r);
         if (queued)
             ready_remove(p, queued);
         free(m);
@@ -258,7 +253,7 @@ static void take_pod_msg(pc_pool *p, pod_entry *m, int64_t now)
         }
         /* A different version: our CAS at the reserved version can no longer win (or
          * already did and the pod came back idle). The reservation has done its job. */
-        release_reservation(p, m->ns, m->name);
+        pc__reservation_release_entry(p->reservations, r);
     }
     if (queued) {
         /* Already in the ready-queue: keep its place, take the newer facts. */
@@ -315,7 +310,7 @@ static void take_completion(pc_pool *p, pc_claim *c, int64_t now)
          * new one. NOT_FOUND: the pod is gone. INVALID / RETRYABLE: the pod is untouched
          * as far as we know, so it goes back to the front of the ready-queue (if the
          * write did land after all, the next CAS at this version conflicts: safe). */
-        release_reservation(p, c->priv.pod_namespace, c->priv.pod_name);
+        pc__reservation_release_entry(p->reservations, r);
         if (o == PC_CAS_INVALID || o == PC_CAS_RETRYABLE) {
             pod_entry *e = malloc(sizeof(*e));
             if (e) {
@@ -541,6 +536,7 @@ static int64_t next_wakeup(pc_pool *p)
 void *pc__scheduler_main(void *arg)
 {
     pc_pool *p = arg;
+    pthread_setname_np(pthread_self(), "pc-sched"); /* best effort: shows in top -H, perf, gdb */
     int64_t now = pc_now_ns();
     p->next_resync_at = now + p->cfg.resync_period_ns;
     for (;;) {

@@ -128,6 +128,9 @@ void *pc__worker_main(void *arg)
 {
     pc__worker *w = arg;
     pc_pool *p = w->pool;
+    char name[16];
+    snprintf(name, sizeof(name), "pc-cas-%d", w->index);
+    pthread_setname_np(pthread_self(), name); /* best effort: shows in top -H, perf, gdb */
     for (;;) {
         ck_stack_entry_t *e = pc__mpsc_pop(&w->jobs);
         if (e == NULL) {

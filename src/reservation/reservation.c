@@ -259,6 +259,11 @@ int pc__reservation_release(pc__reservation_map *m, const char *ns, const char *
     return 0;
 }
 
+void pc__reservation_release_entry(pc__reservation_map *m, const pc__reservation *r)
+{
+    forget(m, (pc__reservation *)r);
+}
+
 size_t pc__reservation_sweep(pc__reservation_map *m, int64_t now_ns,
                              void (*expired)(const pc__reservation *r, void *arg), void *arg)
 {

@@ -26,10 +26,10 @@
 typedef struct pc__reservation {
     char namespace_[PC_NAMESPACE_MAX];
     char name[PC_NAME_MAX];
-    char rv[PC_RV_MAX];             /* the version the pod was reserved at */
+    char rv[PC_RV_MAX]; /* the version the pod was reserved at */
     char claim_id[PC_CLAIM_ID_MAX];
-    int64_t reserved_at_ns;         /* CLOCK_MONOTONIC */
-    int64_t expires_at_ns;          /* CLOCK_MONOTONIC: reserved_at_ns + ttl */
+    int64_t reserved_at_ns; /* CLOCK_MONOTONIC */
+    int64_t expires_at_ns;  /* CLOCK_MONOTONIC: reserved_at_ns + ttl */
     /* private */
     struct pc__reservation *prev, *next; /* expiry order */
     unsigned long hash;
@@ -45,21 +45,25 @@ void pc__reservation_map_free(pc__reservation_map *m); /* NULL: no-op */
  * reserved (even expired but not yet swept) is replaced. Returns 0, -EINVAL (a string
  * too long or NULL ns/name/rv), -ENOMEM; the map is unchanged on error. */
 int pc__reservation_reserve(pc__reservation_map *m, const char *ns, const char *name,
-        const char *rv, const char *claim_id, int64_t now_ns);
+                            const char *rv, const char *claim_id, int64_t now_ns);
 
 /* The live reservation of (ns, name), or NULL if none or expired at now_ns.
  * The pointer is valid until the next reserve/release/sweep/free. */
 const pc__reservation *pc__reservation_lookup(const pc__reservation_map *m, const char *ns,
-        const char *name, int64_t now_ns);
+                                              const char *name, int64_t now_ns);
 
 /* Release (ns, name). Returns 0, or -ENOENT if it was not reserved. */
 int pc__reservation_release(pc__reservation_map *m, const char *ns, const char *name);
+
+/* Release the reservation `r` returned by pc__reservation_lookup (no second lookup).
+ * Cannot fail. */
+void pc__reservation_release_entry(pc__reservation_map *m, const pc__reservation *r);
 
 /* Remove every reservation with expires_at_ns <= now_ns, oldest first, calling
  * expired(r, arg) for each before it is freed (expired may be NULL; it must not touch
  * the map). Returns how many were removed. */
 size_t pc__reservation_sweep(pc__reservation_map *m, int64_t now_ns,
-        void (*expired)(const pc__reservation *r, void *arg), void *arg);
+                             void (*expired)(const pc__reservation *r, void *arg), void *arg);
 
 /* The earliest expires_at_ns, or 0 if the map is empty. */
 int64_t pc__reservation_next_expiry(const pc__reservation_map *m);
