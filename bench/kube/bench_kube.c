@@ -1,0 +1,620 @@
+/* bench_kube: the Kubernetes side of podclaim against kapi-sim, each figure beside a
+ * same-run baseline.
+ *
+ * Flow measured: kapi-sim -> informer -> pool -> kube CAS backend -> kapi-sim.
+ *
+ *  1. initial sync: informer LIST of N pods until has_synced, vs the raw paged GETs of the
+ *     same pages on the same kind of connection (no parsing): pods/s, MB/s, ratio.
+ *  2. claims/s end to end (enqueue -> pool -> PATCH -> callback) for N idle pods, vs a raw
+ *     PATCH loop on curl multi with the same client settings, concurrency and connection
+ *     limit on N other pods: the ratio is the figure (goal >= 0.9).
+ *  3. idle -> claimable: pods cycling Idle -> claimed -> Idle with claims always waiting;
+ *     from the arrival of the watch chunk carrying "pod X is Idle at rv R" to the informer's
+ *     offer having returned, and to the CAS for (X, R) starting: p50/p99.
+ *
+ * Usage: bench_kube [--pods N] [--claims-pods N] [--concurrency C] [--connections K]
+ */
+#include <podclaim/informer.h>
+#include <podclaim/kube.h>
+#include <podclaim/podclaim.h>
+
+#include "kube_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- kapi-sim launcher ------------------------------------------------------------------- */
+
+typedef struct sim {
+    pid_t pid;
+    char url[64];
+    char dir[64];
+} sim;
+
+static void pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int sim_start(sim *s, const char *const *args)
+{
+    snprintf(s->dir, sizeof(s->dir), "/tmp/pc-bench-kube-XXXXXX");
+    if (!mkdtemp(s->dir))
+        return -1;
+    char pf[128];
+    snprintf(pf, sizeof(pf), "%s/port", s->dir);
+    const char *argv[32] = {KAPI_SIM_PATH, "--listen", "127.0.0.1:0", "--port-file", pf};
+    size_t n = 5;
+    for (size_t i = 0; args[i] && n < 31; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    s->pid = fork();
+    if (s->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 5000; i++) {
+        FILE *f = fopen(pf, "r");
+        int port = 0;
+        if (f) {
+            if (fscanf(f, "%d", &port) != 1)
+                port = 0;
+            fclose(f);
+        }
+        if (port > 0) {
+            snprintf(s->url, sizeof(s->url), "http://127.0.0.1:%d", port);
+            return 0;
+        }
+        pause_ms(2);
+    }
+    return -1;
+}
+
+static void sim_stop(sim *s)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGTERM);
+        waitpid(s->pid, NULL, 0);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", s->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", s->dir);
+}
+
+static json_t *get_json(pc_kube_conn *k, const char *method, const char *path, const char *body)
+{
+    pc_kube_response r;
+    json_t *j = NULL;
+    if (pc_kube_conn_request(k, method, path, body ? "application/json" : NULL, body,
+                             body ? strlen(body) : 0, &r) == 0 &&
+        r.status < 300)
+        j = json_loadb(r.body ? r.body : "", r.body_len, 0, NULL);
+    pc_kube_response_fini(&r);
+    return j;
+}
+
+/* Wait until the pool's pods on the server number n and are all Idle. */
+static int wait_idle(pc_kube_conn *k, const char *ns, const char *pool, size_t n)
+{
+    char path[256];
+    snprintf(path, sizeof(path),
+             "/api/v1/namespaces/%s/pods?labelSelector=podclaim.io%%2Fpool%%3D%s", ns, pool);
+    for (int i = 0; i < 600; i++) {
+        json_t *l = get_json(k, "GET", path, NULL);
+        size_t idle = 0, j;
+        json_t *p;
+        json_array_foreach(json_object_get(l, "items"), j, p)
+        {
+            const char *ph = json_string_value(
+                    json_object_get(json_object_get(json_object_get(p, "metadata"), "labels"),
+                                    "podclaim.io/phase"));
+            idle += ph && strcmp(ph, "Idle") == 0;
+        }
+        json_decref(l);
+        if (idle >= n)
+            return 0;
+        pause_ms(100);
+    }
+    return -1;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(int64_t *v, size_t n, double p)
+{
+    if (!n)
+        return 0;
+    qsort(v, n, sizeof(*v), cmp_i64);
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return (double)v[i];
+}
+
+/* ---- 1. initial sync --------------------------------------------------------------------- */
+
+static void bench_sync(pc_kube_client *c, size_t pods)
+{
+    pc_kube_conn *k;
+    pc_kube_conn_new(c, &k);
+    /* baseline: the same paged GETs, bodies fetched and dropped */
+    double raw_s = 1e9, raw_mb = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        int64_t t0 = pc_now_ns();
+        char cont[1024] = "", path[2048];
+        size_t bytes = 0;
+        for (;;) {
+            int n = snprintf(
+                    path, sizeof(path),
+                    "/api/v1/namespaces/bench/pods?labelSelector=podclaim.io%%2Fpool%%3Dsync"
+                    "&limit=500");
+            if (cont[0])
+                snprintf(path + n, sizeof(path) - (size_t)n, "&continue=%s", cont);
+            pc_kube_response r;
+            if (pc_kube_conn_request(k, "GET", path, NULL, NULL, 0, &r) || r.status != 200) {
+                fprintf(stderr, "raw list: %s\n", r.error);
+                pc_kube_response_fini(&r);
+                break;
+            }
+            bytes += r.body_len;
+            /* the continue token sits in the first few hundred bytes of the body */
+            char *ct = strstr(r.body, "\"continue\":\"");
+            cont[0] = '\0';
+            if (ct) {
+                ct += 12;
+                size_t l = strcspn(ct, "\"");
+                if (l < sizeof(cont))
+                    memcpy(cont, ct, l), cont[l] = '\0';
+            }
+            pc_kube_response_fini(&r);
+            if (!cont[0])
+                break;
+        }
+        double s = (double)(pc_now_ns() - t0) / 1e9;
+        if (s < raw_s)
+            raw_s = s, raw_mb = (double)bytes / 1e6;
+    }
+    double inf_s = 1e9, inf_mb = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        pc_informer_config ic = {.client = c, .namespace_ = "bench", .pool = "sync"};
+        pc_informer *inf;
+        pc_informer_new(&ic, &inf);
+        pc_informer_start(inf);
+        while (!pc_informer_has_synced(inf))
+            pause_ms(1);
+        pc_informer_stats st;
+        pc_informer_stats_read(inf, &st);
+        double s = (double)(st.synced_at_ns - st.started_at_ns) / 1e9;
+        if (s < inf_s)
+            inf_s = s, inf_mb = (double)st.list_bytes / 1e6;
+        pc_informer_free(inf);
+    }
+    printf("%-44s %12s %12s %10s\n", "initial sync (best of 3)", "pods/s", "MB/s", "seconds");
+    printf("%-44s %12.0f %12.1f %10.3f\n", "  raw paged GET (no parsing)", (double)pods / raw_s,
+           raw_mb / raw_s, raw_s);
+    printf("%-44s %12.0f %12.1f %10.3f\n", "  informer LIST + parse + cache + offers",
+           (double)pods / inf_s, inf_mb / inf_s, inf_s);
+    printf("%-44s %12.2f\n", "  ratio informer / raw", raw_s / inf_s);
+    pc_kube_conn_free(k);
+}
+
+/* ---- 2. claims/s vs raw PATCH ------------------------------------------------------------ */
+
+typedef struct rawx {
+    CURL *e;
+    struct curl_slist *h;
+    char url[512];
+    char body[512];
+    char err[CURL_ERROR_SIZE];
+} rawx;
+
+static size_t discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
+}
+
+/* Point handle r at pod names[i] with a body of the same size and shape as a claim's patch;
+ * the phase label stays Idle, so the simulated controller has nothing to do. */
+static void raw_submit(CURLM *m, pc_kube_client *c, rawx *r, char **names, size_t i)
+{
+    snprintf(r->url, sizeof(r->url), "%s/api/v1/namespaces/bench/pods/%s", pc_kube_client_server(c),
+             names[i]);
+    snprintf(r->body, sizeof(r->body),
+             "{\"metadata\":{\"labels\":{\"podclaim.io/phase\":\"Idle\",\"owner\":\"bench\"},"
+             "\"annotations\":{\"podclaim.io/raw-id\":\"raw-%zu\",\"bench\":\"raw\"}},"
+             "\"spec\":{\"containers\":[{\"name\":\"sandbox\",\"image\":"
+             "\"registry.local/podclaim/sandbox:latest\"}]}}",
+             i);
+    curl_easy_setopt(r->e, CURLOPT_URL, r->url);
+    curl_easy_setopt(r->e, CURLOPT_POSTFIELDS, r->body);
+    curl_multi_add_handle(m, r->e);
+}
+
+/* N PATCHes on the pods of `names`, `conc` in flight, through one multi with `conns`
+ * connections, every handle set up by the client's own pc__kube_easy_setup. */
+static double raw_patch(pc_kube_client *c, char **names, size_t n, uint32_t conc, uint32_t conns,
+                        size_t *fails)
+{
+    CURLM *m = curl_multi_init();
+    curl_multi_setopt(m, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)conns);
+    curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)conns);
+    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)conns);
+    rawx *x = calloc(conc, sizeof(*x));
+    for (uint32_t i = 0; i < conc; i++) {
+        x[i].e = curl_easy_init();
+        pc__kube_easy_setup(c, x[i].e, x[i].err);
+        x[i].h = pc__kube_headers(c, "application/strategic-merge-patch+json", NULL);
+        curl_easy_setopt(x[i].e, CURLOPT_HTTPHEADER, x[i].h);
+        curl_easy_setopt(x[i].e, CURLOPT_CUSTOMREQUEST, "PATCH");
+        curl_easy_setopt(x[i].e, CURLOPT_PRIVATE, (char *)&x[i]);
+        curl_easy_setopt(x[i].e, CURLOPT_PIPEWAIT, 1L);
+        curl_easy_setopt(x[i].e, CURLOPT_WRITEFUNCTION, discard);
+    }
+    size_t next = 0, done = 0;
+    *fails = 0;
+    int64_t t0 = pc_now_ns();
+    for (uint32_t i = 0; i < conc && next < n; i++)
+        raw_submit(m, c, &x[i], names, next++);
+    while (done < n) {
+        int running;
+        curl_multi_perform(m, &running);
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(m, &left))) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            rawx *r;
+            long st = 0;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &st);
+            if (msg->data.result != CURLE_OK || st != 200)
+                (*fails)++;
+            curl_multi_remove_handle(m, r->e);
+            done++;
+            if (next < n)
+                raw_submit(m, c, r, names, next++);
+        }
+        if (done < n)
+            curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    double s = (double)(pc_now_ns() - t0) / 1e9;
+    for (uint32_t i = 0; i < conc; i++) {
+        curl_easy_cleanup(x[i].e);
+        curl_slist_free_all(x[i].h);
+    }
+    free(x);
+    curl_multi_cleanup(m);
+    return s;
+}
+
+typedef struct crun {
+    pc_claim *claims;
+    size_t n;
+    _Atomic size_t done;
+    _Atomic size_t ok;
+} crun;
+
+static void on_claim(pc_claim *c, const pc_claim_result *r, void *arg)
+{
+    (void)c;
+    crun *cr = arg;
+    if (r->status == PC_CLAIM_OK)
+        atomic_fetch_add_explicit(&cr->ok, 1, memory_order_relaxed);
+    /* release: main reads nothing else, but keeps the count honest across threads */
+    atomic_fetch_add_explicit(&cr->done, 1, memory_order_release);
+}
+
+static char **pod_names(pc_kube_conn *k, const char *pool, size_t *n)
+{
+    char path[256];
+    snprintf(path, sizeof(path),
+             "/api/v1/namespaces/bench/pods?labelSelector=podclaim.io%%2Fpool%%3D%s", pool);
+    json_t *l = get_json(k, "GET", path, NULL);
+    json_t *items = json_object_get(l, "items");
+    char **names = calloc(json_array_size(items) + 1, sizeof(char *));
+    size_t i;
+    json_t *p;
+    json_array_foreach(items, i, p)
+    {
+        names[i] =
+                strdup(json_string_value(json_object_get(json_object_get(p, "metadata"), "name")));
+    }
+    *n = json_array_size(items);
+    json_decref(l);
+    return names;
+}
+
+static void bench_claims(pc_kube_client *c, uint32_t conc, uint32_t conns)
+{
+    pc_kube_conn *k;
+    pc_kube_conn_new(c, &k);
+    size_t nraw, ne2e;
+    char **raw = pod_names(k, "raw", &nraw);
+    char **e2e = pod_names(k, "e2e", &ne2e);
+
+    pc_kube_backend_options bo = {.max_inflight = conc, .max_connections = conns};
+    pc_kube_backend *kb;
+    char err[256];
+    if (pc_kube_backend_new(c, &bo, &kb, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    pc_informer_config ic = {.client = c, .namespace_ = "bench", .pool = "e2e"};
+    pc_informer *inf;
+    pc_informer_new(&ic, &inf);
+    pc_pool_config pc = {.namespace_ = "bench",
+                         .name = "e2e",
+                         .max_inflight = conc,
+                         .resync = pc_informer_resync_hook,
+                         .resync_arg = inf};
+    pc_pool *pool;
+    pc_pool_new(&pc, pc_kube_backend_iface(kb), &pool);
+    pc_informer_set_pool(inf, pool);
+    pc_pool_start(pool);
+    pc_informer_start(inf);
+    while (pc_pool_snapshot(pool).idle_ready < ne2e)
+        pause_ms(5);
+
+    /* Baseline A: raw PATCHes on half the raw pods with nobody watching them. Baseline B:
+     * the other half while an informer watches the raw pool, so that the server fans each
+     * write out to a watcher as it does for claims (on 2 shared cores that work competes
+     * with everything else). */
+    size_t rfails = 0, rfails_w = 0, half = nraw / 2;
+    double raw_s = raw_patch(c, raw, half, conc, conns, &rfails);
+    pc_informer_config wc = {.client = c, .namespace_ = "bench", .pool = "raw"};
+    pc_informer *watcher;
+    pc_informer_new(&wc, &watcher);
+    pc_informer_start(watcher);
+    while (!pc_informer_has_synced(watcher))
+        pause_ms(1);
+    double raw_w_s = raw_patch(c, raw + half, nraw - half, conc, conns, &rfails_w);
+    pc_informer_free(watcher);
+
+    crun cr = {.claims = calloc(ne2e, sizeof(pc_claim)), .n = ne2e};
+    static const pc_kv labels[] = {{"owner", "bench"}};
+    static const pc_kv ann[] = {{"bench", "e2e"}};
+    static const pc_kv images[] = {{"sandbox", "registry.local/podclaim/sandbox:latest"}};
+    int64_t t0 = pc_now_ns();
+    for (size_t i = 0; i < ne2e; i++) {
+        pc_claim_init(&cr.claims[i], 0, on_claim, &cr);
+        cr.claims[i].opts = (pc_claim_opts){images, 1, labels, 1, ann, 1, NULL};
+        while (pc_pool_enqueue(pool, &cr.claims[i]) == -EAGAIN)
+            pause_ms(1);
+    }
+    while (atomic_load_explicit(&cr.done, memory_order_acquire) < ne2e)
+        pause_ms(1);
+    double e2e_s = (double)(pc_now_ns() - t0) / 1e9;
+    pc_kube_backend_stats bs;
+    pc_kube_backend_stats_read(kb, &bs);
+
+    printf("\n%-44s %12s %12s %10s\n", "claims vs raw PATCH", "per second", "requests", "failures");
+    double raw_rate = (double)half / raw_s, raw_w_rate = (double)(nraw - half) / raw_w_s;
+    double e2e_rate = (double)ne2e / e2e_s;
+    printf("%-44s %12.0f %12zu %10zu\n", "  A raw PATCH loop (curl multi, same settings)", raw_rate,
+           half, rfails);
+    printf("%-44s %12.0f %12zu %10zu\n", "  B raw PATCH loop, pool watched by an informer",
+           raw_w_rate, nraw - half, rfails_w);
+    printf("%-44s %12.0f %12zu %10zu\n", "  claims end to end (pool + informer + CAS)", e2e_rate,
+           ne2e, ne2e - atomic_load(&cr.ok));
+    printf("%-44s %12.2f\n", "  ratio claims / A", e2e_rate / raw_rate);
+    printf("%-44s %12.2f\n", "  ratio claims / B", e2e_rate / raw_w_rate);
+    printf("%-44s %12llu   (concurrency %u, max connections %u)\n",
+           "  API writes (CAS started) per claim",
+           (unsigned long long)(bs.started / (ne2e ? ne2e : 1)), conc, conns);
+
+    pc_informer_stop(inf);
+    pc_pool_shutdown(pool);
+    pc_kube_backend_free(kb);
+    pc_pool_free(pool);
+    pc_informer_free(inf);
+    for (size_t i = 0; i < nraw; i++)
+        free(raw[i]);
+    for (size_t i = 0; i < ne2e; i++)
+        free(e2e[i]);
+    free(raw);
+    free(e2e);
+    free(cr.claims);
+    pc_kube_conn_free(k);
+}
+
+/* ---- 3. idle -> claimable ---------------------------------------------------------------- */
+
+#define LAT_MAX 200000
+
+typedef struct lat {
+    pthread_mutex_t mu;
+    json_t *recv; /* "pod@rv" -> received_at_ns (offers seen, waiting for their CAS) */
+    int64_t *offer_lat;
+    size_t n_offer;
+    int64_t *cas_lat;
+    size_t n_cas;
+    pc_backend inner_iface;
+    pc_backend *inner;
+} lat;
+
+static void lat_observe(void *arg, pc_informer_change ch, const pc_pod_ref *pod, int64_t recv)
+{
+    lat *l = arg;
+    if (ch != PC_INFORMER_OFFER)
+        return;
+    int64_t now = pc_now_ns();
+    char key[400];
+    snprintf(key, sizeof(key), "%s@%s", pod->name, pod->resource_version);
+    pthread_mutex_lock(&l->mu);
+    if (l->n_offer < LAT_MAX)
+        l->offer_lat[l->n_offer++] = now - recv;
+    json_object_set_new(l->recv, key, json_integer(recv));
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* A pass-through backend that notes when the CAS of (pod, rv) starts. */
+static int lat_cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn done, void *token)
+{
+    lat *l = b->impl;
+    int64_t now = pc_now_ns();
+    char key[400];
+    snprintf(key, sizeof(key), "%s@%s", req->pod.name, req->pod.resource_version);
+    pthread_mutex_lock(&l->mu);
+    json_t *r = json_object_get(l->recv, key);
+    if (r && l->n_cas < LAT_MAX) {
+        l->cas_lat[l->n_cas++] = now - (int64_t)json_integer_value(r);
+        json_object_del(l->recv, key);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return l->inner->cas_start(l->inner, req, done, token);
+}
+
+static void bench_latency(pc_kube_client *c, double seconds)
+{
+    lat l = {.mu = PTHREAD_MUTEX_INITIALIZER,
+             .recv = json_object(),
+             .offer_lat = calloc(LAT_MAX, sizeof(int64_t)),
+             .cas_lat = calloc(LAT_MAX, sizeof(int64_t))};
+    pc_kube_backend *kb;
+    char err[256];
+    pc_kube_backend_options bo = {.max_inflight = 64};
+    pc_kube_backend_new(c, &bo, &kb, err, sizeof(err));
+    l.inner = pc_kube_backend_iface(kb);
+    l.inner_iface.cas_start = lat_cas_start;
+    l.inner_iface.impl = &l;
+    pc_informer_config ic = {.client = c,
+                             .namespace_ = "bench",
+                             .pool = "lat",
+                             .observer = lat_observe,
+                             .observer_arg = &l};
+    pc_informer *inf;
+    pc_informer_new(&ic, &inf);
+    pc_pool_config pc = {.namespace_ = "bench",
+                         .name = "lat",
+                         .resync = pc_informer_resync_hook,
+                         .resync_arg = inf};
+    pc_pool *pool;
+    pc_pool_new(&pc, &l.inner_iface, &pool);
+    pc_informer_set_pool(inf, pool);
+    pc_pool_start(pool);
+    pc_informer_start(inf);
+    while (!pc_informer_has_synced(inf))
+        pause_ms(1);
+
+    /* Keep claims waiting: every pod that turns Idle meets a pending claim at once. */
+    size_t cap = 200000, n = 0;
+    pc_claim *claims = calloc(cap, sizeof(pc_claim));
+    crun cr = {.claims = claims, .n = cap};
+    int64_t end = pc_now_ns() + (int64_t)(seconds * 1e9);
+    while (pc_now_ns() < end && n < cap) {
+        pc_snapshot s = pc_pool_snapshot(pool);
+        while (s.queue_len < 64 && n < cap) {
+            pc_claim_init(&claims[n], 0, on_claim, &cr);
+            claims[n].deadline_ns = pc_now_ns() + 30000000000LL;
+            if (pc_pool_enqueue(pool, &claims[n]) != 0)
+                break;
+            n++;
+            s.queue_len++;
+        }
+        pause_ms(2);
+    }
+    pc_informer_stop(inf);
+    pc_pool_shutdown(pool);
+    pc_kube_backend_free(kb);
+    pc_pool_free(pool);
+    pc_informer_free(inf);
+
+    pthread_mutex_lock(&l.mu);
+    printf("\n%-44s %12s %12s %10s\n", "idle -> claimable (watch chunk arrival ->)", "p50 us",
+           "p99 us", "samples");
+    size_t no = l.n_offer, nc = l.n_cas;
+    double o50 = pct(l.offer_lat, no, 0.50), o99 = pct(l.offer_lat, no, 0.99);
+    double c50 = pct(l.cas_lat, nc, 0.50), c99 = pct(l.cas_lat, nc, 0.99);
+    printf("%-44s %12.1f %12.1f %10zu\n", "  offer_idle returned (informer)", o50 / 1e3, o99 / 1e3,
+           no);
+    printf("%-44s %12.1f %12.1f %10zu\n", "  CAS of that pod started (claim waiting)", c50 / 1e3,
+           c99 / 1e3, nc);
+    printf("%-44s %12zu\n", "  claims served in the window", atomic_load(&cr.ok));
+    pthread_mutex_unlock(&l.mu);
+    json_decref(l.recv);
+    free(l.offer_lat);
+    free(l.cas_lat);
+    free(claims);
+}
+
+int main(int argc, char **argv)
+{
+    size_t pods = 10000, cpods = 5000;
+    uint32_t conc = 64, conns = 8;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--pods"))
+            pods = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--claims-pods"))
+            cpods = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--concurrency"))
+            conc = (uint32_t)strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--connections"))
+            conns = (uint32_t)strtoul(argv[i + 1], NULL, 10);
+    }
+    char p1[64], p2[64], p3[64];
+    snprintf(p1, sizeof(p1), "bench/sync=%zu", pods);
+    snprintf(p2, sizeof(p2), "bench/raw=%zu", cpods);
+    snprintf(p3, sizeof(p3), "bench/e2e=%zu", cpods);
+    const char *args[] = {
+            "--pool",      p1,  "--pool",    p2,       "--pool", p3, "--pool", "bench/lat=32",
+            "--warmup-ms", "0", "--hold-ms", "600000", NULL};
+    sim s;
+    if (sim_start(&s, args)) {
+        fprintf(stderr, "kapi-sim did not start\n");
+        return 1;
+    }
+    pc_kube_options o = {.server = s.url};
+    pc_kube_client *c;
+    char err[256];
+    if (pc_kube_client_new(&o, &c, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    pc_kube_conn *k;
+    pc_kube_conn_new(c, &k);
+    if (wait_idle(k, "bench", "sync", pods) || wait_idle(k, "bench", "e2e", cpods)) {
+        fprintf(stderr, "pods did not become idle\n");
+        return 1;
+    }
+    pc_kube_conn_free(k);
+    printf("bench_kube: kapi-sim %s, %zu pods to sync, %zu+%zu pods to PATCH\n\n", s.url, pods,
+           cpods, cpods);
+    bench_sync(c, pods);
+    bench_claims(c, conc, conns);
+    pc_kube_client_free(c);
+    sim_stop(&s);
+
+    /* 3 on its own kapi-sim: pods recycle quickly (hold 2 ms, stop 2 ms) */
+    const char *args3[] = {"--pool", "bench/lat=32", "--warmup-ms", "0", "--hold-ms",
+                           "2",      "--stop-ms",    "2",           NULL};
+    if (sim_start(&s, args3))
+        return 1;
+    pc_kube_options o3 = {.server = s.url};
+    pc_kube_client_new(&o3, &c, err, sizeof(err));
+    bench_latency(c, 3.0);
+    pc_kube_client_free(c);
+    sim_stop(&s);
+    return 0;
+}
