@@ -221,6 +221,10 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
         goto fail_workers;
     if ((err = -pthread_mutex_init(&p->life_lock, NULL)) != 0)
         goto fail_sched;
+    if ((err = -pthread_mutex_init(&p->inbox_lock, NULL)) != 0) {
+        pthread_mutex_destroy(&p->life_lock);
+        goto fail_sched;
+    }
     p->life_state = POOL_NEW;
     *out = p;
     return 0;
@@ -275,6 +279,11 @@ out:
     return err;
 }
 
+void pc__pool_use_mutex_inbox(pc_pool *p)
+{
+    p->mutex_inbox = true;
+}
+
 void pc_pool_shutdown(pc_pool *p)
 {
     pthread_mutex_lock(&p->life_lock);
@@ -300,6 +309,7 @@ void pc_pool_free(pc_pool *p)
     pc_pool_shutdown(p);
     pc__scheduler_fini(p);
     pthread_mutex_destroy(&p->life_lock);
+    pthread_mutex_destroy(&p->inbox_lock);
     free(p->workers);
     free_identity(p);
     free(p);
@@ -340,7 +350,13 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c)
     c->priv.timer_at_ns = 0;
     c->priv.prev = c->priv.next = NULL;
     pc__count(&p->m.enqueued);
-    pc__mpsc_push(&p->claims, &c->priv.entry);
+    if (p->mutex_inbox) { /* benchmark baseline only */
+        pthread_mutex_lock(&p->inbox_lock);
+        pc__mpsc_push(&p->claims, &c->priv.entry);
+        pthread_mutex_unlock(&p->inbox_lock);
+    } else {
+        pc__mpsc_push(&p->claims, &c->priv.entry);
+    }
     pc__parker_unpark(&p->parker);
     return 0;
 }

@@ -117,6 +117,12 @@ struct pc_pool {
     _Atomic bool workers_stop;
     pc__pool_metrics m;
 
+    /* Benchmark baseline only (pc__pool_use_mutex_inbox): producers and the scheduler take
+     * this mutex around the claim inbox, turning it into a mutex-guarded queue while the
+     * rest of the dispatch loop stays the same. Off in every real pool. */
+    bool mutex_inbox;
+    pthread_mutex_t inbox_lock;
+
     /* --- lifecycle (caller of start/shutdown/free) --- */
     pthread_mutex_t life_lock;
     int life_state;
@@ -139,6 +145,10 @@ struct pc_pool {
     uint64_t rng;
     int next_worker;
 };
+
+/* pool.c: make the claim inbox mutex-guarded (the baseline of bench_core). Call before
+ * pc_pool_start, never in production. */
+void pc__pool_use_mutex_inbox(pc_pool *p);
 
 /* scheduler.c */
 void *pc__scheduler_main(void *arg);

@@ -463,7 +463,14 @@ static void drain(pc_pool *p, int64_t now)
         take_pod_msg(p, (pod_entry *)e, now);
     while ((e = pc__mpsc_pop(&p->completions)) != NULL)
         take_completion(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
-    while ((e = pc__mpsc_pop(&p->claims)) != NULL) {
+    for (;;) {
+        if (p->mutex_inbox) /* benchmark baseline only: every pop under the lock */
+            pthread_mutex_lock(&p->inbox_lock);
+        e = pc__mpsc_pop(&p->claims);
+        if (p->mutex_inbox)
+            pthread_mutex_unlock(&p->inbox_lock);
+        if (e == NULL)
+            break;
         /* The place reserved by enqueue is now a waiting claim. seq_cst: shutdown's exit
          * test reads this count after storing `stopping` (see pc_pool_enqueue). */
         atomic_fetch_sub_explicit(&p->inbox_count.v, 1, memory_order_seq_cst);
