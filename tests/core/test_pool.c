@@ -234,7 +234,7 @@ Test(pool, deadline_while_waiting_ends_the_claim, .fini = teardown_pool, .timeou
     cr_assert_eq(R.res[0].status, PC_CLAIM_DEADLINE, "got %s",
                  pc_claim_status_name(R.res[0].status));
     cr_assert_geq(R.res[0].latency_ns, 30 * 1000000LL);
-    cr_assert_eq(pc_pool_snapshot(P).queue_len, 0);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).queue_len == 0, 2000));
 }
 
 Test(pool, cancel_while_waiting_ends_the_claim, .fini = teardown_pool, .timeout = 20)
@@ -406,7 +406,8 @@ Test(pool, a_stale_reoffer_of_a_reserved_pod_is_ignored_until_a_new_version, .fi
     offer("pod-a", "1");
     wait_results(1);
     cr_assert_eq(R.res[0].status, PC_CLAIM_OK);
-    cr_assert_eq(pc_pool_snapshot(P).reserved, 1);
+    /* Gauges are published at the end of a scheduler round, maybe after the callback. */
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).reserved == 1, 2000));
     /* The informer has not seen the claim yet and offers the old version again. */
     enqueue(1, 0);
     offer("pod-a", "1");
@@ -457,7 +458,8 @@ Test(pool, a_pod_is_queued_at_most_once, .fini = teardown_pool, .timeout = 20)
     offer("pod-a", "1");
     offer("pod-a", "2");
     cr_assert(PC_TEST_WAIT_UNTIL(metric("podclaim_offers_total") == 3, 2000));
-    cr_assert_eq(pc_pool_snapshot(P).idle_ready, 1);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 1, 2000));
+    cr_assert_eq(pc_pool_snapshot(P).idle_ready, 1, "and stays 1");
     enqueue(0, 0);
     wait_results(1);
     cr_assert_str_eq(fake_get(&F, 0).rv, "2", "the newest version seen is used");
