@@ -105,7 +105,8 @@ typedef struct pc_claim_result {
 typedef struct pc_claim pc_claim;
 
 /* Called exactly once per claim that pc_pool_enqueue accepted. Runs on a pool thread
- * (a CAS worker, or the scheduler thread for claims that end without a CAS): keep it
+ * (a CAS worker, or the scheduler thread for claims that end without a CAS; for a pool
+ * shut down before it was started, the thread calling pc_pool_shutdown): keep it
  * short, never block in it, and never call pc_pool_claim, pc_pool_shutdown or
  * pc_pool_free from it (enqueueing more claims is fine). `r` is valid during the call;
  * from its first instruction the pool no longer touches `c`, so the callback may free it. */
