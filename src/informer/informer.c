@@ -294,6 +294,8 @@ static int do_list(pc_informer *inf)
 {
     char path[PC__INF_PATH_MAX], cont[4096] = "", enc[6144];
     int restarts = 0;
+    char list_rv[PC_RV_MAX] = "";
+    inf->rv[0] = '\0';
     inf->gen++;
     set_state(inf, ST_LIST, inf->n.lists ? "relist" : "initial sync");
     for (;;) {
@@ -366,7 +368,9 @@ static int do_list(pc_informer *inf)
         }
         const char *c =
                 json_string_value(json_object_get(json_object_get(root, "metadata"), "continue"));
-        snprintf(inf->rv, sizeof(inf->rv), "%s", rv);
+        /* The resume point only once the whole LIST is in: a LIST cut short (error, stop)
+         * must be redone, not resumed from the middle. */
+        snprintf(list_rv, sizeof(list_rv), "%s", rv);
         bool more = c && c[0];
         if (more && strlen(c) >= sizeof(cont)) {
             json_decref(root);
@@ -388,6 +392,7 @@ static int do_list(pc_informer *inf)
         if (!more)
             break;
     }
+    snprintf(inf->rv, sizeof(inf->rv), "%s", list_rv);
     /* Sweep: pods the snapshot no longer has were deleted while we were not watching. */
     pc__podcache_iter it;
     for (pc__pod *p = pc__podcache_first(&inf->cache, &it); p;
@@ -573,6 +578,7 @@ static int backoff(pc_informer *inf, const char *why)
 static void *informer_main(void *arg)
 {
     pc_informer *inf = arg;
+    pthread_setname_np(pthread_self(), "pc-informer");
     while (!on_wake(inf)) {
         int rc;
         if (!inf->rv[0]) {
@@ -587,9 +593,15 @@ static void *informer_main(void *arg)
             }
             inf->backoff_attempt = 0;
         }
+        int64_t began = pc__kube_mono_ns();
         rc = do_watch(inf);
         if (rc == -ECANCELED)
             break;
+        if (rc == 0 && !inf->got_event && pc__kube_mono_ns() - began < 1000000000LL) {
+            /* A watch that ended at once without a single event or bookmark: a server (or
+             * proxy) closing watches early would otherwise have us reconnect in a hot loop. */
+            rc = -ECONNRESET;
+        }
         if (inf->got_event)
             inf->backoff_attempt = 0;
         if (rc == 1) {

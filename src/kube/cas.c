@@ -277,6 +277,7 @@ static void finish(pc_kube_backend *kb, slot *s, CURLcode cr)
 static void *backend_main(void *arg)
 {
     pc_kube_backend *kb = arg;
+    pthread_setname_np(pthread_self(), "pc-kube-cas");
     for (;;) {
         pthread_mutex_lock(&kb->lock);
         slot *q = kb->sub_head;

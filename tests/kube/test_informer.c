@@ -238,8 +238,8 @@ Test(informer, relists_after_410_and_withdraws_pods_deleted_meanwhile, .init = s
     cr_assert_eq(ksim_start(&sim, args, false, NULL, NULL), 0);
     pc_informer *inf = informer_only("gone", "p", 7);
     cr_assert_eq(pc_informer_start(inf), 0);
-    cr_assert(PC_TEST_WAIT_UNTIL(stats(inf).idle == 20, 10000), "idle=%llu",
-              (unsigned long long)stats(inf).idle);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_informer_has_synced(inf) && stats(inf).idle == 20, 10000),
+              "idle=%llu", (unsigned long long)stats(inf).idle);
     pc_informer_stop(inf);
 
     /* While the informer is away: delete 5 pods (the controller replaces them), then

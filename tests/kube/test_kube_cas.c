@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static ksim sim;
 static stack st;
@@ -94,4 +95,119 @@ Test(kube_cas, rejects_a_claim_with_reserved_labels_without_a_request, .fini = t
     cr_assert_eq(pc_pool_claim(st.pool, &good, 0, 10000000000LL, &res), 0);
     cr_assert_eq(res.status, PC_CLAIM_OK, "got %s: %s", pc_claim_status_name(res.status),
                  res.error);
+}
+
+/* ---- the backend alone: every outcome of DESIGN.md §2 from a real server answer ---- */
+
+typedef struct outcome {
+    _Atomic int calls;
+    pc_cas_outcome oc;
+    char rv[PC_RV_MAX];
+    char msg[512];
+    int64_t retry_after_ns;
+} outcome;
+
+static void on_done(void *token, pc_cas_outcome oc, const char *new_rv, const char *message,
+                    int64_t retry_after_ns)
+{
+    outcome *o = token;
+    o->oc = oc;
+    snprintf(o->rv, sizeof(o->rv), "%s", new_rv ? new_rv : "");
+    snprintf(o->msg, sizeof(o->msg), "%s", message ? message : "");
+    o->retry_after_ns = retry_after_ns;
+    /* release: the test thread reads the fields above after seeing calls */
+    atomic_fetch_add_explicit(&o->calls, 1, memory_order_release);
+}
+
+static outcome cas(pc_backend *b, const char *name, const char *rv, const pc_claim_opts *opts)
+{
+    static outcome o;
+    memset(&o, 0, sizeof(o));
+    pc_cas_request req = {.pod = {"out", name, NULL, rv},
+                          .opts = opts,
+                          .target_phase = "Running",
+                          .claim_id = "direct-1"};
+    cr_assert_eq(b->cas_start(b, &req, on_done, &o), 0);
+    cr_assert(PC_TEST_WAIT_UNTIL(atomic_load_explicit(&o.calls, memory_order_acquire) == 1, 10000),
+              "no completion for %s@%s", name, rv);
+    return o;
+}
+
+Test(kube_cas, maps_every_server_answer_to_its_outcome, .fini = teardown, .timeout = 30)
+{
+    const char *args[] = {"--pool", "out/p=2", "--warmup-ms", "0", "--retry-after", "2", NULL};
+    cr_assert_eq(ksim_start(&sim, args, false, NULL, NULL), 0);
+    char err[256];
+    pc_kube_options o = {.server = sim.url};
+    cr_assert_eq(pc_kube_client_new(&o, &st.client, err, sizeof(err)), 0);
+    cr_assert_eq(pc_kube_backend_new(st.client, NULL, &st.backend, err, sizeof(err)), 0);
+    pc_backend *b = pc_kube_backend_iface(st.backend);
+    json_t *l = NULL;
+    cr_assert(PC_TEST_WAIT_UNTIL(({
+                                     json_decref(l);
+                                     l = ksim_json(&sim, "GET", "/api/v1/namespaces/out/pods",
+                                                   NULL);
+                                     json_array_size(json_object_get(l, "items")) == 2;
+                                 }),
+                                 5000));
+    json_t *md = json_object_get(json_array_get(json_object_get(l, "items"), 0), "metadata");
+    char name[128], rv[32];
+    snprintf(name, sizeof(name), "%s", json_string_value(json_object_get(md, "name")));
+    snprintf(rv, sizeof(rv), "%s", json_string_value(json_object_get(md, "resourceVersion")));
+    json_decref(l);
+    pc_claim_opts none = {0};
+
+    /* 429 with Retry-After, then 5xx: retryable, pod untouched */
+    cr_assert_eq(ksim_put_faults(&sim, "{\"throttleRate\":1.0}"), 0);
+    outcome r = cas(b, name, rv, &none);
+    cr_assert_eq(r.oc, PC_CAS_RETRYABLE, "429: got %s: %s", pc_cas_outcome_name(r.oc), r.msg);
+    cr_assert_eq(r.retry_after_ns, 2000000000LL, "Retry-After: %lld", (long long)r.retry_after_ns);
+    cr_assert_eq(ksim_put_faults(&sim, "{\"throttleRate\":0,\"errorRate\":1.0,\"errorCode\":503}"),
+                 0);
+    r = cas(b, name, rv, &none);
+    cr_assert_eq(r.oc, PC_CAS_RETRYABLE, "503: got %s", pc_cas_outcome_name(r.oc));
+    cr_assert(strstr(r.msg, "503"), "message: %s", r.msg);
+    cr_assert_eq(ksim_put_faults(&sim, "{\"errorRate\":0}"), 0);
+
+    /* an image for a container the pod does not have: the server refuses the spec (422) */
+    pc_kv bad_img[] = {{"no-such-container", "x:1"}};
+    pc_claim_opts bad = {.images = bad_img, .n_images = 1};
+    r = cas(b, name, rv, &bad);
+    cr_assert_eq(r.oc, PC_CAS_INVALID, "422: got %s: %s", pc_cas_outcome_name(r.oc), r.msg);
+    cr_assert(strstr(r.msg, "422"), "message: %s", r.msg);
+
+    /* the pod's real container: won, with a new resourceVersion */
+    pc_kv img[] = {{"sandbox", "registry.local/podclaim/sandbox:v2"}};
+    pc_claim_opts good = {.images = img, .n_images = 1};
+    r = cas(b, name, rv, &good);
+    cr_assert_eq(r.oc, PC_CAS_WON, "got %s: %s", pc_cas_outcome_name(r.oc), r.msg);
+    cr_assert(r.rv[0] && strcmp(r.rv, rv) != 0, "new rv %s (was %s)", r.rv, rv);
+
+    /* the same precondition again: conflict; an unknown pod: not found */
+    r = cas(b, name, rv, &good);
+    cr_assert_eq(r.oc, PC_CAS_CONFLICT, "got %s: %s", pc_cas_outcome_name(r.oc), r.msg);
+    cr_assert(strstr(r.msg, "409"), "message: %s", r.msg);
+    r = cas(b, "no-such-pod", rv, &good);
+    cr_assert_eq(r.oc, PC_CAS_NOT_FOUND, "got %s: %s", pc_cas_outcome_name(r.oc), r.msg);
+
+    /* the patch really merged by container name: the image changed, the pod kept the rest */
+    char path[256];
+    snprintf(path, sizeof(path), "/api/v1/namespaces/out/pods/%s", name);
+    json_t *pod = ksim_json(&sim, "GET", path, NULL);
+    json_t *c0 = json_array_get(json_object_get(json_object_get(pod, "spec"), "containers"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(c0, "image")),
+                     "registry.local/podclaim/sandbox:v2");
+    json_t *pmd = json_object_get(pod, "metadata");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(pmd, "annotations"),
+                                                       "podclaim.io/claim-id")),
+                     "direct-1");
+    cr_assert_str_eq(
+            json_string_value(json_object_get(json_object_get(pmd, "labels"), "podclaim.io/phase")),
+            "Running");
+    json_decref(pod);
+    pc_kube_backend_stats bs;
+    pc_kube_backend_stats_read(st.backend, &bs);
+    cr_assert_eq(bs.started, 6u);
+    cr_assert_leq(bs.connections, 2u, "keep-alive: %llu connections for 6 PATCHes",
+                  (unsigned long long)bs.connections);
 }
