@@ -406,31 +406,20 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
 /* Common tail of update and patch: precondition, checks, commit. Takes the lock. */
 typedef json_t *(*mutate_fn)(const json_t *cur, const void *arg, ks_err *err);
 
-static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, const char *name,
-                              const char *sub, bool rv_required, mutate_fn fn, const void *arg,
-                              ks_err *err, char **text)
+/* Build the new state from cur: patch or replacement, precondition, server-side checks.
+ * Returns the candidate (owned), NULL with err set, or NULL with *noop set when the write
+ * changes nothing. Needs no lock: cur is immutable. */
+static json_t *prepare(const ks_res *res, const char *name, const char *sub, bool rv_required,
+                       mutate_fn fn, const void *arg, const json_t *cur, ks_err *err, bool *noop)
 {
-    if (text)
-        *text = NULL;
-    if (sub && (strcmp(sub, "status") != 0 || !res->has_status)) {
-        ks_err_set(err, 404, "NotFound", "the server could not find the requested resource");
-        return NULL;
-    }
-    json_t *ret = NULL;
-    pthread_mutex_lock(&s->mu);
-    const json_t *cur = ks_store_get_locked(s, res, ns, name);
-    if (!cur) {
-        err_not_found(err, res, name);
-        goto out;
-    }
     json_t *cand = fn(cur, arg, err);
     if (!cand)
-        goto out;
+        return NULL;
     if (!json_is_object(cand)) {
         ks_err_set(err, 422, "Invalid", "the result of the %s is not an object",
                    rv_required ? "update" : "patch");
         json_decref(cand);
-        goto out;
+        return NULL;
     }
     /* metadata.resourceVersion in the new state is a precondition (optimistic concurrency):
      * kube-apiserver answers 409 Conflict when it differs from the stored version. */
@@ -444,24 +433,75 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
                    "be specified for an update",
                    res->kind, name);
         err->field = "metadata.resourceVersion";
-    } else if (finish_update(s, res, name, cur, cand, sub, err)) {
+    } else if (finish_update(NULL, res, name, cur, cand, sub, err)) {
         /* Compare with the stored version's resourceVersion so an unchanged object is seen. */
         json_object_set(meta_of(cand), "resourceVersion",
                         json_object_get(json_object_get(cur, "metadata"), "resourceVersion"));
-        if (json_equal((json_t *)cur, cand)) {
-            /* A no-op write keeps the resourceVersion and makes no event, as in Kubernetes. */
-            ret = json_incref((json_t *)cur);
-        } else {
-            ret = json_incref((json_t *)ks_store_commit_locked(s, res, ns, name, cand));
-            cand = NULL;
-            if (text)
-                *text = ks_store_last_text_locked(s);
-        }
+        if (!json_equal((json_t *)cur, cand))
+            return cand;
+        *noop = true; /* a no-op write keeps the version and makes no event, as in Kubernetes */
     }
     json_decref(cand);
-out:
-    pthread_mutex_unlock(&s->mu);
-    return ret;
+    return NULL;
+}
+
+/* Update or patch an existing object. The work (patch, checks, serialisation) happens outside
+ * the store mutex on the immutable current version; the commit then only checks, under the
+ * mutex, that the object is still that version (pointer identity: we hold a reference, so the
+ * address cannot be reused) and swaps it in. A writer that lost a race redoes its work against
+ * the newer version, where its resourceVersion precondition, if any, now fails with 409: the
+ * same outcome as if the writes had been serialised. Holding the mutex for the whole write
+ * made connection threads queue behind each other and left a core idle. */
+static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, const char *name,
+                              const char *sub, bool rv_required, mutate_fn fn, const void *arg,
+                              ks_err *err, char **text)
+{
+    if (text)
+        *text = NULL;
+    if (sub && (strcmp(sub, "status") != 0 || !res->has_status)) {
+        ks_err_set(err, 404, "NotFound", "the server could not find the requested resource");
+        return NULL;
+    }
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        pthread_mutex_lock(&s->mu);
+        json_t *cur = (json_t *)ks_store_get_locked(s, res, ns, name);
+        if (cur)
+            json_incref(cur);
+        pthread_mutex_unlock(&s->mu);
+        if (!cur) {
+            err_not_found(err, res, name);
+            return NULL;
+        }
+        bool noop = false;
+        json_t *cand = prepare(res, name, sub, rv_required, fn, arg, cur, err, &noop);
+        if (!cand) {
+            if (noop)
+                return cur;
+            json_decref(cur);
+            return NULL;
+        }
+        ks_prepared pr;
+        ks_store_prepare(&pr, cand);
+        ks_event old;
+        pthread_mutex_lock(&s->mu);
+        bool same = ks_store_get_locked(s, res, ns, name) == cur;
+        uint64_t rev = 0;
+        if (same)
+            rev = ks_store_commit_prepared_locked(s, res, ns, name, &pr, &old);
+        pthread_mutex_unlock(&s->mu);
+        json_decref(cur);
+        if (!same) {
+            ks_prepared_fini(&pr);
+            continue;
+        }
+        ks_event_release(&old);
+        if (text)
+            *text = ks_prepared_text(&pr, rev);
+        return ks_prepared_take(&pr);
+    }
+    ks_err_set(err, 409, "Conflict", "too many concurrent writers on %s \"%.200s\"", res->plural,
+               name);
+    return NULL;
 }
 
 static json_t *mut_replace(const json_t *cur, const void *arg, ks_err *err)

@@ -142,15 +142,19 @@ static void on_event(void *arg, const ks_event *e)
         return;
     const char *phase = label(e->obj, LABEL_PHASE);
     const char *ophase = e->old ? label(e->old, LABEL_PHASE) : NULL;
+    bool deleted = e->type == KS_EV_DELETED;
+    bool starting = e->type == KS_EV_ADDED && phase && strcmp(phase, "Starting") == 0;
+    bool claimed = e->type == KS_EV_MODIFIED && ophase && strcmp(ophase, "Idle") == 0 &&
+                   (!phase || strcmp(phase, "Idle") != 0);
+    if (!deleted && e->type != KS_EV_ADDED && !claimed)
+        return; /* the common case (any other pod write) costs no lock and no wake-up */
     int64_t now = ks_now_ns();
     pthread_mutex_lock(&c->mu);
-    if (e->type == KS_EV_DELETED) {
+    if (deleted || e->type == KS_EV_ADDED)
         mark_dirty_locked(c, ks_meta_str(e->obj, "namespace"), pool);
-    } else if (e->type == KS_EV_ADDED) {
-        if (phase && strcmp(phase, "Starting") == 0)
-            timer_push_locked(c, T_WARM, now + c->o.warmup_ms * 1000000, e->obj);
-        mark_dirty_locked(c, ks_meta_str(e->obj, "namespace"), pool);
-    } else if (ophase && strcmp(ophase, "Idle") == 0 && (!phase || strcmp(phase, "Idle") != 0)) {
+    if (starting)
+        timer_push_locked(c, T_WARM, now + c->o.warmup_ms * 1000000, e->obj);
+    if (claimed) {
         log_claim_locked(c, e, phase);
         if (phase && strcmp(phase, "Stopping") == 0)
             timer_push_locked(c, T_STOP, now + c->o.stop_ms * 1000000, e->obj);

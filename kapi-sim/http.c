@@ -319,7 +319,12 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
                             .rv = arg(conn, "resourceVersion"),
                             .bookmarks = arg_true(conn, "allowWatchBookmarks"),
                             .timeout_ns = to ? strtoll(to, NULL, 10) * 1000000000 : 0,
-                            .bookmark_ns = srv->bookmark_ms * 1000000};
+                            .bookmark_ns = srv->bookmark_ms * 1000000,
+                            .peer_fd = -1};
+        const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci)
+            wo.peer_fd = ci->connect_fd;
         ks_watch *w = ks_watch_new(srv->s, f, &wo, &err);
         if (!w)
             break;

@@ -258,6 +258,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    ks_tune_malloc();
     int rc = 1;
     ks_store store;
     ks_faults faults;

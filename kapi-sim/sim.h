@@ -152,6 +152,8 @@ struct ks_store {
 };
 
 int ks_store_init(ks_store *s, size_t hist_cap);
+/* Process-wide malloc settings for the write churn; call once from main. */
+void ks_tune_malloc(void);
 void ks_store_fini(ks_store *s);
 void ks_store_shutdown(ks_store *s);
 /* Drop history up to and including revision upto (0 = everything so far). Locks. */
@@ -167,6 +169,25 @@ const json_t *ks_store_get_locked(ks_store *s, const ks_res *res, const char *ns
 const json_t *ks_store_commit_locked(ks_store *s, const ks_res *res, const char *ns,
                                      const char *name, json_t *obj);
 const ks_event *ks_store_event_locked(const ks_store *s, uint64_t rev); /* NULL if not held */
+
+/* A new object version serialised before taking the store mutex: its JSON text carries a
+ * placeholder resourceVersion that the commit replaces with the real one. */
+typedef struct ks_prepared {
+    json_t *obj; /* owned */
+    char *text;  /* its JSON; NULL when the placeholder could not be used */
+    size_t len;
+    size_t rv_off; /* offset of the placeholder in text */
+} ks_prepared;
+
+void ks_store_prepare(ks_prepared *p, json_t *obj /* stolen */);
+/* Commit (obj handed to the store; p->text stays with p). The evicted history slot, if any,
+ * goes to *evicted for ks_event_release after unlocking. Returns the new revision. */
+uint64_t ks_store_commit_prepared_locked(ks_store *s, const ks_res *res, const char *ns,
+                                         const char *name, ks_prepared *p, ks_event *evicted);
+char *ks_prepared_text(const ks_prepared *p, uint64_t rev); /* malloc'd object JSON at rev */
+json_t *ks_prepared_take(ks_prepared *p); /* the committed object (new reference); frees text */
+void ks_prepared_fini(ks_prepared *p);    /* for a prepared write that was not committed */
+void ks_event_release(ks_event *e);
 /* The object JSON of the last committed event, malloc'd (NULL on OOM). */
 char *ks_store_last_text_locked(const ks_store *s);
 
@@ -216,6 +237,7 @@ typedef struct ks_watch_opts {
     bool bookmarks;
     int64_t timeout_ns;  /* 0 = none */
     int64_t bookmark_ns; /* bookmark interval */
+    int peer_fd; /* client socket, checked for a hang-up while idle; <= 0: none (0 is stdin) */
 } ks_watch_opts;
 
 /* Start a watch; returns NULL with err set (e.g. 400 for a bad resourceVersion). The 410 for a

@@ -14,9 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define WATCH_BATCH (256u << 10) /* bytes gathered per wake before handing them to MHD */
+/* An idle watch looks at its socket this often: a client that went away is otherwise noticed
+ * only at the next write, and its connection thread would wait for an event until then. */
+#define PEER_CHECK_NS 1000000000LL
 
 struct ks_watch {
     ks_store *s;
@@ -36,7 +40,9 @@ struct ks_watch {
     int64_t next_bookmark_ns;
     uint64_t drop_after; /* events; 0 = never */
     uint64_t sent;       /* events sent (not bookmarks) */
-    json_t *initial;     /* synthetic ADDED objects still to send (array) */
+    int peer_fd;         /* -1 = unknown */
+    int64_t next_peer_check_ns;
+    json_t *initial; /* synthetic ADDED objects still to send (array) */
     size_t initial_i;
     char *buf; /* pending output: buf[off, len) */
     size_t len, off, cap;
@@ -88,7 +94,9 @@ ks_watch *ks_watch_new(ks_store *s, ks_faults *f, const ks_watch_opts *o, ks_err
     w->lsel = o->lsel;
     w->fsel = o->fsel;
     w->bookmarks = o->bookmarks;
+    w->peer_fd = o->peer_fd;
     int64_t now = ks_now_ns();
+    w->next_peer_check_ns = now + PEER_CHECK_NS;
     w->deadline_ns = o->timeout_ns > 0 ? now + o->timeout_ns : 0;
     w->bookmark_every_ns = o->bookmark_ns > 0 ? o->bookmark_ns : 1000000000;
     w->next_bookmark_ns = now + w->bookmark_every_ns;
@@ -228,6 +236,14 @@ static void gather_locked(ks_watch *w, int64_t delay_ns)
             w->drop = true;
             return;
         }
+        if (w->peer_fd > 0 && now >= w->next_peer_check_ns) {
+            char c;
+            if (recv(w->peer_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+                w->drop = true; /* hung up: nobody to send to */
+                return;
+            }
+            w->next_peer_check_ns = now + PEER_CHECK_NS;
+        }
         int64_t wake = 0;
         uint64_t n0 = w->sent;
         while (w->cursor < s->rev && w->len < WATCH_BATCH) {
@@ -254,6 +270,8 @@ static void gather_locked(ks_watch *w, int64_t delay_ns)
         deadline_min(&wake, w->drop_at_ns);
         if (w->bookmarks)
             deadline_min(&wake, w->next_bookmark_ns);
+        if (w->peer_fd > 0)
+            deadline_min(&wake, w->next_peer_check_ns);
         if (wake) {
             struct timespec ts = {.tv_sec = wake / 1000000000, .tv_nsec = wake % 1000000000};
             pthread_cond_timedwait(&s->cv, &s->mu, &ts);
