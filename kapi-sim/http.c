@@ -25,6 +25,7 @@ struct ks_server {
     char *token;
     char *tls_cert, *tls_key; /* PEM text, kept for the daemon's lifetime */
     int64_t bookmark_ms;
+    int64_t watch_batch_us;
     int port;
     char addr[64];
 };
@@ -320,7 +321,8 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
                             .bookmarks = arg_true(conn, "allowWatchBookmarks"),
                             .timeout_ns = to ? strtoll(to, NULL, 10) * 1000000000 : 0,
                             .bookmark_ns = srv->bookmark_ms * 1000000,
-                            .peer_fd = -1};
+                            .peer_fd = -1,
+                            .batch_ns = srv->watch_batch_us * 1000};
         const union MHD_ConnectionInfo *ci =
                 MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci)
@@ -581,6 +583,7 @@ ks_server *ks_server_start(const ks_server_opts *o, ks_store *s, ks_faults *f, k
     srv->f = f;
     srv->c = c;
     srv->bookmark_ms = o->bookmark_ms > 0 ? o->bookmark_ms : 1000;
+    srv->watch_batch_us = o->watch_batch_us >= 0 ? o->watch_batch_us : 0;
     srv->token = o->token ? strdup(o->token) : NULL;
 
     char host[64] = "127.0.0.1";

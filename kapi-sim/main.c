@@ -36,6 +36,8 @@ static void usage(FILE *out)
           "1000)\n"
           "  --claims-max N         claim log bound (default 1000000; more are counted as "
           "dropped)\n"
+          "  --watch-batch-us US    a busy watch gathers events this long between sends\n"
+          "                         (default 500; 0 = send every event at once)\n"
           "fault injection (also at runtime: PUT /sim/faults):\n"
           "  --latency VERB=MS[+JITTER]  delay VERB (get list watch create update patch delete\n"
           "                         other, or all) by MS plus uniform [0,JITTER) ms; repeatable\n"
@@ -145,7 +147,8 @@ enum {
     O_DROP_EVENTS,
     O_DROP_MS,
     O_DELAY_MS,
-    O_HELP
+    O_HELP,
+    O_WATCH_BATCH
 };
 
 int main(int argc, char **argv)
@@ -173,8 +176,9 @@ int main(int argc, char **argv)
                                              {"watch-drop-ms", 1, 0, O_DROP_MS},
                                              {"watch-delay-ms", 1, 0, O_DELAY_MS},
                                              {"help", 0, 0, O_HELP},
+                                             {"watch-batch-us", 1, 0, O_WATCH_BATCH},
                                              {0, 0, 0, 0}};
-    ks_server_opts so = {.listen = "127.0.0.1:0", .bookmark_ms = 1000};
+    ks_server_opts so = {.listen = "127.0.0.1:0", .bookmark_ms = 1000, .watch_batch_us = 500};
     ks_controller_opts co = {.warmup_ms = 100, .hold_ms = 500, .stop_ms = 20};
     ks_fault_cfg fc = {.retry_after_s = 1, .error_code = 500};
     const char *port_file = NULL, *objects = NULL;
@@ -221,6 +225,7 @@ int main(int argc, char **argv)
             NUM(O_HISTORY, 16, 1e7, history)
             NUM(O_BOOKMARK, 1, 3.6e6, so.bookmark_ms)
             NUM(O_CLAIMS_MAX, 1, 1e9, co.claims_max)
+            NUM(O_WATCH_BATCH, 0, 1e6, so.watch_batch_us)
             NUM(O_CONFLICT, 0, 1, fc.conflict_rate)
             NUM(O_THROTTLE, 0, 1, fc.throttle_rate)
             NUM(O_RETRY_AFTER, 0, 3600, fc.retry_after_s)

@@ -133,12 +133,20 @@ typedef struct ks_event {
 
 typedef struct ks_store ks_store;
 
+/* A watch waiting for events: commits signal only waiters with `waiting` set, so a watch that
+ * is batching (see watch.c) is not woken by every write. Fields under the store mutex. */
+typedef struct ks_waiter {
+    struct ks_waiter *prev, *next;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    bool waiting;
+} ks_waiter;
+
 /* Called under the store mutex after every committed change (controller hook). */
 typedef void (*ks_store_hook)(void *arg, const ks_event *ev);
 
 struct ks_store {
     pthread_mutex_t mu;
-    pthread_cond_t cv;          /* broadcast on every commit, compaction and shutdown */
+    ks_waiter *waiters; /* every open watch; woken on commit (if waiting), compaction, shutdown */
     json_t *objs[KS_RES_COUNT]; /* "ns/name" (or "name") -> stored object; objects never mutate */
     uint64_t rev;               /* last committed revision */
     ks_event *hist;             /* ring of hist_cap events; holds revisions [lo, rev] */
@@ -156,6 +164,8 @@ int ks_store_init(ks_store *s, size_t hist_cap);
 void ks_tune_malloc(void);
 void ks_store_fini(ks_store *s);
 void ks_store_shutdown(ks_store *s);
+void ks_waiter_add_locked(ks_store *s, ks_waiter *w);    /* initialises w->cv */
+void ks_waiter_remove_locked(ks_store *s, ks_waiter *w); /* destroys w->cv */
 /* Drop history up to and including revision upto (0 = everything so far). Locks. */
 void ks_store_compact(ks_store *s, uint64_t upto);
 
@@ -237,7 +247,8 @@ typedef struct ks_watch_opts {
     bool bookmarks;
     int64_t timeout_ns;  /* 0 = none */
     int64_t bookmark_ns; /* bookmark interval */
-    int peer_fd; /* client socket, checked for a hang-up while idle; <= 0: none (0 is stdin) */
+    int peer_fd;      /* client socket, checked for a hang-up while idle; <= 0: none (0 is stdin) */
+    int64_t batch_ns; /* after sending, gather for this long before sending again; 0 = off */
 } ks_watch_opts;
 
 /* Start a watch; returns NULL with err set (e.g. 400 for a bad resourceVersion). The 410 for a
@@ -332,7 +343,8 @@ typedef struct ks_server_opts {
     const char *token;    /* bearer token; NULL = no auth */
     const char *tls_cert; /* PEM file paths; both or neither */
     const char *tls_key;
-    int64_t bookmark_ms; /* watch bookmark interval */
+    int64_t bookmark_ms;    /* watch bookmark interval */
+    int64_t watch_batch_us; /* see ks_watch_opts.batch_ns */
 } ks_server_opts;
 
 /* Start serving; returns NULL with a message in err. The server borrows s, f and c. */

@@ -70,11 +70,6 @@ int ks_store_init(ks_store *s, size_t hist_cap)
     s->hist_cap = hist_cap;
     for (int i = 0; i < KS_RES_COUNT; i++)
         s->objs[i] = json_object();
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&s->mu, NULL);
     s->rev = 1; /* like etcd, revisions start above zero; "0" means "any" to a watch */
     s->lo = 2;
@@ -97,15 +92,51 @@ void ks_store_fini(ks_store *s)
     free(s->hist);
     for (int i = 0; i < KS_RES_COUNT; i++)
         json_decref(s->objs[i]);
-    pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+}
+
+void ks_waiter_add_locked(ks_store *s, ks_waiter *w)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    w->waiting = false;
+    w->prev = NULL;
+    w->next = s->waiters;
+    if (s->waiters)
+        s->waiters->prev = w;
+    s->waiters = w;
+}
+
+void ks_waiter_remove_locked(ks_store *s, ks_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    pthread_cond_destroy(&w->cv);
+}
+
+/* all: also the watches that are batching (compaction, shutdown). */
+static void wake_locked(ks_store *s, bool all)
+{
+    for (ks_waiter *w = s->waiters; w; w = w->next) {
+        if (w->waiting || all) {
+            w->waiting = false;
+            pthread_cond_signal(&w->cv);
+        }
+    }
 }
 
 void ks_store_shutdown(ks_store *s)
 {
     pthread_mutex_lock(&s->mu);
     s->shutdown = true;
-    pthread_cond_broadcast(&s->cv);
+    wake_locked(s, true);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -120,7 +151,7 @@ void ks_store_compact(ks_store *s, uint64_t upto)
     }
     if (upto > s->compacted)
         s->compacted = upto;
-    pthread_cond_broadcast(&s->cv); /* watchers behind the new floor get 410 at once */
+    wake_locked(s, true); /* watchers behind the new floor get 410 at once */
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -301,7 +332,7 @@ uint64_t ks_store_commit_prepared_locked(ks_store *s, const ks_res *res, const c
     }
     if (s->hook)
         s->hook(s->hook_arg, e);
-    pthread_cond_broadcast(&s->cv);
+    wake_locked(s, false);
     return rev;
 }
 
@@ -342,6 +373,6 @@ const json_t *ks_store_commit_locked(ks_store *s, const ks_res *res, const char 
     }
     if (s->hook)
         s->hook(s->hook_arg, e);
-    pthread_cond_broadcast(&s->cv);
+    wake_locked(s, false);
     return obj;
 }

@@ -296,7 +296,11 @@ int main(int argc, char **argv)
     ks_controller *ctl = ks_controller_new(&st, &co);
     ks_ensure_namespace(&st, "default");
     make_pods(nconn);
-    ks_server_opts so = {.listen = "127.0.0.1:0", .bookmark_ms = 1000};
+    /* KS_BATCH_US: the --watch-batch-us to bench with (default 500, as kapi-sim) */
+    ks_server_opts so = {.listen = "127.0.0.1:0",
+                         .bookmark_ms = 1000,
+                         .watch_batch_us =
+                                 getenv("KS_BATCH_US") ? atoi(getenv("KS_BATCH_US")) : 500};
     char err[256];
     ks_server *srv = ks_server_start(&so, &st, &fl, ctl, err, sizeof err);
     if (!srv) {
@@ -336,8 +340,7 @@ int main(int argc, char **argv)
     if (argc > 4 && strcmp(argv[4], "patch-only") == 0) { /* for profiling */
         double b = run_workers(0, nconn, secs, &e1, &base_cpu);
         double p = run_workers(1, nconn, secs, &e2, &patch_cpu);
-        printf("PATCH %.0f/s, %.2f CPU us/op (baseline %.0f/s, %.2f)\n", p, patch_cpu, b,
-               base_cpu);
+        printf("PATCH %.0f/s, %.2f CPU us/op (baseline %.0f/s, %.2f)\n", p, patch_cpu, b, base_cpu);
         return 0;
     }
 
@@ -403,15 +406,15 @@ int main(int argc, char **argv)
     double live_rate = (double)lgot / (lend - t0);
 
     printf("kapi-sim bench: %ld CPUs online, loopback, keep-alive, %d client connections, "
-           "%.1f s per row\n",
-           cpus, nconn, secs);
+           "%.1f s per row, watch batch %lld us\n",
+           cpus, nconn, secs, (long long)so.watch_batch_us);
     printf("%-46s %14s %8s %12s\n", "row", "rate", "vs base", "CPU us/op");
     printf("%-46s %12.0f/s %8s %12.2f\n", "baseline: GET /version round trips", base, "1.00",
            base_cpu);
     printf("%-46s %12.0f/s %8.2f %12.2f\n", "PATCH pod, strategic merge + rv precondition", patch,
            patch / base, patch_cpu);
-    printf("%-46s %12.0f/s %8.2f %12.2f\n", "  same patches in process, no HTTP (1 thread)",
-           inproc, inproc / base, inproc_cpu);
+    printf("%-46s %12.0f/s %8.2f %12.2f\n", "  same patches in process, no HTTP (1 thread)", inproc,
+           inproc / base, inproc_cpu);
     char label[80];
     snprintf(label, sizeof label, "watch fan-out, replay %" PRIu64 " events x %d", replay, nwatch);
     printf("%-46s %12.0f/s %8.2f %12.2f\n", label, replay_rate, replay_rate / base, replay_cpu);
