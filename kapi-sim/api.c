@@ -364,6 +364,7 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
         else
             json_object_del(md, keep[i]);
     }
+    bool internal = sub && strcmp(sub, "*") == 0; /* the pool controller: all fields */
     if (sub && strcmp(sub, "status") == 0) {
         /* /status writes change status only (metadata and spec stay as stored). */
         json_t *st = json_object_get(cand, "status");
@@ -377,7 +378,7 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
         json_decref(n);
         return true;
     }
-    if (res->has_status) { /* the main resource ignores status changes */
+    if (res->has_status && !internal) { /* the main resource ignores status changes */
         json_t *st = json_object_get(old, "status");
         if (st)
             json_object_set(cand, "status", st);
@@ -404,7 +405,7 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
 }
 
 /* Common tail of update and patch: precondition, checks, commit. Takes the lock. */
-typedef json_t *(*mutate_fn)(const json_t *cur, const void *arg, ks_err *err);
+typedef ks_mutate_fn mutate_fn;
 
 /* Build the new state from cur: patch or replacement, precondition, server-side checks.
  * Returns the candidate (owned), NULL with err set, or NULL with *noop set when the write
@@ -458,7 +459,7 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
 {
     if (text)
         *text = NULL;
-    if (sub && (strcmp(sub, "status") != 0 || !res->has_status)) {
+    if (sub && strcmp(sub, "*") != 0 && (strcmp(sub, "status") != 0 || !res->has_status)) {
         ks_err_set(err, 404, "NotFound", "the server could not find the requested resource");
         return NULL;
     }
@@ -502,6 +503,12 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
     ks_err_set(err, 409, "Conflict", "too many concurrent writers on %s \"%.200s\"", res->plural,
                name);
     return NULL;
+}
+
+json_t *ks_api_write_internal(ks_store *s, const ks_res *res, const char *ns, const char *name,
+                              ks_mutate_fn fn, const void *arg, ks_err *err)
+{
+    return write_existing(s, res, ns, name, "*", false, fn, arg, err, NULL);
 }
 
 static json_t *mut_replace(const json_t *cur, const void *arg, ks_err *err)

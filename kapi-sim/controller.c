@@ -190,13 +190,12 @@ ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o)
 
 /* ---- actions, on the controller thread with the store mutex held ------------------------- */
 
+/* pod is a shallow copy of a stored pod (see fire): what is changed is copied first. */
 static void set_ready(json_t *pod, bool ready)
 {
     json_t *st = json_object_get(pod, "status");
-    if (!json_is_object(st)) {
-        st = json_object();
-        json_object_set_new(pod, "status", st);
-    }
+    st = json_is_object(st) ? json_copy(st) : json_object();
+    json_object_set_new(pod, "status", st);
     char ts[40];
     ks_rfc3339_now(ts, sizeof ts);
     const char *b = ready ? "True" : "False";
@@ -216,14 +215,20 @@ static void set_ready(json_t *pod, bool ready)
     }
 }
 
-static void set_phase_label(json_t *pod, const char *phase)
+static json_t *own_metadata(json_t *pod)
 {
     json_t *md = json_object_get(pod, "metadata");
+    md = json_is_object(md) ? json_copy(md) : json_object();
+    json_object_set_new(pod, "metadata", md);
+    return md;
+}
+
+static void set_phase_label(json_t *pod, const char *phase)
+{
+    json_t *md = own_metadata(pod);
     json_t *l = json_object_get(md, "labels");
-    if (!json_is_object(l)) {
-        l = json_object();
-        json_object_set_new(md, "labels", l);
-    }
+    l = json_is_object(l) ? json_copy(l) : json_object();
+    json_object_set_new(md, "labels", l);
     json_object_set_new(l, LABEL_PHASE, json_string(phase));
 }
 
@@ -357,58 +362,102 @@ static void reconcile_locked(ks_controller *c, const char *key)
     json_decref(mine);
 }
 
-static void fire_locked(ks_controller *c, timer_kind k, const timer *t)
+typedef struct fire_arg {
+    timer_kind k;
+    const timer *t;
+    const json_t *pool; /* T_STOP: the pod's SandboxPool, or NULL */
+} fire_arg;
+
+/* Build the pod's next state for timer t, from a shallow copy: only the parts that change are
+ * copied, the rest is shared with the stored (immutable) version. */
+static json_t *mut_fire(const json_t *cur, const void *arg, ks_err *err)
 {
-    ks_store *s = c->s;
-    const ks_res *pods = &ks_resources[KS_RES_POD];
-    const json_t *cur = ks_store_get_locked(s, pods, t->ns, t->name);
-    const char *uid = cur ? ks_meta_str(cur, "uid") : NULL;
-    if (!cur || !uid || strcmp(uid, t->uid) != 0)
-        return; /* deleted (or replaced) meanwhile */
+    (void)err;
+    const fire_arg *fa = arg;
+    const char *uid = ks_meta_str(cur, "uid");
+    if (!uid || strcmp(uid, fa->t->uid) != 0)
+        return NULL; /* deleted and re-created meanwhile */
     const char *phase = label(cur, LABEL_PHASE);
+    if (!phase)
+        return NULL;
     json_t *pod = NULL;
-    if (k == T_WARM && phase && strcmp(phase, "Starting") == 0) {
-        pod = json_deep_copy(cur);
+    if (fa->k == T_WARM && strcmp(phase, "Starting") == 0) {
+        pod = json_copy((json_t *)cur);
         set_phase_label(pod, "Idle");
         set_ready(pod, true);
-    } else if (k == T_HOLD && phase && strcmp(phase, "Idle") != 0 &&
-               strcmp(phase, "Starting") != 0 && strcmp(phase, "Stopping") != 0) {
-        pod = json_deep_copy(cur);
+    } else if (fa->k == T_HOLD && strcmp(phase, "Idle") != 0 && strcmp(phase, "Starting") != 0 &&
+               strcmp(phase, "Stopping") != 0) {
+        pod = json_copy((json_t *)cur);
         set_phase_label(pod, "Stopping");
         set_ready(pod, false);
-        pthread_mutex_lock(&c->mu);
-        timer_push_locked(c, T_STOP, ks_now_ns() + c->o.stop_ms * 1000000, cur);
-        pthread_mutex_unlock(&c->mu);
-    } else if (k == T_STOP && phase && strcmp(phase, "Stopping") == 0) {
+    } else if (fa->k == T_STOP && strcmp(phase, "Stopping") == 0) {
         /* Back to a fresh sandbox: the pool's labels, no claim annotations, template images. */
         const char *pool_name = label(cur, LABEL_POOL);
-        const json_t *pool =
-                ks_store_get_locked(s, &ks_resources[KS_RES_SANDBOXPOOL], t->ns, pool_name);
-        pod = json_deep_copy(cur);
-        json_t *md = json_object_get(pod, "metadata");
-        json_t *labels = template_labels(pool, pool_name);
+        pod = json_copy((json_t *)cur);
+        json_t *md = own_metadata(pod);
+        json_t *labels = template_labels(fa->pool, pool_name);
         json_object_set_new(labels, LABEL_PHASE, json_string("Idle"));
         json_object_set_new(md, "labels", labels);
         json_object_set_new(md, "annotations", json_object());
-        json_t *tmpl = pool_template(pool);
+        json_t *tmpl = pool_template(fa->pool);
+        json_t *spec = json_copy(json_object_get(pod, "spec"));
+        json_t *cts = json_copy(json_object_get(spec, "containers"));
         size_t i;
         json_t *ct;
-        json_array_foreach(json_object_get(json_object_get(pod, "spec"), "containers"), i, ct)
+        json_array_foreach(cts, i, ct)
         {
             size_t j;
             json_t *tc;
             json_array_foreach(json_object_get(tmpl, "containers"), j, tc)
             {
-                if (json_equal(json_object_get(tc, "name"), json_object_get(ct, "name")) &&
-                    json_object_get(tc, "image"))
-                    json_object_set(ct, "image", json_object_get(tc, "image"));
+                json_t *img = json_object_get(tc, "image");
+                if (img && json_equal(json_object_get(tc, "name"), json_object_get(ct, "name")) &&
+                    !json_equal(img, json_object_get(ct, "image"))) {
+                    json_t *nct = json_copy(ct);
+                    json_object_set(nct, "image", img);
+                    json_array_set_new(cts, i, nct);
+                    ct = nct;
+                }
             }
         }
+        if (spec && cts)
+            json_object_set_new(spec, "containers", cts);
+        else
+            json_decref(cts);
+        if (spec)
+            json_object_set_new(pod, "spec", spec);
         json_decref(tmpl);
         set_ready(pod, true);
     }
-    if (pod)
-        ks_store_commit_locked(s, pods, t->ns, t->name, pod);
+    return pod;
+}
+
+/* One timer: an internal write, outside the store mutex like any client's PATCH. */
+static void fire(ks_controller *c, timer_kind k, const timer *t)
+{
+    ks_store *s = c->s;
+    fire_arg fa = {.k = k, .t = t};
+    json_t *pool = NULL;
+    if (k == T_STOP) {
+        pthread_mutex_lock(&s->mu);
+        const json_t *cur = ks_store_get_locked(s, &ks_resources[KS_RES_POD], t->ns, t->name);
+        const char *pool_name = cur ? label(cur, LABEL_POOL) : NULL;
+        if (pool_name)
+            pool = json_incref((json_t *)ks_store_get_locked(s, &ks_resources[KS_RES_SANDBOXPOOL],
+                                                             t->ns, pool_name));
+        pthread_mutex_unlock(&s->mu);
+        fa.pool = pool;
+    }
+    ks_err err = {0};
+    json_t *pod = ks_api_write_internal(s, &ks_resources[KS_RES_POD], t->ns, t->name, mut_fire, &fa,
+                                        &err);
+    if (pod && k == T_HOLD) {
+        pthread_mutex_lock(&c->mu);
+        timer_push_locked(c, T_STOP, ks_now_ns() + c->o.stop_ms * 1000000, pod);
+        pthread_mutex_unlock(&c->mu);
+    }
+    json_decref(pod);
+    json_decref(pool);
 }
 
 static void *run(void *arg)
@@ -448,21 +497,21 @@ static void *run(void *arg)
             continue;
         }
         pthread_mutex_unlock(&c->mu);
-        pthread_mutex_lock(&c->s->mu);
         if (dirty) {
+            pthread_mutex_lock(&c->s->mu);
             const char *key;
             json_t *v;
             json_object_foreach(dirty, key, v) reconcile_locked(c, key);
+            pthread_mutex_unlock(&c->s->mu);
         }
         for (int k = 0; k < T_COUNT; k++) {
             while (due[k]) {
                 timer *t = due[k];
                 due[k] = t->next;
-                fire_locked(c, (timer_kind)k, t);
+                fire(c, (timer_kind)k, t);
                 timer_free(t);
             }
         }
-        pthread_mutex_unlock(&c->s->mu);
         json_decref(dirty);
         pthread_mutex_lock(&c->mu);
     }

@@ -229,6 +229,12 @@ json_t *ks_api_patch(ks_store *s, const ks_res *res, const char *ns, const char 
                      char **text);
 json_t *ks_api_delete(ks_store *s, const ks_res *res, const char *ns, const char *name,
                       const json_t *opts, ks_err *err);
+/* Internal write for the pool controller: fn builds the new state from the current one (which
+ * it must not modify; copy what you change); status may change too; no precondition. fn
+ * returning NULL with err->code 0 means "nothing to do". Store mutex not held. */
+typedef json_t *(*ks_mutate_fn)(const json_t *cur, const void *arg, ks_err *err);
+json_t *ks_api_write_internal(ks_store *s, const ks_res *res, const char *ns, const char *name,
+                              ks_mutate_fn fn, const void *arg, ks_err *err);
 json_t *ks_api_get(ks_store *s, const ks_res *res, const char *ns, const char *name, ks_err *err);
 /* List: ns NULL = all namespaces; limit 0 = all; cont NULL or the continue token. */
 json_t *ks_api_list(ks_store *s, const ks_res *res, const char *ns, const ks_lsel *ls,
