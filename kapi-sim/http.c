@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct ks_server {
     struct MHD_Daemon *d;
@@ -587,7 +588,7 @@ ks_server *ks_server_start(const ks_server_opts *o, ks_store *s, ks_faults *f, k
     srv->token = o->token ? strdup(o->token) : NULL;
 
     char host[64] = "127.0.0.1";
-    int port = 0;
+    int port = 0, lfd = -1;
     const char *colon = o->listen ? strrchr(o->listen, ':') : NULL;
     if (o->listen) {
         if (!colon || colon - o->listen >= (long)sizeof host) {
@@ -608,6 +609,19 @@ ks_server *ks_server_start(const ks_server_opts *o, ks_store *s, ks_faults *f, k
         snprintf(err, errlen, "--listen %s: host must be an IPv4 address", o->listen);
         goto fail;
     }
+    /* Bind here rather than in MHD so the port (for /api's serverAddressByClientCIDRs) is known
+     * before any connection thread can read it. */
+    lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    socklen_t sl = sizeof sa;
+    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+        bind(lfd, (struct sockaddr *)&sa, sizeof sa) || listen(lfd, 1024) ||
+        getsockname(lfd, (struct sockaddr *)&sa, &sl)) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        goto fail;
+    }
+    srv->port = ntohs(sa.sin_port);
+    snprintf(srv->addr, sizeof srv->addr, "%s:%d", host, srv->port);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (o->tls_cert || o->tls_key) {
@@ -633,9 +647,9 @@ ks_server *ks_server_start(const ks_server_opts *o, ks_store *s, ks_faults *f, k
             {MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
             {MHD_OPTION_END, 0, NULL},
     };
-    srv->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
-                              (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                              srv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)2000,
+    srv->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_LISTEN_SOCKET, lfd,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)2000,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
                               MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
                               MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_ARRAY,
@@ -647,11 +661,10 @@ ks_server *ks_server_start(const ks_server_opts *o, ks_store *s, ks_faults *f, k
                  host, port);
         goto fail;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
-    srv->port = di ? di->port : port;
-    snprintf(srv->addr, sizeof srv->addr, "%s:%d", host, srv->port);
     return srv;
 fail:
+    if (lfd >= 0)
+        close(lfd);
     free(srv->token);
     free(srv->tls_cert);
     free(srv->tls_key);

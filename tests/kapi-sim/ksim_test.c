@@ -47,7 +47,8 @@ int ksim_start(ksim *k, const char *args)
     snprintf(portfile, sizeof portfile, "%s/port", k->dir);
     char *argv[64];
     int argc = 0;
-    argv[argc++] = KAPI_SIM_BIN;
+    /* KSIM_BIN runs the tests against another build, e.g. a ThreadSanitizer one. */
+    argv[argc++] = getenv("KSIM_BIN") ? getenv("KSIM_BIN") : KAPI_SIM_BIN;
     argv[argc++] = "--port-file";
     argv[argc++] = portfile;
     char *dup = strdup(args ? args : "");
