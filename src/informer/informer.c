@@ -30,7 +30,6 @@
 #include "podcache.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +287,84 @@ static int urlenc(const char *s, char *out, size_t len)
     return 0;
 }
 
+/* Apply one LIST page: every pod of "items", and metadata.resourceVersion / continue into
+ * rv / cont (4096 bytes). A pod that is well-formed JSON but unusable is skipped with a
+ * warning; malformed JSON ends the page. Returns 0, -EBADMSG, -EMSGSIZE. */
+static int list_page(pc_informer *inf, const char *body, size_t len, char *rv, char *cont)
+{
+    pc__js js;
+    char key[32];
+    int rc;
+    bool have_items = false;
+    pc__js_init(&js, body, len);
+    if ((rc = pc__js_obj_begin(&js)))
+        goto bad;
+    while ((rc = pc__js_obj_key(&js, key, sizeof(key))) == 1) {
+        if (!strcmp(key, "metadata") && pc__js_peek(&js) == '{') {
+            pc__js_obj_begin(&js);
+            while ((rc = pc__js_obj_key(&js, key, sizeof(key))) == 1) {
+                int n = 0;
+                if (!strcmp(key, "resourceVersion") && pc__js_peek(&js) == '"')
+                    n = pc__js_str(&js, rv, PC_RV_MAX);
+                else if (!strcmp(key, "continue") && pc__js_peek(&js) == '"')
+                    n = pc__js_str(&js, cont, 4096);
+                else
+                    n = pc__js_skip(&js);
+                if (n == -EMSGSIZE) {
+                    pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
+                                 "informer=%s/%s msg=\"list %s too long\"", inf->namespace_,
+                                 inf->pool, key);
+                    return -EMSGSIZE;
+                }
+                if (n < 0)
+                    goto bad;
+            }
+            if (rc < 0)
+                goto bad;
+        } else if (!strcmp(key, "items") && pc__js_peek(&js) == '[') {
+            have_items = true;
+            pc__js_arr_begin(&js);
+            while ((rc = pc__js_arr_next(&js)) == 1) {
+                pc__pod np;
+                char err[160];
+                memset(&np, 0, sizeof(np));
+                int prc = pc__pod_scan(&js, &np, err, sizeof(err));
+                if (prc == -EBADMSG) {
+                    pc__pod_clear(&np);
+                    goto bad;
+                }
+                if (prc) {
+                    INC(errors);
+                    pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
+                                 "informer=%s/%s msg=\"skipping pod in list: %s\"", inf->namespace_,
+                                 inf->pool, err);
+                    pc__pod_clear(&np);
+                    continue;
+                }
+                apply(inf, &np);
+            }
+            if (rc < 0)
+                goto bad;
+        } else if (pc__js_skip(&js)) {
+            goto bad;
+        }
+    }
+    if (rc < 0 || pc__js_end(&js))
+        goto bad;
+    if (!have_items || !rv[0]) {
+        pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
+                     "informer=%s/%s msg=\"malformed list page: no items or resourceVersion\"",
+                     inf->namespace_, inf->pool);
+        return -EBADMSG;
+    }
+    return 0;
+bad:
+    pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
+                 "informer=%s/%s msg=\"malformed list page at byte %zu: %s\"", inf->namespace_,
+                 inf->pool, (size_t)(js.p - body), js.why ? js.why : "?");
+    return -EBADMSG;
+}
+
 /* One full paged LIST, applied to the cache; pods not in it are dropped. Returns 0 (inf->rv
  * set to the list's version), -ECANCELED (stop), or another negative errno. */
 static int do_list(pc_informer *inf)
@@ -334,59 +411,25 @@ static int do_list(pc_informer *inf)
         INC(list_pages);
         inf->received_ns = pc__kube_mono_ns();
         ADD(list_bytes, r.body_len);
-        json_error_t je;
-        json_t *root = json_loadb(r.body ? r.body : "", r.body_len, 0, &je);
+        char page_rv[PC_RV_MAX] = "", next[sizeof(cont)] = "";
+        int prc = list_page(inf, r.body ? r.body : "", r.body_len, page_rv, next);
         pc_kube_response_fini(&r);
-        json_t *items = json_object_get(root, "items");
-        const char *rv = json_string_value(
-                json_object_get(json_object_get(root, "metadata"), "resourceVersion"));
-        if (!root || !json_is_array(items) || !rv || strlen(rv) >= sizeof(inf->rv)) {
+        if (prc) {
             INC(errors);
-            pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
-                         "informer=%s/%s msg=\"malformed list page: %s\"", inf->namespace_,
-                         inf->pool, root ? "no items or resourceVersion" : je.text);
-            json_decref(root);
-            return -EBADMSG;
+            return prc;
         }
-        size_t i;
-        json_t *item;
-        json_array_foreach(items, i, item)
-        {
-            pc__pod np;
-            char err[160];
-            memset(&np, 0, sizeof(np));
-            int prc = pc__pod_parse(item, &np, err, sizeof(err));
-            if (prc) {
-                INC(errors);
-                pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
-                             "informer=%s/%s msg=\"skipping pod in list: %s\"", inf->namespace_,
-                             inf->pool, err);
-                pc__pod_clear(&np);
-                continue;
-            }
-            apply(inf, &np);
-        }
-        const char *c =
-                json_string_value(json_object_get(json_object_get(root, "metadata"), "continue"));
         /* The resume point only once the whole LIST is in: a LIST cut short (error, stop)
          * must be redone, not resumed from the middle. */
-        snprintf(list_rv, sizeof(list_rv), "%s", rv);
-        bool more = c && c[0];
-        if (more && strlen(c) >= sizeof(cont)) {
-            json_decref(root);
-            return -EMSGSIZE;
-        }
-        if (more && strcmp(cont, c) == 0) {
+        snprintf(list_rv, sizeof(list_rv), "%s", page_rv);
+        bool more = next[0] != '\0';
+        if (more && strcmp(cont, next) == 0) {
             INC(errors);
             pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
                          "informer=%s/%s msg=\"list continue token did not advance\"",
                          inf->namespace_, inf->pool);
-            json_decref(root);
             return -EBADMSG;
         }
-        if (more)
-            snprintf(cont, sizeof(cont), "%s", c);
-        json_decref(root);
+        snprintf(cont, sizeof(cont), "%s", next);
         if (on_wake(inf))
             return -ECANCELED;
         if (!more)
@@ -412,65 +455,122 @@ static int do_list(pc_informer *inf)
 
 /* ---- WATCH ------------------------------------------------------------------------------ */
 
+/* The event's "type" and the bounds of its "object" (in either order). Returns 0 or -EBADMSG
+ * with why set. */
+static int event_split(const char *line, size_t len, char *type, size_t tcap, const char **obj,
+                       size_t *olen, const char **why)
+{
+    pc__js js;
+    char key[16];
+    int rc;
+    *obj = NULL;
+    type[0] = '\0';
+    pc__js_init(&js, line, len);
+    if ((rc = pc__js_obj_begin(&js)) == 0) {
+        while ((rc = pc__js_obj_key(&js, key, sizeof(key))) == 1) {
+            if (!strcmp(key, "type") && pc__js_peek(&js) == '"') {
+                if (pc__js_str(&js, type, tcap) < 0)
+                    type[0] = '\0';
+            } else if (!strcmp(key, "object") && pc__js_peek(&js) == '{') {
+                *obj = js.p;
+                if (pc__js_skip(&js))
+                    break;
+                *olen = (size_t)(js.p - *obj);
+            } else if (pc__js_skip(&js)) {
+                break;
+            }
+        }
+    }
+    if (rc < 0 || js.why || pc__js_end(&js)) {
+        *why = js.why ? js.why : "malformed JSON";
+        return -EBADMSG;
+    }
+    if (!type[0] || !*obj) {
+        *why = "no type or object";
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+/* An ERROR event's Status: code and message. */
+static long status_of(const char *obj, size_t len, char *msg, size_t cap)
+{
+    pc__js js;
+    char key[16];
+    long long code = 0;
+    msg[0] = '\0';
+    pc__js_init(&js, obj, len);
+    if (pc__js_obj_begin(&js))
+        return 0;
+    while (pc__js_obj_key(&js, key, sizeof(key)) == 1) {
+        if (!strcmp(key, "code") && pc__js_peek(&js) == '0') {
+            if (pc__js_int(&js, &code))
+                return 0;
+        } else if (!strcmp(key, "message") && pc__js_peek(&js) == '"') {
+            if (pc__js_str(&js, msg, cap) == -EMSGSIZE)
+                msg[0] = '\0';
+        } else if (pc__js_skip(&js)) {
+            return 0;
+        }
+    }
+    return (long)code;
+}
+
 static int on_line(void *arg, const char *line, size_t len)
 {
     pc_informer *inf = arg;
-    json_error_t je;
     inf->received_ns = inf->cur_stream ? inf->cur_stream->chunk_at_ns : pc__kube_mono_ns();
-    json_t *ev = json_loadb(line, len, 0, &je);
-    const char *type = json_string_value(json_object_get(ev, "type"));
-    json_t *obj = json_object_get(ev, "object");
-    int rc = 0;
-    if (!ev || !type || !json_is_object(obj)) {
+    char type[16];
+    const char *obj, *why = NULL;
+    size_t olen = 0;
+    if (event_split(line, len, type, sizeof(type), &obj, &olen, &why)) {
         INC(errors);
         pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
                      "informer=%s/%s msg=\"malformed watch event, resuming from rv %s: %s\"",
-                     inf->namespace_, inf->pool, inf->rv, ev ? "no type or object" : je.text);
-        rc = STOP_RESUME;
-        goto out;
+                     inf->namespace_, inf->pool, inf->rv, why);
+        return STOP_RESUME;
     }
     if (strcmp(type, "ERROR") == 0) {
-        json_t *code = json_object_get(obj, "code");
-        const char *msg = json_string_value(json_object_get(obj, "message"));
-        if (json_integer_value(code) == 410) {
-            rc = STOP_GONE;
-        } else {
+        char msg[200];
+        long code = status_of(obj, olen, msg, sizeof(msg));
+        int rc = code == 410 ? STOP_GONE : STOP_RESUME;
+        if (rc != STOP_GONE)
             INC(errors);
-            rc = STOP_RESUME;
-        }
         pc__kube_log(inf->client, rc == STOP_GONE ? PC_KUBE_LOG_INFO : PC_KUBE_LOG_WARN,
-                     "informer=%s/%s msg=\"watch error event: %lld %s\"", inf->namespace_,
-                     inf->pool, (long long)json_integer_value(code), msg ? msg : "");
-        goto out;
+                     "informer=%s/%s msg=\"watch error event: %ld %s\"", inf->namespace_, inf->pool,
+                     code, msg);
+        return rc;
     }
-    const char *rv =
-            json_string_value(json_object_get(json_object_get(obj, "metadata"), "resourceVersion"));
     if (strcmp(type, "BOOKMARK") == 0) {
-        if (rv && rv[0] && strlen(rv) < sizeof(inf->rv))
+        char rv[PC_RV_MAX];
+        if (pc__js_metadata_rv(obj, olen, rv, sizeof(rv)) > 0)
             snprintf(inf->rv, sizeof(inf->rv), "%s", rv);
         INC(bookmarks);
         inf->got_event = true;
-        goto out;
+        return 0;
     }
     bool deleted = strcmp(type, "DELETED") == 0;
     if (!deleted && strcmp(type, "ADDED") != 0 && strcmp(type, "MODIFIED") != 0) {
         pc__kube_log(inf->client, PC_KUBE_LOG_DEBUG, "informer=%s/%s msg=\"ignoring event %s\"",
                      inf->namespace_, inf->pool, type);
-        goto out;
+        return 0;
     }
     pc__pod np;
+    pc__js js;
     char err[160];
     memset(&np, 0, sizeof(np));
-    if (pc__pod_parse(obj, &np, err, sizeof(err)) != 0) {
+    pc__js_init(&js, obj, olen);
+    if (pc__pod_scan(&js, &np, err, sizeof(err)) != 0) {
         INC(errors);
         pc__kube_log(inf->client, PC_KUBE_LOG_WARN, "informer=%s/%s msg=\"bad pod in %s: %s\"",
                      inf->namespace_, inf->pool, type, err);
         pc__pod_clear(&np);
-        rc = STOP_RESUME;
-        goto out;
+        return STOP_RESUME;
     }
     INC(watch_events);
     inf->got_event = true;
+    char rv[PC_RV_MAX];
+    snprintf(rv, sizeof(rv), "%s", np.rv);
     if (deleted) {
         pc__pod *old = pc__podcache_get(&inf->cache, np.namespace_, np.name);
         if (old)
@@ -482,9 +582,7 @@ static int on_line(void *arg, const char *line, size_t len)
         apply(inf, &np);
     }
     snprintf(inf->rv, sizeof(inf->rv), "%s", rv);
-out:
-    json_decref(ev);
-    return rc;
+    return 0;
 }
 
 /* One WATCH request. Returns 0 (rotation: resume), 1 (410: relist), -ECANCELED, or another

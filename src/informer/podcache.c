@@ -51,106 +51,276 @@ void pc__pod_clear(pc__pod *p)
     p->n_containers = 0;
 }
 
-static int copy_field(char *dst, size_t cap, const char *src, const char *what, bool required,
-                      char *err, size_t errlen)
+/* Read a string field into a fixed buffer; over-long is a semantic error (-EINVAL). */
+static int field(pc__js *js, char *dst, size_t cap, const char *what, char *err, size_t errlen)
 {
-    if (!src) {
-        if (required) {
-            snprintf(err, errlen, "pod object without %s", what);
-            return -EINVAL;
-        }
+    char t = pc__js_peek(js);
+    if (t == 'n') /* null: treat as absent */
+        return pc__js_skip(js) ? -EBADMSG : (dst[0] = '\0', 0);
+    if (t != '"') {
+        if (pc__js_skip(js))
+            return -EBADMSG;
+        snprintf(err, errlen, "pod %s is not a string", what);
         dst[0] = '\0';
-        return 0;
-    }
-    size_t n = strlen(src);
-    if (n >= cap || (required && n == 0)) {
-        snprintf(err, errlen, "pod %s: %s of %zu bytes out of bounds", what, what, n);
         return -EINVAL;
     }
-    memcpy(dst, src, n + 1);
+    int n = pc__js_str(js, dst, cap);
+    if (n == -EMSGSIZE) {
+        snprintf(err, errlen, "pod %s longer than %zu bytes", what, cap - 1);
+        return -EINVAL;
+    }
+    return n < 0 ? -EBADMSG : 0;
+}
+
+static int add_label(pc__pod *p, size_t *cap, const char *k, const char *v)
+{
+    if (p->n_labels == *cap) {
+        size_t nc = *cap ? *cap * 2 : 8;
+        pc_kv *l = realloc(p->labels, nc * sizeof(pc_kv));
+        if (!l)
+            return -ENOMEM;
+        p->labels = l;
+        *cap = nc;
+    }
+    char *kd = strdup(k), *vd = strdup(v);
+    if (!kd || !vd) {
+        free(kd);
+        free(vd);
+        return -ENOMEM;
+    }
+    p->labels[p->n_labels].key = kd;
+    p->labels[p->n_labels].value = vd;
+    p->n_labels++;
     return 0;
 }
 
-int pc__pod_parse(json_t *obj, pc__pod *p, char *err, size_t errlen)
+/* The worst of two results: syntax errors beat allocation failures beat semantic ones. */
+static int worst(int a, int b)
 {
-    json_t *md = json_object_get(obj, "metadata");
-    if (!json_is_object(md)) {
-        snprintf(err, errlen, "pod object without metadata");
+    if (a == -EBADMSG || b == -EBADMSG)
+        return -EBADMSG;
+    if (a == -ENOMEM || b == -ENOMEM)
+        return -ENOMEM;
+    return a ? a : b;
+}
+
+static int scan_metadata(pc__js *js, pc__pod *p, bool *have_name, bool *have_ns, bool *have_rv,
+                         char *err, size_t errlen)
+{
+    char key[32];
+    int rc, res = 0;
+    if (pc__js_peek(js) != '{')
+        return pc__js_skip(js) ? -EBADMSG : 0;
+    pc__js_obj_begin(js);
+    while ((rc = pc__js_obj_key(js, key, sizeof(key))) == 1) {
+        int r = 0;
+        if (!strcmp(key, "name")) {
+            r = field(js, p->name, sizeof(p->name), "metadata.name", err, errlen);
+            *have_name = r == 0 && p->name[0];
+        } else if (!strcmp(key, "namespace")) {
+            r = field(js, p->namespace_, sizeof(p->namespace_), "metadata.namespace", err, errlen);
+            *have_ns = r == 0 && p->namespace_[0];
+        } else if (!strcmp(key, "resourceVersion")) {
+            r = field(js, p->rv, sizeof(p->rv), "metadata.resourceVersion", err, errlen);
+            *have_rv = r == 0 && p->rv[0];
+        } else if (!strcmp(key, "uid")) {
+            r = field(js, p->uid, sizeof(p->uid), "metadata.uid", err, errlen);
+        } else if (!strcmp(key, "deletionTimestamp")) {
+            p->deleting = pc__js_peek(js) != 'n';
+            r = pc__js_skip(js);
+        } else if (!strcmp(key, "labels") && pc__js_peek(js) == '{') {
+            /* Kubernetes bounds label keys at 317 bytes (prefix 253 + '/' + name 63) and
+             * values at 63; longer ones cannot come from a real server: rejected. */
+            char lk[320], lv[256];
+            size_t cap = 0;
+            int lrc;
+            pc__js_obj_begin(js);
+            while ((lrc = pc__js_obj_key(js, lk, sizeof(lk))) == 1) {
+                if (pc__js_peek(js) != '"') {
+                    r = worst(r, pc__js_skip(js) ? -EBADMSG : 0);
+                    continue;
+                }
+                int n = pc__js_str(js, lv, sizeof(lv));
+                if (n == -EMSGSIZE || !lk[0]) {
+                    snprintf(err, errlen, "pod label key or value out of bounds");
+                    r = worst(r, -EINVAL);
+                    continue;
+                }
+                if (n < 0) {
+                    r = -EBADMSG;
+                    break;
+                }
+                r = worst(r, add_label(p, &cap, lk, lv));
+                if (!strcmp(lk, "podclaim.io/phase")) {
+                    /* longer than any phase name: kept as "", which is no phase at all */
+                    size_t vl = strlen(lv);
+                    if (vl < sizeof(p->phase))
+                        memcpy(p->phase, lv, vl + 1);
+                }
+            }
+            if (lrc < 0)
+                r = -EBADMSG;
+        } else {
+            r = pc__js_skip(js);
+        }
+        res = worst(res, r);
+        if (res == -EBADMSG)
+            return res;
+    }
+    return rc < 0 ? -EBADMSG : res;
+}
+
+static int scan_spec(pc__js *js, pc__pod *p)
+{
+    char key[32];
+    int rc, res = 0;
+    if (pc__js_peek(js) != '{')
+        return pc__js_skip(js) ? -EBADMSG : 0;
+    pc__js_obj_begin(js);
+    while ((rc = pc__js_obj_key(js, key, sizeof(key))) == 1) {
+        if (strcmp(key, "containers") != 0 || pc__js_peek(js) != '[') {
+            if (pc__js_skip(js))
+                return -EBADMSG;
+            continue;
+        }
+        size_t cap = 0;
+        pc__js_arr_begin(js);
+        while ((rc = pc__js_arr_next(js)) == 1) {
+            if (pc__js_peek(js) != '{') {
+                if (pc__js_skip(js))
+                    return -EBADMSG;
+                continue;
+            }
+            pc__js_obj_begin(js);
+            int crc;
+            while ((crc = pc__js_obj_key(js, key, sizeof(key))) == 1) {
+                char name[PC_NAME_MAX];
+                if (strcmp(key, "name") != 0 || pc__js_peek(js) != '"') {
+                    if (pc__js_skip(js))
+                        return -EBADMSG;
+                    continue;
+                }
+                int n = pc__js_str(js, name, sizeof(name));
+                if (n == -EBADMSG)
+                    return n;
+                if (n < 0)
+                    continue; /* an over-long container name is not kept */
+                if (p->n_containers == cap) {
+                    size_t nc = cap ? cap * 2 : 4;
+                    char **c = realloc(p->containers, nc * sizeof(char *));
+                    if (!c) {
+                        res = -ENOMEM;
+                        continue;
+                    }
+                    p->containers = c;
+                    cap = nc;
+                }
+                if (!(p->containers[p->n_containers] = strdup(name)))
+                    res = -ENOMEM;
+                else
+                    p->n_containers++;
+            }
+            if (crc < 0)
+                return -EBADMSG;
+        }
+        if (rc < 0)
+            return -EBADMSG;
+    }
+    return rc < 0 ? -EBADMSG : res;
+}
+
+static int scan_status(pc__js *js, pc__pod *p)
+{
+    char key[32], val[32];
+    int rc;
+    if (pc__js_peek(js) != '{')
+        return pc__js_skip(js) ? -EBADMSG : 0;
+    pc__js_obj_begin(js);
+    while ((rc = pc__js_obj_key(js, key, sizeof(key))) == 1) {
+        if (!strcmp(key, "phase") && pc__js_peek(js) == '"') {
+            int n = pc__js_str(js, val, sizeof(val));
+            if (n == -EBADMSG)
+                return n;
+            p->running = n > 0 && !strcmp(val, "Running");
+        } else if (!strcmp(key, "conditions") && pc__js_peek(js) == '[') {
+            pc__js_arr_begin(js);
+            int arc;
+            while ((arc = pc__js_arr_next(js)) == 1) {
+                if (pc__js_peek(js) != '{') {
+                    if (pc__js_skip(js))
+                        return -EBADMSG;
+                    continue;
+                }
+                char type[32] = "", status[16] = "";
+                pc__js_obj_begin(js);
+                int crc;
+                while ((crc = pc__js_obj_key(js, key, sizeof(key))) == 1) {
+                    int n = 0;
+                    if (!strcmp(key, "type") && pc__js_peek(js) == '"')
+                        n = pc__js_str(js, type, sizeof(type));
+                    else if (!strcmp(key, "status") && pc__js_peek(js) == '"')
+                        n = pc__js_str(js, status, sizeof(status));
+                    else
+                        n = pc__js_skip(js);
+                    if (n == -EBADMSG)
+                        return n;
+                }
+                if (crc < 0)
+                    return -EBADMSG;
+                if (!strcmp(type, "Ready"))
+                    p->ready = !strcmp(status, "True");
+            }
+            if (arc < 0)
+                return -EBADMSG;
+        } else if (pc__js_skip(js)) {
+            return -EBADMSG;
+        }
+    }
+    return rc < 0 ? -EBADMSG : 0;
+}
+
+int pc__pod_scan(pc__js *js, pc__pod *p, char *err, size_t errlen)
+{
+    char key[32];
+    bool have_name = false, have_ns = false, have_rv = false;
+    int rc, res = 0;
+    p->phase[0] = '\0';
+    p->running = p->ready = p->deleting = false;
+    if (pc__js_peek(js) != '{') {
+        if (pc__js_skip(js)) {
+            snprintf(err, errlen, "malformed JSON: %s", js->why ? js->why : "?");
+            return -EBADMSG;
+        }
+        snprintf(err, errlen, "pod is not a JSON object");
         return -EINVAL;
     }
-    int rc;
-    if ((rc = copy_field(p->namespace_, sizeof(p->namespace_),
-                         json_string_value(json_object_get(md, "namespace")), "metadata.namespace",
-                         true, err, errlen)) ||
-        (rc = copy_field(p->name, sizeof(p->name), json_string_value(json_object_get(md, "name")),
-                         "metadata.name", true, err, errlen)) ||
-        (rc = copy_field(p->rv, sizeof(p->rv),
-                         json_string_value(json_object_get(md, "resourceVersion")),
-                         "metadata.resourceVersion", true, err, errlen)) ||
-        (rc = copy_field(p->uid, sizeof(p->uid), json_string_value(json_object_get(md, "uid")),
-                         "metadata.uid", false, err, errlen)))
-        return rc;
-    json_t *dt = json_object_get(md, "deletionTimestamp");
-    p->deleting = dt && !json_is_null(dt);
-
-    json_t *labels = json_object_get(md, "labels");
-    p->phase[0] = '\0';
-    if (json_is_object(labels) && json_object_size(labels)) {
-        p->labels = calloc(json_object_size(labels), sizeof(pc_kv));
-        if (!p->labels)
-            return -ENOMEM;
-        const char *k;
-        json_t *v;
-        json_object_foreach(labels, k, v)
-        {
-            const char *s = json_string_value(v);
-            if (!s)
-                continue;
-            char *kd = strdup(k), *vd = strdup(s);
-            if (!kd || !vd) {
-                free(kd);
-                free(vd);
-                return -ENOMEM;
-            }
-            p->labels[p->n_labels].key = kd;
-            p->labels[p->n_labels].value = vd;
-            p->n_labels++;
-            if (strcmp(k, "podclaim.io/phase") == 0)
-                snprintf(p->phase, sizeof(p->phase), "%s", s);
-        }
+    pc__js_obj_begin(js);
+    while ((rc = pc__js_obj_key(js, key, sizeof(key))) == 1) {
+        int r;
+        if (!strcmp(key, "metadata"))
+            r = scan_metadata(js, p, &have_name, &have_ns, &have_rv, err, errlen);
+        else if (!strcmp(key, "spec"))
+            r = scan_spec(js, p);
+        else if (!strcmp(key, "status"))
+            r = scan_status(js, p);
+        else
+            r = pc__js_skip(js);
+        res = worst(res, r);
+        if (res == -EBADMSG)
+            break;
     }
-
-    json_t *containers = json_object_get(json_object_get(obj, "spec"), "containers");
-    if (json_is_array(containers) && json_array_size(containers)) {
-        p->containers = calloc(json_array_size(containers), sizeof(char *));
-        if (!p->containers)
-            return -ENOMEM;
-        size_t i;
-        json_t *ct;
-        json_array_foreach(containers, i, ct)
-        {
-            const char *n = json_string_value(json_object_get(ct, "name"));
-            if (!n)
-                continue;
-            if (!(p->containers[p->n_containers] = strdup(n)))
-                return -ENOMEM;
-            p->n_containers++;
-        }
+    if (rc < 0 || res == -EBADMSG) {
+        snprintf(err, errlen, "malformed JSON: %s", js->why ? js->why : "?");
+        return -EBADMSG;
     }
-
-    json_t *status = json_object_get(obj, "status");
-    const char *phase = json_string_value(json_object_get(status, "phase"));
-    p->running = phase && strcmp(phase, "Running") == 0;
-    p->ready = false;
-    json_t *conds = json_object_get(status, "conditions");
-    size_t i;
-    json_t *cd;
-    json_array_foreach(conds, i, cd)
-    {
-        const char *t = json_string_value(json_object_get(cd, "type"));
-        const char *s = json_string_value(json_object_get(cd, "status"));
-        if (t && s && strcmp(t, "Ready") == 0)
-            p->ready = strcmp(s, "True") == 0;
+    if (res)
+        return res;
+    if (!have_name || !have_ns || !have_rv) {
+        snprintf(err, errlen, "pod object without %s",
+                 !have_name ? "metadata.name"
+                 : !have_ns ? "metadata.namespace"
+                            : "metadata.resourceVersion");
+        return -EINVAL;
     }
     return 0;
 }

@@ -10,7 +10,8 @@
 
 #include <podclaim/backend.h>
 
-#include <jansson.h>
+#include "jscan.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,10 +39,12 @@ typedef struct pc__pod {
 /* DESIGN.md §2: phase Idle, status.phase Running, Ready=True, not being deleted. */
 bool pc__pod_is_idle(const pc__pod *p);
 
-/* Fill `p` (zeroed by the caller) from a Pod object. Returns 0, or -EINVAL with err set for
- * an object without metadata.name/namespace/resourceVersion or with an over-long field,
- * -ENOMEM. On failure p holds nothing to free beyond pc__pod_clear. */
-int pc__pod_parse(json_t *obj, pc__pod *p, char *err, size_t errlen);
+/* Fill `p` (zeroed by the caller) from the Pod object at the scanner's cursor, consuming it.
+ * Returns 0; -EINVAL with err set for well-formed JSON that is no usable pod (no
+ * metadata.name/namespace/resourceVersion, an over-long field), the object consumed all the
+ * same; -EBADMSG for malformed JSON (err says where); -ENOMEM. On failure p holds nothing to
+ * free beyond pc__pod_clear. */
+int pc__pod_scan(pc__js *js, pc__pod *p, char *err, size_t errlen);
 
 /* Free what a pod owns (labels, containers); keeps the fixed fields. Cannot fail. */
 void pc__pod_clear(pc__pod *p);

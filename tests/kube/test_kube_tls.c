@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define TOKEN "t0ken-that-must-never-be-logged"
 
@@ -192,5 +193,48 @@ Test(tls, kubeconfig_with_ca_data_and_token_syncs_an_informer, .init = setup, .f
                                  10000);
     cr_assert(ok, "idle=%llu pods=%llu", (unsigned long long)s.idle, (unsigned long long)s.pods);
     pc_informer_free(inf);
+    pc_kube_client_free(c);
+}
+
+static void write_token(const char *path, const char *tok)
+{
+    /* like the kubelet: write a new file, rename it over the old one */
+    char tmp[160];
+    snprintf(tmp, sizeof(tmp), "%s.new", path);
+    FILE *f = fopen(tmp, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "%s\n", tok);
+    fclose(f);
+    cr_assert_eq(rename(tmp, path), 0);
+}
+
+/* Poll pc_kube_client_check until it returns `want`; each try is a TLS handshake, so the
+ * polling interval is 50 ms rather than the 200 us of PC_TEST_WAIT_UNTIL. */
+static bool check_becomes(pc_kube_client *c, int want, int64_t ms)
+{
+    char err[512];
+    int64_t end = pc_test_now_ms() + ms;
+    do {
+        if (pc_kube_client_check(c, err, sizeof(err)) == want)
+            return true;
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    } while (pc_test_now_ms() < end);
+    return false;
+}
+
+Test(tls, rereads_a_rotated_token_file, .init = setup, .fini = teardown, .timeout = 30)
+{
+    char tf[128], err[512];
+    snprintf(tf, sizeof(tf), "%s/token", certs);
+    write_token(tf, TOKEN);
+    pc_kube_options o = {.server = sim.url, .ca_file = ca, .token_file = tf};
+    pc_kube_client *c;
+    cr_assert_eq(pc_kube_client_new(&o, &c, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(pc_kube_client_check(c, err, sizeof(err)), 0, "%s", err);
+    write_token(tf, "rotated-to-something-else");
+    cr_assert(check_becomes(c, -EACCES, 5000), "the new (wrong) token was never used");
+    write_token(tf, TOKEN);
+    cr_assert(check_becomes(c, 0, 5000), "the rotated-back token was never used");
     pc_kube_client_free(c);
 }

@@ -314,13 +314,22 @@ static const char *pod_json(const char *name, const char *rv, const char *phase,
     return buf;
 }
 
-static void parse(const char *js, pc__pod *p)
+static int scan(const char *text, size_t len, pc__pod *p, char *err, size_t errlen)
 {
-    json_t *j = json_loads(js, 0, NULL);
-    char err[128];
+    pc__js js;
     memset(p, 0, sizeof(*p));
-    cr_assert_eq(pc__pod_parse(j, p, err, sizeof(err)), 0, "%s", err);
-    json_decref(j);
+    pc__js_init(&js, text, len);
+    int rc = pc__pod_scan(&js, p, err, errlen);
+    if (rc == 0 && pc__js_end(&js))
+        rc = -EBADMSG;
+    return rc;
+}
+
+static void parse(const char *text, pc__pod *p)
+{
+    char err[128];
+    int rc = scan(text, strlen(text), p, err, sizeof(err));
+    cr_assert_eq(rc, 0, "%d %s", rc, err);
 }
 
 Test(podcache, classifies_idle_per_the_design)
@@ -352,13 +361,11 @@ Test(podcache, refuses_pods_without_identity)
             "{\"metadata\":{\"name\":\"x\",\"namespace\":\"n\",\"resourceVersion\":7}}", "[1,2]",
             "{\"metadata\":{\"name\":\"\",\"namespace\":\"n\",\"resourceVersion\":\"1\"}}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        json_t *j = json_loads(bad[i], 0, NULL);
         pc__pod p;
         char err[128];
-        memset(&p, 0, sizeof(p));
-        cr_assert_eq(pc__pod_parse(j, &p, err, sizeof(err)), -EINVAL, "accepted %s", bad[i]);
+        cr_assert_eq(scan(bad[i], strlen(bad[i]), &p, err, sizeof(err)), -EINVAL, "accepted %s",
+                     bad[i]);
         pc__pod_clear(&p);
-        json_decref(j);
     }
 }
 
@@ -389,4 +396,95 @@ Test(podcache, inserts_finds_grows_and_removes_while_iterating)
     cr_assert_null(pc__podcache_get(&c, "ns", "pod-10"));
     cr_assert_not_null(pc__podcache_get(&c, "ns", "pod-11"));
     pc__podcache_fini(&c);
+}
+
+/* ---- the pull scanner ---- */
+
+Test(jscan, rejects_a_pod_cut_at_every_byte_and_never_reads_past_it)
+{
+    char b[1024];
+    const char *full = pod_json("a", "1", "Idle", true, false, b, sizeof(b));
+    size_t n = strlen(full);
+    for (size_t cut = 0; cut < n; cut++) {
+        /* a heap copy of exactly `cut` bytes: ASan catches any read past the end */
+        char *t = malloc(cut ? cut : 1);
+        memcpy(t, full, cut);
+        pc__pod p;
+        char err[128];
+        int rc = scan(t, cut, &p, err, sizeof(err));
+        cr_assert_eq(rc, -EBADMSG, "cut at %zu accepted (rc %d)", cut, rc);
+        pc__pod_clear(&p);
+        free(t);
+    }
+}
+
+Test(jscan, rejects_malformed_json_and_deep_nesting)
+{
+    const char *bad[] = {"{\"a\":}",
+                         "{\"a\" 1}",
+                         "{\"a\":1,}",
+                         "[1,]",
+                         "[,1]",
+                         "{,}",
+                         "{\"a\":tru}",
+                         "{\"a\":01}",
+                         "{\"a\":\"\\x\"}",
+                         "{\"a\":\"\\ud800\"}",
+                         "{\"a\":1}x",
+                         "{\"a\":\"ctl\x01\"}",
+                         "{\"a\":-}",
+                         "{\"a\":1.}",
+                         "{\"a\":[1 2]}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        pc__js js;
+        pc__js_init(&js, bad[i], strlen(bad[i]));
+        int rc = pc__js_skip(&js);
+        if (rc == 0)
+            rc = pc__js_end(&js);
+        cr_assert_eq(rc, -EBADMSG, "accepted %s", bad[i]);
+        cr_assert_not_null(js.why);
+    }
+    char deep[300];
+    memset(deep, '[', 200);
+    memset(deep + 200, ']', 100);
+    pc__js js;
+    pc__js_init(&js, deep, 300);
+    cr_assert_eq(pc__js_skip(&js), -EBADMSG);
+    cr_assert_str_eq(js.why, "nesting too deep");
+}
+
+Test(jscan, decodes_escapes_and_finds_the_metadata_resource_version)
+{
+    const char *t = "{\"kind\":\"Pod\",\"spec\":{\"resourceVersion\":\"no\"},\"metadata\":{"
+                    "\"annotations\":{\"resourceVersion\":\"nope\"},\"name\":\"a\\\"b\\u00e9\\ud83d"
+                    "\\ude00\",\"resourceVersion\":\"4711\"}, \"status\" : { } }";
+    char rv[32];
+    cr_assert_eq(pc__js_metadata_rv(t, strlen(t), rv, sizeof(rv)), 4);
+    cr_assert_str_eq(rv, "4711");
+    pc__js js;
+    char key[32], name[32];
+    pc__js_init(&js, t, strlen(t));
+    cr_assert_eq(pc__js_obj_begin(&js), 0);
+    int rc;
+    while ((rc = pc__js_obj_key(&js, key, sizeof(key))) == 1) {
+        if (strcmp(key, "metadata")) {
+            cr_assert_eq(pc__js_skip(&js), 0);
+            continue;
+        }
+        pc__js_obj_begin(&js);
+        while (pc__js_obj_key(&js, key, sizeof(key)) == 1) {
+            if (!strcmp(key, "name"))
+                cr_assert_eq(pc__js_str(&js, name, sizeof(name)), 9);
+            else
+                cr_assert_eq(pc__js_skip(&js), 0);
+        }
+    }
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(pc__js_end(&js), 0);
+    cr_assert_str_eq(name, "a\"b\xc3\xa9\xf0\x9f\x98\x80");
+    cr_assert_eq(pc__js_metadata_rv("{\"metadata\":{}}", 15, rv, sizeof(rv)), -ENOENT);
+    cr_assert_eq(pc__js_metadata_rv("{\"metadata\":{\"resourceVersion\":\"12345\"}}", 40, rv, 4),
+                 -EMSGSIZE);
+    cr_assert_eq(pc__js_metadata_rv("{\"metadata\":{\"resourceVersion\":\"1\"", 34, rv, 32),
+                 -EBADMSG);
 }
