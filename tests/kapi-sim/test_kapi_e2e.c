@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static ksim K;
 
@@ -435,4 +436,60 @@ Test(e2e_auth, wrong_or_missing_token_is_401_and_the_right_one_works)
         cr_expect_eq(rc, 0, "kubectl with the token: %s", out);
         free(out);
     }
+}
+
+TestSuite(e2e_objects, .timeout = 40);
+
+Test(e2e_objects, objects_file_in_yaml_seeds_namespaces_pods_status_and_pools)
+{
+    char dir[64] = "/tmp/ksim-obj-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char file[128], args[256];
+    snprintf(file, sizeof file, "%s/objects.yaml", dir);
+    FILE *fp = fopen(file, "w");
+    fputs("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: seeded\n---\n"
+          "apiVersion: v1\nkind: Pod\nmetadata:\n  name: given\n  namespace: seeded\n"
+          "  labels:\n    app: 'x'\n    n: \"1\"\nspec:\n  containers:\n  - name: main\n"
+          "    image: img:1\nstatus:\n  phase: Running\n---\n"
+          "apiVersion: podclaim.io/v1alpha1\nkind: SandboxPool\nmetadata:\n  name: sp\n"
+          "  namespace: seeded\nspec:\n  replicas: 2\n  template:\n    metadata:\n      labels:\n"
+          "        team: blue\n    spec:\n      containers:\n      - name: sandbox\n"
+          "        image: custom:2\n",
+          fp);
+    fclose(fp);
+    snprintf(args, sizeof args, "--objects %s --warmup-ms 5", file);
+    int rc = ksim_start(&K, args);
+    if (rc != 0)
+        ksim_sh(NULL, "rm -rf %s", dir);
+    cr_assert_eq(rc, 0, "kapi-sim did not start with %s", file);
+    json_t *p = ksim_get_json(&K, "/api/v1/namespaces/seeded/pods/given");
+    cr_expect_not_null(p);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(p, "status"), "phase")),
+                     "Running");
+    cr_expect_str_eq(json_string_value(json_object_get(
+                             json_object_get(json_object_get(p, "metadata"), "labels"), "n")),
+                     "1", "a quoted YAML scalar stays a string");
+    json_decref(p);
+    cr_expect(KSIM_WAIT_UNTIL(ksim_count_phase(&K, "seeded", "sp", "Idle") == 2, 10000));
+    json_t *l = ksim_get_json(&K, "/api/v1/namespaces/seeded/pods?labelSelector=team%3Dblue");
+    json_t *first = json_array_get(json_object_get(l, "items"), 0);
+    json_t *c0 = json_array_get(json_object_get(json_object_get(first, "spec"), "containers"), 0);
+    cr_expect_str_eq(json_string_value(json_object_get(c0, "image")), "custom:2",
+                     "pool pods use the pool's template");
+    json_decref(l);
+    ksim_stop(&K);
+    ksim_sh(NULL, "rm -rf %s", dir);
+}
+
+Test(e2e_objects, a_bad_objects_file_fails_start_up_with_a_message)
+{
+    char *out = NULL;
+    int rc = ksim_sh(
+            &out,
+            "printf 'kind: Pod\\napiVersion: v1\\nmetadata: [1,\\n' > /tmp/ksim-bad-%d.yaml; "
+            "%s --objects /tmp/ksim-bad-%d.yaml 2>&1; rc=$?; rm -f /tmp/ksim-bad-%d.yaml; exit $rc",
+            (int)getpid(), KAPI_SIM_BIN, (int)getpid(), (int)getpid());
+    cr_expect_eq(rc, 1, "exit status");
+    cr_expect(out && strstr(out, "--objects") && strstr(out, "line"), "message: %s", out);
+    free(out);
 }

@@ -300,3 +300,96 @@ Test(http, injected_conflicts_and_errors_follow_the_configured_rates)
     cr_expect_eq(request("GET", "/api/v1/namespaces/default/pods/x", NULL, NULL, 0, NULL), 200);
     cr_expect_geq(ksim_now_ms() - t0, 30, "injected latency");
 }
+
+/* Streams a watch with libcurl; records the bytes and when the first byte came. */
+typedef struct stream {
+    buf b;
+    int64_t first_ms;
+} stream;
+
+static size_t on_stream(char *d, size_t sz, size_t nm, void *arg)
+{
+    stream *s = arg;
+    if (!s->first_ms)
+        s->first_ms = ksim_now_ms();
+    return on_data(d, sz, nm, &s->b);
+}
+
+static CURLcode watch(const char *query, stream *s)
+{
+    char url[512];
+    snprintf(url, sizeof url, "%s/api/v1/namespaces/default/pods?watch=1&%s", base, query);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_stream);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    return rc;
+}
+
+static void create(const char *name)
+{
+    char pod[256];
+    snprintf(pod, sizeof pod,
+             "{\"metadata\":{\"name\":\"%s\"},\"spec\":{\"containers\":[{\"name\":\"c\","
+             "\"image\":\"i\"}]}}",
+             name);
+    cr_assert_eq(request("POST", "/api/v1/namespaces/default/pods", "application/json", pod,
+                         strlen(pod), NULL),
+                 201);
+}
+
+static int lines(const char *s)
+{
+    int n = 0;
+    for (; s && *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+Test(http, watch_drop_after_n_events_cuts_the_connection_mid_stream)
+{
+    uint64_t rev;
+    free(snapshot(&rev));
+    create("a");
+    create("b");
+    create("c");
+    const char *f = "{\"watchDropEvents\":2}";
+    cr_assert_eq(request("PUT", "/sim/faults", "application/json", f, strlen(f), NULL), 200);
+    char q[64];
+    snprintf(q, sizeof q, "resourceVersion=%llu", (unsigned long long)rev);
+    stream s = {0};
+    CURLcode rc = watch(q, &s);
+    cr_expect_neq(rc, CURLE_OK, "a dropped stream has no terminating chunk");
+    cr_expect_eq(lines(s.b.p), 2, "exactly 2 events before the drop: %s", s.b.p);
+    free(s.b.p);
+}
+
+Test(http, watch_delay_holds_each_event_back)
+{
+    uint64_t rev;
+    free(snapshot(&rev));
+    const char *f = "{\"watchDelayMs\":200}";
+    cr_assert_eq(request("PUT", "/sim/faults", "application/json", f, strlen(f), NULL), 200);
+    int64_t t0 = ksim_now_ms();
+    create("late");
+    char q[64];
+    snprintf(q, sizeof q, "resourceVersion=%llu&timeoutSeconds=2", (unsigned long long)rev);
+    stream s = {0};
+    cr_expect_eq(watch(q, &s), CURLE_OK);
+    cr_expect(s.b.p && strstr(s.b.p, "\"name\":\"late\""), "%s", s.b.p);
+    cr_expect_geq(s.first_ms - t0, 190, "first event after %lld ms", (long long)(s.first_ms - t0));
+    free(s.b.p);
+}
+
+Test(http, watch_timeout_seconds_ends_the_stream_cleanly)
+{
+    stream s = {0};
+    int64_t t0 = ksim_now_ms();
+    cr_expect_eq(watch("timeoutSeconds=1", &s), CURLE_OK);
+    int64_t took = ksim_now_ms() - t0;
+    cr_expect(took >= 900 && took < 5000, "ended after %lld ms", (long long)took);
+    free(s.b.p);
+}

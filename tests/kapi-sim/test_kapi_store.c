@@ -457,3 +457,23 @@ Test(store, controller_warms_pods_logs_claims_exactly_and_recycles)
     json_decref(pod);
     json_decref(pool);
 }
+
+Test(store, a_continue_token_from_before_a_compaction_is_410)
+{
+    for (int i = 0; i < 3; i++) {
+        char n[8];
+        snprintf(n, sizeof n, "c%d", i);
+        json_decref(mkpod(n, NULL));
+    }
+    ks_err err = {0};
+    json_t *l = ks_api_list(&st, PODS, "default", NULL, NULL, 1, NULL, &err);
+    const char *c = json_string_value(json_object_get(json_object_get(l, "metadata"), "continue"));
+    cr_assert_not_null(c);
+    json_decref(mkpod("later", NULL));
+    ks_store_compact(&st, 0);
+    json_t *l2 = ks_api_list(&st, PODS, "default", NULL, NULL, 1, c, &err);
+    cr_expect_null(l2);
+    cr_expect_eq(err.code, 410);
+    cr_expect_str_eq(err.reason, "Expired");
+    json_decref(l);
+}
