@@ -317,7 +317,7 @@ int main(int argc, char **argv)
     port = ks_server_port(srv);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 
-    uint64_t e1, e2;
+    uint64_t e1 = 0, e2 = 0;
     double base_cpu, patch_cpu, inproc_cpu, replay_cpu, live_cpu, live_patch_cpu;
 
     /* Fill the history, then time `replay` more writes made in process (no HTTP): the cost of
@@ -370,8 +370,26 @@ int main(int argc, char **argv)
     double replay_rate = (double)rgot / (rend - t0);
     replay_cpu = (cpu_s() - rc0) * 1e6 / (double)(rgot ? rgot : 1);
 
-    double base = run_workers(0, nconn, secs, &e1, &base_cpu);
-    double patch = run_workers(1, nconn, secs, &e2, &patch_cpu);
+    /* Let the server end the replay watches (their clients are gone) before timing more. */
+    for (double end = now_s() + 5;
+         atomic_load_explicit(&fl.watches_open, memory_order_relaxed) > 0 && now_s() < end;) {
+        struct timespec ts = {0, 1000000}; /* polling a counter between rows, 1 ms */
+        nanosleep(&ts, NULL);
+    }
+    /* Baseline and PATCH alternate, best of 3 each: other tenants of the 2 cores come and go
+     * within seconds, and interleaving exposes both rows to the same conditions. */
+    double base = 0, patch = 0;
+    for (int r = 0; r < 3; r++) {
+        uint64_t e;
+        double cpu, rate = run_workers(0, nconn, secs, &e, &cpu);
+        e1 += e;
+        if (rate > base)
+            base = rate, base_cpu = cpu;
+        rate = run_workers(1, nconn, secs, &e, &cpu);
+        e2 += e;
+        if (rate > patch)
+            patch = rate, patch_cpu = cpu;
+    }
 
     /* Live fan-out: nwatch watchers follow while nconn connections PATCH. */
     pthread_mutex_lock(&st.mu);
@@ -413,7 +431,7 @@ int main(int argc, char **argv)
     double live_rate = (double)lgot / (lend - t0);
 
     printf("kapi-sim bench: %ld CPUs online, loopback, keep-alive, %d client connections, "
-           "%.1f s per row, watch batch %lld us\n",
+           "%.1f s per row (base/PATCH: best of 3, interleaved), watch batch %lld us\n",
            cpus, nconn, secs, (long long)so.watch_batch_us);
     printf("%-46s %14s %8s %12s\n", "row", "rate", "vs base", "CPU us/op");
     printf("%-46s %12.0f/s %8s %12.2f\n", "baseline: GET /version round trips", base, "1.00",
