@@ -194,6 +194,7 @@ static void apply(pc_informer *inf, pc__pod *np)
     if (old && old->uid[0] && np->uid[0] && strcmp(old->uid, np->uid) != 0 && was_idle) {
         /* Same name, new pod: the old incarnation is gone. */
         notify(inf, PC_INFORMER_WITHDRAW, old);
+        atomic_fetch_sub_explicit(&inf->n.idle, 1, memory_order_relaxed);
         was_idle = false;
     }
     if (!old) {
