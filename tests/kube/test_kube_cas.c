@@ -211,3 +211,30 @@ Test(kube_cas, maps_every_server_answer_to_its_outcome, .fini = teardown, .timeo
     cr_assert_leq(bs.connections, 2u, "keep-alive: %llu connections for 6 PATCHes",
                   (unsigned long long)bs.connections);
 }
+
+Test(kube_client, retries_a_429_after_its_retry_after_then_reports_it, .fini = teardown,
+     .timeout = 30)
+{
+    const char *args[] = {"--throttle-rate", "1.0", "--retry-after", "1", NULL};
+    cr_assert_eq(ksim_start(&sim, args, false, NULL, NULL), 0);
+    pc_kube_conn *k;
+    cr_assert_eq(pc_kube_conn_new(sim.admin, &k), 0);
+    pc_kube_response r;
+    int64_t t0 = pc_test_now_ms();
+    int rc = pc_kube_conn_request(k, "GET", "/api/v1/namespaces/default/pods", NULL, NULL, 0, &r);
+    int64_t took = pc_test_now_ms() - t0;
+    cr_assert_eq(rc, 0, "rc %d: %s", rc, r.error);
+    cr_assert_eq(r.status, 429, "status %ld", r.status);
+    cr_assert_eq(r.retry_after_ns, 1000000000LL);
+    cr_assert(strstr(r.error, "429 Too Many Requests"), "message: %s", r.error);
+    /* three retries, each after the server's Retry-After of 1 s */
+    cr_assert_geq(took, 2900, "gave up after %lld ms", (long long)took);
+    pc_kube_response_fini(&r);
+    /* the throttle lifted, the same connection answers */
+    cr_assert_eq(ksim_put_faults(&sim, "{\"throttleRate\":0}"), 0);
+    rc = pc_kube_conn_request(k, "GET", "/api/v1/namespaces/default/pods", NULL, NULL, 0, &r);
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(r.status, 200, "status %ld: %s", r.status, r.error);
+    pc_kube_response_fini(&r);
+    pc_kube_conn_free(k);
+}
