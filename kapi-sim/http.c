@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +226,34 @@ static bool inject(ks_server *srv, ks_verb v, const ks_res *res, const char *nam
     return false;
 }
 
+/* DELETE on a collection: every object the selectors match, one by one (each its own event),
+ * answered with the list of what was deleted, as kube-apiserver does. */
+static enum MHD_Result delete_collection(ks_server *srv, struct MHD_Connection *conn,
+                                         const ks_res *res, const char *ns)
+{
+    ks_err err = {0};
+    ks_lsel *ls = ks_lsel_parse(arg(conn, "labelSelector"), &err);
+    ks_fsel *fs = ls ? ks_fsel_parse(arg(conn, "fieldSelector"), &err) : NULL;
+    json_t *list = fs ? ks_api_list(srv->s, res, ns, ls, fs, 0, NULL, &err) : NULL;
+    ks_lsel_free(ls);
+    ks_fsel_free(fs);
+    if (!list)
+        return send_err(conn, srv->f, KS_VERB_DELETE, &err, res, NULL);
+    json_t *gone = json_array();
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(list, "items"), i, o)
+    {
+        ks_err e = {0};
+        json_t *d = ks_api_delete(srv->s, res, res->namespaced ? ks_meta_str(o, "namespace") : NULL,
+                                  ks_meta_str(o, "name"), NULL, &e);
+        if (d)
+            json_array_append_new(gone, d); /* a 404 means someone else deleted it first */
+    }
+    json_object_set_new(list, "items", gone);
+    return send_json(conn, srv->f, KS_VERB_DELETE, 200, list);
+}
+
 /* ---- resources ------------------------------------------------------------------------------ */
 
 #define MAX_SEGS 12
@@ -267,8 +296,8 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
         v = KS_VERB_UPDATE;
     else if (strcmp(method, "PATCH") == 0 && name)
         v = KS_VERB_PATCH;
-    else if (strcmp(method, "DELETE") == 0 && name)
-        v = KS_VERB_DELETE;
+    else if (strcmp(method, "DELETE") == 0)
+        v = KS_VERB_DELETE; /* without a name: deletecollection */
     else {
         ks_err_set(&err, 405, "MethodNotAllowed", "%s is not supported on %s", method,
                    name ? "an object" : "a collection");
@@ -380,6 +409,8 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
         break;
     }
     case KS_VERB_DELETE: {
+        if (!name)
+            return delete_collection(srv, conn, res, ns);
         json_t *opts = NULL;
         if (rq && rq->len) {
             opts = parse_body(rq, &err);
@@ -553,6 +584,24 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+/* libmicrohttpd's messages as log lines (STYLE.md). A watch we end abruptly (injected drop,
+ * client gone) makes MHD say "application error generating response": expected, not logged. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '.'))
+        msg[--n] = '\0';
+    if (strstr(msg, "application error generating response"))
+        return;
+    for (char *p = msg; *p; p++)
+        if (*p == '"')
+            *p = '\'';
+    fprintf(stderr, "level=warn component=mhd msg=\"%s\"\n", msg);
+}
+
 static char *read_file(const char *path)
 {
     FILE *fp = fopen(path, "rb");
@@ -649,8 +698,8 @@ ks_server *ks_server_start(const ks_server_opts *o, ks_store *s, ks_faults *f, k
     };
     srv->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_LISTEN_SOCKET, lfd,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)2000,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
+                              MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned)2000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
                               MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
                               MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_ARRAY,
                               (flags & MHD_USE_TLS) ? tls_opts : tls_opts + 2, MHD_OPTION_END);

@@ -80,7 +80,7 @@ static long request(const char *method, const char *path, const char *ctype, con
     } else {
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, -1L);
-        curl_easy_setopt(curl, CURLOPT_HTTPGET, strcmp(method, "GET") == 0 ? 1L : 0L);
+        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L); /* no body: not a POST */
         curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     }
     long code = -1;
@@ -392,4 +392,48 @@ Test(http, watch_timeout_seconds_ends_the_stream_cleanly)
     int64_t took = ksim_now_ms() - t0;
     cr_expect(took >= 900 && took < 5000, "ended after %lld ms", (long long)took);
     free(s.b.p);
+}
+
+Test(http, delete_collection_deletes_what_the_selector_matches)
+{
+    const char *a = "{\"metadata\":{\"name\":\"a\",\"labels\":{\"k\":\"1\"}}}";
+    const char *b = "{\"metadata\":{\"name\":\"b\",\"labels\":{\"k\":\"2\"}}}";
+    cr_assert_eq(request("POST", "/api/v1/namespaces/default/pods", "application/json", a,
+                         strlen(a), NULL),
+                 201);
+    cr_assert_eq(request("POST", "/api/v1/namespaces/default/pods", "application/json", b,
+                         strlen(b), NULL),
+                 201);
+    char *resp = NULL;
+    cr_expect_eq(request("DELETE", "/api/v1/namespaces/default/pods?labelSelector=k%3D1", NULL,
+                         NULL, 0, &resp),
+                 200);
+    json_t *l = json_loads(resp, 0, NULL);
+    cr_expect_eq(json_array_size(json_object_get(l, "items")), 1, "%s", resp);
+    json_decref(l);
+    free(resp);
+    cr_expect_eq(request("GET", "/api/v1/namespaces/default/pods/a", NULL, NULL, 0, NULL), 404);
+    cr_expect_eq(request("GET", "/api/v1/namespaces/default/pods/b", NULL, NULL, 0, NULL), 200);
+}
+
+Test(http, lease_update_is_guarded_by_its_resource_version)
+{
+    const char *l = "{\"metadata\":{\"name\":\"leader\"},\"spec\":{\"holderIdentity\":\"a\","
+                    "\"leaseDurationSeconds\":10}}";
+    char *resp = NULL;
+    cr_assert_eq(request("POST", "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+                         "application/json", l, strlen(l), &resp),
+                 201);
+    json_t *lease = json_loads(resp, 0, NULL);
+    free(resp);
+    json_object_set_new(json_object_get(lease, "spec"), "holderIdentity", json_string("b"));
+    char *body = json_dumps(lease, JSON_COMPACT);
+    cr_expect_eq(request("PUT", "/apis/coordination.k8s.io/v1/namespaces/default/leases/leader",
+                         "application/json", body, strlen(body), NULL),
+                 200, "first update with the current version wins");
+    cr_expect_eq(request("PUT", "/apis/coordination.k8s.io/v1/namespaces/default/leases/leader",
+                         "application/json", body, strlen(body), NULL),
+                 409, "the same stale version loses");
+    free(body);
+    json_decref(lease);
 }
