@@ -78,7 +78,7 @@ typedef struct pc_informer_config {
 typedef struct pc_informer pc_informer;
 
 /* Create (not started). Copies cfg strings. Returns 0 and *out, -EINVAL (missing client,
- * namespace or pool; pool value not a valid label value), -ENOMEM. */
+ * namespace or pool; a namespace that is no DNS label; a pool value over 63 bytes), -ENOMEM. */
 int pc_informer_new(const pc_informer_config *cfg, pc_informer **out);
 
 /* Set the pool fed by the informer (the pool is usually created after the informer, because

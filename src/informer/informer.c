@@ -590,11 +590,14 @@ static int on_line(void *arg, const char *line, size_t len)
  * negative errno (reconnect with backoff, resuming from inf->rv). */
 static int do_watch(pc_informer *inf)
 {
-    char path[PC__INF_PATH_MAX];
+    char path[PC__INF_PATH_MAX], rv[3 * PC_RV_MAX];
+    /* resourceVersions are opaque: encode them like any query value */
+    if (urlenc(inf->rv, rv, sizeof(rv)))
+        return -EINVAL;
     snprintf(path, sizeof(path),
              "/api/v1/namespaces/%s/pods?labelSelector=%s&watch=true&resourceVersion=%s"
              "&allowWatchBookmarks=true&timeoutSeconds=%u",
-             inf->namespace_, inf->selector, inf->rv, inf->watch_timeout_s);
+             inf->namespace_, inf->selector, rv, inf->watch_timeout_s);
     set_state(inf, ST_WATCH, "watching");
     INC(watches);
     inf->got_event = false;
@@ -724,6 +727,9 @@ int pc_informer_new(const pc_informer_config *cfg, pc_informer **out)
 {
     if (!cfg || !cfg->client || !cfg->namespace_ || !cfg->pool || !cfg->namespace_[0] ||
         !cfg->pool[0] || strlen(cfg->namespace_) >= PC_NAMESPACE_MAX || strlen(cfg->pool) > 63)
+        return -EINVAL;
+    /* the namespace goes into URL paths unencoded: a DNS label only */
+    if (strspn(cfg->namespace_, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(cfg->namespace_))
         return -EINVAL;
     pc_informer *inf = calloc(1, sizeof(*inf));
     if (!inf)
