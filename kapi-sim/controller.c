@@ -50,7 +50,8 @@ struct ks_controller {
     pthread_cond_t cv;  /* CLOCK_MONOTONIC; signalled when work is added or on stop */
     bool stop;
     timer *head[T_COUNT], *tail[T_COUNT];
-    json_t *dirty; /* set of "ns/pool" to reconcile */
+    json_t *dirty;           /* set of "ns/pool" to reconcile */
+    int64_t next_compact_ns; /* CLOCK_MONOTONIC; 0 = no periodic compaction */
     claim_rec *claims;
     size_t nclaims, capclaims;
     uint64_t dropped;
@@ -129,6 +130,9 @@ static void on_event(void *arg, const ks_event *e)
 {
     ks_controller *c = arg;
     if (e->res == KS_RES_SANDBOXPOOL) {
+        if (e->type == KS_EV_MODIFIED &&
+            json_equal(json_object_get(e->old, "spec"), json_object_get(e->obj, "spec")))
+            return; /* a status write (podclaimd's snapshot) changes nothing to reconcile */
         pthread_mutex_lock(&c->mu);
         mark_dirty_locked(c, ks_meta_str(e->obj, "namespace"), ks_meta_str(e->obj, "name"));
         pthread_cond_signal(&c->cv);
@@ -482,12 +486,19 @@ static void *run(void *arg)
             if (c->head[k] && (!wake || c->head[k]->due_ns < wake))
                 wake = c->head[k]->due_ns;
         }
+        bool compact = false;
+        if (c->next_compact_ns && c->next_compact_ns <= now) {
+            compact = true;
+            c->next_compact_ns = now + c->o.compact_every_ms * 1000000;
+        }
+        if (c->next_compact_ns && (!wake || c->next_compact_ns < wake))
+            wake = c->next_compact_ns;
         json_t *dirty = NULL;
         if (json_object_size(c->dirty)) {
             dirty = c->dirty;
             c->dirty = json_object();
         }
-        if (!dirty && !due[0] && !due[1] && !due[2]) {
+        if (!dirty && !due[0] && !due[1] && !due[2] && !compact) {
             if (wake) {
                 struct timespec ts = {.tv_sec = wake / 1000000000, .tv_nsec = wake % 1000000000};
                 pthread_cond_timedwait(&c->cv, &c->mu, &ts);
@@ -497,6 +508,8 @@ static void *run(void *arg)
             continue;
         }
         pthread_mutex_unlock(&c->mu);
+        if (compact)
+            ks_store_compact(c->s, 0); /* injected fault: resumes from before now get 410 */
         if (dirty) {
             pthread_mutex_lock(&c->s->mu);
             const char *key;
@@ -521,6 +534,8 @@ static void *run(void *arg)
 
 int ks_controller_start(ks_controller *c)
 {
+    if (c->o.compact_every_ms > 0)
+        c->next_compact_ns = ks_now_ns() + c->o.compact_every_ms * 1000000;
     if (pthread_create(&c->th, NULL, run, c) != 0)
         return -1;
     c->started = true;

@@ -161,7 +161,10 @@ static enum MHD_Result handle_sim(ks_server *srv, struct MHD_Connection *conn, c
             c.error_code = 500;
         }
         int rc = ks_faults_from_json(&c, j, &err);
+        bool compact_now = json_is_true(json_object_get(j, "compactNow"));
         json_decref(j);
+        if (!rc && compact_now)
+            ks_store_compact(srv->s, 0);
         if (rc)
             return send_err(conn, f, KS_VERB_OTHER, &err, NULL, NULL);
         ks_faults_set(f, &c);

@@ -60,6 +60,8 @@ static void usage(FILE *out)
           "  --watch-drop-events N  cut each watch connection after N events\n"
           "  --watch-drop-ms MS     cut each watch connection after MS\n"
           "  --watch-delay-ms MS    deliver watch events MS after commit (informer lag)\n"
+          "  --compact-every-ms MS  forget the whole watch history this often (resumes from\n"
+          "                         older versions get 410 Expired; also POST /sim/compact)\n"
           "  --help                 this text\n"
           "See docs/kapi-sim.md for the HTTP surface (/sim/claims, /sim/stats, /sim/faults).\n",
           out);
@@ -159,7 +161,8 @@ enum {
     O_DROP_MS,
     O_DELAY_MS,
     O_HELP,
-    O_WATCH_BATCH
+    O_WATCH_BATCH,
+    O_COMPACT_EVERY
 };
 
 int main(int argc, char **argv)
@@ -188,6 +191,7 @@ int main(int argc, char **argv)
                                              {"watch-delay-ms", 1, 0, O_DELAY_MS},
                                              {"help", 0, 0, O_HELP},
                                              {"watch-batch-us", 1, 0, O_WATCH_BATCH},
+                                             {"compact-every-ms", 1, 0, O_COMPACT_EVERY},
                                              {0, 0, 0, 0}};
     ks_server_opts so = {.listen = "127.0.0.1:0", .bookmark_ms = 1000, .watch_batch_us = 500};
     ks_controller_opts co = {.warmup_ms = 100, .hold_ms = 500, .stop_ms = 20};
@@ -237,6 +241,7 @@ int main(int argc, char **argv)
             NUM(O_BOOKMARK, 1, 3.6e6, so.bookmark_ms)
             NUM(O_CLAIMS_MAX, 1, 1e9, co.claims_max)
             NUM(O_WATCH_BATCH, 0, 1e6, so.watch_batch_us)
+            NUM(O_COMPACT_EVERY, 0, 8.64e7, co.compact_every_ms)
             NUM(O_CONFLICT, 0, 1, fc.conflict_rate)
             NUM(O_THROTTLE, 0, 1, fc.throttle_rate)
             NUM(O_RETRY_AFTER, 0, 3600, fc.retry_after_s)

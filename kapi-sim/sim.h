@@ -311,10 +311,11 @@ void ks_faults_count(ks_faults *f, ks_verb v, int code);
 
 typedef struct ks_controller ks_controller;
 typedef struct ks_controller_opts {
-    int64_t warmup_ms; /* Starting -> Idle */
-    int64_t hold_ms;   /* claimed (phase Running) -> Stopping */
-    int64_t stop_ms;   /* Stopping -> Idle */
-    size_t claims_max; /* claim log bound; transitions beyond it are counted as dropped */
+    int64_t warmup_ms;        /* Starting -> Idle */
+    int64_t hold_ms;          /* claimed (phase Running) -> Stopping */
+    int64_t stop_ms;          /* Stopping -> Idle */
+    size_t claims_max;        /* claim log bound; transitions beyond it are counted as dropped */
+    int64_t compact_every_ms; /* injected fault: compact the whole history this often; 0 = never */
 } ks_controller_opts;
 
 ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o);

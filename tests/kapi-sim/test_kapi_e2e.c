@@ -493,3 +493,28 @@ Test(e2e_objects, a_bad_objects_file_fails_start_up_with_a_message)
     cr_expect(out && strstr(out, "--objects") && strstr(out, "line"), "message: %s", out);
     free(out);
 }
+
+static int64_t compacted(void)
+{
+    json_t *st = ksim_get_json(&K, "/sim/stats");
+    int64_t c = json_integer_value(json_object_get(json_object_get(st, "history"), "compacted"));
+    json_decref(st);
+    return c;
+}
+
+Test(e2e_objects, compact_every_ms_expires_old_versions_periodically)
+{
+    cr_assert_eq(ksim_start(&K, "--compact-every-ms 50"), 0);
+    create_pod("before");
+    json_t *p = ksim_get_json(&K, "/api/v1/namespaces/default/pods/before");
+    int64_t rv = atoll(
+            json_string_value(json_object_get(json_object_get(p, "metadata"), "resourceVersion")));
+    json_decref(p);
+    cr_assert(KSIM_WAIT_UNTIL(compacted() >= rv, 5000), "periodic compaction");
+    char *out = NULL;
+    ksim_sh(&out, "curl -sN --max-time 10 '%s/api/v1/pods?watch=1&resourceVersion=%lld'", K.url,
+            (long long)(rv - 1));
+    cr_expect(strstr(out, "\"code\":410"), "%s", out);
+    free(out);
+    ksim_stop(&K);
+}

@@ -437,3 +437,18 @@ Test(http, lease_update_is_guarded_by_its_resource_version)
     free(body);
     json_decref(lease);
 }
+
+Test(http, compact_now_in_faults_expires_older_versions)
+{
+    uint64_t rev;
+    free(snapshot(&rev));
+    create("x1");
+    const char *f = "{\"compactNow\":true}";
+    cr_assert_eq(request("PUT", "/sim/faults", "application/json", f, strlen(f), NULL), 200);
+    char q[64];
+    snprintf(q, sizeof q, "resourceVersion=%llu", (unsigned long long)rev);
+    stream s = {0};
+    cr_expect_eq(watch(q, &s), CURLE_OK);
+    cr_expect(s.b.p && strstr(s.b.p, "\"code\":410"), "%s", s.b.p);
+    free(s.b.p);
+}
