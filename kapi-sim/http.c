@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -261,6 +262,17 @@ static enum MHD_Result delete_collection(ks_server *srv, struct MHD_Connection *
 
 #define MAX_SEGS 12
 
+/* No Content-Type (curl -d sends a form type, also accepted), or any JSON type. */
+static bool json_content_type(const char *ct)
+{
+    if (!ct || !*ct)
+        return true;
+    size_t n = strcspn(ct, ";");
+    return strncasecmp(ct, "application/json", n) == 0 ||
+           strncasecmp(ct, "application/x-www-form-urlencoded", n) == 0 ||
+           (n >= 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
+}
+
 static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *conn,
                                        const char *method, const char *group, const char *version,
                                        char **seg, int nseg, const req *rq)
@@ -318,6 +330,15 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
     }
     if (inject(srv, v, res, name, &err))
         return send_err(conn, f, v, &err, res, name);
+    if ((v == KS_VERB_CREATE || v == KS_VERB_UPDATE || (v == KS_VERB_DELETE && rq && rq->len)) &&
+        !json_content_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type"))) {
+        /* kubectl's typed clients send protobuf first; client-go answers a 415 by retrying
+         * with JSON, which is all kapi-sim speaks. */
+        ks_err_set(&err, 415, "UnsupportedMediaType",
+                   "the body of the request was in an unknown format - accepted media types "
+                   "include: application/json, application/yaml");
+        return send_err(conn, f, v, &err, res, name);
+    }
 
     json_t *out = NULL;
     char *text = NULL; /* the answer already serialised by the store, if any */
