@@ -342,6 +342,7 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
 
     json_t *out = NULL;
     char *text = NULL; /* the answer already serialised by the store, if any */
+    bool table = ks_accepts_table(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept"));
     switch (v) {
     case KS_VERB_GET:
         if (sub && (strcmp(sub, "status") != 0 || !res->has_status)) {
@@ -349,6 +350,11 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
             break;
         }
         out = ks_api_get(srv->s, res, ns, name, &err);
+        if (out && table && !sub) {
+            json_t *t = ks_table(res, out);
+            json_decref(out);
+            out = t;
+        }
         break;
     case KS_VERB_LIST:
     case KS_VERB_WATCH: {
@@ -362,6 +368,11 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
             const char *lim = arg(conn, "limit");
             out = ks_api_list(srv->s, res, ns, ls, fs, lim ? strtol(lim, NULL, 10) : 0,
                               arg(conn, "continue"), &err);
+            if (out && table) {
+                json_t *t = ks_table(res, out);
+                json_decref(out);
+                out = t;
+            }
             ks_lsel_free(ls);
             ks_fsel_free(fs);
             break;
@@ -376,7 +387,8 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
                             .timeout_ns = to ? strtoll(to, NULL, 10) * 1000000000 : 0,
                             .bookmark_ns = srv->bookmark_ms * 1000000,
                             .peer_fd = -1,
-                            .batch_ns = srv->watch_batch_us * 1000};
+                            .batch_ns = srv->watch_batch_us * 1000,
+                            .table = table};
         const union MHD_ConnectionInfo *ci =
                 MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci)

@@ -255,6 +255,7 @@ typedef struct ks_watch_opts {
     int64_t bookmark_ns; /* bookmark interval */
     int peer_fd;      /* client socket, checked for a hang-up while idle; <= 0: none (0 is stdin) */
     int64_t batch_ns; /* after sending, gather for this long before sending again; 0 = off */
+    bool table;       /* send each object as a Table (kubectl get -w) */
 } ks_watch_opts;
 
 /* Start a watch; returns NULL with err set (e.g. 400 for a bad resourceVersion). The 410 for a
@@ -360,6 +361,12 @@ ks_server *ks_server_start(const ks_server_opts *o, ks_store *s, ks_faults *f, k
 int ks_server_port(const ks_server *srv);
 /* Stops accepting, ends every watch and waits for connection threads. */
 void ks_server_stop(ks_server *srv);
+
+/* ---- server-side printing (table.c) ------------------------------------------------------- */
+
+bool ks_accepts_table(const char *accept_header);
+/* A meta.k8s.io/v1 Table for one object or a …List (new reference). */
+json_t *ks_table(const ks_res *res, const json_t *obj_or_list);
 
 /* ---- misc (util in api.c) ----------------------------------------------------------------- */
 

@@ -50,6 +50,7 @@ struct ks_watch {
     int peer_fd;         /* <= 0 = unknown */
     ks_waiter waiter;    /* registered with the store while the watch exists */
     int64_t batch_ns;
+    bool table;
     int64_t last_send_ns; /* when the last batch of events was gathered; 0 = never */
     int64_t next_peer_check_ns;
     json_t *initial; /* synthetic ADDED objects still to send (array) */
@@ -106,6 +107,7 @@ ks_watch *ks_watch_new(ks_store *s, ks_faults *f, const ks_watch_opts *o, ks_err
     w->bookmarks = o->bookmarks;
     w->peer_fd = o->peer_fd;
     w->batch_ns = o->batch_ns;
+    w->table = o->table;
     int64_t now = ks_now_ns();
     w->next_peer_check_ns = now + PEER_CHECK_NS;
     w->deadline_ns = o->timeout_ns > 0 ? now + o->timeout_ns : 0;
@@ -192,6 +194,19 @@ static void put_bookmark(ks_watch *w)
     buf_put(w, line, (size_t)n);
 }
 
+/* An event with the object as a Table (a slow path: only kubectl asks for it). */
+static bool put_table(ks_watch *w, const char *type, const json_t *obj)
+{
+    json_t *t = ks_table(w->res, obj);
+    char *d = json_dumps(t, JSON_COMPACT);
+    json_decref(t);
+    char pfx[64];
+    int n = snprintf(pfx, sizeof pfx, "{\"type\":\"%s\",\"object\":", type);
+    bool ok = d && buf_put(w, pfx, (size_t)n) && buf_put(w, d, strlen(d)) && buf_put(w, "}\n", 2);
+    free(d);
+    return ok;
+}
+
 /* Append the line for e as seen through this watch's filters; returns whether one was sent. */
 static bool put_event(ks_watch *w, const ks_event *e)
 {
@@ -199,6 +214,12 @@ static bool put_event(ks_watch *w, const ks_event *e)
         return false;
     bool mn = matches(w, e->obj);
     bool mo = e->type == KS_EV_MODIFIED && matches(w, e->old);
+    if (w->table) {
+        if (mn)
+            return put_table(w, mo || e->type != KS_EV_MODIFIED ? ks_ev_names[e->type] : "ADDED",
+                             e->obj);
+        return mo && put_table(w, "DELETED", e->old);
+    }
     if (e->type != KS_EV_MODIFIED || (mn && mo)) {
         return mn && buf_put(w, e->line, e->line_len);
     }
@@ -318,7 +339,12 @@ long ks_watch_read(ks_watch *w, char *out, size_t max)
         if (w->initial && w->initial_i < json_array_size(w->initial)) {
             /* Serialise the synthetic ADDED events outside the lock, a batch at a time. */
             while (w->initial_i < json_array_size(w->initial) && w->len < WATCH_BATCH) {
-                char *d = json_dumps(json_array_get(w->initial, w->initial_i++), JSON_COMPACT);
+                const json_t *o = json_array_get(w->initial, w->initial_i++);
+                if (w->table) {
+                    w->sent += put_table(w, "ADDED", o);
+                    continue;
+                }
+                char *d = json_dumps(o, JSON_COMPACT);
                 if (d) {
                     buf_put(w, "{\"type\":\"ADDED\",\"object\":", 25);
                     buf_put(w, d, strlen(d));

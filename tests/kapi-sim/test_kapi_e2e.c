@@ -131,6 +131,11 @@ Test(e2e, kubectl_get_pods_json_lists_the_warm_pool)
     }
     json_decref(j);
     free(out);
+    out = kubectl(&rc, "get pods%s", "");
+    cr_expect(rc == 0 && strstr(out, "READY") && strstr(out, "STATUS") && strstr(out, "1/1") &&
+                      strstr(out, "Running"),
+              "server-side table: %s", out);
+    free(out);
 }
 
 static int count_in_file(const char *path, const char *needle)
