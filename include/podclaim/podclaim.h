@@ -57,8 +57,11 @@ typedef struct pc_pool_config {
     int64_t promote_after_ns; /* aging period: a claim moves up one level per period; 0 = 30 s */
     uint32_t retry_limit;     /* retryable CAS failures before ERROR; 0 = 5 */
     int64_t retry_backoff_ns; /* first backoff, doubled per retry, jittered, capped at 32x; 0 = 50 ms */
-    int64_t reservation_ttl_ns; /* how long a dispatched pod stays unselectable; 0 = 30 s */
-    int64_t resync_period_ns;   /* how often the resync hook runs; 0 = 10 s; <0 = never */
+    /* How long a dispatched pod stays unselectable unless the informer shows it at another
+     * version first (it normally does within milliseconds); when one expires the resync hook
+     * runs at once. 0 = 5 s */
+    int64_t reservation_ttl_ns;
+    int64_t resync_period_ns; /* how often the resync hook runs; 0 = 10 s; <0 = never */
     /* Resync hook: the safety net that re-offers idle pods. Called on the scheduler thread
      * every resync_period_ns; it should call pc_pool_offer_idle for every pod it believes
      * idle (offers of pods already queued or reserved at that version are ignored).

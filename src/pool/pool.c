@@ -12,6 +12,7 @@
 #include "pool/pool_internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,7 +165,7 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
     if (!p->cfg.retry_backoff_ns)
         p->cfg.retry_backoff_ns = 50 * (int64_t)1000000;
     if (!p->cfg.reservation_ttl_ns)
-        p->cfg.reservation_ttl_ns = 30 * (int64_t)1000000000;
+        p->cfg.reservation_ttl_ns = 5 * (int64_t)1000000000;
     if (!p->cfg.resync_period_ns)
         p->cfg.resync_period_ns = 10 * (int64_t)1000000000;
 
@@ -295,6 +296,10 @@ void pc_pool_shutdown(pc_pool *p)
         pthread_join(p->sched_thread, NULL); /* returns once drained; workers are stopped */
         for (int i = 0; i < p->n_workers; i++)
             pthread_join(p->workers[i].thread, NULL);
+        /* A backend thread may still be in the last instructions of a completion (waking
+         * a worker that has already taken the claim). A few instructions: yield, not sleep. */
+        while (atomic_load_explicit(&p->completions_running, memory_order_acquire) != 0)
+            sched_yield();
     } else if (p->life_state == POOL_NEW) {
         pc__scheduler_drain_unstarted(p);
     }

@@ -115,6 +115,10 @@ struct pc_pool {
     _Atomic uint32_t cancel_seq; /* bumped by every cancel; the scheduler rescans on change */
     _Atomic bool resync_now;
     _Atomic bool workers_stop;
+    /* Backend completions (cas_done) still running: the claim is visible to its worker
+     * before cas_done has finished waking it, so shutdown waits for this to reach 0 before
+     * the pool's memory can go. */
+    _Atomic int completions_running;
     pc__pool_metrics m;
 
     /* Benchmark baseline only (pc__pool_use_mutex_inbox): producers and the scheduler take

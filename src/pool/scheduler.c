@@ -557,7 +557,11 @@ void *pc__scheduler_main(void *arg)
             take_cancels(p, now);
         }
         fire_timers(p, now);
-        pc__reservation_sweep(p->reservations, now, count_expired, p);
+        /* An expired reservation guarded a pod whose new version never showed up: a 409
+         * that nothing followed (a spurious conflict), or a lost event. Resync now, so the
+         * informer re-offers the pod if it is still idle, instead of a period later. */
+        if (pc__reservation_sweep(p->reservations, now, count_expired, p) > 0)
+            atomic_store_explicit(&p->resync_now, true, memory_order_relaxed);
 
         bool stopping = atomic_load_explicit(&p->stopping, memory_order_seq_cst);
         if (!stopping && p->cfg.resync &&

@@ -57,6 +57,9 @@ static void cas_done(void *token, pc_cas_outcome outcome, const char *new_rv, co
 {
     pc_claim *c = token;
     pc_pool *p = c->priv.pool;
+    /* Counted before the push below makes the claim visible: from then on the claim can be
+     * finished and the pool shut down while this function still uses p. */
+    atomic_fetch_add_explicit(&p->completions_running, 1, memory_order_relaxed);
     if ((unsigned)outcome >= PC_CAS_OUTCOME_COUNT) {
         message = "backend reported an unknown outcome";
         outcome = PC_CAS_RETRYABLE;
@@ -71,6 +74,9 @@ static void cas_done(void *token, pc_cas_outcome outcome, const char *new_rv, co
     pc__worker *w = &p->workers[c->priv.worker];
     pc__mpsc_push(&w->jobs, &c->priv.entry);
     pc__parker_unpark(&w->parker);
+    /* release: everything this call did to the pool happens-before shutdown's acquire
+     * load that sees the count drop. */
+    atomic_fetch_sub_explicit(&p->completions_running, 1, memory_order_release);
 }
 
 static void start_cas(pc_pool *p, pc_claim *c)

@@ -523,6 +523,41 @@ Test(pool, notify_idle_runs_the_resync_hook, .fini = teardown_pool, .timeout = 2
     cr_assert(PC_TEST_WAIT_UNTIL(atomic_load(&resyncs) == 1, 2000));
 }
 
+/* A 409 that no new version follows leaves the pod reserved; when the reservation
+ * expires the pool asks the informer (the resync hook) to re-offer it at once. */
+static pc_pool *resync_pool;
+static void reoffer_pod_a(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&resyncs, 1);
+    pc_pod_ref pod = {.namespace_ = "ns", .name = "pod-a", .resource_version = "1"};
+    pc_pool_offer_idle(resync_pool, &pod);
+}
+
+Test(pool, an_expired_reservation_resyncs_and_the_pod_serves_again, .fini = teardown_pool,
+     .timeout = 20)
+{
+    atomic_store(&resyncs, 0);
+    setup_pool(false, (pc_pool_config){.resync = reoffer_pod_a,
+                                       .resync_period_ns = 3600 * 1000000000LL,
+                                       .reservation_ttl_ns = 50 * 1000000LL});
+    resync_pool = P;
+    F.decide = conflict_on_pod_a;
+    enqueue(0, 0);
+    offer("pod-a", "1");
+    start();
+    wait_started(1);
+    pthread_mutex_lock(&F.mu); /* the workers read decide under it */
+    F.decide = NULL;           /* the conflict was spurious: the pod is still idle at version 1 */
+    pthread_mutex_unlock(&F.mu);
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_OK, "got %s", pc_claim_status_name(R.res[0].status));
+    cr_assert_str_eq(R.res[0].pod_name, "pod-a");
+    cr_assert_eq(R.res[0].attempts, 2);
+    cr_assert_geq(atomic_load(&resyncs), 1);
+    cr_assert_geq(metric("podclaim_reservations_expired_total"), 1);
+}
+
 Test(pool, metrics_render_with_the_pool_labels, .fini = teardown_pool, .timeout = 20)
 {
     setup_pool(false, (pc_pool_config){.team = "ml", .user = "ann", .env = "prod"});
