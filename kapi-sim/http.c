@@ -732,13 +732,13 @@ ks_server *ks_server_start(const ks_server_opts *o, ks_store *s, ks_faults *f, k
             {MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
             {MHD_OPTION_END, 0, NULL},
     };
-    srv->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_LISTEN_SOCKET, lfd,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                              MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_CONNECTION_LIMIT,
-                              (unsigned)2000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
-                              MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
-                              MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_ARRAY,
-                              (flags & MHD_USE_TLS) ? tls_opts : tls_opts + 2, MHD_OPTION_END);
+    srv->d = MHD_start_daemon(
+            flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
+            MHD_OPTION_LISTEN_SOCKET, lfd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)2000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
+            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_THREAD_STACK_SIZE,
+            (size_t)(512 * 1024), MHD_OPTION_ARRAY, (flags & MHD_USE_TLS) ? tls_opts : tls_opts + 2,
+            MHD_OPTION_END);
     if (!srv->d) {
         snprintf(err, errlen,
                  "cannot listen on %s:%d (libmicrohttpd refused: port in use, bad TLS "
@@ -760,6 +760,11 @@ fail:
 int ks_server_port(const ks_server *srv)
 {
     return srv->port;
+}
+
+const char *ks_server_addr(const ks_server *srv)
+{
+    return srv->addr;
 }
 
 void ks_server_stop(ks_server *srv)

@@ -337,8 +337,7 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    printf("kapi-sim listening on %s://%s:%d\n", so.tls_cert ? "https" : "http",
-           strncmp(so.listen, "0.0.0.0", 7) == 0 ? "127.0.0.1" : "127.0.0.1", port);
+    printf("kapi-sim listening on %s://%s\n", so.tls_cert ? "https" : "http", ks_server_addr(srv));
     fflush(stdout);
     int sig = 0;
     sigwait(&sigs, &sig);

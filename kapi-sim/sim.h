@@ -359,6 +359,7 @@ typedef struct ks_server_opts {
 ks_server *ks_server_start(const ks_server_opts *o, ks_store *s, ks_faults *f, ks_controller *c,
                            char *err, size_t errlen);
 int ks_server_port(const ks_server *srv);
+const char *ks_server_addr(const ks_server *srv); /* "host:port", valid until stop */
 /* Stops accepting, ends every watch and waits for connection threads. */
 void ks_server_stop(ks_server *srv);
 
