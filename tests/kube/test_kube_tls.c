@@ -7,12 +7,16 @@
 
 #include <podclaim/informer.h>
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define TOKEN "t0ken-that-must-never-be-logged"
 
@@ -151,13 +155,28 @@ Test(tls, wrong_token_is_a_clear_auth_error, .init = setup, .fini = teardown, .t
     cr_assert_eq(rc, -EACCES, "no token: got %d: %s", rc, err);
 }
 
+/* A loopback port nothing listens on: one the kernel just handed out and took back.
+ * (A fixed port such as 1 is not safe: on these machines something answered there once.) */
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd); /* bound, never listened: connecting to it is refused */
+    return ntohs(a.sin_port);
+}
+
 Test(tls, unreachable_server_is_a_clear_error, .timeout = 30)
 {
-    char err[512] = "";
-    /* port 1 on loopback: nothing listens there */
-    int rc = check("https://127.0.0.1:1", NULL, TOKEN, false, NULL, err, sizeof(err));
+    char err[512] = "", url[64], where[32];
+    int port = closed_port();
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d", port);
+    snprintf(where, sizeof(where), "127.0.0.1:%d", port);
+    int rc = check(url, NULL, TOKEN, false, NULL, err, sizeof(err));
     cr_assert_eq(rc, -ECONNREFUSED, "got %d: %s", rc, err);
-    cr_assert(strstr(err, "unreachable") && strstr(err, "127.0.0.1:1"), "message: %s", err);
+    cr_assert(strstr(err, "unreachable") && strstr(err, where), "message: %s", err);
 }
 
 /* A kubeconfig in the real format (base64 CA data, token) drives an informer over TLS. */
