@@ -477,3 +477,117 @@ Test(store, a_continue_token_from_before_a_compaction_is_410)
     cr_expect_str_eq(err.reason, "Expired");
     json_decref(l);
 }
+
+/* ---- concurrent writers ------------------------------------------------------------------- */
+
+typedef struct writer {
+    pthread_t th;
+    int id;
+    pthread_barrier_t *start;
+    int wins;
+} writer;
+
+static void *unconditional(void *arg)
+{
+    writer *w = arg;
+    pthread_barrier_wait(w->start);
+    for (int i = 0; i < 300; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "{\"metadata\":{\"labels\":{\"w%d-%d\":\"x\"}}}", w->id, i);
+        json_t *pj = json_loads(p, 0, NULL);
+        ks_err err = {0};
+        json_t *r =
+                ks_api_patch(&st, PODS, "default", "shared", NULL, KS_PATCH_MERGE, pj, &err, NULL);
+        w->wins += r != NULL;
+        json_decref(r);
+        json_decref(pj);
+    }
+    return NULL;
+}
+
+Test(store, concurrent_unconditional_patches_lose_no_update)
+{
+    json_decref(mkpod("shared", NULL));
+    uint64_t rev0 = st.rev;
+    pthread_barrier_t b;
+    pthread_barrier_init(&b, NULL, 4);
+    writer ws[4] = {0};
+    for (int i = 0; i < 4; i++) {
+        ws[i] = (writer){.id = i, .start = &b};
+        pthread_create(&ws[i].th, NULL, unconditional, &ws[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(ws[i].th, NULL);
+        cr_expect_eq(ws[i].wins, 300, "writer %d: %d of 300 applied", i, ws[i].wins);
+    }
+    ks_err err = {0};
+    json_t *p = ks_api_get(&st, PODS, "default", "shared", &err);
+    cr_expect_eq(json_object_size(json_object_get(json_object_get(p, "metadata"), "labels")), 1200,
+                 "every label of every writer is there");
+    cr_expect_eq(st.rev, rev0 + 1200, "one revision per write");
+    json_decref(p);
+    pthread_barrier_destroy(&b);
+}
+
+typedef struct claimer {
+    pthread_t th;
+    int id;
+    pthread_barrier_t *round;
+    const char *volatile *rv; /* the version every claimer names in this round */
+    int wins;
+} claimer;
+
+static void *claim_rounds(void *arg)
+{
+    claimer *c = arg;
+    for (int r = 0; r < 200; r++) {
+        pthread_barrier_wait(c->round); /* main has set *rv */
+        char p[256];
+        snprintf(p, sizeof p,
+                 "{\"metadata\":{\"resourceVersion\":\"%s\",\"annotations\":{\"c\":\"%d-%d\"}}}",
+                 *c->rv, c->id, r);
+        json_t *pj = json_loads(p, 0, NULL);
+        ks_err err = {0};
+        json_t *res = ks_api_patch(&st, PODS, "default", "contested", NULL, KS_PATCH_STRATEGIC, pj,
+                                   &err, NULL);
+        if (res)
+            c->wins++;
+        else
+            cr_expect_eq(err.code, 409, "a loser gets 409, got %d %s", err.code, err.message);
+        json_decref(res);
+        json_decref(pj);
+        pthread_barrier_wait(c->round); /* round over */
+    }
+    return NULL;
+}
+
+Test(store, concurrent_cas_on_one_version_has_exactly_one_winner)
+{
+    json_decref(mkpod("contested", NULL));
+    pthread_barrier_t b;
+    pthread_barrier_init(&b, NULL, 5);
+    static char rv[32];
+    const char *volatile rvp = rv;
+    claimer cs[4];
+    for (int i = 0; i < 4; i++) {
+        cs[i] = (claimer){.id = i, .round = &b, .rv = &rvp};
+        pthread_create(&cs[i].th, NULL, claim_rounds, &cs[i]);
+    }
+    for (int r = 0; r < 200; r++) {
+        ks_err err = {0};
+        json_t *p = ks_api_get(&st, PODS, "default", "contested", &err);
+        snprintf(rv, sizeof rv, "%s", ks_meta_str(p, "resourceVersion"));
+        json_decref(p);
+        uint64_t before = st.rev;
+        pthread_barrier_wait(&b);
+        pthread_barrier_wait(&b);
+        cr_expect_eq(st.rev, before + 1, "round %d: exactly one write", r);
+    }
+    int wins = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(cs[i].th, NULL);
+        wins += cs[i].wins;
+    }
+    cr_expect_eq(wins, 200, "one winner per round, %d wins in 200 rounds", wins);
+    pthread_barrier_destroy(&b);
+}
