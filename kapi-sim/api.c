@@ -136,6 +136,53 @@ static void random_suffix(char *out, size_t n)
     out[n - 1] = '\0';
 }
 
+/* ObjectMeta field types, as the real server's decoder enforces them (400 BadRequest): a
+ * resourceVersion sent as a number must not silently turn a CAS into an unconditional write. */
+static bool check_meta_types(const json_t *obj, ks_err *err)
+{
+    const json_t *md = json_object_get(obj, "metadata");
+    if (md && !json_is_object(md)) {
+        ks_err_set(err, 400, "BadRequest", "metadata: expected an object");
+        return false;
+    }
+    static const char *const strs[] = {"name", "namespace",    "resourceVersion",
+                                       "uid",  "generateName", "creationTimestamp"};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        const json_t *v = json_object_get(md, strs[i]);
+        if (v && !json_is_string(v) && !json_is_null(v)) {
+            ks_err_set(err, 400, "BadRequest", "metadata.%s: expected a string, got a JSON %s",
+                       strs[i],
+                       json_is_number(v)   ? "number"
+                       : json_is_object(v) ? "object"
+                       : json_is_array(v)  ? "array"
+                                           : "value");
+            return false;
+        }
+    }
+    static const char *const maps[] = {"labels", "annotations"};
+    for (size_t i = 0; i < 2; i++) {
+        const json_t *m = json_object_get(md, maps[i]);
+        if (!m || json_is_null(m))
+            continue;
+        if (!json_is_object(m)) {
+            ks_err_set(err, 400, "BadRequest", "metadata.%s: expected an object of strings",
+                       maps[i]);
+            return false;
+        }
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)m, k, v)
+        {
+            if (!json_is_string(v)) {
+                ks_err_set(err, 400, "BadRequest", "metadata.%s[%.100s]: expected a string",
+                           maps[i], k);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 /* Check kind/apiVersion of a request body against the resource; fill them in when absent. */
 static bool check_kind(json_t *obj, const ks_res *res, ks_err *err)
 {
@@ -166,10 +213,12 @@ json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *bo
         return NULL;
     }
     json_t *obj = json_deep_copy(body);
-    json_t *md = meta_of(obj);
     json_t *ret = NULL;
     if (text)
         *text = NULL;
+    if (!check_meta_types(obj, err)) /* before meta_of, which would replace a bad metadata */
+        goto out;
+    json_t *md = meta_of(obj);
     if (!check_kind(obj, res, err))
         goto out;
     if (!res->namespaced) {
@@ -419,6 +468,10 @@ static json_t *prepare(const ks_res *res, const char *name, const char *sub, boo
     if (!json_is_object(cand)) {
         ks_err_set(err, 422, "Invalid", "the result of the %s is not an object",
                    rv_required ? "update" : "patch");
+        json_decref(cand);
+        return NULL;
+    }
+    if (!check_meta_types(cand, err)) {
         json_decref(cand);
         return NULL;
     }

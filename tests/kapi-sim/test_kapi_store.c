@@ -591,3 +591,24 @@ Test(store, concurrent_cas_on_one_version_has_exactly_one_winner)
     cr_expect_eq(wins, 200, "one winner per round, %d wins in 200 rounds", wins);
     pthread_barrier_destroy(&b);
 }
+
+Test(store, a_resource_version_that_is_not_a_string_is_400_not_an_unconditional_write)
+{
+    json_t *p = mkpod("typed", NULL);
+    uint64_t rev = st.rev;
+    const char *bad[] = {"{\"metadata\":{\"resourceVersion\":1,\"labels\":{\"a\":\"b\"}}}",
+                         "{\"metadata\":{\"labels\":{\"a\":1}}}",
+                         "{\"metadata\":{\"annotations\":[\"x\"]}}", "{\"metadata\":7}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *pj = J(bad[i]);
+        ks_err err = {0};
+        json_t *r =
+                ks_api_patch(&st, PODS, "default", "typed", NULL, KS_PATCH_MERGE, pj, &err, NULL);
+        cr_expect_null(r, "%s must fail", bad[i]);
+        cr_expect_eq(err.code, 400, "%s: code %d %s", bad[i], err.code, err.message);
+        json_decref(r);
+        json_decref(pj);
+    }
+    cr_expect_eq(st.rev, rev, "nothing was written");
+    json_decref(p);
+}
