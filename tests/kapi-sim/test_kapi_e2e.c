@@ -231,8 +231,21 @@ Test(e2e, kubectl_apply_of_a_sandboxpool_creates_pods_and_delete_removes_them)
           "  namespace: default\nspec:\n  team: t\n  replicas: 2\n",
           fp);
     fclose(fp);
+    char crd[200];
+    snprintf(crd, sizeof crd, "%s/crd.yaml", K.dir);
+    fp = fopen(crd, "w");
+    fputs("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n"
+          "  name: sandboxpools.podclaim.io\nspec:\n  group: podclaim.io\n  names:\n"
+          "    kind: SandboxPool\n    plural: sandboxpools\n  scope: Namespaced\n  versions:\n"
+          "  - name: v1alpha1\n    served: true\n    storage: true\n    subresources:\n"
+          "      status: {}\n",
+          fp);
+    fclose(fp);
     int rc;
-    char *out = kubectl(&rc, "apply -f %s", file);
+    char *out = kubectl(&rc, "apply -f %s", crd);
+    cr_expect_eq(rc, 0, "apply of the CRD: %s", out);
+    free(out);
+    out = kubectl(&rc, "apply -f %s", file);
     cr_assert_eq(rc, 0, "apply: %s", out);
     cr_expect(strstr(out, "created"), "%s", out);
     free(out);
