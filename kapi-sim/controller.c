@@ -467,6 +467,7 @@ static void fire(ks_controller *c, timer_kind k, const timer *t)
 static void *run(void *arg)
 {
     ks_controller *c = arg;
+    pthread_setname_np(pthread_self(), "ks-controller");
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
         int64_t now = ks_now_ns();
