@@ -259,7 +259,8 @@ Test(pool, deadline_while_in_flight_ends_the_claim_when_the_cas_loses, .fini = t
     setup_pool(true, (pc_pool_config){0});
     start();
     pc_claim_init(&C[0], 0, on_result, NULL);
-    C[0].deadline_ns = pc_now_ns() + 20 * 1000000LL;
+    /* Long enough to be dispatched first even on a loaded machine. */
+    C[0].deadline_ns = pc_now_ns() + 500 * 1000000LL;
     cr_assert_eq(pc_pool_enqueue(P, &C[0]), 0);
     offer("pod-a", "1");
     offer("pod-b", "1");
@@ -427,8 +428,10 @@ Test(pool, a_reservation_expires_after_its_ttl, .fini = teardown_pool, .timeout 
     enqueue(0, 0);
     offer("pod-a", "1");
     wait_results(1);
-    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).reserved == 0, 2000), "TTL releases it");
-    cr_assert_eq(metric("podclaim_reservations_expired_total"), 1);
+    /* Wait on the counter, not the gauge: the gauge may not even show the reservation yet. */
+    cr_assert(PC_TEST_WAIT_UNTIL(metric("podclaim_reservations_expired_total") == 1, 2000),
+              "the TTL releases it");
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).reserved == 0, 2000));
     enqueue(1, 0);
     offer("pod-a", "1");
     wait_results(2);
@@ -523,6 +526,14 @@ Test(pool, notify_idle_runs_the_resync_hook, .fini = teardown_pool, .timeout = 2
     cr_assert(PC_TEST_WAIT_UNTIL(atomic_load(&resyncs) == 1, 2000));
 }
 
+static atomic_int conflicts_left;
+static pc_cas_outcome conflict_once(const pc_cas_request *req, void *arg)
+{
+    (void)req;
+    (void)arg;
+    return atomic_fetch_sub(&conflicts_left, 1) > 0 ? PC_CAS_CONFLICT : PC_CAS_WON;
+}
+
 /* A 409 that no new version follows leaves the pod reserved; when the reservation
  * expires the pool asks the informer (the resync hook) to re-offer it at once. */
 static pc_pool *resync_pool;
@@ -542,14 +553,11 @@ Test(pool, an_expired_reservation_resyncs_and_the_pod_serves_again, .fini = tear
                                        .resync_period_ns = 3600 * 1000000000LL,
                                        .reservation_ttl_ns = 50 * 1000000LL});
     resync_pool = P;
-    F.decide = conflict_on_pod_a;
+    F.decide = conflict_once; /* spurious: the pod stays idle at version 1 */
+    atomic_store(&conflicts_left, 1);
     enqueue(0, 0);
     offer("pod-a", "1");
     start();
-    wait_started(1);
-    pthread_mutex_lock(&F.mu); /* the workers read decide under it */
-    F.decide = NULL;           /* the conflict was spurious: the pod is still idle at version 1 */
-    pthread_mutex_unlock(&F.mu);
     wait_results(1);
     cr_assert_eq(R.res[0].status, PC_CLAIM_OK, "got %s", pc_claim_status_name(R.res[0].status));
     cr_assert_str_eq(R.res[0].pod_name, "pod-a");
