@@ -34,6 +34,8 @@
  */
 #include <podclaim/membackend.h>
 
+#include "util/ckhs.h"
+
 #include <ck_hs.h>
 #include <ck_malloc.h>
 
@@ -139,39 +141,6 @@ static bool prng_roll(uint64_t *s, double rate)
 
 /* ---- pod map (ck_hs, single writer: every access is under mu) --------------------------- */
 
-static void *hs_malloc(size_t n)
-{
-    return malloc(n);
-}
-
-static void *hs_realloc(void *p, size_t old, size_t n, bool defer)
-{
-    (void)old;
-    (void)defer;
-    return realloc(p, n);
-}
-
-/* defer is for SPMC readers still walking an old map; all readers hold mu, so none can. */
-static void hs_free(void *p, size_t n, bool defer)
-{
-    (void)n;
-    (void)defer;
-    free(p);
-}
-
-static unsigned long key_hash(const char *ns, const char *name)
-{
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a, then the splitmix64 finaliser */
-    for (const unsigned char *p = (const unsigned char *)ns; *p; p++)
-        h = (h ^ *p) * 0x100000001b3ULL;
-    h = (h ^ '/') * 0x100000001b3ULL;
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
-        h = (h ^ *p) * 0x100000001b3ULL;
-    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
-    return (unsigned long)(h ^ (h >> 31));
-}
-
 static unsigned long hs_hash(const void *obj, unsigned long seed)
 {
     (void)seed;
@@ -198,7 +167,7 @@ static mb_pod *find_locked(pc_membackend *b, const char *ns, const char *name)
         return NULL;
     strcpy(key.namespace_, ns);
     strcpy(key.name, name);
-    key.hash = key_hash(ns, name);
+    key.hash = pc__pod_key_hash(ns, name, 0);
     return ck_hs_get(&b->pods, key.hash, &key);
 }
 
@@ -547,7 +516,7 @@ int pc_membackend_new(const pc_membackend_config *cfg, pc_membackend **out)
     b->prng = cfg->seed ? cfg->seed : MB_DEFAULT_SEED;
     b->iface.cas_start = mb_cas_start;
     b->iface.impl = b;
-    b->alloc = (struct ck_malloc){hs_malloc, hs_realloc, hs_free};
+    b->alloc = pc__ck_allocator;
     if (!ck_hs_init(&b->pods, CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT | CK_HS_MODE_DELETE, hs_hash,
                     hs_compare, &b->alloc, 64, 0))
         goto fail_hs;
@@ -650,7 +619,7 @@ int pc_membackend_add_pod(pc_membackend *b, const char *namespace_, const char *
     p->n_containers = n_containers;
     for (size_t i = 0; i < n_containers; i++)
         strcpy(p->containers[i], containers[i]);
-    p->hash = key_hash(namespace_, name);
+    p->hash = pc__pod_key_hash(namespace_, name, 0);
 
     int rc = 0;
     uint64_t rv = 0;

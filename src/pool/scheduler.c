@@ -18,6 +18,7 @@
  * Ties between levels go to the older claim (the seed's score = level, then time).
  */
 #include "pool/pool_internal.h"
+#include "util/ckhs.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -25,18 +26,6 @@
 #include <string.h>
 
 /* ---- the ready-queue's pod table (ck_hs, keyed "ns/name") -------------------------------- */
-
-static unsigned long pod_key_hash(const char *ns, const char *name)
-{
-    /* FNV-1a over "ns/name". */
-    uint64_t h = 1469598103934665603ull;
-    for (const char *s = ns; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    h = (h ^ '/') * 1099511628211ull;
-    for (const char *s = name; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return (unsigned long)h;
-}
 
 static unsigned long hs_hash(const void *obj, unsigned long seed)
 {
@@ -49,20 +38,6 @@ static bool hs_compare(const void *a, const void *b)
     const pod_entry *x = a, *y = b;
     return strcmp(x->name, y->name) == 0 && strcmp(x->ns, y->ns) == 0;
 }
-
-static void *hs_malloc(size_t n)
-{
-    return malloc(n);
-}
-
-static void hs_free(void *ptr, size_t n, bool defer)
-{
-    (void)n;
-    (void)defer; /* single-threaded use: nothing can still be reading the old map */
-    free(ptr);
-}
-
-static struct ck_malloc hs_allocator = {.malloc = hs_malloc, .free = hs_free};
 
 static void ready_unlink(pc_pool *p, pod_entry *e)
 {
@@ -229,7 +204,7 @@ static void retry_take(pc_pool *p, pc_claim *c)
 
 static void take_pod_msg(pc_pool *p, pod_entry *m, int64_t now)
 {
-    m->hash = pod_key_hash(m->ns, m->name);
+    m->hash = pc__pod_key_hash(m->ns, m->name, 0);
     pod_entry *queued = ck_hs_get(&p->pods, m->hash, m);
     const pc__reservation *r = pc__reservation_lookup(p->reservations, m->ns, m->name, now);
 
@@ -318,7 +293,7 @@ static void take_completion(pc_pool *p, pc_claim *c, int64_t now)
                 strcpy(e->name, c->priv.pod_name);
                 strcpy(e->uid, c->priv.pod_uid);
                 strcpy(e->rv, c->priv.pod_rv);
-                e->hash = pod_key_hash(e->ns, e->name);
+                e->hash = pc__pod_key_hash(e->ns, e->name, 0);
                 e->kind = POD_MSG_OFFER;
                 ready_add(p, e, true);
             }
@@ -600,7 +575,7 @@ void pc__scheduler_drain_unstarted(pc_pool *p)
 int pc__scheduler_init(pc_pool *p)
 {
     if (!ck_hs_init(&p->pods, CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT | CK_HS_MODE_DELETE, hs_hash,
-                    hs_compare, &hs_allocator, 1024, 0))
+                    hs_compare, &pc__ck_allocator, 1024, 0))
         return -ENOMEM;
     int err = pc__reservation_map_new(p->cfg.reservation_ttl_ns, &p->reservations);
     if (err) {

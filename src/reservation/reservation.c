@@ -20,6 +20,7 @@
  * PC__RES_GC_MIN): O(capacity) work amortised over that many releases, O(1) each.
  */
 #include "reservation/reservation.h"
+#include "util/ckhs.h"
 
 #include <ck_hs.h>
 #include <ck_malloc.h>
@@ -44,47 +45,6 @@ struct pc__reservation_map {
     size_t removed_since_gc;
     int64_t ttl_ns;
 };
-
-/* ck_hs allocates its bucket arrays through this; plain libc. ck_hs calls free with
- * defer=true only in modes where readers may still hold the old map (SPMC readers);
- * there are none, so freeing at once is safe. */
-static void *hs_malloc(size_t n)
-{
-    return malloc(n);
-}
-
-static void *hs_realloc(void *p, size_t old, size_t n, bool defer)
-{
-    (void)old;
-    (void)defer;
-    return realloc(p, n);
-}
-
-static void hs_free(void *p, size_t n, bool defer)
-{
-    (void)n;
-    (void)defer;
-    free(p);
-}
-
-/* FNV-1a over "ns/name" and the seed, finished with the splitmix64 mixer so that both
- * the low bits (ck_hs's bucket index) and the high bits (its pointer-packed hash tag) are
- * well spread. */
-static unsigned long key_hash(const char *ns, const char *name, unsigned long seed)
-{
-    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
-    for (const unsigned char *p = (const unsigned char *)ns; *p; p++)
-        h = (h ^ *p) * 0x100000001b3ULL;
-    h = (h ^ '/') * 0x100000001b3ULL;
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
-        h = (h ^ *p) * 0x100000001b3ULL;
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ULL;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebULL;
-    h ^= h >> 31;
-    return (unsigned long)h;
-}
 
 /* ck_hs calls this only to rehash stored entries when it grows. */
 static unsigned long hs_hash(const void *obj, unsigned long seed)
@@ -114,7 +74,7 @@ static bool make_key(pc__reservation *k, const char *ns, const char *name)
         return false;
     strcpy(k->namespace_, ns);
     strcpy(k->name, name);
-    k->hash = key_hash(ns, name, PC__RES_SEED);
+    k->hash = pc__pod_key_hash(ns, name, PC__RES_SEED);
     return true;
 }
 
@@ -158,9 +118,7 @@ int pc__reservation_map_new(int64_t ttl_ns, pc__reservation_map **out)
     pc__reservation_map *m = calloc(1, sizeof *m);
     if (m == NULL)
         return -ENOMEM;
-    m->alloc.malloc = hs_malloc;
-    m->alloc.realloc = hs_realloc;
-    m->alloc.free = hs_free;
+    m->alloc = pc__ck_allocator;
     m->ttl_ns = ttl_ns;
     if (!ck_hs_init(&m->hs, CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT | CK_HS_MODE_DELETE, hs_hash,
                     hs_compare, &m->alloc, PC__RES_INITIAL_CAPACITY, PC__RES_SEED)) {
