@@ -12,8 +12,11 @@
 #ifndef PODCLAIM_TSAN_CRITERION_H
 #define PODCLAIM_TSAN_CRITERION_H
 
+/* What <criterion/criterion.h> brings in too, so tests compile the same way in both builds. */
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct criterion_test_extra_data {
