@@ -165,18 +165,13 @@ static pc_claim *pending_best(const pc_pool *p, int64_t now, int *eff_out)
     return best;
 }
 
-static void finish_sched(pc_pool *p, pc_claim *c, pc_claim_status st, const char *error)
-{
-    pc__claim_finish(p, c, st, error);
-}
-
 /* The claim waits for a pod. Its deadline, if any, is its timer. */
 static void pending_add(pc_pool *p, pc_claim *c)
 {
     c->priv.state = CLAIM_PENDING;
     c->priv.timer_at_ns = c->deadline_ns;
     if (c->deadline_ns > 0 && pc__timer_heap_push(&p->timers, c) != 0) {
-        finish_sched(p, c, PC_CLAIM_ERROR, "out of memory for the claim's deadline timer");
+        pc__claim_finish(p, c, PC_CLAIM_ERROR, "out of memory for the claim's deadline timer");
         return;
     }
     level_insert(p, c);
@@ -247,11 +242,11 @@ static void admit(pc_pool *p, pc_claim *c, int64_t now)
                          : prio > PC_PRIORITY_LOWEST ? PC_PRIORITY_LOWEST
                                                      : prio;
     if (atomic_load_explicit(&p->stopping, memory_order_acquire))
-        finish_sched(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
+        pc__claim_finish(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
     else if (atomic_load_explicit(&c->priv.flags, memory_order_acquire) & CLAIM_F_CANCEL)
-        finish_sched(p, c, PC_CLAIM_CANCELLED, "cancelled while waiting");
+        pc__claim_finish(p, c, PC_CLAIM_CANCELLED, "cancelled while waiting");
     else if (c->deadline_ns > 0 && now >= c->deadline_ns)
-        finish_sched(p, c, PC_CLAIM_DEADLINE, "deadline passed while waiting for a pod");
+        pc__claim_finish(p, c, PC_CLAIM_DEADLINE, "deadline passed while waiting for a pod");
     else
         pending_add(p, c);
 }
@@ -302,20 +297,20 @@ static void take_completion(pc_pool *p, pc_claim *c, int64_t now)
 
     char why[256];
     if (o == PC_CAS_INVALID) {
-        finish_sched(p, c, PC_CLAIM_REJECTED, c->priv.message);
+        pc__claim_finish(p, c, PC_CLAIM_REJECTED, c->priv.message);
     } else if (atomic_load_explicit(&p->stopping, memory_order_acquire)) {
-        finish_sched(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
+        pc__claim_finish(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
     } else if (atomic_load_explicit(&c->priv.flags, memory_order_acquire) & CLAIM_F_CANCEL) {
-        finish_sched(p, c, PC_CLAIM_CANCELLED, "cancelled while its CAS was in flight");
+        pc__claim_finish(p, c, PC_CLAIM_CANCELLED, "cancelled while its CAS was in flight");
     } else if (c->deadline_ns > 0 && now >= c->deadline_ns) {
         snprintf(why, sizeof(why), "deadline passed; last CAS: %s: %s", pc_cas_outcome_name(o),
                  c->priv.message);
-        finish_sched(p, c, PC_CLAIM_DEADLINE, why);
+        pc__claim_finish(p, c, PC_CLAIM_DEADLINE, why);
     } else if (o == PC_CAS_RETRYABLE) {
         if (++c->priv.retries > p->cfg.retry_limit) {
             snprintf(why, sizeof(why), "gave up after %u retries: %s", p->cfg.retry_limit,
                      c->priv.message);
-            finish_sched(p, c, PC_CLAIM_ERROR, why);
+            pc__claim_finish(p, c, PC_CLAIM_ERROR, why);
             return;
         }
         int64_t at = now + retry_backoff(p, c);
@@ -323,7 +318,7 @@ static void take_completion(pc_pool *p, pc_claim *c, int64_t now)
         c->priv.timer_at_ns = (c->deadline_ns > 0 && c->deadline_ns < at) ? c->deadline_ns : at;
         c->priv.state = CLAIM_RETRY_WAIT;
         if (pc__timer_heap_push(&p->timers, c) != 0) {
-            finish_sched(p, c, PC_CLAIM_ERROR, "out of memory for the claim's retry timer");
+            pc__claim_finish(p, c, PC_CLAIM_ERROR, "out of memory for the claim's retry timer");
             return;
         }
         p->retry_len++;
@@ -339,11 +334,11 @@ static void fire_timers(pc_pool *p, int64_t now)
     while ((c = pc__timer_heap_top(&p->timers)) != NULL && c->priv.timer_at_ns <= now) {
         if (c->priv.state == CLAIM_PENDING) {
             pending_take(p, c, now);
-            finish_sched(p, c, PC_CLAIM_DEADLINE, "deadline passed while waiting for a pod");
+            pc__claim_finish(p, c, PC_CLAIM_DEADLINE, "deadline passed while waiting for a pod");
         } else { /* CLAIM_RETRY_WAIT */
             retry_take(p, c);
             if (c->deadline_ns > 0 && now >= c->deadline_ns)
-                finish_sched(p, c, PC_CLAIM_DEADLINE, "deadline passed while backing off");
+                pc__claim_finish(p, c, PC_CLAIM_DEADLINE, "deadline passed while backing off");
             else
                 pending_add(p, c);
         }
@@ -361,7 +356,7 @@ static void take_cancels(pc_pool *p, int64_t now)
             pc_claim *next = c->priv.next;
             if (atomic_load_explicit(&c->priv.flags, memory_order_acquire) & CLAIM_F_CANCEL) {
                 pending_take(p, c, now);
-                finish_sched(p, c, PC_CLAIM_CANCELLED, "cancelled while waiting");
+                pc__claim_finish(p, c, PC_CLAIM_CANCELLED, "cancelled while waiting");
             }
             c = next;
         }
@@ -376,7 +371,7 @@ static void take_cancels(pc_pool *p, int64_t now)
         if (c->priv.state == CLAIM_RETRY_WAIT &&
             (atomic_load_explicit(&c->priv.flags, memory_order_acquire) & CLAIM_F_CANCEL)) {
             retry_take(p, c);
-            finish_sched(p, c, PC_CLAIM_CANCELLED, "cancelled while backing off");
+            pc__claim_finish(p, c, PC_CLAIM_CANCELLED, "cancelled while backing off");
         }
     }
 }
@@ -468,12 +463,12 @@ static bool drain_for_shutdown(pc_pool *p, int64_t now)
         while (p->levels[l].head) {
             pc_claim *c = p->levels[l].head;
             pending_take(p, c, now);
-            finish_sched(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
+            pc__claim_finish(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
         }
     pc_claim *c;
     while ((c = pc__timer_heap_top(&p->timers)) != NULL) {
         retry_take(p, c);
-        finish_sched(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
+        pc__claim_finish(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
     }
     /* acquire: a worker pushes a completion before it decrements inflight (release), so
      * seeing 0 means every completion is in the queue; drain once more to take them. */
