@@ -12,7 +12,10 @@
  * 4. Snapshot read cost while the 8 producers of run 2 run: pc_pool_snapshot vs reading
  *    the baseline's gauges under its mutex.
  *
- * Usage: bench_core [--quick]   (--quick: smaller counts, for a smoke run)
+ * Usage: bench_core [--quick] [--only handoff|claims|closed] [--claims N]
+ *   --quick: smaller counts, for a smoke run; --claims N: claims in the 8-producer run
+ *   (profiling: callgrind two values of N and divide the difference by the difference of N,
+ *   which cancels the set-up cost)
  */
 #include "pool/inbox.h"
 #include "pool/pool_internal.h" /* pc__pool_use_mutex_inbox: baseline A */
@@ -566,18 +569,22 @@ int main(int argc, char **argv)
 {
     bool quick = false;
     const char *only = NULL; /* --only handoff|claims|closed: one section (for profiling) */
+    long claims_arg = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = true;
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             only = argv[++i];
+        else if (strcmp(argv[i], "--claims") == 0 && i + 1 < argc)
+            claims_arg = atol(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_core [--quick] [--only handoff|claims|closed]\n");
+            fprintf(stderr,
+                    "usage: bench_core [--quick] [--only handoff|claims|closed] [--claims N]\n");
             return 2;
         }
     }
     long handoff_n = quick ? 1000000 : 8000000;
-    long claims = quick ? 100000 : 1000000;
+    long claims = claims_arg > 0 ? claims_arg : quick ? 100000 : 1000000;
     long closed = quick ? 20000 : 100000;
 
     printf("%-46s %12s %12s %9s  %s\n", "figure", "podclaim", "baseline", "ratio", "unit");
@@ -596,6 +603,11 @@ int main(int argc, char **argv)
     if (getenv("BENCH_POOL_ONLY")) { /* profiling aid: callgrind the pool path alone */
         result p1 = claims_run(POOL, claims, PRODUCERS, WINDOW, false);
         printf("pool only: %.0f claims/s\n", p1.claims_per_s);
+        return 0;
+    }
+    if (getenv("BENCH_BASE_ONLY")) { /* the same for baseline B (same harness and backend) */
+        result b1 = claims_run(MUTEX_DISPATCHER, claims, PRODUCERS, WINDOW, false);
+        printf("baseline B only: %.0f claims/s\n", b1.claims_per_s);
         return 0;
     }
     result pool = claims_run(POOL, claims, PRODUCERS, WINDOW, true);
