@@ -505,7 +505,11 @@ static int64_t next_wakeup(pc_pool *p)
     int64_t r = pc__reservation_next_expiry(p->reservations);
     if (r && (at == 0 || r < at))
         at = r;
-    if (p->cfg.resync && p->cfg.resync_period_ns > 0 && (at == 0 || p->next_resync_at < at))
+    /* No resync while stopping: its due time would stay in the past and wake us at once,
+     * again and again, until the last CAS reports. */
+    if (p->cfg.resync && p->cfg.resync_period_ns > 0 &&
+        !atomic_load_explicit(&p->stopping, memory_order_relaxed) &&
+        (at == 0 || p->next_resync_at < at))
         at = p->next_resync_at;
     return at;
 }
@@ -530,13 +534,15 @@ void *pc__scheduler_main(void *arg)
         /* An expired reservation guarded a pod whose new version never showed up: a 409
          * that nothing followed (a spurious conflict), or a lost event. Resync now, so the
          * informer re-offers the pod if it is still idle, instead of a period later. */
+        /* The request flag is consumed every round, hook or not: a flag only the hook
+         * cleared kept has_work() true and the thread spinning in a pool without one. */
+        bool resync = atomic_exchange_explicit(&p->resync_now, false, memory_order_acq_rel);
         if (pc__reservation_sweep(p->reservations, now, count_expired, p) > 0)
-            atomic_store_explicit(&p->resync_now, true, memory_order_relaxed);
+            resync = true;
 
         bool stopping = atomic_load_explicit(&p->stopping, memory_order_seq_cst);
         if (!stopping && p->cfg.resync &&
-            (atomic_exchange_explicit(&p->resync_now, false, memory_order_acq_rel) ||
-             (p->cfg.resync_period_ns > 0 && now >= p->next_resync_at))) {
+            (resync || (p->cfg.resync_period_ns > 0 && now >= p->next_resync_at))) {
             p->cfg.resync(p->cfg.resync_arg);
             p->next_resync_at = now + p->cfg.resync_period_ns;
         }

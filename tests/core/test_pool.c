@@ -1,7 +1,6 @@
 /* Behaviour of one pool: ordering, aging, preemption, backpressure, deadlines, cancel,
  * shutdown, CAS outcomes and reservations. Uses the controllable fake backend. */
-#include "common.h"
-#include "fake_backend.h"
+#include "pool_fixture.h"
 
 #include <podclaim/podclaim.h>
 
@@ -11,124 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAXC 256
-
-typedef struct rec {
-    pthread_mutex_t mu;
-    int order[MAXC]; /* claim index, in callback order */
-    int n;
-    int calls[MAXC];
-    pc_claim_result res[MAXC];
-} rec;
-
-static rec R;
-static pc_claim C[MAXC];
-static char ids[MAXC][16];
-static fake_backend F;
-static pc_pool *P;
-
-static void on_result(pc_claim *c, const pc_claim_result *r, void *arg)
-{
-    (void)arg;
-    int i = (int)(c - C);
-    pthread_mutex_lock(&R.mu);
-    R.calls[i]++;
-    R.res[i] = *r;
-    R.order[R.n++] = i;
-    pthread_mutex_unlock(&R.mu);
-}
-
-static int results(void)
-{
-    pthread_mutex_lock(&R.mu);
-    int n = R.n;
-    pthread_mutex_unlock(&R.mu);
-    return n;
-}
-
-static void setup_pool(bool manual, pc_pool_config cfg)
-{
-    memset(&R, 0, sizeof(R));
-    pthread_mutex_init(&R.mu, NULL);
-    memset(C, 0, sizeof(C));
-    fake_init(&F, manual);
-    cfg.namespace_ = "ns";
-    cfg.name = "pool";
-    if (!cfg.cas_workers)
-        cfg.cas_workers = 1; /* one worker: CAS start order = dispatch order */
-    int err = pc_pool_new(&cfg, &F.base, &P);
-    cr_assert_eq(err, 0, "pc_pool_new: %s", pc_strerror(err));
-}
-
-static void start(void)
-{
-    int err = pc_pool_start(P);
-    cr_assert_eq(err, 0, "pc_pool_start: %s", pc_strerror(err));
-}
-
-static void teardown_pool(void)
-{
-    pc_pool_free(P);
-    P = NULL;
-    fake_fini(&F);
-}
-
-static void enqueue(int i, int prio)
-{
-    pc_claim_init(&C[i], prio, on_result, NULL);
-    snprintf(ids[i], sizeof(ids[i]), "c%d", i);
-    C[i].id = ids[i];
-    int err = pc_pool_enqueue(P, &C[i]);
-    cr_assert_eq(err, 0, "enqueue claim %d: %s", i, pc_strerror(err));
-}
-
-static void offer(const char *name, const char *rv)
-{
-    pc_pod_ref pod = {.namespace_ = "ns", .name = name, .uid = "u", .resource_version = rv};
-    cr_assert_eq(pc_pool_offer_idle(P, &pod), 0);
-}
-
-static void wait_queue_len(uint64_t n)
-{
-    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).queue_len == n, 5000),
-              "queue_len: expected %lu, got %lu", (unsigned long)n,
-              (unsigned long)pc_pool_snapshot(P).queue_len);
-}
-
-static void wait_results(int n)
-{
-    cr_assert(PC_TEST_WAIT_UNTIL(results() >= n, 5000), "results: expected %d, got %d", n,
-              results());
-}
-
-static void wait_started(int n)
-{
-    cr_assert(PC_TEST_WAIT_UNTIL(fake_started(&F) >= n, 5000), "CAS started: expected %d, got %d",
-              n, fake_started(&F));
-}
-
-/* Offer pods one by one; the started CAS log shows the order claims were served. */
-static void serve_all(int n)
-{
-    char name[16];
-    for (int k = 0; k < n; k++) {
-        snprintf(name, sizeof(name), "pod-%d", k);
-        offer(name, "1");
-    }
-    wait_results(n);
-}
-
-static uint64_t metric(const char *name)
-{
-    static char buf[16384];
-    pc_pool_metrics_render(P, buf, sizeof(buf));
-    char *line = strstr(buf, name);
-    while (line && (line[strlen(name)] != '{' || line[-1] != '\n'))
-        line = strstr(line + 1, name);
-    cr_assert_not_null(line, "metric %s not rendered", name);
-    return strtoull(strchr(line, '}') + 2, NULL, 10);
-}
 
 Test(pool, serves_higher_priority_first_and_fifo_inside_a_level, .fini = teardown_pool,
      .timeout = 20)
