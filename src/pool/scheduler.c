@@ -567,10 +567,18 @@ void *pc__scheduler_main(void *arg)
 
 void pc__scheduler_drain_unstarted(pc_pool *p)
 {
-    int64_t now = pc_now_ns();
-    drain(p, now);
-    drain_for_shutdown(p, now);
-    publish_gauges(p);
+    /* The calling thread plays the scheduler. An enqueuer may have counted its place
+     * before `stopping` was set and not pushed yet: drain_for_shutdown says so (false), and
+     * we park until its push wakes us. Giving up there lost that claim's callback. */
+    for (;;) {
+        int64_t now = pc_now_ns();
+        drain(p, now);
+        bool done = drain_for_shutdown(p, now);
+        publish_gauges(p);
+        if (done)
+            break;
+        pc__parker_park(&p->parker, 0, has_work, p);
+    }
 }
 
 int pc__scheduler_init(pc_pool *p)

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* An idle pool's threads sleep: in a 300 ms window they may wake a few times (timers),
@@ -71,4 +72,102 @@ Test(pool_lifecycle, a_shutdown_waiting_for_a_cas_leaves_the_pool_asleep, .fini 
                  "draining, one CAS in flight: the pool used %.1f ms of CPU in %d ms idle",
                  (double)used / 1e6, IDLE_WINDOW_MS);
     cr_assert_eq(R.res[0].status, PC_CLAIM_OK);
+}
+
+/* ---- enqueue racing shutdown -------------------------------------------------------------- */
+
+#define RACE_PRODUCERS 2
+#define RACE_CLAIMS 8192 /* per producer and round; shutdown usually stops them far earlier */
+
+typedef struct race {
+    pc_pool *pool;
+    pthread_barrier_t go;
+    pc_claim *claims[RACE_PRODUCERS];
+    atomic_long accepted;
+    atomic_long answered;
+    atomic_long twice;
+} race;
+
+static void race_cb(pc_claim *c, const pc_claim_result *r, void *arg)
+{
+    (void)r;
+    race *rc = arg;
+    /* priority doubles as an "answered" mark: a second callback for one claim shows here */
+    if (c->priority == -1)
+        atomic_fetch_add(&rc->twice, 1);
+    c->priority = -1;
+    atomic_fetch_add(&rc->answered, 1);
+}
+
+typedef struct race_arg {
+    race *rc;
+    int index;
+} race_arg;
+
+static void *race_producer(void *arg)
+{
+    race_arg *a = arg;
+    race *rc = a->rc;
+    pthread_barrier_wait(&rc->go);
+    for (int k = 0; k < RACE_CLAIMS; k++) {
+        pc_claim *c = &rc->claims[a->index][k];
+        pc_claim_init(c, k % PC_PRIORITY_LEVELS, race_cb, rc);
+        int err = pc_pool_enqueue(rc->pool, c);
+        if (err == -ESHUTDOWN)
+            break;
+        cr_assert_eq(err, 0, "enqueue: %s", pc_strerror(err));
+        atomic_fetch_add(&rc->accepted, 1);
+    }
+    return NULL;
+}
+
+static void enqueue_races_shutdown(bool started, int rounds)
+{
+    fake_init(&F, false);
+    race rc;
+    for (int i = 0; i < RACE_PRODUCERS; i++)
+        rc.claims[i] = calloc(RACE_CLAIMS, sizeof(pc_claim));
+    for (int round = 0; round < rounds; round++) {
+        pc_pool_config cfg = {.namespace_ = "ns", .name = "race"};
+        cr_assert_eq(pc_pool_new(&cfg, &F.base, &rc.pool), 0);
+        if (started)
+            cr_assert_eq(pc_pool_start(rc.pool), 0);
+        atomic_init(&rc.accepted, 0);
+        atomic_init(&rc.answered, 0);
+        atomic_init(&rc.twice, 0);
+        pthread_barrier_init(&rc.go, NULL, RACE_PRODUCERS + 1);
+        pthread_t t[RACE_PRODUCERS];
+        race_arg args[RACE_PRODUCERS];
+        for (int i = 0; i < RACE_PRODUCERS; i++) {
+            args[i] = (race_arg){&rc, i};
+            pthread_create(&t[i], NULL, race_producer, &args[i]);
+        }
+        pthread_barrier_wait(&rc.go);
+        pc_pool_shutdown(rc.pool);
+        for (int i = 0; i < RACE_PRODUCERS; i++)
+            pthread_join(t[i], NULL);
+        /* Every enqueue that returned 0 has its callback by the time shutdown returned (and
+         * the producers stopped at -ESHUTDOWN, or at the end of their claims). */
+        cr_assert_eq(atomic_load(&rc.answered), atomic_load(&rc.accepted),
+                     "round %d (%s): %ld claims accepted, %ld answered", round,
+                     started ? "started" : "never started", atomic_load(&rc.accepted),
+                     atomic_load(&rc.answered));
+        cr_assert_eq(atomic_load(&rc.twice), 0, "round %d: a claim answered twice", round);
+        pthread_barrier_destroy(&rc.go);
+        pc_pool_free(rc.pool);
+    }
+    for (int i = 0; i < RACE_PRODUCERS; i++)
+        free(rc.claims[i]);
+    fake_fini(&F);
+}
+
+Test(pool_lifecycle, enqueue_racing_shutdown_of_a_pool_never_started_answers_every_claim,
+     .timeout = 120)
+{
+    enqueue_races_shutdown(false, 1000);
+}
+
+Test(pool_lifecycle, enqueue_racing_shutdown_of_a_started_pool_answers_every_claim, .timeout = 120)
+{
+    enqueue_races_shutdown(true, 1000);
 }
