@@ -361,18 +361,25 @@ static void take_cancels(pc_pool *p, int64_t now)
             c = next;
         }
     }
-    /* Backing-off claims live only in the timer heap. Walking it from the end visits every
-     * entry at least once even as removals move entries around (a removal only moves
-     * already-visited entries into lower slots). */
-    for (size_t i = p->timers.len; i-- > 0;) {
-        if (i >= p->timers.len)
-            continue;
+    /* Backing-off claims live only in the timer heap. Collect first, remove after: a
+     * removal can sift the moved entry up, so removing while walking the array skips
+     * entries (and a cancelled claim could still win a pod). A backing-off claim is in no
+     * level, so its level links are free to chain the collected ones. */
+    pc_claim *found = NULL;
+    for (size_t i = 0; i < p->timers.len; i++) {
         pc_claim *c = p->timers.items[i];
         if (c->priv.state == CLAIM_RETRY_WAIT &&
             (atomic_load_explicit(&c->priv.flags, memory_order_acquire) & CLAIM_F_CANCEL)) {
-            retry_take(p, c);
-            pc__claim_finish(p, c, PC_CLAIM_CANCELLED, "cancelled while backing off");
+            c->priv.next = found;
+            found = c;
         }
+    }
+    while (found) {
+        pc_claim *c = found;
+        found = c->priv.next;
+        c->priv.next = NULL;
+        retry_take(p, c);
+        pc__claim_finish(p, c, PC_CLAIM_CANCELLED, "cancelled while backing off");
     }
 }
 

@@ -64,7 +64,19 @@ fake_cas fake_get(fake_backend *f, int i)
     return c;
 }
 
+static void complete(fake_backend *f, int i, pc_cas_outcome o, int64_t retry_after_ns);
+
 void fake_complete(fake_backend *f, int i, pc_cas_outcome o)
+{
+    complete(f, i, o, 0);
+}
+
+void fake_complete_retry(fake_backend *f, int i, int64_t retry_after_ns)
+{
+    complete(f, i, PC_CAS_RETRYABLE, retry_after_ns);
+}
+
+static void complete(fake_backend *f, int i, pc_cas_outcome o, int64_t retry_after_ns)
 {
     pthread_mutex_lock(&f->mu);
     fake_cas *c = &f->log[i];
@@ -79,5 +91,5 @@ void fake_complete(fake_backend *f, int i, pc_cas_outcome o)
     void *token = c->token;
     pthread_mutex_unlock(&f->mu);
     done(token, o, o == PC_CAS_WON ? rv : NULL, o == PC_CAS_WON ? NULL : "completed by the test",
-         0);
+         retry_after_ns);
 }

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #define FAKE_MAX 4096
 
@@ -39,5 +40,7 @@ int fake_started(fake_backend *f); /* how many CAS were started */
 fake_cas fake_get(fake_backend *f, int i);
 /* Manual mode: complete CAS i with outcome; WON gets a fresh resourceVersion. */
 void fake_complete(fake_backend *f, int i, pc_cas_outcome o);
+/* Manual mode: complete CAS i as RETRYABLE with the server's Retry-After. */
+void fake_complete_retry(fake_backend *f, int i, int64_t retry_after_ns);
 
 #endif

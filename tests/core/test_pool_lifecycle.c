@@ -171,3 +171,51 @@ Test(pool_lifecycle, enqueue_racing_shutdown_of_a_started_pool_answers_every_cla
 {
     enqueue_races_shutdown(true, 1000);
 }
+
+/* ---- cancellation -------------------------------------------------------------------------- */
+
+static int claim_of_cas(int k)
+{
+    return atoi(fake_get(&F, k).claim_id + 1); /* ids are "c<i>" */
+}
+
+/* Backing-off claims wait in the timer heap only. Their retry times (the server's
+ * Retry-After, in thousands of seconds so scheduling jitter cannot reorder them) build the
+ * heap [1 5 2 6 7 3]; cancelling the claims at 5, 6 and 7 in one wake-up removes entries
+ * whose replacement sifts up, past slots a walk from the end has not visited yet. */
+Test(pool_lifecycle, cancelling_several_backing_off_claims_at_once_cancels_each,
+     .fini = teardown_pool, .timeout = 30)
+{
+    setup_pool(true, (pc_pool_config){.retry_backoff_ns = 1000000});
+    start();
+    for (int i = 0; i < 6; i++)
+        enqueue(i, 0);
+    char name[16];
+    for (int i = 0; i < 6; i++) {
+        snprintf(name, sizeof(name), "pod-%d", i);
+        offer(name, "1");
+    }
+    wait_started(6);
+    const int64_t ks = 1000LL * 1000000000LL;
+    const int64_t retry_at[6] = {1 * ks, 5 * ks, 2 * ks, 6 * ks, 7 * ks, 3 * ks};
+    int claim[6];
+    for (int k = 0; k < 6; k++) {
+        claim[k] = claim_of_cas(k);
+        fake_complete_retry(&F, k, retry_at[k]);
+    }
+    /* All six back off (they count as queued); the pods are idle again. */
+    wait_queue_len(6);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 6, 5000));
+    const int cancelled[3] = {1, 3, 4}; /* retry at 5, 6 and 7 ks */
+    for (int j = 0; j < 3; j++)
+        pc_claim_cancel(&C[claim[cancelled[j]]]);
+    wait_results(3);
+    for (int j = 0; j < 3; j++) {
+        int k = cancelled[j];
+        cr_assert_eq(R.calls[claim[k]], 1, "claim %d (retry at %lld ks) answered", claim[k],
+                     (long long)(retry_at[k] / ks));
+        cr_assert_eq(R.res[claim[k]].status, PC_CLAIM_CANCELLED, "claim %d: %s", claim[k],
+                     pc_claim_status_name(R.res[claim[k]].status));
+    }
+    wait_queue_len(3);
+}
