@@ -157,6 +157,15 @@ struct pc_claim {
 /* Zero `c` and set priority. Cannot fail. */
 void pc_claim_init(pc_claim *c, int priority, pc_claim_cb cb, void *cb_arg);
 
+/* Check claim options against the Kubernetes rules for what they become on the pod, as
+ * pc_pool_enqueue does: no NULL array with a non-zero count, no NULL string; label and
+ * annotation keys are qualified names ([DNS subdomain <= 253 "/"] name <= 63); label values
+ * and the target phase are label values (<= 63; the phase not empty); annotations together
+ * <= 256 KiB; container names are DNS labels; images are not empty. Image syntax is not
+ * checked. NULL opts are valid. Returns 0, or -EINVAL with a message in err (if err is not
+ * NULL; truncated to errlen). Thread: any. */
+int pc_claim_opts_check(const pc_claim_opts *opts, char *err, size_t errlen);
+
 /* ---- snapshot ---------------------------------------------------------------------------- */
 
 typedef struct pc_snapshot {
@@ -184,7 +193,9 @@ int pc_pool_start(pc_pool *p);
 /* Hand a claim to the pool. Blocking: no (lock-free; wakes the scheduler if it sleeps).
  * Returns 0: the callback will be called exactly once. Otherwise the callback is never
  * called and `c` is the caller's again: -EAGAIN inbox full (backpressure), -EINVAL no
- * callback or an id of PC_CLAIM_ID_MAX bytes or more, -ESHUTDOWN the pool is shutting down. Sets c->enqueued_at_ns if 0. */
+ * callback, an empty id or one of PC_CLAIM_ID_MAX bytes or more, or options that
+ * pc_claim_opts_check refuses; -ESHUTDOWN the pool is shutting down.
+ * Sets c->enqueued_at_ns if 0. */
 int pc_pool_enqueue(pc_pool *p, pc_claim *c);
 
 /* Request cancellation. The claim ends CANCELLED unless it already won a pod or its CAS

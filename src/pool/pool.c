@@ -324,7 +324,9 @@ void pc_pool_free(pc_pool *p)
 
 int pc_pool_enqueue(pc_pool *p, pc_claim *c)
 {
-    if (c == NULL || c->cb == NULL || (c->id && strlen(c->id) >= PC_CLAIM_ID_MAX))
+    if (c == NULL || c->cb == NULL ||
+        (c->id && (c->id[0] == '\0' || strnlen(c->id, PC_CLAIM_ID_MAX) >= PC_CLAIM_ID_MAX)) ||
+        pc_claim_opts_check(&c->opts, NULL, 0) != 0)
         return -EINVAL;
     /* Reserve a place first (seq_cst), then check `stopping` (seq_cst): shutdown stores
      * `stopping` then waits for inbox_count to reach 0, so either we see `stopping` and

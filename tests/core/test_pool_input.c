@@ -1,0 +1,140 @@
+/* What a pool accepts from its callers: claim options and ids checked at enqueue, ids
+ * generated unique and stable, priorities clamped, configurations refused, arithmetic that
+ * saturates instead of overflowing. Uses the controllable fake backend. */
+#include "pool_fixture.h"
+
+#include <podclaim/podclaim.h>
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- claim options --------------------------------------------------------------------- */
+
+static char long_name[300], name_63[64], name_64[65], prefix_253[260], prefix_254[260];
+static char *big_value;
+
+static void make_strings(void)
+{
+    memset(name_63, 'a', 63);
+    name_63[63] = '\0';
+    memset(name_64, 'a', 64);
+    name_64[64] = '\0';
+    memset(long_name, 'a', 299);
+    long_name[299] = '\0';
+    /* 253 = 3 labels of 63 + 1 of 61, dot-separated */
+    snprintf(prefix_253, sizeof(prefix_253), "%s.%s.%s.%.61s/x", name_63, name_63, name_63,
+             name_63);
+    snprintf(prefix_254, sizeof(prefix_254), "%s.%s.%s.%.62s/x", name_63, name_63, name_63,
+             name_63);
+    big_value = malloc(256 * 1024 + 1);
+    memset(big_value, 'v', 256 * 1024);
+    big_value[256 * 1024] = '\0';
+}
+
+typedef struct opts_case {
+    const char *what;
+    pc_claim_opts o;
+} opts_case;
+
+static int try_enqueue(const pc_claim_opts *o)
+{
+    pc_claim_init(&C[0], 0, on_result, NULL);
+    C[0].opts = *o;
+    return pc_pool_enqueue(P, &C[0]);
+}
+
+Test(pool_input, bad_claim_options_are_refused_at_enqueue_and_never_called_back,
+     .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    start();
+    make_strings();
+    static pc_kv img_ok = {"main", "python:3.12"};
+    static pc_kv kv_null_key = {NULL, "v"}, kv_empty_key = {"", "v"}, kv_null_val = {"k", NULL};
+    pc_kv img_bad_name = {"Main_1", "python"}, img_empty = {"main", ""}, img_null = {"main", NULL},
+          img_long = {name_64, "python"};
+    pc_kv lab_long_val = {"k", name_64}, lab_bad_val = {"k", "-x"}, lab_long_key = {name_64, "v"},
+          lab_long_prefix = {prefix_254, "v"}, lab_bad_prefix = {"Ex.com/k", "v"},
+          lab_empty_name = {"ex.com/", "v"};
+    pc_kv ann_big = {"k", big_value};
+    opts_case bad[] = {
+            {"images NULL, n_images 1", {.images = NULL, .n_images = 1}},
+            {"labels NULL, n_labels 1", {.labels = NULL, .n_labels = 1}},
+            {"annotations NULL, n_annotations 2", {.annotations = NULL, .n_annotations = 2}},
+            {"image with NULL container name", {.images = &kv_null_key, .n_images = 1}},
+            {"image with an upper-case container name", {.images = &img_bad_name, .n_images = 1}},
+            {"image with a 64-byte container name", {.images = &img_long, .n_images = 1}},
+            {"empty image", {.images = &img_empty, .n_images = 1}},
+            {"NULL image", {.images = &img_null, .n_images = 1}},
+            {"label with NULL key", {.labels = &kv_null_key, .n_labels = 1}},
+            {"label with empty key", {.labels = &kv_empty_key, .n_labels = 1}},
+            {"label with NULL value", {.labels = &kv_null_val, .n_labels = 1}},
+            {"label value of 64 bytes", {.labels = &lab_long_val, .n_labels = 1}},
+            {"label value starting with '-'", {.labels = &lab_bad_val, .n_labels = 1}},
+            {"label key name of 64 bytes", {.labels = &lab_long_key, .n_labels = 1}},
+            {"label key prefix of 254 bytes", {.labels = &lab_long_prefix, .n_labels = 1}},
+            {"label key prefix not a DNS subdomain", {.labels = &lab_bad_prefix, .n_labels = 1}},
+            {"label key with an empty name", {.labels = &lab_empty_name, .n_labels = 1}},
+            {"annotation with empty key", {.annotations = &kv_empty_key, .n_annotations = 1}},
+            {"annotation with NULL value", {.annotations = &kv_null_val, .n_annotations = 1}},
+            {"annotations over 256 KiB", {.annotations = &ann_big, .n_annotations = 1}},
+            {"empty target phase", {.images = &img_ok, .n_images = 1, .target_phase = ""}},
+            {"target phase of 299 bytes", {.target_phase = long_name}},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char why[256];
+        cr_assert_eq(pc_claim_opts_check(&bad[i].o, why, sizeof(why)), -EINVAL,
+                     "pc_claim_opts_check accepts: %s", bad[i].what);
+        cr_assert_neq(why[0], '\0', "%s: no message", bad[i].what);
+        cr_assert_eq(try_enqueue(&bad[i].o), -EINVAL, "enqueue accepts: %s", bad[i].what);
+    }
+    offer("pod-a", "1"); /* a wrongly accepted claim would be served and called back */
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 1, 5000));
+    cr_assert_eq(results(), 0, "a refused claim was called back");
+    cr_assert_eq(fake_started(&F), 0);
+    free(big_value);
+}
+
+Test(pool_input, options_at_the_kubernetes_limits_are_accepted, .fini = teardown_pool,
+     .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    start();
+    make_strings();
+    pc_kv img = {name_63, "registry.example.com/team/python@sha256:abc"};
+    pc_kv labels[] = {{name_63, name_63}, {prefix_253, ""}, {"app.kubernetes.io/name", "A_b.c-9"}};
+    big_value[256 * 1024 - 10] = '\0'; /* with key "k": just under 256 KiB */
+    pc_kv ann[] = {{"k", big_value}, {"e", ""}};
+    pc_claim_opts o = {.images = &img,
+                       .n_images = 1,
+                       .labels = labels,
+                       .n_labels = 3,
+                       .annotations = ann,
+                       .n_annotations = 2,
+                       .target_phase = "Running"};
+    char why[256];
+    cr_assert_eq(pc_claim_opts_check(&o, why, sizeof(why)), 0, "%s", why);
+    cr_assert_eq(try_enqueue(&o), 0);
+    offer("pod-a", "1");
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_OK);
+    free(big_value);
+}
+
+Test(pool_input, claim_ids_that_are_empty_or_too_long_are_refused, .fini = teardown_pool)
+{
+    setup_pool(false, (pc_pool_config){0});
+    make_strings();
+    pc_claim_init(&C[0], 0, on_result, NULL);
+    C[0].id = "";
+    cr_assert_eq(pc_pool_enqueue(P, &C[0]), -EINVAL);
+    C[0].id = name_64;
+    cr_assert_eq(pc_pool_enqueue(P, &C[0]), -EINVAL);
+    C[0].id = name_63;
+    cr_assert_eq(pc_pool_enqueue(P, &C[0]), 0);
+    free(big_value);
+}
