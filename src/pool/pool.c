@@ -356,6 +356,7 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c)
     c->priv.retries = 0;
     c->priv.timer_at_ns = 0;
     c->priv.prev = c->priv.next = NULL;
+    c->priv.id_buf[0] = '\0';
     pc__count(&p->m.enqueued);
     if (p->mutex_inbox) { /* benchmark baseline only */
         pthread_mutex_lock(&p->inbox_lock);

@@ -235,8 +235,21 @@ static void take_pod_msg(pc_pool *p, pod_entry *m, int64_t now)
     ready_add(p, m, false);
 }
 
+/* A generated id: "<pool name, at most 32 bytes>-<8 hex of this pool instance>-<n>", at most
+ * 32 + 1 + 8 + 1 + 20 = 62 bytes, so it always fits (a long pool name used to cut the
+ * counter off and make every id the same). Made once per claim, when the scheduler takes it
+ * in: every retry sends the same id, so a PATCH that timed out but was applied can be
+ * recognised by its podclaim.io/claim-id. Unique per pool: n counts up. */
+static void make_claim_id(pc_pool *p, pc_claim *c)
+{
+    snprintf(c->priv.id_buf, sizeof(c->priv.id_buf), "%.32s-%s-%llu", p->name, p->id_tag,
+             (unsigned long long)++p->next_claim_seq);
+}
+
 static void admit(pc_pool *p, pc_claim *c, int64_t now)
 {
+    if (c->id == NULL)
+        make_claim_id(p, c);
     int prio = c->priority;
     c->priv.level_base = prio < PC_PRIORITY_HIGHEST  ? PC_PRIORITY_HIGHEST
                          : prio > PC_PRIORITY_LOWEST ? PC_PRIORITY_LOWEST
@@ -399,9 +412,6 @@ static void dispatch(pc_pool *p, int64_t now)
         int eff;
         pc_claim *c = pending_best(p, now, &eff);
         pod_entry *e = p->ready_head;
-        if (c->id == NULL)
-            snprintf(c->priv.id_buf, sizeof(c->priv.id_buf), "%s-%s-%llu", p->name, p->id_tag,
-                     (unsigned long long)++p->next_claim_seq);
         const char *id = c->id ? c->id : c->priv.id_buf;
         if (pc__reservation_reserve(p->reservations, e->ns, e->name, e->rv, id, now) != 0) {
             /* Out of memory: dispatching without the reservation would lose the

@@ -40,8 +40,7 @@ void pc__claim_finish(pc_pool *p, pc_claim *c, pc_claim_status st, const char *e
         r.pod_namespace[0] = r.pod_name[0] = r.resource_version[0] = '\0';
         copy_str(r.error, sizeof(r.error), error);
     }
-    copy_str(r.claim_id, sizeof(r.claim_id),
-             c->id ? c->id : (c->priv.attempts ? c->priv.id_buf : ""));
+    copy_str(r.claim_id, sizeof(r.claim_id), c->id ? c->id : c->priv.id_buf);
     r.latency_ns = now - c->enqueued_at_ns;
     r.attempts = c->priv.attempts;
     pc__histogram_observe(&p->m.claim_latency, r.latency_ns);

@@ -138,3 +138,59 @@ Test(pool_input, claim_ids_that_are_empty_or_too_long_are_refused, .fini = teard
     cr_assert_eq(pc_pool_enqueue(P, &C[0]), 0);
     free(big_value);
 }
+
+/* ---- claim ids ------------------------------------------------------------------------- */
+
+static atomic_int retry_first;
+static pc_cas_outcome retry_once(const pc_cas_request *req, void *arg)
+{
+    (void)req;
+    (void)arg;
+    return atomic_fetch_sub(&retry_first, 1) > 0 ? PC_CAS_RETRYABLE : PC_CAS_WON;
+}
+
+Test(pool_input, generated_claim_ids_are_unique_for_long_pool_names_and_stable_across_retries,
+     .fini = teardown_pool, .timeout = 20)
+{
+    /* 60 bytes: the old "<pool>-<tag>-<n>" no longer fit in 64 and every id came out the same */
+    const char *pool = "a-pool-with-a-name-long-enough-to-fill-most-of-a-claim-id-60";
+    setup_pool(false, (pc_pool_config){.name = pool, .retry_backoff_ns = 1000000});
+    F.decide = retry_once;
+    atomic_store(&retry_first, 1);
+    start();
+    for (int i = 0; i < 3; i++) {
+        pc_claim_init(&C[i], 0, on_result, NULL); /* no id: the pool makes one */
+        cr_assert_eq(pc_pool_enqueue(P, &C[i]), 0);
+    }
+    serve_all(3);
+    cr_assert_eq(fake_started(&F), 4, "3 claims, one retried once");
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(R.res[i].status, PC_CLAIM_OK);
+        cr_assert_neq(R.res[i].claim_id[0], '\0', "claim %d: the result names its id", i);
+        for (int j = 0; j < i; j++)
+            cr_assert_str_neq(R.res[i].claim_id, R.res[j].claim_id, "claims %d and %d: id %s", i, j,
+                              R.res[i].claim_id);
+        /* every CAS of the claim, the retry included, carried its one id */
+        uint32_t sent = 0;
+        for (int k = 0; k < 4; k++)
+            sent += strcmp(fake_get(&F, k).claim_id, R.res[i].claim_id) == 0;
+        cr_assert_eq(sent, R.res[i].attempts, "claim %d (%s): %u attempts, %u CAS with its id", i,
+                     R.res[i].claim_id, R.res[i].attempts, sent);
+    }
+}
+
+Test(pool_input, a_retried_claim_sends_the_same_generated_id, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.retry_backoff_ns = 1000000});
+    F.decide = retry_once;
+    atomic_store(&retry_first, 1);
+    start();
+    pc_claim_init(&C[0], 0, on_result, NULL);
+    cr_assert_eq(pc_pool_enqueue(P, &C[0]), 0);
+    offer("pod-a", "1");
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_OK);
+    cr_assert_eq(fake_started(&F), 2);
+    cr_assert_str_eq(fake_get(&F, 1).claim_id, fake_get(&F, 0).claim_id);
+    cr_assert_str_eq(R.res[0].claim_id, fake_get(&F, 0).claim_id);
+}
