@@ -483,7 +483,7 @@ int pc_pool_claim(pc_pool *p, const pc_claim_opts *opts, int priority, int64_t t
     if (opts)
         c.opts = *opts;
     if (timeout_ns > 0)
-        c.deadline_ns = pc_now_ns() + timeout_ns;
+        c.deadline_ns = pc__add_sat(pc_now_ns(), timeout_ns);
     int err = pc_pool_enqueue(p, &c);
     if (err == 0) {
         /* The claim's deadline bounds this wait: the pool always answers, with DEADLINE

@@ -161,6 +161,12 @@ void pc__scheduler_fini(pc_pool *p);
 /* Drain without threads: for a pool shut down before it was started. */
 void pc__scheduler_drain_unstarted(pc_pool *p);
 
+/* How long a claim backs off before retry number `retries` (1 = the first): retry_backoff
+ * doubled per retry up to 32x, jittered to [1/2, 1) of that, and at least the server's
+ * Retry-After. rng: the caller's xorshift64 state (non-zero). */
+int64_t pc__retry_delay_ns(int64_t backoff_ns, uint32_t retries, int64_t retry_after_ns,
+                           uint64_t *rng);
+
 /* worker.c */
 void *pc__worker_main(void *arg);
 /* End a claim: fill the result, count it, call the callback. Any pool thread. */
@@ -168,6 +174,24 @@ void pc__claim_finish(pc_pool *p, pc_claim *c, pc_claim_status st, const char *e
 
 /* pool.c */
 int64_t pc__realtime_ns(void);
+/* a + b clamped to [INT64_MIN, INT64_MAX]: deadlines, expiries and retry times computed
+ * from caller or server values (a TTL or Retry-After of INT64_MAX) must not wrap into
+ * the past. */
+static inline int64_t pc__add_sat(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r))
+        return b > 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+/* a - b, clamped the same way (waiting times from a caller-set enqueued_at_ns). */
+static inline int64_t pc__sub_sat(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (__builtin_sub_overflow(a, b, &r))
+        return b < 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
 static inline void pc__gauge_add(pc__gauge *g, int64_t d)
 {
     atomic_fetch_add_explicit(&g->v, d, memory_order_relaxed);

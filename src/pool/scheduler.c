@@ -142,7 +142,7 @@ static void level_insert(pc_pool *p, pc_claim *c)
 
 static int effective_level(const pc_pool *p, const pc_claim *c, int64_t now)
 {
-    int64_t waited = now - c->enqueued_at_ns;
+    int64_t waited = pc__sub_sat(now, c->enqueued_at_ns);
     int64_t steps = waited > 0 ? waited / p->cfg.promote_after_ns : 0;
     return steps >= c->priv.level_base ? 0 : c->priv.level_base - (int)steps;
 }
@@ -264,17 +264,18 @@ static void admit(pc_pool *p, pc_claim *c, int64_t now)
         pending_add(p, c);
 }
 
-static int64_t retry_backoff(pc_pool *p, const pc_claim *c)
+int64_t pc__retry_delay_ns(int64_t backoff_ns, uint32_t retries, int64_t retry_after_ns,
+                           uint64_t *rng)
 {
-    uint32_t shift = c->priv.retries > 6 ? 5 : c->priv.retries - 1; /* cap at 32x */
-    int64_t base = p->cfg.retry_backoff_ns << shift;
+    uint32_t shift = retries > 6 ? 5 : retries - 1; /* cap at 32x */
+    int64_t base = backoff_ns > (INT64_MAX >> shift) ? INT64_MAX : backoff_ns << shift;
     /* xorshift64: jitter to [base/2, base) so claims that failed together spread out. */
-    p->rng ^= p->rng << 13;
-    p->rng ^= p->rng >> 7;
-    p->rng ^= p->rng << 17;
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
     int64_t half = base / 2;
-    int64_t d = half + (half > 0 ? (int64_t)(p->rng % (uint64_t)half) : 0);
-    return d > c->priv.retry_after_ns ? d : c->priv.retry_after_ns;
+    int64_t d = half + (half > 0 ? (int64_t)(*rng % (uint64_t)half) : 0);
+    return d > retry_after_ns ? d : retry_after_ns;
 }
 
 /* A claim whose CAS did not win, back from a worker. */
@@ -326,7 +327,8 @@ static void take_completion(pc_pool *p, pc_claim *c, int64_t now)
             pc__claim_finish(p, c, PC_CLAIM_ERROR, why);
             return;
         }
-        int64_t at = now + retry_backoff(p, c);
+        int64_t at = pc__add_sat(now, pc__retry_delay_ns(p->cfg.retry_backoff_ns, c->priv.retries,
+                                                         c->priv.retry_after_ns, &p->rng));
         c->priv.retry_at_ns = at;
         c->priv.timer_at_ns = (c->deadline_ns > 0 && c->deadline_ns < at) ? c->deadline_ns : at;
         c->priv.state = CLAIM_RETRY_WAIT;
@@ -536,7 +538,7 @@ void *pc__scheduler_main(void *arg)
     pc_pool *p = arg;
     pthread_setname_np(pthread_self(), "pc-sched"); /* best effort: shows in top -H, perf, gdb */
     int64_t now = pc_now_ns();
-    p->next_resync_at = now + p->cfg.resync_period_ns;
+    p->next_resync_at = pc__add_sat(now, p->cfg.resync_period_ns);
     for (;;) {
         now = pc_now_ns();
         drain(p, now);
@@ -561,7 +563,7 @@ void *pc__scheduler_main(void *arg)
         if (!stopping && p->cfg.resync &&
             (resync || (p->cfg.resync_period_ns > 0 && now >= p->next_resync_at))) {
             p->cfg.resync(p->cfg.resync_arg);
-            p->next_resync_at = now + p->cfg.resync_period_ns;
+            p->next_resync_at = pc__add_sat(now, p->cfg.resync_period_ns);
         }
         if (stopping) {
             bool done = drain_for_shutdown(p, now);

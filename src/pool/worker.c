@@ -41,7 +41,7 @@ void pc__claim_finish(pc_pool *p, pc_claim *c, pc_claim_status st, const char *e
         copy_str(r.error, sizeof(r.error), error);
     }
     copy_str(r.claim_id, sizeof(r.claim_id), c->id ? c->id : c->priv.id_buf);
-    r.latency_ns = now - c->enqueued_at_ns;
+    r.latency_ns = pc__sub_sat(now, c->enqueued_at_ns);
     r.attempts = c->priv.attempts;
     pc__histogram_observe(&p->m.claim_latency, r.latency_ns);
     pc__count(&p->m.results[st]);
@@ -82,7 +82,7 @@ static void start_cas(pc_pool *p, pc_claim *c)
 {
     int64_t now = pc_now_ns();
     if (c->priv.attempts++ == 0)
-        pc__histogram_observe(&p->m.dispatch_latency, now - c->enqueued_at_ns);
+        pc__histogram_observe(&p->m.dispatch_latency, pc__sub_sat(now, c->enqueued_at_ns));
     pc_cas_request req = {
             .pod = {.namespace_ = c->priv.pod_namespace,
                     .name = c->priv.pod_name,

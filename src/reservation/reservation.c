@@ -177,7 +177,10 @@ int pc__reservation_reserve(pc__reservation_map *m, const char *ns, const char *
     strcpy(r->rv, rv);
     strcpy(r->claim_id, claim_id);
     r->reserved_at_ns = now_ns;
-    r->expires_at_ns = now_ns + m->ttl_ns;
+    /* saturated: a TTL of INT64_MAX means "until released", not "expired long ago" */
+    r->expires_at_ns = __builtin_add_overflow(now_ns, m->ttl_ns, &r->expires_at_ns)
+                               ? INT64_MAX
+                               : r->expires_at_ns;
     list_append(m, r);
     return 0;
 }

@@ -1,6 +1,7 @@
 /* What a pool accepts from its callers: claim options and ids checked at enqueue, ids
  * generated unique and stable, priorities clamped, configurations refused, arithmetic that
  * saturates instead of overflowing. Uses the controllable fake backend. */
+#include "pool/pool_internal.h" /* pc__retry_delay_ns */
 #include "pool_fixture.h"
 
 #include <podclaim/podclaim.h>
@@ -193,4 +194,92 @@ Test(pool_input, a_retried_claim_sends_the_same_generated_id, .fini = teardown_p
     cr_assert_eq(fake_started(&F), 2);
     cr_assert_str_eq(fake_get(&F, 1).claim_id, fake_get(&F, 0).claim_id);
     cr_assert_str_eq(R.res[0].claim_id, fake_get(&F, 0).claim_id);
+}
+
+/* ---- arithmetic at the edges: saturate, never wrap ------------------------------------- */
+
+Test(pool_input, retry_delays_saturate_for_huge_backoffs_and_retry_after)
+{
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    int64_t backoffs[] = {2, 50 * 1000000LL, INT64_MAX / 64, INT64_MAX / 2, INT64_MAX};
+    for (size_t b = 0; b < sizeof(backoffs) / sizeof(backoffs[0]); b++) {
+        int64_t prev_cap = 0;
+        for (uint32_t retries = 1; retries <= 10; retries++) {
+            int64_t d = pc__retry_delay_ns(backoffs[b], retries, 0, &rng);
+            cr_assert_gt(d, 0, "backoff %lld, retry %u: delay %lld", (long long)backoffs[b],
+                         retries, (long long)d);
+            /* never less than half of the un-jittered, saturated backoff of this retry */
+            int64_t cap = backoffs[b];
+            for (uint32_t k = 1; k < retries && k <= 5; k++)
+                cap = cap > INT64_MAX / 2 ? INT64_MAX : cap * 2;
+            cr_assert_geq(d, cap / 2, "backoff %lld, retry %u", (long long)backoffs[b], retries);
+            cr_assert_geq(cap, prev_cap);
+            prev_cap = cap;
+        }
+    }
+    cr_assert_eq(pc__retry_delay_ns(1000, 1, INT64_MAX, &rng), INT64_MAX, "Retry-After is kept");
+}
+
+Test(pool_input, a_retry_after_of_int64_max_waits_instead_of_wrapping_to_now, .fini = teardown_pool,
+     .timeout = 20)
+{
+    setup_pool(true, (pc_pool_config){0});
+    start();
+    enqueue(0, 0);
+    offer("pod-a", "1");
+    wait_started(1);
+    fake_complete_retry(&F, 0, INT64_MAX);
+    /* backing off: counted as queued, the pod idle again */
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 1, 5000));
+    wait_queue_len(1);
+    pc_claim_cancel(&C[0]);
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_CANCELLED, "got %s",
+                 pc_claim_status_name(R.res[0].status));
+    cr_assert_eq(fake_started(&F), 1, "no retry: its time is the end of time, not the past");
+}
+
+Test(pool_input, a_reservation_ttl_of_int64_max_never_expires, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.reservation_ttl_ns = INT64_MAX});
+    start();
+    enqueue(0, 0);
+    offer("pod-a", "1");
+    wait_results(1);
+    enqueue(1, 0);
+    offer("pod-a", "1"); /* the informer has not seen the claim yet: stale */
+    cr_assert(PC_TEST_WAIT_UNTIL(metric("podclaim_offers_stale_total") == 1, 5000),
+              "the reservation still holds: stale %lu, expired %lu, CAS %d",
+              (unsigned long)metric("podclaim_offers_stale_total"),
+              (unsigned long)metric("podclaim_reservations_expired_total"), fake_started(&F));
+    cr_assert_eq(fake_started(&F), 1);
+    cr_assert_eq(metric("podclaim_reservations_expired_total"), 0);
+}
+
+typedef struct claimer {
+    int rc;
+    pc_claim_result r;
+} claimer;
+
+static void *claim_forever(void *arg)
+{
+    claimer *c = arg;
+    c->rc = pc_pool_claim(P, NULL, 0, INT64_MAX, &c->r);
+    return NULL;
+}
+
+Test(pool_input, a_blocking_claim_with_a_timeout_of_int64_max_waits_for_a_pod,
+     .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.resync_period_ns = INT64_MAX});
+    start();
+    claimer c = {0};
+    pthread_t t;
+    pthread_create(&t, NULL, claim_forever, &c);
+    wait_queue_len(1);
+    offer("pod-a", "1");
+    pthread_join(t, NULL);
+    cr_assert_eq(c.rc, 0);
+    cr_assert_eq(c.r.status, PC_CLAIM_OK, "got %s: %s", pc_claim_status_name(c.r.status),
+                 c.r.error);
 }
