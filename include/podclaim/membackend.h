@@ -41,6 +41,7 @@ typedef struct pc_membackend_config {
     uint64_t seed;         /* PRNG seed for latency jitter and injection; 0 = fixed default */
     pc_membackend_idle_fn on_idle; /* may be NULL */
     void *on_idle_arg;
+    size_t log_capacity; /* transitions kept, the newest (older ones are dropped); 0 = 65536 */
 } pc_membackend_config;
 
 /* Returns 0 and *out, -EINVAL (rates out of [0,1], negative latency), -ENOMEM, or a
@@ -77,12 +78,23 @@ typedef struct pc_membackend_transition {
     char phase[32]; /* target phase written */
 } pc_membackend_transition;
 
-/* Copy the transition log: returns the number of transitions and, if out != NULL, copies
- * up to cap of them. */
+/* Copy the transition log, oldest first: returns the number of transitions kept (at most
+ * log_capacity) and, if out != NULL, copies up to cap of them. */
 size_t pc_membackend_transitions(pc_membackend *b, pc_membackend_transition *out, size_t cap);
 
 /* Counts of CAS outcomes answered so far, indexed by pc_cas_outcome. */
 void pc_membackend_outcomes(pc_membackend *b, uint64_t counts[PC_CAS_OUTCOME_COUNT]);
+
+typedef struct pc_membackend_stats {
+    uint64_t outcomes[PC_CAS_OUTCOME_COUNT]; /* as pc_membackend_outcomes */
+    uint64_t injected_conflicts;  /* CONFLICT answers drawn by conflict_rate (of outcomes[]) */
+    uint64_t injected_retryable;  /* RETRYABLE answers drawn by retryable_rate */
+    uint64_t transitions_total;   /* Idle -> claimed transitions ever */
+    uint64_t transitions_dropped; /* of them, no longer in the log (capacity) */
+} pc_membackend_stats;
+
+/* One consistent reading of the counters above. Cannot fail. */
+void pc_membackend_stats_read(pc_membackend *b, pc_membackend_stats *out);
 
 /* Stop the timer thread after delivering every pending completion, then free.
  * No CAS may be started concurrently. NULL is a no-op. */

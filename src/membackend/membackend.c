@@ -7,7 +7,8 @@
  * Model. One global revision counter, as etcd's, gives every write a new resourceVersion
  * (rendered in decimal). A pod is Idle or in the phase a claim wrote. A CAS wins only if
  * the pod exists, is at the expected version and is Idle; it then moves to the target
- * phase at a new version and the win is appended to the transition log.
+ * phase at a new version and the win is appended to the transition log (a ring that keeps
+ * the newest log_capacity wins).
  *
  * Decide at start, deliver later. cas_start() takes the decision at once, under the
  * mutex, as a server applying the PATCH the moment it arrives would; with latency the
@@ -62,7 +63,12 @@ typedef struct mb_pod {
     size_t n_containers;
     char (*containers)[MB_CONTAINER_MAX];
     unsigned long hash;
-    struct mb_pod *all_next; /* every pod ever added; the log points at deleted ones too */
+    /* [mu] Log records naming this pod. A deleted pod stays allocated (off the map) until
+     * the last of them is overwritten, so the log never points at freed memory and deleted
+     * pods do not pile up. */
+    uint32_t log_refs;
+    bool deleted;
+    struct mb_pod *all_prev, *all_next; /* [mu] every pod still allocated */
 } mb_pod;
 
 typedef struct mb_record {
@@ -94,14 +100,18 @@ struct pc_membackend {
     struct ck_malloc alloc;
 
     pthread_mutex_t mu;
-    ck_hs_t pods;                            /* [mu] live pods keyed namespace/name */
-    mb_pod *all;                             /* [mu] */
-    mb_phase *phases;                        /* [mu] */
-    uint64_t revision;                       /* [mu] the last resourceVersion handed out */
-    uint64_t prng;                           /* [mu] splitmix64 state */
-    mb_record *log;                          /* [mu] transitions, in order */
-    size_t log_len, log_cap;                 /* [mu] */
-    uint64_t outcomes[PC_CAS_OUTCOME_COUNT]; /* [mu] counted when decided */
+    ck_hs_t pods;      /* [mu] live pods keyed namespace/name */
+    mb_pod *all;       /* [mu] */
+    mb_phase *phases;  /* [mu] */
+    uint64_t revision; /* [mu] the last resourceVersion handed out */
+    uint64_t prng;     /* [mu] splitmix64 state */
+    /* [mu] Transitions: a ring of at most log_max records. Grown by doubling until full,
+     * then the oldest (at log_head) is overwritten. */
+    mb_record *log;
+    size_t log_len, log_cap, log_max, log_head;
+    uint64_t log_total;                              /* [mu] transitions ever */
+    uint64_t outcomes[PC_CAS_OUTCOME_COUNT];         /* [mu] counted when decided */
+    uint64_t injected_conflicts, injected_retryable; /* [mu] */
 
     /* Timer thread, only when cfg.latency_ns > 0. */
     bool has_timer;
@@ -366,15 +376,44 @@ static const char *intern_phase_locked(pc_membackend *b, const char *phase)
 
 static bool log_reserve_locked(pc_membackend *b)
 {
-    if (b->log_len < b->log_cap)
-        return true;
+    if (b->log_len < b->log_cap || b->log_len == b->log_max)
+        return true; /* room, or full: the next record overwrites the oldest */
     size_t cap = b->log_cap ? b->log_cap * 2 : 1024;
+    if (cap > b->log_max)
+        cap = b->log_max;
     mb_record *l = realloc(b->log, cap * sizeof *l);
     if (l == NULL)
         return false;
     b->log = l;
     b->log_cap = cap;
     return true;
+}
+
+static void pod_free(pc_membackend *b, mb_pod *p)
+{
+    if (p->all_prev)
+        p->all_prev->all_next = p->all_next;
+    else
+        b->all = p->all_next;
+    if (p->all_next)
+        p->all_next->all_prev = p->all_prev;
+    free(p->containers);
+    free(p);
+}
+
+/* Caller holds mu and has reserved room. The record to fill: the next free one, or the
+ * oldest, whose pod reference is let go first. */
+static mb_record *log_append_locked(pc_membackend *b)
+{
+    b->log_total++;
+    if (b->log_len < b->log_max)
+        return &b->log[b->log_len++];
+    mb_record *r = &b->log[b->log_head];
+    b->log_head = (b->log_head + 1) % b->log_max;
+    mb_pod *old = (mb_pod *)r->pod;
+    if (--old->log_refs == 0 && old->deleted)
+        pod_free(b, old);
+    return r;
 }
 
 /* Caller holds mu, has checked the request and reserved a log slot and the phase. Decides
@@ -407,6 +446,7 @@ static void decide_locked(pc_membackend *b, const pc_cas_request *req, const cha
     bool inject_retry = prng_roll(&b->prng, b->cfg.retryable_rate);
     char cur[PC_RV_MAX];
     if (inject_conflict) {
+        b->injected_conflicts++;
         /* Another writer touched the pod. Only an Idle pod's move matters to the pool (it
          * becomes claimable at the new version); a claimed pod just answers CONFLICT. */
         if (strcmp(pod->phase, MB_IDLE) == 0) {
@@ -421,6 +461,7 @@ static void decide_locked(pc_membackend *b, const pc_cas_request *req, const cha
         return;
     }
     if (inject_retry) {
+        b->injected_retryable++;
         SET_OUTCOME(c, PC_CAS_RETRYABLE, "pod %s/%s: injected retryable error (503)",
                     pod->namespace_, pod->name);
         return;
@@ -438,8 +479,9 @@ static void decide_locked(pc_membackend *b, const pc_cas_request *req, const cha
                     pod->phase);
         return;
     }
-    mb_record *r = &b->log[b->log_len++]; /* room reserved by the caller */
+    mb_record *r = log_append_locked(b); /* room reserved by the caller */
     r->pod = pod;
+    pod->log_refs++;
     r->from_rv = pod->rv;
     r->to_rv = pod->rv = ++b->revision;
     r->phase = intern_phase_locked(b, phase); /* already interned by the caller: no alloc */
@@ -517,6 +559,7 @@ int pc_membackend_new(const pc_membackend_config *cfg, pc_membackend **out)
     int rc = -ENOMEM;
     b->cfg = *cfg;
     b->prng = cfg->seed ? cfg->seed : MB_DEFAULT_SEED;
+    b->log_max = cfg->log_capacity ? cfg->log_capacity : 65536;
     b->iface.cas_start = mb_cas_start;
     b->iface.impl = b;
     b->alloc = pc__ck_allocator;
@@ -570,11 +613,8 @@ void pc_membackend_free(pc_membackend *b)
         pthread_join(b->timer, NULL); /* it delivers every pending completion first */
         pthread_cond_destroy(&b->cond);
     }
-    for (mb_pod *p = b->all, *next; p != NULL; p = next) {
-        next = p->all_next;
-        free(p->containers);
-        free(p);
-    }
+    while (b->all != NULL)
+        pod_free(b, b->all);
     for (mb_phase *p = b->phases, *next; p != NULL; p = next) {
         next = p->next;
         free(p);
@@ -633,7 +673,10 @@ int pc_membackend_add_pod(pc_membackend *b, const char *namespace_, const char *
         rc = -ENOMEM;
     else {
         rv = p->rv = ++b->revision;
+        p->all_prev = NULL;
         p->all_next = b->all;
+        if (b->all)
+            b->all->all_prev = p;
         b->all = p;
     }
     pthread_mutex_unlock(&b->mu);
@@ -676,8 +719,10 @@ int pc_membackend_delete_pod(pc_membackend *b, const char *namespace_, const cha
     pthread_mutex_lock(&b->mu);
     mb_pod *p = find_locked(b, namespace_, name);
     if (p != NULL) {
-        /* The pod stays on `all` (the log may name it) and is freed with the backend. */
         ck_hs_remove(&b->pods, p->hash, p);
+        p->deleted = true;
+        if (p->log_refs == 0) /* else the log still names it: freed with its last record */
+            pod_free(b, p);
         rc = 0;
     }
     pthread_mutex_unlock(&b->mu);
@@ -710,7 +755,7 @@ size_t pc_membackend_transitions(pc_membackend *b, pc_membackend_transition *out
     pthread_mutex_lock(&b->mu);
     size_t n = b->log_len;
     for (size_t i = 0; out != NULL && i < n && i < cap; i++) {
-        const mb_record *r = &b->log[i];
+        const mb_record *r = &b->log[(b->log_head + i) % b->log_max];
         pc_membackend_transition *t = &out[i];
         memcpy(t->namespace_, r->pod->namespace_, sizeof t->namespace_);
         memcpy(t->name, r->pod->name, sizeof t->name);
@@ -731,5 +776,19 @@ void pc_membackend_outcomes(pc_membackend *b, uint64_t counts[PC_CAS_OUTCOME_COU
     }
     pthread_mutex_lock(&b->mu);
     memcpy(counts, b->outcomes, sizeof b->outcomes);
+    pthread_mutex_unlock(&b->mu);
+}
+
+void pc_membackend_stats_read(pc_membackend *b, pc_membackend_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (b == NULL)
+        return;
+    pthread_mutex_lock(&b->mu);
+    memcpy(out->outcomes, b->outcomes, sizeof b->outcomes);
+    out->injected_conflicts = b->injected_conflicts;
+    out->injected_retryable = b->injected_retryable;
+    out->transitions_total = b->log_total;
+    out->transitions_dropped = b->log_total - b->log_len;
     pthread_mutex_unlock(&b->mu);
 }

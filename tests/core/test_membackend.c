@@ -621,3 +621,74 @@ Test(membackend, concurrent_cas_with_latency_wins_each_version_exactly_once, .ti
     pc_membackend_config cfg = {.latency_ns = 100000, .jitter_ns = 200000, .seed = 7};
     race_rounds(&cfg);
 }
+
+/* The transition log is bounded: it keeps the newest log_capacity wins, counts the rest as
+ * dropped, and a deleted pod the log still names stays readable until its last record goes. */
+Test(membackend, transition_log_keeps_the_newest_wins_within_its_capacity, .timeout = 10)
+{
+    pc_membackend_config cfg = {.log_capacity = 4};
+    pc_membackend *b = new_backend(&cfg);
+    char name[16], rv[PC_RV_MAX], id[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof name, "p%d", i);
+        add(b, name);
+        rv_of(b, name, rv);
+        snprintf(id, sizeof id, "claim-%d", i);
+        result r = {0};
+        cas(b, name, rv, &plain_opts, id, &r);
+        cr_assert_eq(r.outcome, PC_CAS_WON);
+        if (i == 7)
+            cr_assert_eq(pc_membackend_delete_pod(b, "ns", name), 0); /* still in the log */
+        if (i == 1)
+            cr_assert_eq(pc_membackend_delete_pod(b, "ns", name), 0); /* dropped from it */
+    }
+    pc_membackend_transition t[10];
+    size_t n = pc_membackend_transitions(b, t, 10);
+    cr_assert_eq(n, 4, "kept %zu transitions, capacity 4", n);
+    for (int k = 0; k < 4; k++) {
+        snprintf(id, sizeof id, "claim-%d", 6 + k);
+        cr_assert_str_eq(t[k].claim_id, id, "oldest kept first");
+        snprintf(name, sizeof name, "p%d", 6 + k);
+        cr_assert_str_eq(t[k].name, name);
+    }
+    pc_membackend_stats st;
+    pc_membackend_stats_read(b, &st);
+    cr_assert_eq(st.transitions_total, 10);
+    cr_assert_eq(st.transitions_dropped, 6);
+    cr_assert_eq(st.outcomes[PC_CAS_WON], 10);
+    pc_membackend_free(b);
+}
+
+Test(membackend, stats_count_injected_conflicts_apart_from_real_ones, .timeout = 10)
+{
+    pc_membackend_config cfg = {.conflict_rate = 1.0};
+    pc_membackend *b = new_backend(&cfg);
+    add(b, "a");
+    char rv[PC_RV_MAX];
+    rv_of(b, "a", rv);
+    result r = {0};
+    cas(b, "a", rv, &plain_opts, "c1", &r);
+    cr_assert_eq(r.outcome, PC_CAS_CONFLICT);
+    pc_membackend_free(b);
+
+    pc_membackend_config plain = {0};
+    b = new_backend(&plain);
+    add(b, "a");
+    result stale = {0};
+    cas(b, "a", "999999", &plain_opts, "c2", &stale); /* a real conflict: wrong version */
+    cr_assert_eq(stale.outcome, PC_CAS_CONFLICT);
+    pc_membackend_stats st;
+    pc_membackend_stats_read(b, &st);
+    cr_assert_eq(st.outcomes[PC_CAS_CONFLICT], 1);
+    cr_assert_eq(st.injected_conflicts, 0);
+    pc_membackend_free(b);
+
+    b = new_backend(&cfg);
+    add(b, "a");
+    rv_of(b, "a", rv);
+    cas(b, "a", rv, &plain_opts, "c3", &r);
+    pc_membackend_stats_read(b, &st);
+    cr_assert_eq(st.outcomes[PC_CAS_CONFLICT], 1);
+    cr_assert_eq(st.injected_conflicts, 1);
+    pc_membackend_free(b);
+}
