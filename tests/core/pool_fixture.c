@@ -44,6 +44,10 @@ void setup_pool(bool manual, pc_pool_config cfg)
         cfg.name = "pool";
     if (!cfg.cas_workers)
         cfg.cas_workers = 1; /* one worker: CAS start order = dispatch order */
+    /* Reservations hold for the whole test unless the test says otherwise: the default TTL
+     * (5 s) could lapse mid-test on a slow run and let a reserved pod be dispatched again. */
+    if (!cfg.reservation_ttl_ns)
+        cfg.reservation_ttl_ns = 3600 * 1000000000LL;
     int err = pc_pool_new(&cfg, &F.base, &P);
     cr_assert_eq(err, 0, "pc_pool_new: %s", pc_strerror(err));
 }

@@ -33,13 +33,16 @@ Test(pool, serves_higher_priority_first_and_fifo_inside_a_level, .fini = teardow
 Test(pool, promotes_an_old_low_priority_claim_over_newer_higher_ones, .fini = teardown_pool,
      .timeout = 20)
 {
-    setup_pool(false, (pc_pool_config){.promote_after_ns = 40 * 1000000LL});
+    /* No waiting on the clock: claim 0 says it was enqueued two and a half periods ago, so
+     * it is at level 3 (5 - 2) and stays ahead of the level-4 claims however slow the run
+     * (they could age too, but never past a claim that is older by more than a period). */
+    const int64_t period = 3600 * 1000000000LL;
+    setup_pool(false, (pc_pool_config){.promote_after_ns = period});
     start();
-    enqueue(0, 5);
-    wait_queue_len(1);
-    /* Two and a half periods: claim 0 is now at level 3 (5 - 2). */
-    int64_t until = pc_now_ns() + 100 * 1000000LL;
-    cr_assert(PC_TEST_WAIT_UNTIL(pc_now_ns() >= until, 1000));
+    pc_claim_init(&C[0], 5, on_result, NULL);
+    C[0].id = "c0";
+    C[0].enqueued_at_ns = pc_now_ns() - period * 5 / 2;
+    cr_assert_eq(pc_pool_enqueue(P, &C[0]), 0);
     enqueue(1, 4);
     enqueue(2, 4);
     wait_queue_len(3);
@@ -139,18 +142,28 @@ Test(pool, deadline_while_in_flight_ends_the_claim_when_the_cas_loses, .fini = t
 {
     setup_pool(true, (pc_pool_config){0});
     start();
-    pc_claim_init(&C[0], 0, on_result, NULL);
-    /* Long enough to be dispatched first even on a loaded machine. */
-    C[0].deadline_ns = pc_now_ns() + 500 * 1000000LL;
-    cr_assert_eq(pc_pool_enqueue(P, &C[0]), 0);
     offer("pod-a", "1");
     offer("pod-b", "1");
-    wait_started(1);
-    cr_assert(PC_TEST_WAIT_UNTIL(pc_now_ns() > C[0].deadline_ns, 1000));
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 2, 5000));
+    /* The deadline must pass after the dispatch: start short (fast when the machine is),
+     * and on a machine too slow to dispatch within it (the claim ends DEADLINE without a
+     * CAS) try again with four times as long. */
+    int i = 0;
+    for (int64_t budget = 20 * 1000000LL;; budget *= 4, i++) {
+        cr_assert_lt(i, 6, "no dispatch within %lld ms", (long long)(budget / 1000000));
+        pc_claim_init(&C[i], 0, on_result, NULL);
+        C[i].deadline_ns = pc_now_ns() + budget;
+        cr_assert_eq(pc_pool_enqueue(P, &C[i]), 0);
+        cr_assert(PC_TEST_WAIT_UNTIL(fake_started(&F) == 1 || results() == i + 1, 5000));
+        if (fake_started(&F) == 1)
+            break;
+        cr_assert_eq(R.res[i].status, PC_CLAIM_DEADLINE);
+    }
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_now_ns() > C[i].deadline_ns, 10000));
     fake_complete(&F, 0, PC_CAS_CONFLICT);
-    wait_results(1);
-    cr_assert_eq(R.res[0].status, PC_CLAIM_DEADLINE, "got %s",
-                 pc_claim_status_name(R.res[0].status));
+    wait_results(i + 1);
+    cr_assert_eq(R.res[i].status, PC_CLAIM_DEADLINE, "got %s",
+                 pc_claim_status_name(R.res[i].status));
     cr_assert_eq(fake_started(&F), 1, "no second CAS after the deadline");
 }
 
@@ -282,7 +295,7 @@ Test(pool, invalid_options_reject_the_claim_and_keep_the_pod, .fini = teardown_p
 Test(pool, a_stale_reoffer_of_a_reserved_pod_is_ignored_until_a_new_version, .fini = teardown_pool,
      .timeout = 20)
 {
-    setup_pool(false, (pc_pool_config){0});
+    setup_pool(false, (pc_pool_config){0}); /* reservations hold for the test (fixture) */
     start();
     enqueue(0, 0);
     offer("pod-a", "1");
@@ -464,4 +477,85 @@ Test(pool, metrics_render_with_the_pool_labels, .fini = teardown_pool, .timeout 
               "%s", buf);
     cr_assert(strstr(buf, "podclaim_dispatch_latency_seconds_count{") != NULL);
     free(buf);
+}
+
+static pc_cas_outcome gone_on_pod_a(const pc_cas_request *req, void *arg)
+{
+    (void)arg;
+    return strcmp(req->pod.name, "pod-a") == 0 ? PC_CAS_NOT_FOUND : PC_CAS_WON;
+}
+
+Test(pool, not_found_drops_the_pod_and_serves_the_claim_from_the_next, .fini = teardown_pool,
+     .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){0});
+    F.decide = gone_on_pod_a;
+    enqueue(0, 2);
+    offer("pod-a", "1");
+    offer("pod-b", "1");
+    start();
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_OK);
+    cr_assert_str_eq(R.res[0].pod_name, "pod-b");
+    cr_assert_eq(R.res[0].attempts, 2);
+    /* pod-a is neither idle nor reserved: only pod-b's reservation is left */
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).reserved == 1, 5000));
+    cr_assert_eq(pc_pool_snapshot(P).idle_ready, 0);
+    /* and it is not stale: if it comes back at the same version, it is offered again */
+    F.decide = NULL;
+    enqueue(1, 2);
+    offer("pod-a", "1");
+    wait_results(2);
+    cr_assert_str_eq(R.res[1].pod_name, "pod-a");
+    cr_assert_eq(metric("podclaim_offers_stale_total"), 0);
+}
+
+Test(pool, max_inflight_caps_the_cas_calls_in_flight, .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(true, (pc_pool_config){.max_inflight = 2});
+    start();
+    for (int i = 0; i < 5; i++)
+        enqueue(i, 0);
+    char name[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(name, sizeof(name), "pod-%d", i);
+        offer(name, "1");
+    }
+    wait_started(2);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 3, 5000));
+    cr_assert_eq(fake_started(&F), 2, "no third CAS while two are in flight");
+    cr_assert_eq(pc_pool_snapshot(P).inflight_cas, 2);
+    fake_complete(&F, 0, PC_CAS_WON);
+    wait_started(3);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 2, 5000));
+    cr_assert_eq(fake_started(&F), 3);
+    for (int k = 1; k < 5; k++) {
+        wait_started(k + 1);
+        fake_complete(&F, k, PC_CAS_WON);
+    }
+    wait_results(5);
+}
+
+Test(pool, a_pod_withdrawn_while_its_cas_is_in_flight_is_not_requeued_after_a_retryable_error,
+     .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(true, (pc_pool_config){.retry_backoff_ns = 1000000});
+    start();
+    enqueue(0, 0);
+    offer("pod-a", "1");
+    wait_started(1);
+    pc_pod_ref a = {.namespace_ = "ns", .name = "pod-a"};
+    cr_assert_eq(pc_pool_withdraw(P, &a), 0); /* the informer: pod-a is no longer idle */
+    cr_assert(PC_TEST_WAIT_UNTIL(metric("podclaim_withdrawals_total") == 1, 5000));
+    fake_complete(&F, 0, PC_CAS_RETRYABLE);
+    /* the claim backs off and waits; pod-a must not come back to the ready-queue */
+    wait_queue_len(1);
+    offer("pod-b", "1");
+    wait_started(2);
+    cr_assert_str_eq(fake_get(&F, 1).pod, "pod-b",
+                     "the retry goes to pod-b, not the withdrawn one");
+    fake_complete(&F, 1, PC_CAS_WON);
+    wait_results(1);
+    cr_assert_eq(R.res[0].status, PC_CLAIM_OK);
+    cr_assert_eq(pc_pool_snapshot(P).idle_ready, 0);
 }

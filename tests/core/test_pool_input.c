@@ -283,3 +283,78 @@ Test(pool_input, a_blocking_claim_with_a_timeout_of_int64_max_waits_for_a_pod,
     cr_assert_eq(c.r.status, PC_CLAIM_OK, "got %s: %s", pc_claim_status_name(c.r.status),
                  c.r.error);
 }
+
+/* ---- priorities and configurations ------------------------------------------------------ */
+
+Test(pool_input, priorities_out_of_range_are_clamped_to_the_nearest_level, .fini = teardown_pool,
+     .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.promote_after_ns = 3600 * 1000000000LL});
+    enqueue(0, 99); /* -> 5 */
+    enqueue(1, 4);
+    enqueue(2, -3); /* -> 0 */
+    enqueue(3, 0);
+    enqueue(4, 6); /* -> 5, after claim 0 */
+    start();
+    wait_queue_len(5);
+    serve_all(5);
+    const char *expect[] = {"c2", "c3", "c1", "c0", "c4"};
+    for (int k = 0; k < 5; k++)
+        cr_assert_str_eq(fake_get(&F, k).claim_id, expect[k], "dispatch #%d", k);
+}
+
+static int new_pool(pc_pool_config cfg, pc_backend *b)
+{
+    pc_pool *p = NULL;
+    int err = pc_pool_new(&cfg, b, &p);
+    if (err == 0)
+        pc_pool_free(p);
+    return err;
+}
+
+Test(pool_input, bad_configurations_are_refused)
+{
+    fake_init(&F, false);
+    char long_ns[80];
+    memset(long_ns, 'n', 79);
+    long_ns[79] = '\0';
+    const char *tags[] = {"gpu"};
+    pc_backend no_cas = {0};
+    cr_assert_eq(new_pool((pc_pool_config){.namespace_ = "ns", .name = "p"}, &F.base), 0);
+    cr_assert_eq(new_pool((pc_pool_config){.name = "p"}, &F.base), -EINVAL, "no namespace");
+    cr_assert_eq(new_pool((pc_pool_config){.namespace_ = "ns", .name = ""}, &F.base), -EINVAL);
+    cr_assert_eq(new_pool((pc_pool_config){.namespace_ = long_ns, .name = "p"}, &F.base), -EINVAL);
+    cr_assert_eq(new_pool((pc_pool_config){.namespace_ = "ns", .name = "p"}, NULL), -EINVAL);
+    cr_assert_eq(new_pool((pc_pool_config){.namespace_ = "ns", .name = "p"}, &no_cas), -EINVAL);
+    cr_assert_eq(new_pool((pc_pool_config){.namespace_ = "ns", .name = "p", .promote_after_ns = -1},
+                          &F.base),
+                 -EINVAL);
+    cr_assert_eq(new_pool((pc_pool_config){.namespace_ = "ns", .name = "p", .retry_backoff_ns = -1},
+                          &F.base),
+                 -EINVAL);
+    cr_assert_eq(
+            new_pool((pc_pool_config){.namespace_ = "ns", .name = "p", .reservation_ttl_ns = -5},
+                     &F.base),
+            -EINVAL);
+    cr_assert_eq(new_pool((pc_pool_config){.namespace_ = "ns", .name = "p", .n_tags = 1}, &F.base),
+                 -EINVAL, "n_tags without tags");
+    cr_assert_eq(
+            new_pool((pc_pool_config){.namespace_ = "ns", .name = "p", .tags = tags, .n_tags = 1},
+                     &F.base),
+            0);
+    pc_pool *p = (pc_pool *)&F; /* must stay untouched on failure */
+    pc_pool_config bad = {.name = "p"};
+    cr_assert_eq(pc_pool_new(&bad, &F.base, &p), -EINVAL);
+    cr_assert_eq((void *)p, (void *)&F, "*out unchanged on error");
+    fake_fini(&F);
+}
+
+Test(pool_input, start_twice_is_ealready_and_after_shutdown_eshutdown, .fini = teardown_pool)
+{
+    setup_pool(false, (pc_pool_config){0});
+    start();
+    cr_assert_eq(pc_pool_start(P), -EALREADY);
+    pc_pool_shutdown(P);
+    cr_assert_eq(pc_pool_start(P), -ESHUTDOWN);
+    pc_pool_shutdown(P); /* idempotent */
+}
