@@ -1,6 +1,6 @@
-/* podclaim backend interface: how the pool's CAS workers reach the API server.
+/* podclaim backend interface: how the pool's scheduler reaches the API server.
  *
- * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS workers
+ * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS
  *       -> [backend] -> result.
  *
  * A backend performs one compare-and-swap on a pod: "if the pod is still at
@@ -93,9 +93,11 @@ typedef void (*pc_cas_done_fn)(void *token, pc_cas_outcome outcome, const char *
 
 typedef struct pc_backend pc_backend;
 struct pc_backend {
-    /* Start one CAS. Must not block on the network. Returns 0 and later calls done(token, ...)
-     * exactly once, or returns a negative errno and never calls done. Thread: any CAS worker;
-     * concurrent calls must be safe. */
+    /* Start one CAS. Must not block on the network, nor for long on anything else: the
+     * pool's scheduler thread calls it and dispatches nothing meanwhile. Returns 0 and later
+     * calls done(token, ...) exactly once, or returns a negative errno and never calls done.
+     * Thread: the scheduler threads of the pools using the backend; concurrent calls (from
+     * several pools) must be safe. */
     int (*cas_start)(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn done, void *token);
     void *impl; /* the implementation's state */
 };

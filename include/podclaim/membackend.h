@@ -1,7 +1,7 @@
 /* The in-memory backend: a pod store with resourceVersion compare-and-swap, used by
  * the tests, the demo and the benchmarks in place of a Kubernetes API server.
  *
- * Flow: pool CAS workers -> [membackend] -> completion -> pool.
+ * Flow: pool scheduler (cas_start) -> [membackend] -> completion -> pool.
  *
  * It models what the scheduler relies on: each pod has a resourceVersion (one global
  * counter, as in etcd) and a sandbox phase; a CAS wins only if the pod exists, is at the

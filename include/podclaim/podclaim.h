@@ -1,13 +1,13 @@
 /* podclaim: the per-pool streaming claim scheduler.
  *
- * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS workers
- *       -> backend -> result.
+ * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS (backend)
+ *       -> result.
  *
  * A pool hands idle pods to claims. Callers enqueue claims (any thread); the informer
  * offers idle pods (pc_pool_offer_idle); one scheduler thread pairs the best waiting
- * claim with the oldest idle pod, reserves the pod and hands the pair to the CAS
- * workers, which run the backend's compare-and-swap. Every enqueued claim ends in
- * exactly one callback.
+ * claim with the oldest idle pod, reserves the pod and starts the backend's
+ * compare-and-swap (non-blocking); the result comes back to the same thread, which runs
+ * the callback. Every enqueued claim ends in exactly one callback.
  *
  * Thread-safety: every function here may be called from any thread unless its comment
  * says otherwise. pc_pool_free() must not race with anything on the same pool.
@@ -53,7 +53,7 @@ typedef struct pc_pool_config {
 
     uint32_t inbox_capacity;  /* claims waiting to be taken in by the scheduler; 0 = 65536 */
     uint32_t max_inflight;    /* concurrent CAS calls of this pool; 0 = 256 */
-    uint32_t cas_workers;     /* CAS worker threads; 0 = 2 */
+    uint32_t cas_workers;     /* ignored: the scheduler thread starts every CAS itself */
     int64_t promote_after_ns; /* aging period: a claim moves up one level per period; 0 = 30 s */
     uint32_t retry_limit;     /* retryable CAS failures before ERROR; 0 = 5 */
     int64_t retry_backoff_ns; /* first backoff, doubled per retry, jittered, capped at 32x; 0 = 50 ms */
@@ -107,11 +107,11 @@ typedef struct pc_claim_result {
 
 typedef struct pc_claim pc_claim;
 
-/* Called exactly once per claim that pc_pool_enqueue accepted. Runs on a pool thread
- * (a CAS worker, or the scheduler thread for claims that end without a CAS; for a pool
- * shut down before it was started, the thread calling pc_pool_shutdown): keep it
- * short, never block in it, and never call pc_pool_claim, pc_pool_shutdown or
- * pc_pool_free from it (enqueueing more claims is fine). `r` is valid during the call;
+/* Called exactly once per claim that pc_pool_enqueue accepted. Runs on the pool's
+ * scheduler thread (for a pool shut down before it was started, on the thread calling
+ * pc_pool_shutdown), one callback at a time: keep it short, never block in it (the pool
+ * dispatches nothing meanwhile), and never call pc_pool_claim, pc_pool_shutdown or
+ * pc_pool_free from it (enqueueing more claims, cancelling, offering pods are fine). `r` is valid during the call;
  * from its first instruction the pool no longer touches `c`, so the callback may free it. */
 typedef void (*pc_claim_cb)(pc_claim *c, const pc_claim_result *r, void *arg);
 
@@ -130,7 +130,7 @@ struct pc_claim {
 
     /* private: owned by the pool between enqueue and callback */
     struct {
-        ck_stack_entry_t entry;       /* inbox / CAS worker queue linkage */
+        ck_stack_entry_t entry;       /* inbox / results inbox linkage */
         struct pc_claim *prev, *next; /* the scheduler's pending list of its level */
         struct pc_pool *pool;
         _Atomic unsigned flags; /* cancel requests from other threads */
@@ -141,7 +141,6 @@ struct pc_claim {
         size_t heap_index;   /* position in the scheduler's timer heap; SIZE_MAX = none */
         uint32_t attempts;
         uint32_t retries;
-        int worker;
         pc_cas_outcome outcome;
         int64_t retry_after_ns;
         char pod_namespace[PC_NAMESPACE_MAX];
@@ -185,9 +184,9 @@ typedef struct pc_pool pc_pool;
  * unchanged, or -ENOMEM. Thread: any. */
 int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out);
 
-/* Start the scheduler thread and the CAS workers. Returns 0, -EALREADY, or the error of
- * pthread_create (all threads started so far are stopped again). Claims may be enqueued
- * and pods offered before start; they wait. */
+/* Start the scheduler thread. Returns 0, -EALREADY, -ESHUTDOWN (after pc_pool_shutdown),
+ * or the error of pthread_create. Claims may be enqueued and pods offered before start;
+ * they wait. */
 int pc_pool_start(pc_pool *p);
 
 /* Hand a claim to the pool. Blocking: no (lock-free; wakes the scheduler if it sleeps).

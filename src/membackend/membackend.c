@@ -1,7 +1,7 @@
 /* The in-memory backend: a pod store with resourceVersion compare-and-swap that stands in
  * for the Kubernetes API server in the tests, the demo and the benchmarks.
  *
- * Flow: pool CAS workers -> [membackend] -> completion -> pool;
+ * Flow: pool scheduler (cas_start) -> [membackend] -> completion -> pool;
  *       add/release/conflict -> on_idle (the informer's role) -> pool offer.
  *
  * Model. One global revision counter, as etcd's, gives every write a new resourceVersion

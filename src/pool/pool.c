@@ -2,7 +2,7 @@
  * snapshot.
  *
  * Flow: [callers, informer] -> pool (inbox, ready-queue, pending) -> reservation
- *       -> CAS workers -> backend -> result.
+ *       -> CAS (backend) -> result.
  *
  * Everything a producer thread does here is lock-free: a relaxed-or-stronger atomic on
  * a counter, a ck_stack push, and a parker check. The scheduler thread (scheduler.c)
@@ -143,7 +143,7 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
         strlen(cfg->name) >= PC_NAME_MAX)
         return -EINVAL;
     if (cfg->promote_after_ns < 0 || cfg->retry_backoff_ns < 0 || cfg->reservation_ttl_ns < 0 ||
-        (cfg->n_tags > 0 && cfg->tags == NULL) || cfg->cas_workers > 64)
+        (cfg->n_tags > 0 && cfg->tags == NULL))
         return -EINVAL;
 
     pc_pool *p = alloc_cachelines(sizeof(*p));
@@ -156,8 +156,6 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
         p->cfg.inbox_capacity = 65536;
     if (!p->cfg.max_inflight)
         p->cfg.max_inflight = 256;
-    if (!p->cfg.cas_workers)
-        p->cfg.cas_workers = 2;
     if (!p->cfg.promote_after_ns)
         p->cfg.promote_after_ns = 30 * (int64_t)1000000000;
     if (!p->cfg.retry_limit)
@@ -202,38 +200,20 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
     snprintf(p->id_tag, sizeof(p->id_tag), "%08x", rnd);
     p->rng = ((uint64_t)rnd << 32) | 0x9e3779b9u;
 
-    p->n_workers = (int)p->cfg.cas_workers;
-    p->workers = alloc_cachelines(sizeof(pc__worker) * (size_t)p->n_workers);
-    if (p->workers == NULL)
-        goto fail_identity;
-    memset(p->workers, 0, sizeof(pc__worker) * (size_t)p->n_workers);
-    for (int i = 0; i < p->n_workers; i++) {
-        pc__mpsc_init(&p->workers[i].jobs);
-        pc__parker_init(&p->workers[i].parker);
-        p->workers[i].pool = p;
-        p->workers[i].index = i;
-    }
-
     pc__mpsc_init(&p->claims);
     pc__mpsc_init(&p->offers);
-    pc__mpsc_init(&p->completions);
+    pc__mpsc_init(&p->results);
     pc__parker_init(&p->parker);
     if ((err = pc__scheduler_init(p)) != 0)
-        goto fail_workers;
+        goto fail_identity;
     if ((err = -pthread_mutex_init(&p->life_lock, NULL)) != 0)
         goto fail_sched;
-    if ((err = -pthread_mutex_init(&p->inbox_lock, NULL)) != 0) {
-        pthread_mutex_destroy(&p->life_lock);
-        goto fail_sched;
-    }
     p->life_state = POOL_NEW;
     *out = p;
     return 0;
 
 fail_sched:
     pc__scheduler_fini(p);
-fail_workers:
-    free(p->workers);
 fail_identity:
     free_identity(p);
     free(p);
@@ -246,43 +226,14 @@ int pc_pool_start(pc_pool *p)
     pthread_mutex_lock(&p->life_lock);
     if (p->life_state != POOL_NEW) {
         err = p->life_state == POOL_RUNNING ? -EALREADY : -ESHUTDOWN;
-        goto out;
-    }
-    for (int i = 0; i < p->n_workers; i++) {
-        if ((err = -pthread_create(&p->workers[i].thread, NULL, pc__worker_main, &p->workers[i])) !=
-            0) {
-            fprintf(stderr, "level=error pool=%s/%s msg=\"pthread_create for CAS worker %d: %s\"\n",
-                    p->ns, p->name, i, pc_strerror(err));
-            goto undo;
-        }
-        p->workers[i].started = true;
-    }
-    if ((err = -pthread_create(&p->sched_thread, NULL, pc__scheduler_main, p)) != 0) {
+    } else if ((err = -pthread_create(&p->sched_thread, NULL, pc__scheduler_main, p)) != 0) {
         fprintf(stderr, "level=error pool=%s/%s msg=\"pthread_create for scheduler: %s\"\n", p->ns,
                 p->name, pc_strerror(err));
-        goto undo;
+    } else {
+        p->life_state = POOL_RUNNING;
     }
-    p->life_state = POOL_RUNNING;
-    goto out;
-
-undo:
-    atomic_store_explicit(&p->workers_stop, true, memory_order_release);
-    for (int i = 0; i < p->n_workers; i++) {
-        if (!p->workers[i].started)
-            continue;
-        pc__parker_unpark(&p->workers[i].parker);
-        pthread_join(p->workers[i].thread, NULL);
-        p->workers[i].started = false;
-    }
-    atomic_store_explicit(&p->workers_stop, false, memory_order_relaxed);
-out:
     pthread_mutex_unlock(&p->life_lock);
     return err;
-}
-
-void pc__pool_use_mutex_inbox(pc_pool *p)
-{
-    p->mutex_inbox = true;
 }
 
 void pc_pool_shutdown(pc_pool *p)
@@ -293,11 +244,10 @@ void pc_pool_shutdown(pc_pool *p)
     atomic_store_explicit(&p->stopping, true, memory_order_seq_cst);
     if (p->life_state == POOL_RUNNING) {
         pc__parker_unpark(&p->parker);
-        pthread_join(p->sched_thread, NULL); /* returns once drained; workers are stopped */
-        for (int i = 0; i < p->n_workers; i++)
-            pthread_join(p->workers[i].thread, NULL);
+        pthread_join(p->sched_thread, NULL); /* returns once drained */
         /* A backend thread may still be in the last instructions of a completion (waking
-         * a worker that has already taken the claim). A few instructions: yield, not sleep. */
+         * the scheduler, which has already taken the claim). A few instructions: yield, not
+         * sleep. */
         while (atomic_load_explicit(&p->completions_running, memory_order_acquire) != 0)
             sched_yield();
     } else if (p->life_state == POOL_NEW) {
@@ -314,8 +264,6 @@ void pc_pool_free(pc_pool *p)
     pc_pool_shutdown(p);
     pc__scheduler_fini(p);
     pthread_mutex_destroy(&p->life_lock);
-    pthread_mutex_destroy(&p->inbox_lock);
-    free(p->workers);
     free_identity(p);
     free(p);
 }
@@ -358,13 +306,7 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c)
     c->priv.prev = c->priv.next = NULL;
     c->priv.id_buf[0] = '\0';
     pc__count(&p->m.enqueued);
-    if (p->mutex_inbox) { /* benchmark baseline only */
-        pthread_mutex_lock(&p->inbox_lock);
-        pc__mpsc_push(&p->claims, &c->priv.entry);
-        pthread_mutex_unlock(&p->inbox_lock);
-    } else {
-        pc__mpsc_push(&p->claims, &c->priv.entry);
-    }
+    pc__mpsc_push(&p->claims, &c->priv.entry);
     pc__parker_unpark(&p->parker);
     return 0;
 }

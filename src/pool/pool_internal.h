@@ -1,18 +1,19 @@
 /* Pool internals shared by the pool's files: the API (pool.c), the scheduler thread
- * (scheduler.c), the CAS workers (worker.c) and the metrics rendering (pool_metrics.c).
+ * (scheduler.c), claim results (claim.c) and the metrics rendering (pool_metrics.c).
  *
- * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS workers
- *       -> backend -> result.
+ * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS (backend)
+ *       -> result.
  *
  * Who owns what:
  *   - producers (any thread) touch only the lock-free inboxes (claims, offers), the
  *     atomics marked "shared", and a claim's priv.flags (cancel).
  *   - the scheduler thread owns the pending levels, the timer heap, the ready-queue's
- *     pod table and list, and the reservation map. Nobody else reads them.
- *   - a CAS worker owns a claim between taking it from its queue and either finishing
- *     it (callback) or pushing it back to the scheduler.
- *   - a claim is in exactly one place at a time: an inbox, a pending level (+ maybe the
- *     timer heap), a worker queue, the backend, or the scheduler's completion inbox.
+ *     pod table and list, and the reservation map. Nobody else reads them. It starts
+ *     every CAS itself (a backend's cas_start never blocks) and runs every callback.
+ *   - a backend's completion (any thread) writes the claim's outcome fields and pushes
+ *     it to the results inbox; from the push on the claim is the scheduler's again.
+ *   - a claim is in exactly one place at a time: the inbox, a pending level (+ maybe the
+ *     timer heap), the backend, or the results inbox.
  * No locks; no lock order.
  */
 #ifndef PODCLAIM_POOL_INTERNAL_H
@@ -34,9 +35,7 @@ enum {
     CLAIM_INBOX = 1,  /* pushed, not yet taken in by the scheduler */
     CLAIM_PENDING,    /* in a pending level, waiting for a pod */
     CLAIM_RETRY_WAIT, /* backing off after a retryable failure (timer heap only) */
-    CLAIM_DISPATCHED, /* in a worker queue, CAS not started */
-    CLAIM_INFLIGHT,   /* CAS started, outcome not yet reported */
-    CLAIM_COMPLETED,  /* outcome reported; in a worker queue or the scheduler's completions */
+    CLAIM_INFLIGHT,   /* CAS started, its result not yet taken in by the scheduler */
     CLAIM_DONE,       /* callback started */
 };
 
@@ -57,15 +56,6 @@ typedef struct pod_entry {
 } pod_entry;
 
 enum { POD_MSG_OFFER = 1, POD_MSG_WITHDRAW };
-
-typedef struct pc__worker {
-    pc__mpsc jobs;     /* claims to start, and claims whose outcome came back */
-    pc__parker parker; /* the worker sleeps here */
-    pthread_t thread;
-    struct pc_pool *pool;
-    int index;
-    bool started;
-} pc__worker;
 
 /* One gauge per cache line: they are written by different threads. */
 typedef struct pc__gauge {
@@ -97,13 +87,11 @@ struct pc_pool {
     char *labels;    /* rendered Prometheus labels: pool="..",namespace="..",... */
     char id_tag[12]; /* random per-pool-instance part of generated claim ids */
     pc_backend *backend;
-    int n_workers;
-    pc__worker *workers;
 
     /* --- shared: producers and the scheduler --- */
     pc__mpsc claims;       /* claim inbox */
     pc__mpsc offers;       /* pod offers and withdrawals */
-    pc__mpsc completions;  /* claims whose CAS did not win, back from the workers */
+    pc__mpsc results;      /* claims whose CAS reported, from the backend's threads */
     pc__parker parker;     /* the scheduler sleeps here */
     pc__gauge inbox_count; /* claims reserved a place in the inbox (counted before the push) */
     pc__gauge idle_ready;
@@ -114,18 +102,14 @@ struct pc_pool {
     _Atomic bool stopping;       /* set once by shutdown; enqueue refuses after */
     _Atomic uint32_t cancel_seq; /* bumped by every cancel; the scheduler rescans on change */
     _Atomic bool resync_now;
-    _Atomic bool workers_stop;
-    /* Backend completions (cas_done) still running: the claim is visible to its worker
-     * before cas_done has finished waking it, so shutdown waits for this to reach 0 before
-     * the pool's memory can go. */
+    /* Backend completions (cas_done) on other threads still running: the claim is visible
+     * to the scheduler before cas_done has finished waking it, so shutdown waits for this
+     * to reach 0 before the pool's memory can go. */
     _Atomic int completions_running;
+    /* The scheduler thread, set by itself before its first CAS: a completion called on it
+     * (a backend that answers inside cas_start) needs neither the inbox nor a wake-up. */
+    pthread_t sched_self;
     pc__pool_metrics m;
-
-    /* Benchmark baseline only (pc__pool_use_mutex_inbox): producers and the scheduler take
-     * this mutex around the claim inbox, turning it into a mutex-guarded queue while the
-     * rest of the dispatch loop stays the same. Off in every real pool. */
-    bool mutex_inbox;
-    pthread_mutex_t inbox_lock;
 
     /* --- lifecycle (caller of start/shutdown/free) --- */
     pthread_mutex_t life_lock;
@@ -147,12 +131,11 @@ struct pc_pool {
     uint64_t next_claim_seq;
     int64_t next_resync_at;
     uint64_t rng;
-    int next_worker;
+    size_t inflight_n; /* CAS calls started, results not yet taken in */
+    struct {
+        ck_stack_entry_t *head, *tail;
+    } local_results; /* results reported on the scheduler thread itself, in order */
 };
-
-/* pool.c: make the claim inbox mutex-guarded (the baseline of bench_core). Call before
- * pc_pool_start, never in production. */
-void pc__pool_use_mutex_inbox(pc_pool *p);
 
 /* scheduler.c */
 void *pc__scheduler_main(void *arg);
@@ -167,9 +150,8 @@ void pc__scheduler_drain_unstarted(pc_pool *p);
 int64_t pc__retry_delay_ns(int64_t backoff_ns, uint32_t retries, int64_t retry_after_ns,
                            uint64_t *rng);
 
-/* worker.c */
-void *pc__worker_main(void *arg);
-/* End a claim: fill the result, count it, call the callback. Any pool thread. */
+/* claim.c: end a claim: fill the result, count it, call the callback. The scheduler
+ * thread (or the thread draining a pool never started). */
 void pc__claim_finish(pc_pool *p, pc_claim *c, pc_claim_status st, const char *error);
 
 /* pool.c */

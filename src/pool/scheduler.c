@@ -1,15 +1,22 @@
-/* The scheduler thread: pairs the best waiting claim with the oldest idle pod.
+/* The scheduler thread: pairs the best waiting claim with the oldest idle pod and starts
+ * the CAS.
  *
- * Flow: informer -> pool ([inbox, ready-queue, pending]) -> reservation -> CAS workers
- *       -> backend -> result.
+ * Flow: informer -> pool ([inbox, ready-queue, pending]) -> reservation -> CAS (backend)
+ *       -> result.
  *
  * One thread owns everything here (see pool_internal.h). Each round it takes in what
- * other threads pushed (pod offers and withdrawals, claims coming back from a CAS that
- * did not win, new claims), honours cancels and timers, then dispatches while there is
- * an idle pod, a waiting claim and room under max_inflight. It never waits on the
- * backend: a dispatched pair goes to a CAS worker. With nothing to do it parks on a
- * futex until a producer pushes or the nearest timer (a deadline, a retry, a
- * reservation expiry, the resync period) is due; it never spins or sleeps a fixed time.
+ * other threads pushed (CAS results, pod offers and withdrawals, new claims), honours
+ * cancels and timers, then dispatches while there is an idle pod, a waiting claim and room
+ * under max_inflight. Dispatching is calling the backend's cas_start, which never blocks
+ * (backend.h); its result comes back through one inbox, and the callback runs here too.
+ * With nothing to do it parks on a futex until a producer pushes or the nearest timer (a
+ * deadline, a retry, a reservation expiry, the resync period) is due; it never spins or
+ * sleeps a fixed time.
+ *
+ * Why no CAS worker threads: the scheduler used to hand each pair to a worker, which
+ * called cas_start and took the completion back. That cost a futex wake-up and a context
+ * switch per claim on the way out (the wake-up path was 2-6x the one-thread baseline's),
+ * and a backend that is non-blocking by contract gains nothing from another thread.
  *
  * Aging is computed, not scheduled: a claim's effective level is its base level minus
  * one per promote_after it has waited. Each base level is FIFO by enqueued_at, so the
@@ -278,10 +285,18 @@ int64_t pc__retry_delay_ns(int64_t backoff_ns, uint32_t retries, int64_t retry_a
     return d > retry_after_ns ? d : retry_after_ns;
 }
 
-/* A claim whose CAS did not win, back from a worker. */
-static void take_completion(pc_pool *p, pc_claim *c, int64_t now)
+/* A claim whose CAS reported (its fields written by cas_done). */
+static void take_result(pc_pool *p, pc_claim *c, int64_t now)
 {
     pc_cas_outcome o = c->priv.outcome;
+    p->inflight_n--;
+    pc__count(&p->m.cas[o]);
+    if (o == PC_CAS_WON) {
+        /* The pod is the caller's. Its reservation stays until the informer shows the pod
+         * at another version (offer or withdraw) or the TTL passes. */
+        pc__claim_finish(p, c, PC_CLAIM_OK, NULL);
+        return;
+    }
     /* Is the pod's reservation still the one this dispatch made? If a newer offer or a
      * withdrawal came in meanwhile, the pod's fate is already decided: don't touch it. */
     const pc__reservation *r =
@@ -406,11 +421,60 @@ static void count_expired(const pc__reservation *r, void *arg)
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
 
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    if (src == NULL)
+        src = "";
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* The backend's completion: any thread, exactly once per started CAS, maybe inside
+ * cas_start. It only fills the claim's outcome fields and hands the claim back. */
+static void cas_done(void *token, pc_cas_outcome outcome, const char *new_rv, const char *message,
+                     int64_t retry_after_ns)
+{
+    pc_claim *c = token;
+    pc_pool *p = c->priv.pool;
+    if ((unsigned)outcome >= PC_CAS_OUTCOME_COUNT) {
+        message = "backend reported an unknown outcome";
+        outcome = PC_CAS_RETRYABLE;
+    }
+    c->priv.outcome = outcome;
+    copy_str(c->priv.new_rv, sizeof(c->priv.new_rv), outcome == PC_CAS_WON ? new_rv : "");
+    if (outcome == PC_CAS_WON)
+        c->priv.message[0] = '\0';
+    else
+        copy_str(c->priv.message, sizeof(c->priv.message),
+                 message ? message : pc_cas_outcome_name(outcome));
+    c->priv.retry_after_ns = retry_after_ns > 0 ? retry_after_ns : 0;
+    c->priv.entry.next = NULL;
+    if (pthread_equal(pthread_self(), p->sched_self)) {
+        /* Answered inside cas_start: the scheduler is the caller, no inbox, no wake-up. */
+        if (p->local_results.tail)
+            p->local_results.tail->next = &c->priv.entry;
+        else
+            p->local_results.head = &c->priv.entry;
+        p->local_results.tail = &c->priv.entry;
+        return;
+    }
+    /* Counted before the push makes the claim visible: from then on the claim can be
+     * finished and the pool shut down while this function still uses p. */
+    atomic_fetch_add_explicit(&p->completions_running, 1, memory_order_relaxed);
+    pc__mpsc_push(&p->results, &c->priv.entry); /* publishes the fields above */
+    pc__parker_unpark(&p->parker);
+    /* release: everything this call did to the pool happens-before shutdown's acquire
+     * load that sees the count drop. */
+    atomic_fetch_sub_explicit(&p->completions_running, 1, memory_order_release);
+}
+
 static void dispatch(pc_pool *p, int64_t now)
 {
     int64_t now_real = 0;
-    while (p->ready_head && p->pending_len &&
-           pc__gauge_get(&p->inflight) < (int64_t)p->cfg.max_inflight) {
+    while (p->ready_head && p->pending_len && p->inflight_n < p->cfg.max_inflight) {
         int eff;
         pc_claim *c = pending_best(p, now, &eff);
         pod_entry *e = p->ready_head;
@@ -429,15 +493,34 @@ static void dispatch(pc_pool *p, int64_t now)
         strcpy(c->priv.pod_rv, e->rv);
         ready_remove(p, e);
 
-        c->priv.state = CLAIM_DISPATCHED;
-        c->priv.worker = p->next_worker;
-        p->next_worker = (p->next_worker + 1) % p->n_workers;
-        pc__gauge_add(&p->inflight, 1);
-        pc__worker *w = &p->workers[c->priv.worker];
-        pc__mpsc_push(&w->jobs, &c->priv.entry);
-        pc__parker_unpark(&w->parker);
         if (now_real == 0)
             now_real = pc__realtime_ns();
+        if (c->priv.attempts++ == 0)
+            pc__histogram_observe(&p->m.dispatch_latency, pc__sub_sat(now, c->enqueued_at_ns));
+        pc_cas_request req = {
+                .pod = {.namespace_ = c->priv.pod_namespace,
+                        .name = c->priv.pod_name,
+                        .uid = c->priv.pod_uid,
+                        .resource_version = c->priv.pod_rv},
+                .opts = &c->opts,
+                .target_phase = c->opts.target_phase ? c->opts.target_phase : "Running",
+                .claim_id = id,
+                .claimed_at_unix_ns = now_real,
+                .deadline_ns = c->deadline_ns,
+        };
+        c->priv.state = CLAIM_INFLIGHT;
+        p->inflight_n++;
+        int err = p->backend->cas_start(p->backend, &req, cas_done, c);
+        if (err != 0) {
+            /* Never started: the claim backs off like after a retryable answer. */
+            char msg[96];
+            snprintf(msg, sizeof(msg), "backend could not start the CAS: %s", pc_strerror(err));
+            c->priv.outcome = PC_CAS_RETRYABLE;
+            copy_str(c->priv.message, sizeof(c->priv.message), msg);
+            c->priv.retry_after_ns = 0;
+            take_result(p, c, now);
+        }
+        /* c may be answered already (a backend that completes inside cas_start). */
     }
     if (now_real)
         pc__gauge_set(&p->last_dispatch_at, now_real);
@@ -450,16 +533,15 @@ static void drain(pc_pool *p, int64_t now)
     ck_stack_entry_t *e;
     while ((e = pc__mpsc_pop(&p->offers)) != NULL)
         take_pod_msg(p, (pod_entry *)e, now);
-    while ((e = pc__mpsc_pop(&p->completions)) != NULL)
-        take_completion(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
-    for (;;) {
-        if (p->mutex_inbox) /* benchmark baseline only: every pop under the lock */
-            pthread_mutex_lock(&p->inbox_lock);
-        e = pc__mpsc_pop(&p->claims);
-        if (p->mutex_inbox)
-            pthread_mutex_unlock(&p->inbox_lock);
-        if (e == NULL)
-            break;
+    while ((e = p->local_results.head) != NULL) {
+        p->local_results.head = e->next;
+        if (p->local_results.head == NULL)
+            p->local_results.tail = NULL;
+        take_result(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
+    }
+    while ((e = pc__mpsc_pop(&p->results)) != NULL)
+        take_result(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
+    while ((e = pc__mpsc_pop(&p->claims)) != NULL) {
         /* The place reserved by enqueue is now a waiting claim. seq_cst: shutdown's exit
          * test reads this count after storing `stopping` (see pc_pool_enqueue). */
         atomic_fetch_sub_explicit(&p->inbox_count.v, 1, memory_order_seq_cst);
@@ -469,6 +551,7 @@ static void drain(pc_pool *p, int64_t now)
 
 static void publish_gauges(pc_pool *p)
 {
+    pc__gauge_set(&p->inflight, (int64_t)p->inflight_n);
     pc__gauge_set(&p->idle_ready, (int64_t)p->ready_len);
     pc__gauge_set(&p->waiting, (int64_t)(p->pending_len + p->retry_len));
     pc__gauge_set(&p->reserved, (int64_t)pc__reservation_count(p->reservations));
@@ -489,30 +572,26 @@ static bool drain_for_shutdown(pc_pool *p, int64_t now)
         retry_take(p, c);
         pc__claim_finish(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
     }
-    /* acquire: a worker pushes a completion before it decrements inflight (release), so
-     * seeing 0 means every completion is in the queue; drain once more to take them. */
-    if (atomic_load_explicit(&p->inflight.v, memory_order_acquire) != 0 ||
-        atomic_load_explicit(&p->inbox_count.v, memory_order_seq_cst) != 0)
+    if (p->inflight_n != 0 || atomic_load_explicit(&p->inbox_count.v, memory_order_seq_cst) != 0)
         return false;
     drain(p, now);
-    return pc__mpsc_empty(&p->completions) && pc__mpsc_empty(&p->claims) && p->pending_len == 0 &&
+    return p->inflight_n == 0 && pc__mpsc_empty(&p->claims) && p->pending_len == 0 &&
            p->retry_len == 0;
 }
 
 static bool has_work(void *arg)
 {
     pc_pool *p = arg;
-    if (!pc__mpsc_empty(&p->claims) || !pc__mpsc_empty(&p->offers) ||
-        !pc__mpsc_empty(&p->completions))
+    if (p->local_results.head || !pc__mpsc_empty(&p->claims) || !pc__mpsc_empty(&p->offers) ||
+        !pc__mpsc_empty(&p->results))
         return true;
     if (atomic_load_explicit(&p->cancel_seq, memory_order_relaxed) != p->seen_cancel_seq ||
         atomic_load_explicit(&p->resync_now, memory_order_relaxed))
         return true;
     if (atomic_load_explicit(&p->stopping, memory_order_relaxed))
-        return atomic_load_explicit(&p->inflight.v, memory_order_relaxed) == 0 &&
+        return p->inflight_n == 0 &&
                atomic_load_explicit(&p->inbox_count.v, memory_order_relaxed) == 0;
-    return p->ready_head && p->pending_len &&
-           pc__gauge_get(&p->inflight) < (int64_t)p->cfg.max_inflight;
+    return p->ready_head && p->pending_len && p->inflight_n < p->cfg.max_inflight;
 }
 
 static int64_t next_wakeup(pc_pool *p)
@@ -536,6 +615,7 @@ static int64_t next_wakeup(pc_pool *p)
 void *pc__scheduler_main(void *arg)
 {
     pc_pool *p = arg;
+    p->sched_self = pthread_self();
     pthread_setname_np(pthread_self(), "pc-sched"); /* best effort: shows in top -H, perf, gdb */
     int64_t now = pc_now_ns();
     p->next_resync_at = pc__add_sat(now, p->cfg.resync_period_ns);
@@ -576,11 +656,6 @@ void *pc__scheduler_main(void *arg)
         }
         pc__parker_park(&p->parker, next_wakeup(p), has_work, p);
     }
-
-    /* release: the workers' acquire load of workers_stop sees everything before it. */
-    atomic_store_explicit(&p->workers_stop, true, memory_order_release);
-    for (int i = 0; i < p->n_workers; i++)
-        pc__parker_unpark(&p->workers[i].parker);
     return NULL;
 }
 
