@@ -51,7 +51,10 @@ typedef struct pc_pool_config {
     const char *const *tags; /* n_tags strings */
     size_t n_tags;
 
-    uint32_t inbox_capacity;  /* claims waiting to be taken in by the scheduler; 0 = 65536 */
+    /* Claims waiting (accepted by enqueue, not yet answered, no CAS in flight): enqueue
+     * refuses with -EAGAIN beyond it. A claim whose CAS lost waits again without being
+     * refused, so the count may pass it by at most max_inflight. 0 = 65536 */
+    uint32_t inbox_capacity;
     uint32_t max_inflight;    /* concurrent CAS calls of this pool; 0 = 256 */
     uint32_t cas_workers;     /* ignored: the scheduler thread starts every CAS itself */
     int64_t promote_after_ns; /* aging period: a claim moves up one level per period; 0 = 30 s */
@@ -130,15 +133,18 @@ struct pc_claim {
 
     /* private: owned by the pool between enqueue and callback */
     struct {
-        ck_stack_entry_t entry;       /* inbox / results inbox linkage */
-        struct pc_claim *prev, *next; /* the scheduler's pending list of its level */
+        ck_stack_entry_t entry;        /* inbox / results inbox linkage */
+        ck_stack_entry_t cancel_entry; /* cancel inbox linkage */
         struct pc_pool *pool;
-        _Atomic unsigned flags; /* cancel requests from other threads */
+        _Atomic unsigned flags; /* cancel requested / queued, result final */
         int state;
         int level_base;      /* priority after clamping */
+        int final_status;    /* the result decided while a cancel was on its way */
+        uint64_t seq;        /* the order the scheduler took claims in (FIFO tie-break) */
         int64_t timer_at_ns; /* next timer of this claim (deadline or retry); 0 = none */
         int64_t retry_at_ns; /* CLOCK_MONOTONIC: when a backing-off claim may run again */
-        size_t heap_index;   /* position in the scheduler's timer heap; SIZE_MAX = none */
+        size_t timer_index;  /* position in the scheduler's timer heap; SIZE_MAX = none */
+        size_t level_index;  /* position in its level's heap; SIZE_MAX = none */
         uint32_t attempts;
         uint32_t retries;
         pc_cas_outcome outcome;
@@ -169,7 +175,7 @@ int pc_claim_opts_check(const pc_claim_opts *opts, char *err, size_t errlen);
 
 typedef struct pc_snapshot {
     uint64_t idle_ready;      /* idle pods selectable now (in the ready-queue) */
-    uint64_t queue_len;       /* claims in the inbox + claims waiting for a pod or a retry */
+    uint64_t queue_len;       /* claims waiting: in the inbox, for a pod, or for a retry */
     uint64_t reserved;        /* pods reserved (dispatched, not yet seen in their new state) */
     uint64_t inflight_cas;    /* CAS calls started and not yet reported */
     int64_t last_dispatch_at; /* CLOCK_REALTIME unix ns of the last dispatch; 0 = never */
@@ -200,7 +206,8 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c);
 /* Request cancellation. The claim ends CANCELLED unless it already won a pod or its CAS
  * wins (a CAS already sent is not aborted: a won pod is the caller's, result OK).
  * Thread: any, from enqueue until the callback has started; the caller must keep `c`
- * alive until this returns. Blocking: no. Idempotent. */
+ * alive until this returns. Blocking: no (one lock-free push; O(log n) for the scheduler).
+ * Idempotent. */
 void pc_claim_cancel(pc_claim *c);
 
 /* Convenience: enqueue a claim with `opts` and `priority` and wait for its result.

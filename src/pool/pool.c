@@ -203,6 +203,7 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
     pc__mpsc_init(&p->claims);
     pc__mpsc_init(&p->offers);
     pc__mpsc_init(&p->results);
+    pc__mpsc_init(&p->cancels);
     pc__parker_init(&p->parker);
     if ((err = pc__scheduler_init(p)) != 0)
         goto fail_identity;
@@ -239,8 +240,8 @@ int pc_pool_start(pc_pool *p)
 void pc_pool_shutdown(pc_pool *p)
 {
     pthread_mutex_lock(&p->life_lock);
-    /* seq_cst: ordered against the inbox_count increment an enqueuer makes before it
-     * reads `stopping` (see pc_pool_enqueue). */
+    /* seq_cst: ordered against the `queued` increment an enqueuer makes before it reads
+     * `stopping` (see pc_pool_enqueue). */
     atomic_store_explicit(&p->stopping, true, memory_order_seq_cst);
     if (p->life_state == POOL_RUNNING) {
         pc__parker_unpark(&p->parker);
@@ -248,7 +249,8 @@ void pc_pool_shutdown(pc_pool *p)
         /* A backend thread may still be in the last instructions of a completion (waking
          * the scheduler, which has already taken the claim). A few instructions: yield, not
          * sleep. */
-        while (atomic_load_explicit(&p->completions_running, memory_order_acquire) != 0)
+        while (atomic_load_explicit(&p->completions_running, memory_order_acquire) != 0 ||
+               atomic_load_explicit(&p->cancels_running, memory_order_acquire) != 0)
             sched_yield();
     } else if (p->life_state == POOL_NEW) {
         pc__scheduler_drain_unstarted(p);
@@ -277,16 +279,18 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c)
         pc_claim_opts_check(&c->opts, NULL, 0) != 0)
         return -EINVAL;
     /* Reserve a place first (seq_cst), then check `stopping` (seq_cst): shutdown stores
-     * `stopping` then waits for inbox_count to reach 0, so either we see `stopping` and
-     * back out, or the scheduler sees our place and waits for our push. */
-    int64_t before = atomic_fetch_add_explicit(&p->inbox_count.v, 1, memory_order_seq_cst);
+     * `stopping` then waits for `queued` to reach 0, so either we see `stopping` and back
+     * out, or the scheduler sees our place and waits for our push. The count covers every
+     * waiting claim, not only the inbox: the scheduler subtracts a claim when it gets a CAS
+     * or a result. */
+    int64_t before = atomic_fetch_add_explicit(&p->queued.v, 1, memory_order_seq_cst);
     int err = 0;
     if (atomic_load_explicit(&p->stopping, memory_order_seq_cst))
         err = -ESHUTDOWN;
     else if (before >= (int64_t)p->cfg.inbox_capacity)
         err = -EAGAIN;
     if (err) {
-        atomic_fetch_sub_explicit(&p->inbox_count.v, 1, memory_order_seq_cst);
+        atomic_fetch_sub_explicit(&p->queued.v, 1, memory_order_seq_cst);
         if (err == -EAGAIN)
             pc__count(&p->m.enqueue_rejected);
         /* A draining scheduler may have seen our place and parked waiting for the push. */
@@ -298,12 +302,12 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c)
         c->enqueued_at_ns = pc_now_ns();
     c->priv.pool = p;
     atomic_init(&c->priv.flags, 0);
-    c->priv.state = CLAIM_INBOX;
-    c->priv.heap_index = SIZE_MAX;
+    c->priv.state = CLAIM_INBOX; /* the one state set outside pc__claim_move: the start */
+    c->priv.timer_index = SIZE_MAX;
+    c->priv.level_index = SIZE_MAX;
     c->priv.attempts = 0;
     c->priv.retries = 0;
     c->priv.timer_at_ns = 0;
-    c->priv.prev = c->priv.next = NULL;
     c->priv.id_buf[0] = '\0';
     pc__count(&p->m.enqueued);
     pc__mpsc_push(&p->claims, &c->priv.entry);
@@ -314,13 +318,23 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c)
 void pc_claim_cancel(pc_claim *c)
 {
     pc_pool *p = c->priv.pool;
-    /* release: pairs with the scheduler's acquire load of cancel_seq, so a scheduler that
-     * sees the new sequence also sees this flag. */
-    unsigned old = atomic_fetch_or_explicit(&c->priv.flags, CLAIM_F_CANCEL, memory_order_release);
-    if (old & CLAIM_F_CANCEL || p == NULL)
-        return;
-    atomic_fetch_add_explicit(&p->cancel_seq, 1, memory_order_release);
+    /* acq_rel on every step: see CLAIM_F_* in pool_internal.h for the protocol. */
+    unsigned cur = atomic_fetch_or_explicit(&c->priv.flags, CLAIM_F_CANCEL, memory_order_acq_rel);
+    if (cur & (CLAIM_F_CANCEL | CLAIM_F_FINAL) || p == NULL)
+        return; /* already requested, or the result is decided (too late) */
+    cur |= CLAIM_F_CANCEL;
+    do {
+        if (cur & CLAIM_F_FINAL)
+            return;
+    } while (!atomic_compare_exchange_weak_explicit(&c->priv.flags, &cur, cur | CLAIM_F_QUEUED,
+                                                    memory_order_acq_rel, memory_order_acquire));
+    /* QUEUED is set: the scheduler holds the claim's result until it takes this message in,
+     * so the claim stays alive past the push. The pool must too, until we are out of it. */
+    atomic_fetch_add_explicit(&p->cancels_running, 1, memory_order_relaxed);
+    pc__mpsc_push(&p->cancels, &c->priv.cancel_entry);
     pc__parker_unpark(&p->parker);
+    /* release: our last touch of the pool happens-before shutdown's acquire load. */
+    atomic_fetch_sub_explicit(&p->cancels_running, 1, memory_order_release);
 }
 
 static int copy_pod(pod_entry *e, const pc_pod_ref *pod, bool need_rv)
@@ -381,10 +395,10 @@ void pc_pool_notify_idle(pc_pool *p)
 
 pc_snapshot pc_pool_snapshot(const pc_pool *p)
 {
-    int64_t inbox = pc__gauge_get(&p->inbox_count);
+    int64_t queued = pc__gauge_get(&p->queued);
     pc_snapshot s = {
             .idle_ready = (uint64_t)pc__gauge_get(&p->idle_ready),
-            .queue_len = (uint64_t)((inbox > 0 ? inbox : 0) + pc__gauge_get(&p->waiting)),
+            .queue_len = (uint64_t)(queued > 0 ? queued : 0),
             .reserved = (uint64_t)pc__gauge_get(&p->reserved),
             .inflight_cas = (uint64_t)pc__gauge_get(&p->inflight),
             .last_dispatch_at = pc__gauge_get(&p->last_dispatch_at),

@@ -22,25 +22,44 @@
 #include <podclaim/podclaim.h>
 
 #include "metrics/metrics.h"
+#include "pool/claim_heap.h"
 #include "pool/inbox.h"
-#include "pool/timer_heap.h"
 #include "reservation/reservation.h"
 
 #include <ck_hs.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* claim->priv.state */
-enum {
-    CLAIM_INBOX = 1,  /* pushed, not yet taken in by the scheduler */
-    CLAIM_PENDING,    /* in a pending level, waiting for a pod */
-    CLAIM_RETRY_WAIT, /* backing off after a retryable failure (timer heap only) */
-    CLAIM_INFLIGHT,   /* CAS started, its result not yet taken in by the scheduler */
-    CLAIM_DONE,       /* callback started */
-};
+/* claim->priv.state. A claim changes state only through pc__claim_move, which checks the
+ * old state. "Waiting" states count in the pool's `queued` gauge (inbox_capacity). */
+#define PC__CLAIM_STATE_MAP(XX)                                                                    \
+    XX(INBOX, "inbox")           /* pushed, not yet taken in by the scheduler; waiting */          \
+    XX(PENDING, "pending")       /* in its level's heap (+ timer heap), for a pod; waiting */      \
+    XX(RETRY_WAIT, "retry_wait") /* backing off after a retryable failure (timer heap); waiting */ \
+    XX(INFLIGHT, "inflight")     /* CAS started, its result not yet taken in */                    \
+    XX(DEFERRED, "deferred")     /* result decided; its cancel message has yet to arrive */        \
+    XX(DONE, "done")             /* callback started */
 
-/* claim->priv.flags */
-#define CLAIM_F_CANCEL 1u
+enum {
+#define PC_XX_ENUM(name, str) CLAIM_##name,
+    PC__CLAIM_STATE_MAP(PC_XX_ENUM)
+#undef PC_XX_ENUM
+            CLAIM_STATE_COUNT
+};
+#define CLAIM_S(name) (1u << CLAIM_##name)
+
+/* claim->priv.flags: the cancel hand-off between pc_claim_cancel (any thread) and the
+ * scheduler. A cancel message (priv.cancel_entry) must never be in the cancel inbox after
+ * the callback started (the caller may have freed the claim), so:
+ *   - cancel sets CANCEL; then, unless FINAL is set, QUEUED (one CAS) and pushes the
+ *     message;
+ *   - the scheduler, deciding a result, sets FINAL; if QUEUED was set, the result waits
+ *     (state DEFERRED) until the scheduler takes the message in and clears QUEUED.
+ * Every step is an atomic read-modify-write on the one word, so the two sides agree on
+ * which came first. */
+#define CLAIM_F_CANCEL 1u /* pc_claim_cancel was called */
+#define CLAIM_F_QUEUED 2u /* its cancel message is in, or on its way to, the cancel inbox */
+#define CLAIM_F_FINAL 4u  /* the result is decided: no cancel message may follow */
 
 /* An idle pod: an offer or withdraw message from another thread, and then (for offers
  * that are accepted) the ready-queue entry the scheduler keeps. */
@@ -89,23 +108,25 @@ struct pc_pool {
     pc_backend *backend;
 
     /* --- shared: producers and the scheduler --- */
-    pc__mpsc claims;       /* claim inbox */
-    pc__mpsc offers;       /* pod offers and withdrawals */
-    pc__mpsc results;      /* claims whose CAS reported, from the backend's threads */
-    pc__parker parker;     /* the scheduler sleeps here */
-    pc__gauge inbox_count; /* claims reserved a place in the inbox (counted before the push) */
+    pc__mpsc claims;   /* claim inbox */
+    pc__mpsc offers;   /* pod offers and withdrawals */
+    pc__mpsc results;  /* claims whose CAS reported, from the backend's threads */
+    pc__parker parker; /* the scheduler sleeps here */
+    pc__mpsc cancels;  /* cancel messages (priv.cancel_entry) */
+    /* Claims waiting (inbox, pending, backing off): enqueue adds 1 before its push and
+     * refuses beyond inbox_capacity; the scheduler applies its changes once per round. */
+    pc__gauge queued;
     pc__gauge idle_ready;
-    pc__gauge waiting; /* claims pending or backing off (scheduler-written) */
     pc__gauge reserved;
     pc__gauge inflight;
     pc__gauge last_dispatch_at;
-    _Atomic bool stopping;       /* set once by shutdown; enqueue refuses after */
-    _Atomic uint32_t cancel_seq; /* bumped by every cancel; the scheduler rescans on change */
+    _Atomic bool stopping; /* set once by shutdown; enqueue refuses after */
     _Atomic bool resync_now;
     /* Backend completions (cas_done) on other threads still running: the claim is visible
      * to the scheduler before cas_done has finished waking it, so shutdown waits for this
      * to reach 0 before the pool's memory can go. */
     _Atomic int completions_running;
+    _Atomic int cancels_running; /* the same for pc_claim_cancel after its push */
     /* The scheduler thread, set by itself before its first CAS: a completion called on it
      * (a backend that answers inside cas_start) needs neither the inbox nor a wake-up. */
     pthread_t sched_self;
@@ -117,17 +138,17 @@ struct pc_pool {
     pthread_t sched_thread;
 
     /* --- scheduler-owned --- */
-    struct {
-        pc_claim *head, *tail;
-    } levels[PC_PRIORITY_LEVELS];
+    pc__claim_heap levels[PC_PRIORITY_LEVELS];
     size_t pending_len;
     size_t retry_len;
-    pc__timer_heap timers;
+    size_t deferred_n;    /* claims DEFERRED: shutdown waits for their cancel messages */
+    int64_t queued_delta; /* change to `queued` not yet applied (once per round) */
+    uint64_t admit_seq;   /* numbers claims in the order they are taken in */
+    pc__claim_heap timers;
     ck_hs_t pods; /* ready pods by "ns/name" */
     pod_entry *ready_head, *ready_tail;
     size_t ready_len;
     pc__reservation_map *reservations;
-    uint32_t seen_cancel_seq;
     uint64_t next_claim_seq;
     int64_t next_resync_at;
     uint64_t rng;
@@ -150,9 +171,16 @@ void pc__scheduler_drain_unstarted(pc_pool *p);
 int64_t pc__retry_delay_ns(int64_t backoff_ns, uint32_t retries, int64_t retry_after_ns,
                            uint64_t *rng);
 
-/* claim.c: end a claim: fill the result, count it, call the callback. The scheduler
- * thread (or the thread draining a pool never started). */
+/* claim.c. The scheduler thread (or the thread draining a pool never started) only.
+ *
+ * The one function that changes a claim's state: asserts that the old state is in
+ * `from` (CLAIM_S() bits), keeps the `queued` count, and with PC_TRACE_CLAIMS defined
+ * logs old -> new. */
+void pc__claim_move(pc_pool *p, pc_claim *c, unsigned from, int to);
+/* End a claim: fill the result, count it, call the callback; or, if a cancel message is
+ * on its way, keep the result (DEFERRED) until pc__claim_deliver_deferred. */
 void pc__claim_finish(pc_pool *p, pc_claim *c, pc_claim_status st, const char *error);
+void pc__claim_deliver_deferred(pc_pool *p, pc_claim *c);
 
 /* pool.c */
 int64_t pc__realtime_ns(void);

@@ -104,49 +104,6 @@ static void ready_remove(pc_pool *p, pod_entry *e)
 
 /* ---- pending claims ---------------------------------------------------------------------- */
 
-static void level_unlink(pc_pool *p, pc_claim *c)
-{
-    int l = c->priv.level_base;
-    if (c->priv.prev)
-        c->priv.prev->priv.next = c->priv.next;
-    else
-        p->levels[l].head = c->priv.next;
-    if (c->priv.next)
-        c->priv.next->priv.prev = c->priv.prev;
-    else
-        p->levels[l].tail = c->priv.prev;
-    c->priv.prev = c->priv.next = NULL;
-}
-
-/* Insert by enqueued_at into its base level. New claims are the newest (append at the
- * tail, O(1)); claims coming back after a lost CAS are among the oldest (found from the
- * head, near O(1)): both keep FIFO order by enqueue time, so a claim keeps its place. */
-static void level_insert(pc_pool *p, pc_claim *c)
-{
-    int l = c->priv.level_base;
-    pc_claim *tail = p->levels[l].tail;
-    pc_claim *after = NULL;
-    if (tail == NULL || tail->enqueued_at_ns <= c->enqueued_at_ns) {
-        after = tail;
-    } else {
-        pc_claim *it = p->levels[l].head;
-        while (it && it->enqueued_at_ns <= c->enqueued_at_ns) {
-            after = it;
-            it = it->priv.next;
-        }
-    }
-    c->priv.prev = after;
-    c->priv.next = after ? after->priv.next : p->levels[l].head;
-    if (c->priv.next)
-        c->priv.next->priv.prev = c;
-    else
-        p->levels[l].tail = c;
-    if (after)
-        after->priv.next = c;
-    else
-        p->levels[l].head = c;
-}
-
 static int effective_level(const pc_pool *p, const pc_claim *c, int64_t now)
 {
     int64_t waited = pc__sub_sat(now, c->enqueued_at_ns);
@@ -154,12 +111,12 @@ static int effective_level(const pc_pool *p, const pc_claim *c, int64_t now)
     return steps >= c->priv.level_base ? 0 : c->priv.level_base - (int)steps;
 }
 
-static pc_claim *pending_best(const pc_pool *p, int64_t now, int *eff_out)
+static pc_claim *pending_best(const pc_pool *p, int64_t now)
 {
     pc_claim *best = NULL;
     int best_eff = PC_PRIORITY_LEVELS;
     for (int l = 0; l < PC_PRIORITY_LEVELS; l++) {
-        pc_claim *h = p->levels[l].head;
+        pc_claim *h = pc__claim_heap_top(&p->levels[l]);
         if (h == NULL)
             continue;
         int eff = effective_level(p, h, now);
@@ -168,28 +125,32 @@ static pc_claim *pending_best(const pc_pool *p, int64_t now, int *eff_out)
             best_eff = eff;
         }
     }
-    *eff_out = best_eff;
     return best;
 }
 
-/* The claim waits for a pod. Its deadline, if any, is its timer. */
+/* The claim waits for a pod (from INBOX, or back from a CAS). Its deadline, if any, is its
+ * timer. */
 static void pending_add(pc_pool *p, pc_claim *c)
 {
-    c->priv.state = CLAIM_PENDING;
+    pc__claim_move(p, c, CLAIM_S(INBOX) | CLAIM_S(INFLIGHT) | CLAIM_S(RETRY_WAIT), CLAIM_PENDING);
     c->priv.timer_at_ns = c->deadline_ns;
-    if (c->deadline_ns > 0 && pc__timer_heap_push(&p->timers, c) != 0) {
+    if (c->deadline_ns > 0 && pc__claim_heap_push(&p->timers, c) != 0) {
         pc__claim_finish(p, c, PC_CLAIM_ERROR, "out of memory for the claim's deadline timer");
         return;
     }
-    level_insert(p, c);
+    if (pc__claim_heap_push(&p->levels[c->priv.level_base], c) != 0) {
+        pc__claim_heap_remove(&p->timers, c);
+        pc__claim_finish(p, c, PC_CLAIM_ERROR, "out of memory for the claim's pending level");
+        return;
+    }
     p->pending_len++;
 }
 
-/* Take c out of the pending levels (and the timer heap); count its promotions. */
+/* Take c out of its level and the timer heap (state unchanged); count its promotions. */
 static void pending_take(pc_pool *p, pc_claim *c, int64_t now)
 {
-    pc__timer_heap_remove(&p->timers, c);
-    level_unlink(p, c);
+    pc__claim_heap_remove(&p->timers, c);
+    pc__claim_heap_remove(&p->levels[c->priv.level_base], c);
     p->pending_len--;
     int gained = c->priv.level_base - effective_level(p, c, now);
     if (gained > 0)
@@ -198,7 +159,7 @@ static void pending_take(pc_pool *p, pc_claim *c, int64_t now)
 
 static void retry_take(pc_pool *p, pc_claim *c)
 {
-    pc__timer_heap_remove(&p->timers, c);
+    pc__claim_heap_remove(&p->timers, c);
     p->retry_len--;
 }
 
@@ -257,6 +218,7 @@ static void admit(pc_pool *p, pc_claim *c, int64_t now)
 {
     if (c->id == NULL)
         make_claim_id(p, c);
+    c->priv.seq = p->admit_seq++;
     int prio = c->priority;
     c->priv.level_base = prio < PC_PRIORITY_HIGHEST  ? PC_PRIORITY_HIGHEST
                          : prio > PC_PRIORITY_LOWEST ? PC_PRIORITY_LOWEST
@@ -346,8 +308,8 @@ static void take_result(pc_pool *p, pc_claim *c, int64_t now)
                                                          c->priv.retry_after_ns, &p->rng));
         c->priv.retry_at_ns = at;
         c->priv.timer_at_ns = (c->deadline_ns > 0 && c->deadline_ns < at) ? c->deadline_ns : at;
-        c->priv.state = CLAIM_RETRY_WAIT;
-        if (pc__timer_heap_push(&p->timers, c) != 0) {
+        pc__claim_move(p, c, CLAIM_S(INFLIGHT), CLAIM_RETRY_WAIT);
+        if (pc__claim_heap_push(&p->timers, c) != 0) {
             pc__claim_finish(p, c, PC_CLAIM_ERROR, "out of memory for the claim's retry timer");
             return;
         }
@@ -361,7 +323,7 @@ static void take_result(pc_pool *p, pc_claim *c, int64_t now)
 static void fire_timers(pc_pool *p, int64_t now)
 {
     pc_claim *c;
-    while ((c = pc__timer_heap_top(&p->timers)) != NULL && c->priv.timer_at_ns <= now) {
+    while ((c = pc__claim_heap_top(&p->timers)) != NULL && c->priv.timer_at_ns <= now) {
         if (c->priv.state == CLAIM_PENDING) {
             pending_take(p, c, now);
             pc__claim_finish(p, c, PC_CLAIM_DEADLINE, "deadline passed while waiting for a pod");
@@ -375,41 +337,30 @@ static void fire_timers(pc_pool *p, int64_t now)
     }
 }
 
-/* Someone called pc_claim_cancel: find the waiting claims that carry the flag. O(waiting),
- * once per wake-up however many cancels arrived; cancels are rare next to claims, and
- * scanning keeps cancel free of any message that could outlive the claim. */
-static void take_cancels(pc_pool *p, int64_t now)
+/* A cancel message: O(log n) for a waiting claim, nothing to look for. */
+static void take_cancel(pc_pool *p, pc_claim *c, int64_t now)
 {
-    for (int l = 0; l < PC_PRIORITY_LEVELS; l++) {
-        pc_claim *c = p->levels[l].head;
-        while (c) {
-            pc_claim *next = c->priv.next;
-            if (atomic_load_explicit(&c->priv.flags, memory_order_acquire) & CLAIM_F_CANCEL) {
-                pending_take(p, c, now);
-                pc__claim_finish(p, c, PC_CLAIM_CANCELLED, "cancelled while waiting");
-            }
-            c = next;
-        }
+    /* acq_rel: pairs with the canceller's CAS that set QUEUED (its flag writes are
+     * visible) and with pc__claim_finish's fetch_or of FINAL (whichever is second sees the
+     * other). From here no cancel message of this claim is in the inbox. */
+    unsigned old = atomic_fetch_and_explicit(&c->priv.flags, ~CLAIM_F_QUEUED, memory_order_acq_rel);
+    if (old & CLAIM_F_FINAL) {
+        pc__claim_deliver_deferred(p, c); /* its result waited for this message */
+        return;
     }
-    /* Backing-off claims live only in the timer heap. Collect first, remove after: a
-     * removal can sift the moved entry up, so removing while walking the array skips
-     * entries (and a cancelled claim could still win a pod). A backing-off claim is in no
-     * level, so its level links are free to chain the collected ones. */
-    pc_claim *found = NULL;
-    for (size_t i = 0; i < p->timers.len; i++) {
-        pc_claim *c = p->timers.items[i];
-        if (c->priv.state == CLAIM_RETRY_WAIT &&
-            (atomic_load_explicit(&c->priv.flags, memory_order_acquire) & CLAIM_F_CANCEL)) {
-            c->priv.next = found;
-            found = c;
-        }
-    }
-    while (found) {
-        pc_claim *c = found;
-        found = c->priv.next;
-        c->priv.next = NULL;
+    switch (c->priv.state) {
+    case CLAIM_PENDING:
+        pending_take(p, c, now);
+        pc__claim_finish(p, c, PC_CLAIM_CANCELLED, "cancelled while waiting");
+        break;
+    case CLAIM_RETRY_WAIT:
         retry_take(p, c);
         pc__claim_finish(p, c, PC_CLAIM_CANCELLED, "cancelled while backing off");
+        break;
+    default:
+        /* INBOX: admission sees the flag. INFLIGHT: the CAS is not aborted; unless it wins,
+         * its result ends the claim CANCELLED. */
+        break;
     }
 }
 
@@ -475,8 +426,7 @@ static void dispatch(pc_pool *p, int64_t now)
 {
     int64_t now_real = 0;
     while (p->ready_head && p->pending_len && p->inflight_n < p->cfg.max_inflight) {
-        int eff;
-        pc_claim *c = pending_best(p, now, &eff);
+        pc_claim *c = pending_best(p, now);
         pod_entry *e = p->ready_head;
         const char *id = c->id ? c->id : c->priv.id_buf;
         if (pc__reservation_reserve(p->reservations, e->ns, e->name, e->rv, id, now) != 0) {
@@ -487,6 +437,7 @@ static void dispatch(pc_pool *p, int64_t now)
             break;
         }
         pending_take(p, c, now);
+        pc__claim_move(p, c, CLAIM_S(PENDING), CLAIM_INFLIGHT);
         strcpy(c->priv.pod_namespace, e->ns);
         strcpy(c->priv.pod_name, e->name);
         strcpy(c->priv.pod_uid, e->uid);
@@ -508,7 +459,6 @@ static void dispatch(pc_pool *p, int64_t now)
                 .claimed_at_unix_ns = now_real,
                 .deadline_ns = c->deadline_ns,
         };
-        c->priv.state = CLAIM_INFLIGHT;
         p->inflight_n++;
         int err = p->backend->cas_start(p->backend, &req, cas_done, c);
         if (err != 0) {
@@ -541,11 +491,21 @@ static void drain(pc_pool *p, int64_t now)
     }
     while ((e = pc__mpsc_pop(&p->results)) != NULL)
         take_result(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
-    while ((e = pc__mpsc_pop(&p->claims)) != NULL) {
-        /* The place reserved by enqueue is now a waiting claim. seq_cst: shutdown's exit
-         * test reads this count after storing `stopping` (see pc_pool_enqueue). */
-        atomic_fetch_sub_explicit(&p->inbox_count.v, 1, memory_order_seq_cst);
+    while ((e = pc__mpsc_pop(&p->claims)) != NULL)
         admit(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
+    /* After the claims: a cancel message for a claim still in the claims inbox would find
+     * it INBOX and leave it to admission, which sees the flag too. */
+    while ((e = pc__mpsc_pop(&p->cancels)) != NULL)
+        take_cancel(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.cancel_entry)), now);
+}
+
+/* Apply the round's changes to `queued` in one atomic add. seq_cst: shutdown's exit test
+ * reads the count after storing `stopping` (see pc_pool_enqueue). */
+static void flush_queued(pc_pool *p)
+{
+    if (p->queued_delta != 0) {
+        atomic_fetch_add_explicit(&p->queued.v, p->queued_delta, memory_order_seq_cst);
+        p->queued_delta = 0;
     }
 }
 
@@ -553,51 +513,52 @@ static void publish_gauges(pc_pool *p)
 {
     pc__gauge_set(&p->inflight, (int64_t)p->inflight_n);
     pc__gauge_set(&p->idle_ready, (int64_t)p->ready_len);
-    pc__gauge_set(&p->waiting, (int64_t)(p->pending_len + p->retry_len));
     pc__gauge_set(&p->reserved, (int64_t)pc__reservation_count(p->reservations));
 }
 
 /* Shutdown: every waiting claim gets SHUTDOWN; returns true once nothing is left
- * anywhere (inbox, pending, backing off, in flight). */
+ * anywhere (inbox, pending, backing off, in flight, a result waiting for its cancel). */
 static bool drain_for_shutdown(pc_pool *p, int64_t now)
 {
-    for (int l = 0; l < PC_PRIORITY_LEVELS; l++)
-        while (p->levels[l].head) {
-            pc_claim *c = p->levels[l].head;
+    for (int l = 0; l < PC_PRIORITY_LEVELS; l++) {
+        pc_claim *c;
+        while ((c = pc__claim_heap_top(&p->levels[l])) != NULL) {
             pending_take(p, c, now);
             pc__claim_finish(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
         }
+    }
     pc_claim *c;
-    while ((c = pc__timer_heap_top(&p->timers)) != NULL) {
+    while ((c = pc__claim_heap_top(&p->timers)) != NULL) {
         retry_take(p, c);
         pc__claim_finish(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
     }
-    if (p->inflight_n != 0 || atomic_load_explicit(&p->inbox_count.v, memory_order_seq_cst) != 0)
-        return false;
-    drain(p, now);
-    return p->inflight_n == 0 && pc__mpsc_empty(&p->claims) && p->pending_len == 0 &&
-           p->retry_len == 0;
+    flush_queued(p);
+    /* queued == 0: every enqueue that counted itself has pushed and been answered (or
+     * backed out); the in-flight ones come back through results. */
+    return p->inflight_n == 0 && p->deferred_n == 0 &&
+           atomic_load_explicit(&p->queued.v, memory_order_seq_cst) == 0 &&
+           p->local_results.head == NULL && pc__mpsc_empty(&p->results) &&
+           pc__mpsc_empty(&p->claims) && pc__mpsc_empty(&p->cancels);
 }
 
 static bool has_work(void *arg)
 {
     pc_pool *p = arg;
     if (p->local_results.head || !pc__mpsc_empty(&p->claims) || !pc__mpsc_empty(&p->offers) ||
-        !pc__mpsc_empty(&p->results))
+        !pc__mpsc_empty(&p->results) || !pc__mpsc_empty(&p->cancels))
         return true;
-    if (atomic_load_explicit(&p->cancel_seq, memory_order_relaxed) != p->seen_cancel_seq ||
-        atomic_load_explicit(&p->resync_now, memory_order_relaxed))
+    if (atomic_load_explicit(&p->resync_now, memory_order_relaxed))
         return true;
     if (atomic_load_explicit(&p->stopping, memory_order_relaxed))
-        return p->inflight_n == 0 &&
-               atomic_load_explicit(&p->inbox_count.v, memory_order_relaxed) == 0;
+        return p->inflight_n == 0 && p->deferred_n == 0 &&
+               atomic_load_explicit(&p->queued.v, memory_order_relaxed) == 0;
     return p->ready_head && p->pending_len && p->inflight_n < p->cfg.max_inflight;
 }
 
 static int64_t next_wakeup(pc_pool *p)
 {
     int64_t at = 0;
-    pc_claim *t = pc__timer_heap_top(&p->timers);
+    pc_claim *t = pc__claim_heap_top(&p->timers);
     if (t)
         at = t->priv.timer_at_ns;
     int64_t r = pc__reservation_next_expiry(p->reservations);
@@ -622,13 +583,6 @@ void *pc__scheduler_main(void *arg)
     for (;;) {
         now = pc_now_ns();
         drain(p, now);
-        /* acquire: pairs with the release in pc_claim_cancel; the flags we scan for are
-         * visible once we see the sequence they bumped. */
-        uint32_t seq = atomic_load_explicit(&p->cancel_seq, memory_order_acquire);
-        if (seq != p->seen_cancel_seq) {
-            p->seen_cancel_seq = seq;
-            take_cancels(p, now);
-        }
         fire_timers(p, now);
         /* An expired reservation guarded a pod whose new version never showed up: a 409
          * that nothing followed (a spurious conflict), or a lost event. Resync now, so the
@@ -652,6 +606,7 @@ void *pc__scheduler_main(void *arg)
                 break;
         } else {
             dispatch(p, now);
+            flush_queued(p);
             publish_gauges(p);
         }
         pc__parker_park(&p->parker, next_wakeup(p), has_work, p);
@@ -685,7 +640,9 @@ int pc__scheduler_init(pc_pool *p)
         ck_hs_destroy(&p->pods);
         return err;
     }
-    pc__timer_heap_init(&p->timers);
+    pc__claim_heap_init(&p->timers, PC__HEAP_TIMER);
+    for (int l = 0; l < PC_PRIORITY_LEVELS; l++)
+        pc__claim_heap_init(&p->levels[l], PC__HEAP_LEVEL);
     return 0;
 }
 
@@ -698,5 +655,7 @@ void pc__scheduler_fini(pc_pool *p)
         free(e);
     ck_hs_destroy(&p->pods);
     pc__reservation_map_free(p->reservations);
-    pc__timer_heap_fini(&p->timers);
+    pc__claim_heap_fini(&p->timers);
+    for (int l = 0; l < PC_PRIORITY_LEVELS; l++)
+        pc__claim_heap_fini(&p->levels[l]);
 }

@@ -559,3 +559,23 @@ Test(pool, a_pod_withdrawn_while_its_cas_is_in_flight_is_not_requeued_after_a_re
     cr_assert_eq(R.res[0].status, PC_CLAIM_OK);
     cr_assert_eq(pc_pool_snapshot(P).idle_ready, 0);
 }
+
+Test(pool, inbox_capacity_bounds_every_waiting_claim_not_only_the_inbox, .fini = teardown_pool,
+     .timeout = 20)
+{
+    setup_pool(true, (pc_pool_config){.inbox_capacity = 4});
+    start();
+    for (int i = 0; i < 4; i++)
+        enqueue(i, 2);
+    offer("pod-a", "1");
+    wait_started(1);
+    wait_queue_len(3); /* taken in by the scheduler; one in flight, three waiting */
+    enqueue(4, 2);     /* 4 waiting */
+    pc_claim_init(&C[5], 2, on_result, NULL);
+    cr_assert_eq(pc_pool_enqueue(P, &C[5]), -EAGAIN,
+                 "4 claims wait for a pod: a fifth is refused however long they waited");
+    cr_assert_eq(metric("podclaim_enqueue_rejected_total"), 1);
+    fake_complete(&F, 0, PC_CAS_WON);
+    wait_results(1);
+    wait_queue_len(4);
+}
