@@ -71,6 +71,9 @@ typedef struct pc_pool_config {
      * It must not block long and must not call pc_pool_shutdown/free. NULL = none. */
     void (*resync)(void *arg);
     void *resync_arg;
+    /* Offers and withdrawals waiting for the scheduler at most; beyond, they return
+     * -EAGAIN (the resync hook offers again). 0 = 65536 */
+    uint32_t offer_capacity;
 } pc_pool_config;
 
 /* ---- claims ----------------------------------------------------------------------------- */
@@ -109,6 +112,7 @@ typedef struct pc_claim_result {
 } pc_claim_result;
 
 typedef struct pc_claim pc_claim;
+struct pc__pod; /* the pool's record of a pod (private) */
 
 /* Called exactly once per claim that pc_pool_enqueue accepted. Runs on the pool's
  * scheduler thread (for a pool shut down before it was started, on the thread calling
@@ -149,8 +153,8 @@ struct pc_claim {
         uint32_t retries;
         pc_cas_outcome outcome;
         int64_t retry_after_ns;
-        char pod_namespace[PC_NAMESPACE_MAX];
-        char pod_name[PC_NAME_MAX];
+        struct pc__pod *pod; /* the pod record of the CAS (held until the callback) */
+        uint32_t pod_gen;    /* the reservation the CAS was made under */
         char pod_uid[PC_UID_MAX];
         char pod_rv[PC_RV_MAX];
         char new_rv[PC_RV_MAX];
@@ -218,11 +222,13 @@ int pc_pool_claim(pc_pool *p, const pc_claim_opts *opts, int priority, int64_t t
                   pc_claim_result *out);
 
 /* Offer an idle pod (the informer saw it idle at pod->resource_version).
- * Thread: any. Blocking: no (one allocation, a lock-free push). Owns: copies `pod`.
- * The scheduler makes it selectable unless it is already queued at that version or
- * reserved at that version; a reserved pod offered at a different version has its
- * reservation released. Returns 0, -EINVAL (missing namespace, name or resourceVersion,
- * or a string too long), -ENOMEM, -ESHUTDOWN. */
+ * Thread: any. Blocking: no (a message from a lock-free free list, a lock-free push; an
+ * allocation only while the pool holds fewer than offer_capacity messages). Owns: copies
+ * `pod`. The scheduler makes it selectable unless it is reserved at that version (stale);
+ * a queued pod keeps its place and takes the newer version; a reserved pod offered at a
+ * different version has its reservation released. Returns 0, -EINVAL (missing namespace,
+ * name or resourceVersion, or a string too long), -EAGAIN (offer_capacity messages are
+ * waiting for the scheduler), -ENOMEM, -ESHUTDOWN. */
 int pc_pool_offer_idle(pc_pool *p, const pc_pod_ref *pod);
 
 /* The pod is no longer idle (claimed by someone, not ready, being deleted, gone):

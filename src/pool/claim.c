@@ -64,8 +64,8 @@ static void deliver(pc_pool *p, pc_claim *c, pc_claim_status st, const char *err
     pc_claim_result r;
     r.status = st;
     if (st == PC_CLAIM_OK) {
-        copy_str(r.pod_namespace, sizeof(r.pod_namespace), c->priv.pod_namespace);
-        copy_str(r.pod_name, sizeof(r.pod_name), c->priv.pod_name);
+        copy_str(r.pod_namespace, sizeof(r.pod_namespace), c->priv.pod->ns);
+        copy_str(r.pod_name, sizeof(r.pod_name), c->priv.pod->name);
         copy_str(r.resource_version, sizeof(r.resource_version), c->priv.new_rv);
         r.error[0] = '\0';
     } else {
@@ -73,6 +73,10 @@ static void deliver(pc_pool *p, pc_claim *c, pc_claim_status st, const char *err
         copy_str(r.error, sizeof(r.error), error);
     }
     copy_str(r.claim_id, sizeof(r.claim_id), c->id ? c->id : c->priv.id_buf);
+    if (c->priv.pod) { /* held since the dispatch for the names above */
+        pc__podtable_unref(c->priv.pod);
+        c->priv.pod = NULL;
+    }
     r.latency_ns = pc__sub_sat(now, c->enqueued_at_ns);
     r.attempts = c->priv.attempts;
     pc__histogram_observe(&p->m.claim_latency, r.latency_ns);

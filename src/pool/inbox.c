@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -92,4 +93,54 @@ void pc__parker_unpark(pc__parker *k)
     if (atomic_compare_exchange_strong_explicit(&k->parked, &expected, 0, memory_order_relaxed,
                                                 memory_order_relaxed))
         syscall(SYS_futex, &k->parked, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
+}
+
+int pc__spmc_ring_init(pc__spmc_ring *r, uint32_t capacity)
+{
+    atomic_init(&r->head, 0);
+    atomic_init(&r->tail, 0);
+    r->mask = capacity - 1;
+    r->slots = calloc(capacity, sizeof(*r->slots));
+    return r->slots ? 0 : -ENOMEM;
+}
+
+void pc__spmc_ring_fini(pc__spmc_ring *r)
+{
+    free(r->slots);
+    r->slots = NULL;
+}
+
+bool pc__spmc_ring_push(pc__spmc_ring *r, void *v)
+{
+    uint32_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    /* acquire: pairs with the consumers' CAS on head; what a consumer did with the slot's
+     * old value before it moved head happens-before we overwrite the slot. */
+    uint32_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+    if (t - h > r->mask)
+        return false;
+    atomic_store_explicit(&r->slots[t & r->mask], v, memory_order_relaxed);
+    /* release: the slot, and everything we did with the object before giving it back,
+     * is visible to the consumer that sees the new tail. */
+    atomic_store_explicit(&r->tail, t + 1, memory_order_release);
+    return true;
+}
+
+bool pc__spmc_ring_pop(pc__spmc_ring *r, void **out)
+{
+    uint32_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    for (;;) {
+        /* acquire: pairs with the producer's release of tail (the slot and the object). */
+        uint32_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+        if (h == t)
+            return false;
+        void *v = atomic_load_explicit(&r->slots[h & r->mask], memory_order_relaxed);
+        /* The slot cannot have been overwritten if head is still h: the producer reuses a
+         * slot only after head has passed it. acq_rel: publishes our read to the producer
+         * (see push); on failure h is reloaded and we try the next slot. */
+        if (atomic_compare_exchange_weak_explicit(&r->head, &h, h + 1, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            *out = v;
+            return true;
+        }
+    }
 }

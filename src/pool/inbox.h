@@ -58,4 +58,30 @@ void pc__parker_park(pc__parker *k, int64_t deadline_ns, bool (*has_work)(void *
  * Fast path: one fence and one load. */
 void pc__parker_unpark(pc__parker *k);
 
+/* A bounded ring of pointers with one producer and many consumers: the pool's free list of
+ * offer messages (the scheduler gives them back, offering threads take them). A consumer
+ * claims a slot with one CAS on `head` and never waits for another consumer.
+ *
+ * Why not ck_ring's SPMC mode, which is the same algorithm: its counters are plain
+ * volatile accesses ordered by fences, which ThreadSanitizer cannot see; with C11 atomics
+ * the sanitizer checks the hand-off of the messages' contents too.
+ *
+ * Thread-safety: pc__spmc_ring_push from one thread at a time; pc__spmc_ring_pop from any. */
+typedef struct pc__spmc_ring {
+    _Alignas(CK_MD_CACHELINE) _Atomic uint32_t head; /* consumers */
+    _Alignas(CK_MD_CACHELINE) _Atomic uint32_t tail; /* the producer */
+    _Alignas(CK_MD_CACHELINE) uint32_t mask;         /* capacity - 1; fixed */
+    _Atomic(void *) *slots;
+} pc__spmc_ring;
+
+/* capacity: a power of two. Returns 0 or -ENOMEM. */
+int pc__spmc_ring_init(pc__spmc_ring *r, uint32_t capacity);
+void pc__spmc_ring_fini(pc__spmc_ring *r);
+
+/* False when full (the ring is unchanged). Producer only. */
+bool pc__spmc_ring_push(pc__spmc_ring *r, void *v);
+
+/* False when empty. Any thread. */
+bool pc__spmc_ring_pop(pc__spmc_ring *r, void **out);
+
 #endif /* PODCLAIM_INBOX_H */

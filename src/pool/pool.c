@@ -10,6 +10,7 @@
  * are rare and may block.
  */
 #include "pool/pool_internal.h"
+#include "util/ckhs.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -166,6 +167,8 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
         p->cfg.reservation_ttl_ns = 5 * (int64_t)1000000000;
     if (!p->cfg.resync_period_ns)
         p->cfg.resync_period_ns = 10 * (int64_t)1000000000;
+    if (!p->cfg.offer_capacity)
+        p->cfg.offer_capacity = 65536;
 
     int err = -ENOMEM;
     p->ns = dup_or_empty(cfg->namespace_);
@@ -205,8 +208,15 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
     pc__mpsc_init(&p->results);
     pc__mpsc_init(&p->cancels);
     pc__parker_init(&p->parker);
-    if ((err = pc__scheduler_init(p)) != 0)
+    /* The ring holds every message there can be: the smallest power of two >= capacity. */
+    p->msg_capacity = p->cfg.offer_capacity > (1u << 30) ? (1u << 30) : p->cfg.offer_capacity;
+    uint32_t ring = 1;
+    while (ring < p->msg_capacity)
+        ring *= 2;
+    if ((err = pc__spmc_ring_init(&p->free_msgs, ring)) != 0)
         goto fail_identity;
+    if ((err = pc__scheduler_init(p)) != 0)
+        goto fail_ring;
     if ((err = -pthread_mutex_init(&p->life_lock, NULL)) != 0)
         goto fail_sched;
     p->life_state = POOL_NEW;
@@ -215,6 +225,8 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
 
 fail_sched:
     pc__scheduler_fini(p);
+fail_ring:
+    pc__spmc_ring_fini(&p->free_msgs);
 fail_identity:
     free_identity(p);
     free(p);
@@ -265,6 +277,14 @@ void pc_pool_free(pc_pool *p)
         return;
     pc_pool_shutdown(p);
     pc__scheduler_fini(p);
+    /* Every message is in the free ring or (offered after the drain) in the inbox. */
+    ck_stack_entry_t *e;
+    while ((e = pc__mpsc_pop(&p->offers)) != NULL)
+        free(e);
+    void *m;
+    while (pc__spmc_ring_pop(&p->free_msgs, &m))
+        free(m);
+    pc__spmc_ring_fini(&p->free_msgs);
     pthread_mutex_destroy(&p->life_lock);
     free_identity(p);
     free(p);
@@ -309,6 +329,7 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c)
     c->priv.retries = 0;
     c->priv.timer_at_ns = 0;
     c->priv.id_buf[0] = '\0';
+    c->priv.pod = NULL;
     pc__count(&p->m.enqueued);
     pc__mpsc_push(&p->claims, &c->priv.entry);
     pc__parker_unpark(&p->parker);
@@ -337,42 +358,61 @@ void pc_claim_cancel(pc_claim *c)
     atomic_fetch_sub_explicit(&p->cancels_running, 1, memory_order_release);
 }
 
-static int copy_pod(pod_entry *e, const pc_pod_ref *pod, bool need_rv)
+static bool fits(const char *s, size_t cap)
+{
+    return strnlen(s, cap) < cap;
+}
+
+/* A message from the free list, or a new one while fewer than msg_capacity exist. NULL:
+ * the pool holds msg_capacity messages already (*err = -EAGAIN), or -ENOMEM. */
+static pc__pod_msg *take_msg(pc_pool *p, int *err)
+{
+    void *m;
+    if (pc__spmc_ring_pop(&p->free_msgs, &m))
+        return m;
+    /* relaxed: only a bound; the ring hand-off orders the messages themselves. */
+    if (atomic_fetch_add_explicit(&p->msgs_allocated, 1, memory_order_relaxed) >= p->msg_capacity) {
+        atomic_fetch_sub_explicit(&p->msgs_allocated, 1, memory_order_relaxed);
+        /* One more look: the scheduler may have given one back meanwhile. */
+        if (pc__spmc_ring_pop(&p->free_msgs, &m))
+            return m;
+        *err = -EAGAIN;
+        return NULL;
+    }
+    if ((m = malloc(sizeof(pc__pod_msg))) == NULL) {
+        atomic_fetch_sub_explicit(&p->msgs_allocated, 1, memory_order_relaxed);
+        *err = -ENOMEM;
+    }
+    return m;
+}
+
+static int push_pod_msg(pc_pool *p, const pc_pod_ref *pod, int kind)
 {
     if (pod == NULL || pod->namespace_ == NULL || pod->name == NULL || pod->name[0] == '\0' ||
         pod->namespace_[0] == '\0')
         return -EINVAL;
     const char *rv = pod->resource_version ? pod->resource_version : "";
     const char *uid = pod->uid ? pod->uid : "";
-    if (need_rv && rv[0] == '\0')
+    if ((kind == POD_MSG_OFFER && rv[0] == '\0') || !fits(pod->namespace_, PC_NAMESPACE_MAX) ||
+        !fits(pod->name, PC_NAME_MAX) || !fits(uid, PC_UID_MAX) || !fits(rv, PC_RV_MAX))
         return -EINVAL;
-    if (strlen(pod->namespace_) >= sizeof(e->ns) || strlen(pod->name) >= sizeof(e->name) ||
-        strlen(uid) >= sizeof(e->uid) || strlen(rv) >= sizeof(e->rv))
-        return -EINVAL;
-    strcpy(e->ns, pod->namespace_);
-    strcpy(e->name, pod->name);
-    strcpy(e->uid, uid);
-    strcpy(e->rv, rv);
-    return 0;
-}
-
-static int push_pod_msg(pc_pool *p, const pc_pod_ref *pod, int kind)
-{
     if (atomic_load_explicit(&p->stopping, memory_order_acquire))
         return -ESHUTDOWN;
-    /* One allocation per offer: offers come once per pod transition, not per claim, and
-     * an accepted offer's message becomes its ready-queue entry without another copy. */
-    pod_entry *e = malloc(sizeof(*e));
-    if (e == NULL)
-        return -ENOMEM;
-    int err = copy_pod(e, pod, kind == POD_MSG_OFFER);
-    if (err) {
-        free(e);
+    int err = 0;
+    pc__pod_msg *m = take_msg(p, &err);
+    if (m == NULL) {
+        if (err == -EAGAIN)
+            pc__count(&p->m.offers_refused);
         return err;
     }
-    e->kind = kind;
-    e->prev = e->next = NULL;
-    pc__mpsc_push(&p->offers, &e->entry);
+    m->kind = kind;
+    strcpy(m->ns, pod->namespace_);
+    strcpy(m->name, pod->name);
+    strcpy(m->uid, uid);
+    strcpy(m->rv, rv);
+    /* The hash here, on the offering thread: the scheduler's share is one lookup. */
+    m->key = (pc__pod_key){pc__pod_key_hash(m->ns, m->name, 0), m->ns, m->name};
+    pc__mpsc_push(&p->offers, &m->entry);
     pc__parker_unpark(&p->parker);
     return 0;
 }

@@ -24,9 +24,8 @@
 #include "metrics/metrics.h"
 #include "pool/claim_heap.h"
 #include "pool/inbox.h"
-#include "reservation/reservation.h"
+#include "reservation/podtable.h"
 
-#include <ck_hs.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -61,18 +60,19 @@ enum {
 #define CLAIM_F_QUEUED 2u /* its cancel message is in, or on its way to, the cancel inbox */
 #define CLAIM_F_FINAL 4u  /* the result is decided: no cancel message may follow */
 
-/* An idle pod: an offer or withdraw message from another thread, and then (for offers
- * that are accepted) the ready-queue entry the scheduler keeps. */
-typedef struct pod_entry {
+/* An offer or withdrawal on its way from another thread to the scheduler. The offering
+ * thread takes it from the pool's free list (no allocation once the pool has seen its
+ * busiest moment), fills it and computes the key's hash, so the scheduler's work is one
+ * lookup. */
+typedef struct pc__pod_msg {
     ck_stack_entry_t entry; /* offers inbox linkage */
     int kind;               /* POD_MSG_OFFER / POD_MSG_WITHDRAW */
+    pc__pod_key key;        /* points at ns/name below */
     char ns[PC_NAMESPACE_MAX];
     char name[PC_NAME_MAX];
     char uid[PC_UID_MAX];
     char rv[PC_RV_MAX]; /* "" for a withdraw without version */
-    unsigned long hash;
-    struct pod_entry *prev, *next; /* ready-queue order (scheduler-owned) */
-} pod_entry;
+} pc__pod_msg;
 
 enum { POD_MSG_OFFER = 1, POD_MSG_WITHDRAW };
 
@@ -92,8 +92,9 @@ typedef struct pc__pool_metrics {
     _Atomic uint64_t offers_stale; /* offers ignored: reserved at that version */
     _Atomic uint64_t withdrawals;
     _Atomic uint64_t reservations_expired;
-    pc__histogram dispatch_latency; /* enqueued_at -> CAS start */
-    pc__histogram claim_latency;    /* enqueued_at -> result */
+    _Atomic uint64_t offers_refused; /* offer/withdraw returned -EAGAIN (messages exhausted) */
+    pc__histogram dispatch_latency;  /* enqueued_at -> CAS start */
+    pc__histogram claim_latency;     /* enqueued_at -> result */
 } pc__pool_metrics;
 
 enum { POOL_NEW = 0, POOL_RUNNING, POOL_STOPPED };
@@ -106,6 +107,7 @@ struct pc_pool {
     char *labels;    /* rendered Prometheus labels: pool="..",namespace="..",... */
     char id_tag[12]; /* random per-pool-instance part of generated claim ids */
     pc_backend *backend;
+    uint32_t msg_capacity; /* offer messages in existence at most (cfg.offer_capacity) */
 
     /* --- shared: producers and the scheduler --- */
     pc__mpsc claims;   /* claim inbox */
@@ -113,11 +115,17 @@ struct pc_pool {
     pc__mpsc results;  /* claims whose CAS reported, from the backend's threads */
     pc__parker parker; /* the scheduler sleeps here */
     pc__mpsc cancels;  /* cancel messages (priv.cancel_entry) */
+    /* Free offer messages: the scheduler gives them back (the one producer), offering
+     * threads take them (many consumers, a CAS each; none waits for another). Sized so it
+     * holds every message there can be: giving back never fails. */
+    pc__spmc_ring free_msgs;
+    _Atomic uint32_t msgs_allocated;
     /* Claims waiting (inbox, pending, backing off): enqueue adds 1 before its push and
      * refuses beyond inbox_capacity; the scheduler applies its changes once per round. */
     pc__gauge queued;
     pc__gauge idle_ready;
     pc__gauge reserved;
+    pc__gauge pods_tracked;
     pc__gauge inflight;
     pc__gauge last_dispatch_at;
     _Atomic bool stopping; /* set once by shutdown; enqueue refuses after */
@@ -145,10 +153,7 @@ struct pc_pool {
     int64_t queued_delta; /* change to `queued` not yet applied (once per round) */
     uint64_t admit_seq;   /* numbers claims in the order they are taken in */
     pc__claim_heap timers;
-    ck_hs_t pods; /* ready pods by "ns/name" */
-    pod_entry *ready_head, *ready_tail;
-    size_t ready_len;
-    pc__reservation_map *reservations;
+    pc__podtable pods; /* ready-queue and reservations, one record per pod */
     uint64_t next_claim_seq;
     int64_t next_resync_at;
     uint64_t rng;

@@ -42,6 +42,9 @@ size_t pc_pool_metrics_render(const pc_pool *p, char *buf, size_t len)
           (double)s.reserved);
     gauge(&t, l, "podclaim_inflight_cas", "CAS calls started and not yet reported.",
           (double)s.inflight_cas);
+    gauge(&t, l, "podclaim_pods_tracked",
+          "Pods the pool keeps a record of: idle, reserved, or gone for less than a TTL.",
+          (double)pc__gauge_get(&p->pods_tracked));
     gauge(&t, l, "podclaim_last_dispatch_timestamp_seconds",
           "Unix time of the last dispatch (0 = never).", (double)s.last_dispatch_at / 1e9);
 
@@ -66,6 +69,9 @@ size_t pc_pool_metrics_render(const pc_pool *p, char *buf, size_t len)
             "Offers ignored because the pod was reserved at that version.", &p->m.offers_stale);
     counter(&t, l, "podclaim_withdrawals_total", "Pods withdrawn (no longer idle).",
             &p->m.withdrawals);
+    counter(&t, l, "podclaim_offers_refused_total",
+            "Offers and withdrawals refused because offer_capacity messages were waiting.",
+            &p->m.offers_refused);
     counter(&t, l, "podclaim_reservations_expired_total",
             "Reservations that reached their TTL before the pod was seen again.",
             &p->m.reservations_expired);

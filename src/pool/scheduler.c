@@ -25,82 +25,11 @@
  * Ties between levels go to the older claim (the seed's score = level, then time).
  */
 #include "pool/pool_internal.h"
-#include "util/ckhs.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- the ready-queue's pod table (ck_hs, keyed "ns/name") -------------------------------- */
-
-static unsigned long hs_hash(const void *obj, unsigned long seed)
-{
-    (void)seed;
-    return ((const pod_entry *)obj)->hash;
-}
-
-static bool hs_compare(const void *a, const void *b)
-{
-    const pod_entry *x = a, *y = b;
-    return strcmp(x->name, y->name) == 0 && strcmp(x->ns, y->ns) == 0;
-}
-
-static void ready_unlink(pc_pool *p, pod_entry *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        p->ready_head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        p->ready_tail = e->prev;
-    e->prev = e->next = NULL;
-    p->ready_len--;
-}
-
-static void ready_link(pc_pool *p, pod_entry *e, bool front)
-{
-    if (front) {
-        e->prev = NULL;
-        e->next = p->ready_head;
-        if (p->ready_head)
-            p->ready_head->prev = e;
-        else
-            p->ready_tail = e;
-        p->ready_head = e;
-    } else {
-        e->next = NULL;
-        e->prev = p->ready_tail;
-        if (p->ready_tail)
-            p->ready_tail->next = e;
-        else
-            p->ready_head = e;
-        p->ready_tail = e;
-    }
-    p->ready_len++;
-}
-
-/* Add a READY pod. Takes ownership of e. On ENOMEM the pod is dropped with a log line:
- * the resync hook offers it again. */
-static void ready_add(pc_pool *p, pod_entry *e, bool front)
-{
-    if (!ck_hs_put(&p->pods, e->hash, e)) {
-        fprintf(stderr, "level=error pool=%s/%s pod=%s/%s msg=\"ready-queue: out of memory\"\n",
-                p->ns, p->name, e->ns, e->name);
-        free(e);
-        return;
-    }
-    ready_link(p, e, front);
-}
-
-static void ready_remove(pc_pool *p, pod_entry *e)
-{
-    ck_hs_remove(&p->pods, e->hash, e);
-    ready_unlink(p, e);
-    free(e);
-}
 
 /* ---- pending claims ---------------------------------------------------------------------- */
 
@@ -165,42 +94,29 @@ static void retry_take(pc_pool *p, pc_claim *c)
 
 /* ---- taking in what other threads pushed ------------------------------------------------- */
 
-static void take_pod_msg(pc_pool *p, pod_entry *m, int64_t now)
+static void take_pod_msg(pc_pool *p, pc__pod_msg *m, int64_t now)
 {
-    m->hash = pc__pod_key_hash(m->ns, m->name, 0);
-    pod_entry *queued = ck_hs_get(&p->pods, m->hash, m);
-    const pc__reservation *r = pc__reservation_lookup(p->reservations, m->ns, m->name, now);
-
     if (m->kind == POD_MSG_WITHDRAW) {
         pc__count(&p->m.withdrawals);
-        if (r)
-            pc__reservation_release_entry(p->reservations, r);
-        if (queued)
-            ready_remove(p, queued);
-        free(m);
-        return;
-    }
-
-    pc__count(&p->m.offers);
-    if (r) {
-        if (strcmp(r->rv, m->rv) == 0) {
-            /* Stale: the informer has not yet seen the claim we dispatched at this version. */
+        pc__podtable_withdraw(&p->pods, &m->key, now);
+    } else {
+        pc__count(&p->m.offers);
+        switch (pc__podtable_offer(&p->pods, &m->key, m->uid, m->rv)) {
+        case PC__OFFER_STALE:
             pc__count(&p->m.offers_stale);
-            free(m);
-            return;
+            break;
+        case PC__OFFER_NOMEM:
+            fprintf(stderr,
+                    "level=error pool=%s/%s pod=%s/%s msg=\"pod table: out of memory; the "
+                    "resync offers it again\"\n",
+                    p->ns, p->name, m->ns, m->name);
+            break;
+        default:
+            break;
         }
-        /* A different version: our CAS at the reserved version can no longer win (or
-         * already did and the pod came back idle). The reservation has done its job. */
-        pc__reservation_release_entry(p->reservations, r);
     }
-    if (queued) {
-        /* Already in the ready-queue: keep its place, take the newer facts. */
-        strcpy(queued->rv, m->rv);
-        strcpy(queued->uid, m->uid);
-        free(m);
-        return;
-    }
-    ready_add(p, m, false);
+    /* Back to the free list. It holds every message there can be, so this cannot fail. */
+    pc__spmc_ring_push(&p->free_msgs, m);
 }
 
 /* A generated id: "<pool name, at most 32 bytes>-<8 hex of this pool instance>-<n>", at most
@@ -259,32 +175,12 @@ static void take_result(pc_pool *p, pc_claim *c, int64_t now)
         pc__claim_finish(p, c, PC_CLAIM_OK, NULL);
         return;
     }
-    /* Is the pod's reservation still the one this dispatch made? If a newer offer or a
-     * withdrawal came in meanwhile, the pod's fate is already decided: don't touch it. */
-    const pc__reservation *r =
-            pc__reservation_lookup(p->reservations, c->priv.pod_namespace, c->priv.pod_name, now);
-    bool ours = r && strcmp(r->rv, c->priv.pod_rv) == 0 &&
-                strcmp(r->claim_id, c->id ? c->id : c->priv.id_buf) == 0;
-    if (ours && o != PC_CAS_CONFLICT) {
-        /* CONFLICT keeps the reservation: the pod moved to a version we have not seen,
-         * and the reserved version must stay unselectable until the informer shows the
-         * new one. NOT_FOUND: the pod is gone. INVALID / RETRYABLE: the pod is untouched
-         * as far as we know, so it goes back to the front of the ready-queue (if the
-         * write did land after all, the next CAS at this version conflicts: safe). */
-        pc__reservation_release_entry(p->reservations, r);
-        if (o == PC_CAS_INVALID || o == PC_CAS_RETRYABLE) {
-            pod_entry *e = malloc(sizeof(*e));
-            if (e) {
-                strcpy(e->ns, c->priv.pod_namespace);
-                strcpy(e->name, c->priv.pod_name);
-                strcpy(e->uid, c->priv.pod_uid);
-                strcpy(e->rv, c->priv.pod_rv);
-                e->hash = pc__pod_key_hash(e->ns, e->name, 0);
-                e->kind = POD_MSG_OFFER;
-                ready_add(p, e, true);
-            }
-        }
-    }
+    /* The pod's fate (the table checks that the reservation is still this dispatch's: a
+     * newer offer or a withdrawal may have decided it meanwhile). Only an OK result names
+     * the pod, so the claim lets go of the record now. */
+    pc__podtable_cas_done(&p->pods, c->priv.pod, c->priv.pod_gen, o, now);
+    pc__podtable_unref(c->priv.pod);
+    c->priv.pod = NULL;
 
     char why[256];
     if (o == PC_CAS_INVALID) {
@@ -364,9 +260,9 @@ static void take_cancel(pc_pool *p, pc_claim *c, int64_t now)
     }
 }
 
-static void count_expired(const pc__reservation *r, void *arg)
+static void count_expired(pc__pod *pod, void *arg)
 {
-    (void)r;
+    (void)pod;
     pc__count(&((pc_pool *)arg)->m.reservations_expired);
 }
 
@@ -425,37 +321,30 @@ static void cas_done(void *token, pc_cas_outcome outcome, const char *new_rv, co
 static void dispatch(pc_pool *p, int64_t now)
 {
     int64_t now_real = 0;
-    while (p->ready_head && p->pending_len && p->inflight_n < p->cfg.max_inflight) {
+    while (p->pods.ready.head && p->pending_len && p->inflight_n < p->cfg.max_inflight) {
         pc_claim *c = pending_best(p, now);
-        pod_entry *e = p->ready_head;
-        const char *id = c->id ? c->id : c->priv.id_buf;
-        if (pc__reservation_reserve(p->reservations, e->ns, e->name, e->rv, id, now) != 0) {
-            /* Out of memory: dispatching without the reservation would lose the
-             * double-selection defence. Try again next round. */
-            fprintf(stderr, "level=error pool=%s/%s claim=%s msg=\"reservation: out of memory\"\n",
-                    p->ns, p->name, id);
-            break;
-        }
         pending_take(p, c, now);
         pc__claim_move(p, c, CLAIM_S(PENDING), CLAIM_INFLIGHT);
-        strcpy(c->priv.pod_namespace, e->ns);
-        strcpy(c->priv.pod_name, e->name);
-        strcpy(c->priv.pod_uid, e->uid);
-        strcpy(c->priv.pod_rv, e->rv);
-        ready_remove(p, e);
+        pc__pod *pod = pc__podtable_reserve(&p->pods, now);
+        c->priv.pod = pod;
+        c->priv.pod_gen = pod->gen;
+        /* Copies: an offer may change the record's version and uid while the CAS is in
+         * flight, and the backend may read the request's strings until it reports. */
+        memcpy(c->priv.pod_rv, pod->rv, sizeof(pod->rv));
+        memcpy(c->priv.pod_uid, pod->uid, sizeof(pod->uid));
 
         if (now_real == 0)
             now_real = pc__realtime_ns();
         if (c->priv.attempts++ == 0)
             pc__histogram_observe(&p->m.dispatch_latency, pc__sub_sat(now, c->enqueued_at_ns));
         pc_cas_request req = {
-                .pod = {.namespace_ = c->priv.pod_namespace,
-                        .name = c->priv.pod_name,
+                .pod = {.namespace_ = pod->ns,
+                        .name = pod->name,
                         .uid = c->priv.pod_uid,
                         .resource_version = c->priv.pod_rv},
                 .opts = &c->opts,
                 .target_phase = c->opts.target_phase ? c->opts.target_phase : "Running",
-                .claim_id = id,
+                .claim_id = c->id ? c->id : c->priv.id_buf,
                 .claimed_at_unix_ns = now_real,
                 .deadline_ns = c->deadline_ns,
         };
@@ -482,7 +371,7 @@ static void drain(pc_pool *p, int64_t now)
 {
     ck_stack_entry_t *e;
     while ((e = pc__mpsc_pop(&p->offers)) != NULL)
-        take_pod_msg(p, (pod_entry *)e, now);
+        take_pod_msg(p, (pc__pod_msg *)e, now);
     while ((e = p->local_results.head) != NULL) {
         p->local_results.head = e->next;
         if (p->local_results.head == NULL)
@@ -512,8 +401,9 @@ static void flush_queued(pc_pool *p)
 static void publish_gauges(pc_pool *p)
 {
     pc__gauge_set(&p->inflight, (int64_t)p->inflight_n);
-    pc__gauge_set(&p->idle_ready, (int64_t)p->ready_len);
-    pc__gauge_set(&p->reserved, (int64_t)pc__reservation_count(p->reservations));
+    pc__gauge_set(&p->idle_ready, (int64_t)p->pods.ready.len);
+    pc__gauge_set(&p->pods_tracked, (int64_t)pc__podtable_count(&p->pods));
+    pc__gauge_set(&p->reserved, (int64_t)p->pods.reserved.len);
 }
 
 /* Shutdown: every waiting claim gets SHUTDOWN; returns true once nothing is left
@@ -552,7 +442,7 @@ static bool has_work(void *arg)
     if (atomic_load_explicit(&p->stopping, memory_order_relaxed))
         return p->inflight_n == 0 && p->deferred_n == 0 &&
                atomic_load_explicit(&p->queued.v, memory_order_relaxed) == 0;
-    return p->ready_head && p->pending_len && p->inflight_n < p->cfg.max_inflight;
+    return p->pods.ready.head && p->pending_len && p->inflight_n < p->cfg.max_inflight;
 }
 
 static int64_t next_wakeup(pc_pool *p)
@@ -561,7 +451,7 @@ static int64_t next_wakeup(pc_pool *p)
     pc_claim *t = pc__claim_heap_top(&p->timers);
     if (t)
         at = t->priv.timer_at_ns;
-    int64_t r = pc__reservation_next_expiry(p->reservations);
+    int64_t r = pc__podtable_next_event(&p->pods);
     if (r && (at == 0 || r < at))
         at = r;
     /* No resync while stopping: its due time would stay in the past and wake us at once,
@@ -590,7 +480,7 @@ void *pc__scheduler_main(void *arg)
         /* The request flag is consumed every round, hook or not: a flag only the hook
          * cleared kept has_work() true and the thread spinning in a pool without one. */
         bool resync = atomic_exchange_explicit(&p->resync_now, false, memory_order_acq_rel);
-        if (pc__reservation_sweep(p->reservations, now, count_expired, p) > 0)
+        if (pc__podtable_sweep(&p->pods, now, count_expired, p) > 0)
             resync = true;
 
         bool stopping = atomic_load_explicit(&p->stopping, memory_order_seq_cst);
@@ -632,14 +522,9 @@ void pc__scheduler_drain_unstarted(pc_pool *p)
 
 int pc__scheduler_init(pc_pool *p)
 {
-    if (!ck_hs_init(&p->pods, CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT | CK_HS_MODE_DELETE, hs_hash,
-                    hs_compare, &pc__ck_allocator, 1024, 0))
-        return -ENOMEM;
-    int err = pc__reservation_map_new(p->cfg.reservation_ttl_ns, &p->reservations);
-    if (err) {
-        ck_hs_destroy(&p->pods);
+    int err = pc__podtable_init(&p->pods, p->cfg.reservation_ttl_ns);
+    if (err)
         return err;
-    }
     pc__claim_heap_init(&p->timers, PC__HEAP_TIMER);
     for (int l = 0; l < PC_PRIORITY_LEVELS; l++)
         pc__claim_heap_init(&p->levels[l], PC__HEAP_LEVEL);
@@ -648,13 +533,7 @@ int pc__scheduler_init(pc_pool *p)
 
 void pc__scheduler_fini(pc_pool *p)
 {
-    while (p->ready_head)
-        ready_remove(p, p->ready_head);
-    ck_stack_entry_t *e;
-    while ((e = pc__mpsc_pop(&p->offers)) != NULL)
-        free(e);
-    ck_hs_destroy(&p->pods);
-    pc__reservation_map_free(p->reservations);
+    pc__podtable_fini(&p->pods);
     pc__claim_heap_fini(&p->timers);
     for (int l = 0; l < PC_PRIORITY_LEVELS; l++)
         pc__claim_heap_fini(&p->levels[l]);

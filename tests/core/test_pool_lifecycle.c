@@ -219,3 +219,46 @@ Test(pool_lifecycle, cancelling_several_backing_off_claims_at_once_cancels_each,
     }
     wait_queue_len(3);
 }
+
+/* ---- bounded memory ------------------------------------------------------------------------ */
+
+Test(pool_lifecycle, offers_beyond_offer_capacity_are_refused_until_the_scheduler_takes_them,
+     .fini = teardown_pool, .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.offer_capacity = 4});
+    char name[16];
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof(name), "pod-%d", i);
+        offer(name, "1");
+    }
+    pc_pod_ref extra = {.namespace_ = "ns", .name = "pod-4", .resource_version = "1"};
+    cr_assert_eq(pc_pool_offer_idle(P, &extra), -EAGAIN, "4 offers wait: a fifth is refused");
+    cr_assert_eq(pc_pool_withdraw(P, &extra), -EAGAIN, "withdrawals share the bound");
+    cr_assert_eq(metric("podclaim_offers_refused_total"), 2);
+    start();
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 4, 5000));
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_offer_idle(P, &extra) == 0, 5000),
+              "taken in: the messages are free again");
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 5, 5000));
+}
+
+Test(pool_lifecycle, records_of_pods_gone_for_a_ttl_are_forgotten, .fini = teardown_pool,
+     .timeout = 20)
+{
+    setup_pool(false, (pc_pool_config){.reservation_ttl_ns = 20 * 1000000LL});
+    start();
+    char name[32];
+    for (int i = 0; i < 2000; i++) {
+        snprintf(name, sizeof(name), "pod-%d", i);
+        offer(name, "1");
+    }
+    cr_assert(PC_TEST_WAIT_UNTIL(metric("podclaim_pods_tracked") == 2000, 5000));
+    for (int i = 0; i < 2000; i++) {
+        snprintf(name, sizeof(name), "pod-%d", i);
+        pc_pod_ref pod = {.namespace_ = "ns", .name = name};
+        cr_assert_eq(pc_pool_withdraw(P, &pod), 0);
+    }
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(P).idle_ready == 0, 5000));
+    cr_assert(PC_TEST_WAIT_UNTIL(metric("podclaim_pods_tracked") == 0, 5000), "%lu records left",
+              (unsigned long)metric("podclaim_pods_tracked"));
+}
