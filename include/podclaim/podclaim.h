@@ -140,7 +140,8 @@ struct pc_claim {
         ck_stack_entry_t entry;        /* inbox / results inbox linkage */
         ck_stack_entry_t cancel_entry; /* cancel inbox linkage */
         struct pc_pool *pool;
-        _Atomic unsigned flags; /* cancel requested / queued, result final */
+        struct pc_claim *prev, *next; /* its level's in-order list */
+        _Atomic unsigned flags;       /* cancel requested / queued, result final */
         int state;
         int level_base;      /* priority after clamping */
         int final_status;    /* the result decided while a cancel was on its way */
@@ -148,7 +149,7 @@ struct pc_claim {
         int64_t timer_at_ns; /* next timer of this claim (deadline or retry); 0 = none */
         int64_t retry_at_ns; /* CLOCK_MONOTONIC: when a backing-off claim may run again */
         size_t timer_index;  /* position in the scheduler's timer heap; SIZE_MAX = none */
-        size_t level_index;  /* position in its level's heap; SIZE_MAX = none */
+        size_t level_index;  /* in its level: heap position, PC__IN_LIST; SIZE_MAX = none */
         uint32_t attempts;
         uint32_t retries;
         pc_cas_outcome outcome;

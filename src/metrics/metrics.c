@@ -55,6 +55,21 @@ void pc__histogram_observe(pc__histogram *h, int64_t value_ns)
     atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)value_ns, memory_order_relaxed);
 }
 
+static void add_1w(_Atomic uint64_t *v, uint64_t d)
+{
+    atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+
+void pc__histogram_observe_1w(pc__histogram *h, int64_t value_ns)
+{
+    if (value_ns < 0)
+        value_ns = 0;
+    add_1w(&h->buckets[bucket_of(value_ns)], 1);
+    add_1w(&h->count, 1);
+    add_1w(&h->sum_ns, (uint64_t)value_ns);
+}
+
 /* Read every bucket once; returns their total. */
 static uint64_t snapshot_buckets(const pc__histogram *h, uint64_t out[PC__HIST_BOUNDS + 1])
 {

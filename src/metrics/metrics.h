@@ -34,6 +34,10 @@ int64_t pc__histogram_bound_ns(size_t i);
 /* Record one value (negative values count as 0). Lock-free, O(log bounds). */
 void pc__histogram_observe(pc__histogram *h, int64_t value_ns);
 
+/* The same for a histogram only one thread ever records into: plain loads and stores (still
+ * atomic, so concurrent readers are fine), no locked instructions. */
+void pc__histogram_observe_1w(pc__histogram *h, int64_t value_ns);
+
 /* Approximate quantile q in [0,1] from the buckets: the upper bound of the bucket that
  * holds it, in ns (INT64_MAX for the +Inf bucket, 0 when empty). */
 int64_t pc__histogram_quantile_ns(const pc__histogram *h, double q);
@@ -47,8 +51,7 @@ typedef struct pc__textbuf {
 } pc__textbuf;
 
 void pc__textbuf_init(pc__textbuf *t, char *buf, size_t len);
-void pc__textbuf_printf(pc__textbuf *t, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
+void pc__textbuf_printf(pc__textbuf *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Escape a label value per the exposition format (backslash, double quote, newline)
  * and append it. */
@@ -60,11 +63,11 @@ void pc__prom_header(pc__textbuf *t, const char *name, const char *help, const c
 /* One sample: name{labels[,extra]} value\n. `labels` is an already-rendered label list
  * without braces (e.g. pool="p",namespace="ns"); `extra` another one or NULL. */
 void pc__prom_sample(pc__textbuf *t, const char *name, const char *labels, const char *extra,
-        double value);
+                     double value);
 
 /* A histogram in seconds: name_bucket{...,le="..."} cumulative, name_sum, name_count.
  * Writes no HELP/TYPE (call pc__prom_header first). */
 void pc__prom_histogram(pc__textbuf *t, const char *name, const char *labels,
-        const pc__histogram *h);
+                        const pc__histogram *h);
 
 #endif /* PODCLAIM_METRICS_H */

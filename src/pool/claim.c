@@ -79,8 +79,8 @@ static void deliver(pc_pool *p, pc_claim *c, pc_claim_status st, const char *err
     }
     r.latency_ns = pc__sub_sat(now, c->enqueued_at_ns);
     r.attempts = c->priv.attempts;
-    pc__histogram_observe(&p->m.claim_latency, r.latency_ns);
-    pc__count(&p->m.results[st]);
+    pc__histogram_observe_1w(&p->m.claim_latency, r.latency_ns);
+    pc__count1(&p->m.results[st], 1);
     pc__claim_move(p, c, ~CLAIM_S(DONE), CLAIM_DONE);
     /* From here the claim is the caller's: the callback may free it. */
     c->cb(c, &r, c->cb_arg);

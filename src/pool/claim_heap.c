@@ -114,3 +114,57 @@ void pc__claim_heap_remove(pc__claim_heap *h, pc_claim *c)
     if (h->cap > MIN_CAP && h->len < h->cap / 4)
         resize(h, h->cap / 2);
 }
+
+/* ---- levels ------------------------------------------------------------------------------ */
+
+void pc__claim_level_init(pc__claim_level *l)
+{
+    l->head = l->tail = NULL;
+    pc__claim_heap_init(&l->late, PC__HEAP_LEVEL);
+}
+
+void pc__claim_level_fini(pc__claim_level *l)
+{
+    pc__claim_heap_fini(&l->late);
+}
+
+int pc__claim_level_push(pc__claim_level *l, pc_claim *c)
+{
+    if (l->tail != NULL && before(&l->late, c, l->tail))
+        return pc__claim_heap_push(&l->late, c);
+    c->priv.level_index = PC__IN_LIST;
+    c->priv.next = NULL;
+    c->priv.prev = l->tail;
+    if (l->tail)
+        l->tail->priv.next = c;
+    else
+        l->head = c;
+    l->tail = c;
+    return 0;
+}
+
+void pc__claim_level_remove(pc__claim_level *l, pc_claim *c)
+{
+    if (c->priv.level_index != PC__IN_LIST) {
+        pc__claim_heap_remove(&l->late, c);
+        return;
+    }
+    if (c->priv.prev)
+        c->priv.prev->priv.next = c->priv.next;
+    else
+        l->head = c->priv.next;
+    if (c->priv.next)
+        c->priv.next->priv.prev = c->priv.prev;
+    else
+        l->tail = c->priv.prev;
+    c->priv.prev = c->priv.next = NULL;
+    c->priv.level_index = SIZE_MAX;
+}
+
+pc_claim *pc__claim_level_top(const pc__claim_level *l)
+{
+    pc_claim *h = pc__claim_heap_top(&l->late);
+    if (h == NULL || (l->head != NULL && before(&l->late, l->head, h)))
+        return l->head;
+    return h;
+}

@@ -26,9 +26,8 @@
 #include <stdint.h>
 
 typedef struct pc__mpsc {
-    ck_stack_t shared; /* producers push here */
-    char pad[CK_MD_CACHELINE - sizeof(ck_stack_t)];
-    ck_stack_entry_t *batch; /* consumer-owned: the taken batch, oldest first */
+    _Alignas(CK_MD_CACHELINE) ck_stack_t shared;       /* producers push here */
+    _Alignas(CK_MD_CACHELINE) ck_stack_entry_t *batch; /* consumer-owned: the taken batch */
 } pc__mpsc;
 
 void pc__mpsc_init(pc__mpsc *q);
@@ -43,8 +42,8 @@ ck_stack_entry_t *pc__mpsc_pop(pc__mpsc *q);
 bool pc__mpsc_empty(pc__mpsc *q);
 
 typedef struct pc__parker {
-    _Atomic uint32_t parked; /* 1 while the consumer sleeps or is about to; futex word */
-    char pad[CK_MD_CACHELINE - sizeof(uint32_t)];
+    /* 1 while the consumer sleeps or is about to; futex word. A line of its own. */
+    _Alignas(CK_MD_CACHELINE) _Atomic uint32_t parked;
 } pc__parker;
 
 void pc__parker_init(pc__parker *k);

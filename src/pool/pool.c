@@ -312,7 +312,7 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c)
     if (err) {
         atomic_fetch_sub_explicit(&p->queued.v, 1, memory_order_seq_cst);
         if (err == -EAGAIN)
-            pc__count(&p->m.enqueue_rejected);
+            pc__count(&p->enqueue_rejected);
         /* A draining scheduler may have seen our place and parked waiting for the push. */
         if (atomic_load_explicit(&p->stopping, memory_order_seq_cst))
             pc__parker_unpark(&p->parker);
@@ -330,7 +330,6 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c)
     c->priv.timer_at_ns = 0;
     c->priv.id_buf[0] = '\0';
     c->priv.pod = NULL;
-    pc__count(&p->m.enqueued);
     pc__mpsc_push(&p->claims, &c->priv.entry);
     pc__parker_unpark(&p->parker);
     return 0;
@@ -398,11 +397,23 @@ static int push_pod_msg(pc_pool *p, const pc_pod_ref *pod, int kind)
         return -EINVAL;
     if (atomic_load_explicit(&p->stopping, memory_order_acquire))
         return -ESHUTDOWN;
+    if (pc__on_scheduler(p) && pc__mpsc_empty(&p->offers)) {
+        /* Made on the scheduler thread (a callback recycling a pod, a backend reporting a
+         * moved version inside cas_start): the table is ours to change right now, between
+         * two steps of the scheduler; no message, no wake-up. Only with no message waiting:
+         * offers of one pod must be taken in in the order they were made, or an older
+         * version could overwrite a newer one. (A later thread cannot be mistaken for an
+         * exited scheduler: it exits only after `stopping`, checked above.) */
+        pc__pod_key k = {pc__pod_key_hash(pod->namespace_, pod->name, 0), pod->namespace_,
+                         pod->name};
+        pc__scheduler_pod_event(p, kind, &k, uid, rv, pc_now_ns());
+        return 0;
+    }
     int err = 0;
     pc__pod_msg *m = take_msg(p, &err);
     if (m == NULL) {
         if (err == -EAGAIN)
-            pc__count(&p->m.offers_refused);
+            pc__count(&p->offers_refused);
         return err;
     }
     m->kind = kind;

@@ -77,28 +77,32 @@ typedef struct pc__pod_msg {
 enum { POD_MSG_OFFER = 1, POD_MSG_WITHDRAW };
 
 /* One gauge per cache line: they are written by different threads. */
+/* A gauge: one value the scheduler writes (once per round) and snapshot readers load. */
 typedef struct pc__gauge {
     _Atomic int64_t v;
-    char pad[CK_MD_CACHELINE - sizeof(int64_t)];
 } pc__gauge;
 
+/* Written by the scheduler only (load + store, no read-modify-write: pc__count1), read by
+ * pc_pool_metrics_render from any thread. */
 typedef struct pc__pool_metrics {
     _Atomic uint64_t results[PC_CLAIM_STATUS_COUNT]; /* claims ended, by status */
     _Atomic uint64_t cas[PC_CAS_OUTCOME_COUNT];      /* CAS outcomes reported */
-    _Atomic uint64_t promotions;       /* priority levels gained by aging (counted at exit) */
-    _Atomic uint64_t enqueue_rejected; /* enqueue returned -EAGAIN (inbox full) */
-    _Atomic uint64_t enqueued;
+    _Atomic uint64_t promotions;   /* priority levels gained by aging (counted at exit) */
+    _Atomic uint64_t enqueued;     /* claims taken in from the inbox */
     _Atomic uint64_t offers;       /* offers taken in */
     _Atomic uint64_t offers_stale; /* offers ignored: reserved at that version */
     _Atomic uint64_t withdrawals;
     _Atomic uint64_t reservations_expired;
-    _Atomic uint64_t offers_refused; /* offer/withdraw returned -EAGAIN (messages exhausted) */
-    pc__histogram dispatch_latency;  /* enqueued_at -> CAS start */
-    pc__histogram claim_latency;     /* enqueued_at -> result */
+    pc__histogram dispatch_latency; /* enqueued_at -> CAS start */
+    pc__histogram claim_latency;    /* enqueued_at -> result */
 } pc__pool_metrics;
 
 enum { POOL_NEW = 0, POOL_RUNNING, POOL_STOPPED };
 
+/* Laid out by who writes what: a cache line written by one side and read by the other
+ * costs a transfer per write, and two sides writing one line fight over it. So the
+ * producer-written inbox heads, the parker, the shared `queued` count, the rarely-written
+ * flags, the scheduler's gauges and the scheduler's own state each start a line. */
 struct pc_pool {
     /* --- fixed after pc_pool_new: read by any thread --- */
     pc_pool_config cfg; /* strings point into the owned copies below */
@@ -108,36 +112,46 @@ struct pc_pool {
     char id_tag[12]; /* random per-pool-instance part of generated claim ids */
     pc_backend *backend;
     uint32_t msg_capacity; /* offer messages in existence at most (cfg.offer_capacity) */
+    /* The scheduler thread, set by itself when it starts: a completion or an offer made on
+     * it (a backend answering inside cas_start, a callback recycling a pod) needs neither
+     * an inbox nor a wake-up. Atomic (relaxed) because any thread asks "am I the
+     * scheduler?": 0 or the id, either answer is right for a thread that is not. */
+    _Atomic(pthread_t) sched_self;
 
-    /* --- shared: producers and the scheduler --- */
+    /* --- inboxes: producers push (each pc__mpsc keeps its shared head and the
+     * scheduler's batch on lines of their own) --- */
     pc__mpsc claims;   /* claim inbox */
     pc__mpsc offers;   /* pod offers and withdrawals */
     pc__mpsc results;  /* claims whose CAS reported, from the backend's threads */
-    pc__parker parker; /* the scheduler sleeps here */
     pc__mpsc cancels;  /* cancel messages (priv.cancel_entry) */
+    pc__parker parker; /* the scheduler sleeps here (a line of its own) */
     /* Free offer messages: the scheduler gives them back (the one producer), offering
      * threads take them (many consumers, a CAS each; none waits for another). Sized so it
      * holds every message there can be: giving back never fails. */
     pc__spmc_ring free_msgs;
-    _Atomic uint32_t msgs_allocated;
+
     /* Claims waiting (inbox, pending, backing off): enqueue adds 1 before its push and
      * refuses beyond inbox_capacity; the scheduler applies its changes once per round. */
-    pc__gauge queued;
-    pc__gauge idle_ready;
-    pc__gauge reserved;
-    pc__gauge pods_tracked;
-    pc__gauge inflight;
-    pc__gauge last_dispatch_at;
-    _Atomic bool stopping; /* set once by shutdown; enqueue refuses after */
+    _Alignas(CK_MD_CACHELINE) pc__gauge queued;
+
+    /* --- rarely written, by any thread --- */
+    _Alignas(CK_MD_CACHELINE) _Atomic bool stopping; /* set once by shutdown */
     _Atomic bool resync_now;
+    _Atomic uint32_t msgs_allocated;   /* offer messages in existence */
+    _Atomic uint64_t enqueue_rejected; /* enqueue returned -EAGAIN (inbox full) */
+    _Atomic uint64_t offers_refused;   /* offer/withdraw returned -EAGAIN */
     /* Backend completions (cas_done) on other threads still running: the claim is visible
      * to the scheduler before cas_done has finished waking it, so shutdown waits for this
      * to reach 0 before the pool's memory can go. */
     _Atomic int completions_running;
     _Atomic int cancels_running; /* the same for pc_claim_cancel after its push */
-    /* The scheduler thread, set by itself before its first CAS: a completion called on it
-     * (a backend that answers inside cas_start) needs neither the inbox nor a wake-up. */
-    pthread_t sched_self;
+
+    /* --- written by the scheduler, read by snapshots and metrics --- */
+    _Alignas(CK_MD_CACHELINE) pc__gauge idle_ready;
+    pc__gauge reserved;
+    pc__gauge inflight;
+    pc__gauge last_dispatch_at;
+    pc__gauge pods_tracked;
     pc__pool_metrics m;
 
     /* --- lifecycle (caller of start/shutdown/free) --- */
@@ -146,7 +160,7 @@ struct pc_pool {
     pthread_t sched_thread;
 
     /* --- scheduler-owned --- */
-    pc__claim_heap levels[PC_PRIORITY_LEVELS];
+    _Alignas(CK_MD_CACHELINE) pc__claim_level levels[PC_PRIORITY_LEVELS];
     size_t pending_len;
     size_t retry_len;
     size_t deferred_n;    /* claims DEFERRED: shutdown waits for their cancel messages */
@@ -165,6 +179,10 @@ struct pc_pool {
 
 /* scheduler.c */
 void *pc__scheduler_main(void *arg);
+/* An offer or withdrawal taken in (from its message, or directly when made on the
+ * scheduler thread itself: from a callback, or a backend inside cas_start). */
+void pc__scheduler_pod_event(pc_pool *p, int kind, const pc__pod_key *k, const char *uid,
+                             const char *rv, int64_t now);
 int pc__scheduler_init(pc_pool *p);
 void pc__scheduler_fini(pc_pool *p);
 /* Drain without threads: for a pool shut down before it was started. */
@@ -207,10 +225,6 @@ static inline int64_t pc__sub_sat(int64_t a, int64_t b)
         return b < 0 ? INT64_MAX : INT64_MIN;
     return r;
 }
-static inline void pc__gauge_add(pc__gauge *g, int64_t d)
-{
-    atomic_fetch_add_explicit(&g->v, d, memory_order_relaxed);
-}
 static inline void pc__gauge_set(pc__gauge *g, int64_t v)
 {
     atomic_store_explicit(&g->v, v, memory_order_relaxed);
@@ -219,9 +233,24 @@ static inline int64_t pc__gauge_get(const pc__gauge *g)
 {
     return atomic_load_explicit(&g->v, memory_order_relaxed);
 }
+/* Is the calling thread the pool's scheduler? */
+static inline bool pc__on_scheduler(pc_pool *p)
+{
+    return pthread_equal(pthread_self(),
+                         atomic_load_explicit(&p->sched_self, memory_order_relaxed));
+}
+
+/* A counter any thread may bump. */
 static inline void pc__count(_Atomic uint64_t *c)
 {
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+/* A counter only the scheduler writes: no locked instruction, readers see each value it
+ * stores (relaxed: every counter is independent). */
+static inline void pc__count1(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
 }
 
 #endif /* PODCLAIM_POOL_INTERNAL_H */

@@ -59,9 +59,11 @@ size_t pc_pool_metrics_render(const pc_pool *p, char *buf, size_t len)
         snprintf(extra, sizeof(extra), "outcome=\"%s\"", pc_cas_outcome_name(i));
         pc__prom_sample(&t, "podclaim_cas_total", l, extra, (double)load(&p->m.cas[i]));
     }
-    counter(&t, l, "podclaim_claims_enqueued_total", "Claims accepted by enqueue.", &p->m.enqueued);
+    counter(&t, l, "podclaim_claims_enqueued_total",
+            "Claims accepted by enqueue (counted when the scheduler takes them in).",
+            &p->m.enqueued);
     counter(&t, l, "podclaim_enqueue_rejected_total",
-            "Enqueues refused because the inbox was full (backpressure).", &p->m.enqueue_rejected);
+            "Enqueues refused because the inbox was full (backpressure).", &p->enqueue_rejected);
     counter(&t, l, "podclaim_promotions_total",
             "Priority levels gained by waiting claims through aging.", &p->m.promotions);
     counter(&t, l, "podclaim_offers_total", "Idle-pod offers taken in.", &p->m.offers);
@@ -71,7 +73,7 @@ size_t pc_pool_metrics_render(const pc_pool *p, char *buf, size_t len)
             &p->m.withdrawals);
     counter(&t, l, "podclaim_offers_refused_total",
             "Offers and withdrawals refused because offer_capacity messages were waiting.",
-            &p->m.offers_refused);
+            &p->offers_refused);
     counter(&t, l, "podclaim_reservations_expired_total",
             "Reservations that reached their TTL before the pod was seen again.",
             &p->m.reservations_expired);

@@ -45,7 +45,7 @@ static pc_claim *pending_best(const pc_pool *p, int64_t now)
     pc_claim *best = NULL;
     int best_eff = PC_PRIORITY_LEVELS;
     for (int l = 0; l < PC_PRIORITY_LEVELS; l++) {
-        pc_claim *h = pc__claim_heap_top(&p->levels[l]);
+        pc_claim *h = pc__claim_level_top(&p->levels[l]);
         if (h == NULL)
             continue;
         int eff = effective_level(p, h, now);
@@ -67,7 +67,7 @@ static void pending_add(pc_pool *p, pc_claim *c)
         pc__claim_finish(p, c, PC_CLAIM_ERROR, "out of memory for the claim's deadline timer");
         return;
     }
-    if (pc__claim_heap_push(&p->levels[c->priv.level_base], c) != 0) {
+    if (pc__claim_level_push(&p->levels[c->priv.level_base], c) != 0) {
         pc__claim_heap_remove(&p->timers, c);
         pc__claim_finish(p, c, PC_CLAIM_ERROR, "out of memory for the claim's pending level");
         return;
@@ -79,11 +79,11 @@ static void pending_add(pc_pool *p, pc_claim *c)
 static void pending_take(pc_pool *p, pc_claim *c, int64_t now)
 {
     pc__claim_heap_remove(&p->timers, c);
-    pc__claim_heap_remove(&p->levels[c->priv.level_base], c);
+    pc__claim_level_remove(&p->levels[c->priv.level_base], c);
     p->pending_len--;
     int gained = c->priv.level_base - effective_level(p, c, now);
     if (gained > 0)
-        atomic_fetch_add_explicit(&p->m.promotions, (uint64_t)gained, memory_order_relaxed);
+        pc__count1(&p->m.promotions, (uint64_t)gained);
 }
 
 static void retry_take(pc_pool *p, pc_claim *c)
@@ -94,27 +94,33 @@ static void retry_take(pc_pool *p, pc_claim *c)
 
 /* ---- taking in what other threads pushed ------------------------------------------------- */
 
+void pc__scheduler_pod_event(pc_pool *p, int kind, const pc__pod_key *k, const char *uid,
+                             const char *rv, int64_t now)
+{
+    if (kind == POD_MSG_WITHDRAW) {
+        pc__count1(&p->m.withdrawals, 1);
+        pc__podtable_withdraw(&p->pods, k, now);
+        return;
+    }
+    pc__count1(&p->m.offers, 1);
+    switch (pc__podtable_offer(&p->pods, k, uid, rv)) {
+    case PC__OFFER_STALE:
+        pc__count1(&p->m.offers_stale, 1);
+        break;
+    case PC__OFFER_NOMEM:
+        fprintf(stderr,
+                "level=error pool=%s/%s pod=%s/%s msg=\"pod table: out of memory; the resync "
+                "offers it again\"\n",
+                p->ns, p->name, k->ns, k->name);
+        break;
+    default:
+        break;
+    }
+}
+
 static void take_pod_msg(pc_pool *p, pc__pod_msg *m, int64_t now)
 {
-    if (m->kind == POD_MSG_WITHDRAW) {
-        pc__count(&p->m.withdrawals);
-        pc__podtable_withdraw(&p->pods, &m->key, now);
-    } else {
-        pc__count(&p->m.offers);
-        switch (pc__podtable_offer(&p->pods, &m->key, m->uid, m->rv)) {
-        case PC__OFFER_STALE:
-            pc__count(&p->m.offers_stale);
-            break;
-        case PC__OFFER_NOMEM:
-            fprintf(stderr,
-                    "level=error pool=%s/%s pod=%s/%s msg=\"pod table: out of memory; the "
-                    "resync offers it again\"\n",
-                    p->ns, p->name, m->ns, m->name);
-            break;
-        default:
-            break;
-        }
-    }
+    pc__scheduler_pod_event(p, m->kind, &m->key, m->uid, m->rv, now);
     /* Back to the free list. It holds every message there can be, so this cannot fail. */
     pc__spmc_ring_push(&p->free_msgs, m);
 }
@@ -135,6 +141,7 @@ static void admit(pc_pool *p, pc_claim *c, int64_t now)
     if (c->id == NULL)
         make_claim_id(p, c);
     c->priv.seq = p->admit_seq++;
+    pc__count1(&p->m.enqueued, 1);
     int prio = c->priority;
     c->priv.level_base = prio < PC_PRIORITY_HIGHEST  ? PC_PRIORITY_HIGHEST
                          : prio > PC_PRIORITY_LOWEST ? PC_PRIORITY_LOWEST
@@ -168,7 +175,7 @@ static void take_result(pc_pool *p, pc_claim *c, int64_t now)
 {
     pc_cas_outcome o = c->priv.outcome;
     p->inflight_n--;
-    pc__count(&p->m.cas[o]);
+    pc__count1(&p->m.cas[o], 1);
     if (o == PC_CAS_WON) {
         /* The pod is the caller's. Its reservation stays until the informer shows the pod
          * at another version (offer or withdraw) or the TTL passes. */
@@ -263,7 +270,7 @@ static void take_cancel(pc_pool *p, pc_claim *c, int64_t now)
 static void count_expired(pc__pod *pod, void *arg)
 {
     (void)pod;
-    pc__count(&((pc_pool *)arg)->m.reservations_expired);
+    pc__count1(&((pc_pool *)arg)->m.reservations_expired, 1);
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
@@ -299,7 +306,7 @@ static void cas_done(void *token, pc_cas_outcome outcome, const char *new_rv, co
                  message ? message : pc_cas_outcome_name(outcome));
     c->priv.retry_after_ns = retry_after_ns > 0 ? retry_after_ns : 0;
     c->priv.entry.next = NULL;
-    if (pthread_equal(pthread_self(), p->sched_self)) {
+    if (pc__on_scheduler(p)) {
         /* Answered inside cas_start: the scheduler is the caller, no inbox, no wake-up. */
         if (p->local_results.tail)
             p->local_results.tail->next = &c->priv.entry;
@@ -336,7 +343,7 @@ static void dispatch(pc_pool *p, int64_t now)
         if (now_real == 0)
             now_real = pc__realtime_ns();
         if (c->priv.attempts++ == 0)
-            pc__histogram_observe(&p->m.dispatch_latency, pc__sub_sat(now, c->enqueued_at_ns));
+            pc__histogram_observe_1w(&p->m.dispatch_latency, pc__sub_sat(now, c->enqueued_at_ns));
         pc_cas_request req = {
                 .pod = {.namespace_ = pod->ns,
                         .name = pod->name,
@@ -412,7 +419,7 @@ static bool drain_for_shutdown(pc_pool *p, int64_t now)
 {
     for (int l = 0; l < PC_PRIORITY_LEVELS; l++) {
         pc_claim *c;
-        while ((c = pc__claim_heap_top(&p->levels[l])) != NULL) {
+        while ((c = pc__claim_level_top(&p->levels[l])) != NULL) {
             pending_take(p, c, now);
             pc__claim_finish(p, c, PC_CLAIM_SHUTDOWN, "the pool is shutting down");
         }
@@ -466,7 +473,7 @@ static int64_t next_wakeup(pc_pool *p)
 void *pc__scheduler_main(void *arg)
 {
     pc_pool *p = arg;
-    p->sched_self = pthread_self();
+    atomic_store_explicit(&p->sched_self, pthread_self(), memory_order_relaxed);
     pthread_setname_np(pthread_self(), "pc-sched"); /* best effort: shows in top -H, perf, gdb */
     int64_t now = pc_now_ns();
     p->next_resync_at = pc__add_sat(now, p->cfg.resync_period_ns);
@@ -527,7 +534,7 @@ int pc__scheduler_init(pc_pool *p)
         return err;
     pc__claim_heap_init(&p->timers, PC__HEAP_TIMER);
     for (int l = 0; l < PC_PRIORITY_LEVELS; l++)
-        pc__claim_heap_init(&p->levels[l], PC__HEAP_LEVEL);
+        pc__claim_level_init(&p->levels[l]);
     return 0;
 }
 
@@ -536,5 +543,5 @@ void pc__scheduler_fini(pc_pool *p)
     pc__podtable_fini(&p->pods);
     pc__claim_heap_fini(&p->timers);
     for (int l = 0; l < PC_PRIORITY_LEVELS; l++)
-        pc__claim_heap_fini(&p->levels[l]);
+        pc__claim_level_fini(&p->levels[l]);
 }
