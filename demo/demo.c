@@ -1,7 +1,7 @@
 /* podclaim-demo: the claim scheduler under load, end to end.
  *
  * Flow: producer threads -> pool (inbox, ready-queue, pending) -> reservation
- *       -> CAS workers -> backend -> result.
+ *       -> CAS (backend) -> result.
  *
  * --backend kapi-sim (default): starts kapi-sim on an ephemeral loopback port with one
  *   SandboxPool; the informer lists and watches its pods and offers the idle ones; each
@@ -166,7 +166,8 @@ static int setup_memory(const options *o, pc_pool_config *pc)
                                .jitter_ns = (int64_t)(o->jitter_ms * 1e6),
                                .conflict_rate = o->conflict_rate,
                                .seed = 7,
-                               .on_idle = on_idle};
+                               .on_idle = on_idle,
+                               .log_capacity = (size_t)o->claims}; /* every win, for the check */
     int err = pc_membackend_new(&bc, &D.mem);
     if (err) {
         fprintf(stderr, "podclaim-demo: in-memory backend: %s\n", pc_strerror(err));
@@ -185,9 +186,9 @@ static int setup_memory(const options *o, pc_pool_config *pc)
     }
     printf("podclaim demo: %ld claims from %d threads (window %d each), %d warm pods,\n"
            "in-memory API with %.1f ms + up to %.1f ms latency per CAS, %.0f%% injected "
-           "conflicts, %d CAS workers\n\n",
+           "conflicts\n\n",
            o->claims, o->threads, o->window, o->pods, o->latency_ms, o->jitter_ms,
-           o->conflict_rate * 100, o->workers);
+           o->conflict_rate * 100);
     return 0;
 }
 
@@ -329,9 +330,9 @@ static int setup_kapi(const options *o, pc_pool_config *pc)
     }
     printf("informer synced; %llu idle pods in the ready-queue\n"
            "%ld claims from %d threads (window %d each), pods recycled %d ms after a claim, "
-           "%.0f%% injected conflicts, %d CAS workers\n\n",
+           "%.0f%% injected conflicts\n\n",
            (unsigned long long)s.idle_ready, o->claims, o->threads, o->window, o->hold_ms,
-           o->conflict_rate * 100, o->workers);
+           o->conflict_rate * 100);
     return 0;
 }
 
@@ -406,7 +407,7 @@ static void usage(FILE *f)
                "  --pods P           warm pods in the pool (default 256 kapi-sim, 512 memory)\n"
                "  --conflict-rate R  injected CAS conflicts, 0..1 (default 0.01 kapi-sim, 0.05 "
                "memory)\n"
-               "  --workers N        CAS worker threads (default 2)\n"
+               "  --workers N        ignored (the pool's scheduler starts every CAS itself)\n"
                "  --hold-ms H        kapi-sim: a claimed pod is recycled after H ms (default 20)\n"
                "  --kapi-sim PATH    kapi-sim: the binary (default: the one built with this demo)\n"
                "  --latency-ms L     memory: simulated API latency per CAS (default 1.0)\n"
@@ -580,7 +581,7 @@ int main(int argc, char **argv)
     if (o.memory) {
         pc_membackend_outcomes(D.mem, cas);
     } else {
-        /* The pool counts the outcomes its workers saw; read them from its metrics. */
+        /* The pool counts the outcomes its CAS calls reported; read them from its metrics. */
         static char text[65536];
         pc_pool_metrics_render(D.pool, text, sizeof(text));
         for (int k = 0; k < PC_CAS_OUTCOME_COUNT; k++) {
