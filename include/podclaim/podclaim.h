@@ -135,30 +135,33 @@ struct pc_claim {
     int64_t enqueued_at_ns; /* CLOCK_MONOTONIC; 0 = set by enqueue. Orders FIFO inside a level */
     const char *id; /* claim id written to the pod; NULL = the pool makes one (<pool>-<n>) */
 
-    /* private: owned by the pool between enqueue and callback */
+    /* private: owned by the pool between enqueue and callback. Ordered by use: the fields
+     * every claim touches first (a claim is written on the producer's core and read on the
+     * scheduler's, so each cache line it spans is a transfer), the rare ones last. */
     struct {
-        ck_stack_entry_t entry;        /* inbox / results inbox linkage */
-        ck_stack_entry_t cancel_entry; /* cancel inbox linkage */
+        ck_stack_entry_t entry; /* inbox / results inbox linkage */
         struct pc_pool *pool;
         struct pc_claim *prev, *next; /* its level's in-order list */
         _Atomic unsigned flags;       /* cancel requested / queued, result final */
         int state;
-        int level_base;      /* priority after clamping */
-        int final_status;    /* the result decided while a cancel was on its way */
-        uint64_t seq;        /* the order the scheduler took claims in (FIFO tie-break) */
-        int64_t timer_at_ns; /* next timer of this claim (deadline or retry); 0 = none */
-        int64_t retry_at_ns; /* CLOCK_MONOTONIC: when a backing-off claim may run again */
-        size_t timer_index;  /* position in the scheduler's timer heap; SIZE_MAX = none */
-        size_t level_index;  /* in its level: heap position, PC__IN_LIST; SIZE_MAX = none */
+        int level_base; /* priority after clamping */
         uint32_t attempts;
-        uint32_t retries;
-        pc_cas_outcome outcome;
-        int64_t retry_after_ns;
+        uint64_t seq;        /* the order the scheduler took claims in (FIFO tie-break) */
+        size_t level_index;  /* in its level: heap position, PC__IN_LIST; SIZE_MAX = none */
+        size_t timer_index;  /* position in the scheduler's timer heap; SIZE_MAX = none */
         struct pc__pod *pod; /* the pod record of the CAS (held until the callback) */
         uint32_t pod_gen;    /* the reservation the CAS was made under */
+        pc_cas_outcome outcome;
+        char pod_rv[PC_RV_MAX]; /* the version the CAS is made at */
+        char new_rv[PC_RV_MAX]; /* the version after a won CAS */
+        /* rarer */
+        uint32_t retries;
+        int final_status;    /* the result decided while a cancel was on its way */
+        int64_t timer_at_ns; /* next timer of this claim (deadline or retry); 0 = none */
+        int64_t retry_at_ns; /* CLOCK_MONOTONIC: when a backing-off claim may run again */
+        int64_t retry_after_ns;
+        ck_stack_entry_t cancel_entry; /* cancel inbox linkage */
         char pod_uid[PC_UID_MAX];
-        char pod_rv[PC_RV_MAX];
-        char new_rv[PC_RV_MAX];
         char id_buf[PC_CLAIM_ID_MAX];
         char message[192];
     } priv;

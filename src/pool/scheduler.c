@@ -298,13 +298,13 @@ static void cas_done(void *token, pc_cas_outcome outcome, const char *new_rv, co
         outcome = PC_CAS_RETRYABLE;
     }
     c->priv.outcome = outcome;
-    copy_str(c->priv.new_rv, sizeof(c->priv.new_rv), outcome == PC_CAS_WON ? new_rv : "");
-    if (outcome == PC_CAS_WON)
-        c->priv.message[0] = '\0';
-    else
+    if (outcome == PC_CAS_WON) {
+        copy_str(c->priv.new_rv, sizeof(c->priv.new_rv), new_rv);
+    } else { /* the message and Retry-After only when they will be read */
         copy_str(c->priv.message, sizeof(c->priv.message),
                  message ? message : pc_cas_outcome_name(outcome));
-    c->priv.retry_after_ns = retry_after_ns > 0 ? retry_after_ns : 0;
+        c->priv.retry_after_ns = retry_after_ns > 0 ? retry_after_ns : 0;
+    }
     c->priv.entry.next = NULL;
     if (pc__on_scheduler(p)) {
         /* Answered inside cas_start: the scheduler is the caller, no inbox, no wake-up. */
@@ -337,8 +337,8 @@ static void dispatch(pc_pool *p, int64_t now)
         c->priv.pod_gen = pod->gen;
         /* Copies: an offer may change the record's version and uid while the CAS is in
          * flight, and the backend may read the request's strings until it reports. */
-        memcpy(c->priv.pod_rv, pod->rv, sizeof(pod->rv));
-        memcpy(c->priv.pod_uid, pod->uid, sizeof(pod->uid));
+        copy_str(c->priv.pod_rv, sizeof(c->priv.pod_rv), pod->rv);
+        copy_str(c->priv.pod_uid, sizeof(c->priv.pod_uid), pod->uid);
 
         if (now_real == 0)
             now_real = pc__realtime_ns();

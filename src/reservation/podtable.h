@@ -45,17 +45,18 @@ typedef struct pc__pod_key {
     const char *name;
 } pc__pod_key;
 
+/* The fields a dispatch touches come first (two cache lines), the names after them. */
 typedef struct pc__pod {
     pc__pod_key key; /* first: points at ns/name below */
-    char ns[PC_NAMESPACE_MAX];
-    char name[PC_NAME_MAX];
-    char uid[PC_UID_MAX];
-    char rv[PC_RV_MAX]; /* IDLE: the version offered; RESERVED: the version dispatched */
     int state;
     uint32_t gen;     /* new on every reservation: a CAS result compares it */
     uint32_t refs;    /* claims holding a pointer to this record (CAS in flight or result) */
     int64_t until_ns; /* RESERVED: expiry; GONE: when it is forgotten (CLOCK_MONOTONIC) */
     struct pc__pod *prev, *next; /* the list of its state */
+    char rv[PC_RV_MAX];          /* IDLE: the version offered; RESERVED: the version dispatched */
+    char ns[PC_NAMESPACE_MAX];
+    char name[PC_NAME_MAX];
+    char uid[PC_UID_MAX];
 } pc__pod;
 
 typedef struct pc__podlist {
