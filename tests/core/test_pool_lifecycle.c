@@ -262,3 +262,19 @@ Test(pool_lifecycle, records_of_pods_gone_for_a_ttl_are_forgotten, .fini = teard
     cr_assert(PC_TEST_WAIT_UNTIL(metric("podclaim_pods_tracked") == 0, 5000), "%lu records left",
               (unsigned long)metric("podclaim_pods_tracked"));
 }
+
+Test(pool_lifecycle, offers_to_a_pool_that_never_takes_them_in_stop_at_the_default_bound,
+     .fini = teardown_pool, .timeout = 60)
+{
+    setup_pool(false, (pc_pool_config){0}); /* never started: nothing takes offers in */
+    char name[32];
+    int accepted = 0, err = 0;
+    for (int i = 0; i < 70000 && err == 0; i++) {
+        snprintf(name, sizeof(name), "pod-%d", i);
+        pc_pod_ref pod = {.namespace_ = "ns", .name = name, .resource_version = "1"};
+        if ((err = pc_pool_offer_idle(P, &pod)) == 0)
+            accepted++;
+    }
+    cr_assert_eq(err, -EAGAIN, "offers were never refused (%d accepted)", accepted);
+    cr_assert_eq(accepted, 65536, "the default offer_capacity");
+}
