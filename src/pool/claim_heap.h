@@ -32,8 +32,14 @@ typedef enum pc__heap_kind {
     PC__HEAP_LEVEL, /* key (enqueued_at_ns, priv.seq); position priv.level_index */
 } pc__heap_kind;
 
+typedef struct pc__heap_item {
+    int64_t key;  /* timer_at_ns, or enqueued_at_ns */
+    uint64_t tie; /* 0, or the admission number */
+    pc_claim *c;
+} pc__heap_item;
+
 typedef struct pc__claim_heap {
-    pc_claim **items;
+    pc__heap_item *items;
     size_t len;
     size_t cap;
     pc__heap_kind kind;
@@ -51,7 +57,7 @@ void pc__claim_heap_remove(pc__claim_heap *h, pc_claim *c);
 /* The first claim, or NULL. */
 static inline pc_claim *pc__claim_heap_top(const pc__claim_heap *h)
 {
-    return h->len ? h->items[0] : NULL;
+    return h->len ? h->items[0].c : NULL;
 }
 
 /* A pending level: the in-order list (priv.prev/next) and the heap of late arrivals. */
