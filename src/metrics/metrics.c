@@ -1,7 +1,7 @@
 /* Metrics: latency histograms, a bounded text buffer and Prometheus text exposition.
  *
- * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS workers
- *       -> backend -> result; every stage counts into [metrics].
+ * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS (backend)
+ *       -> result; every stage counts into [metrics].
  *
  * Every atomic here is memory_order_relaxed (see metrics.h): a histogram's fields are
  * independent counters, and no reader uses one to find other data. A consequence: a

@@ -1,7 +1,7 @@
 /* Metrics: counters, latency histograms and Prometheus text rendering.
  *
- * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS workers
- *       -> backend -> result; every stage counts into [metrics].
+ * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS (backend)
+ *       -> result; every stage counts into [metrics].
  *
  * A leaf module: it knows no pool. The pool owns a set of these and renders them with
  * its labels. Everything is a C11 atomic updated with memory_order_relaxed: each value

@@ -1,7 +1,7 @@
 /* Lock-free multi-producer, single-consumer queues and a futex parker.
  *
- * Flow: callers, informer and CAS workers -> [inbox] -> scheduler thread;
- *       scheduler and backend completions -> [inbox] -> CAS worker.
+ * Flow: callers, informer and backend completions -> [inbox] -> scheduler thread;
+ *       scheduler -> [free ring] -> offering threads (offer messages).
  *
  * Why not ck_ring: its MPSC enqueue waits for earlier producers to commit, and a
  * preempted producer stalls the rest; with more enqueuing threads than cores it

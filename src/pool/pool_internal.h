@@ -8,7 +8,7 @@
  *   - producers (any thread) touch only the lock-free inboxes (claims, offers), the
  *     atomics marked "shared", and a claim's priv.flags (cancel).
  *   - the scheduler thread owns the pending levels, the timer heap, the ready-queue's
- *     pod table and list, and the reservation map. Nobody else reads them. It starts
+ *     pod table (ready-queue and reservations). Nobody else reads them. It starts
  *     every CAS itself (a backend's cas_start never blocks) and runs every callback.
  *   - a backend's completion (any thread) writes the claim's outcome fields and pushes
  *     it to the results inbox; from the push on the claim is the scheduler's again.

@@ -1,6 +1,6 @@
 /* The pool's metrics in Prometheus text exposition format.
  *
- * Flow: every stage of informer -> pool -> reservation -> CAS workers -> backend -> result
+ * Flow: every stage of informer -> pool -> reservation -> CAS (backend) -> result
  *       counts into the pool's metrics; this file renders them.
  *
  * Reads only atomics (relaxed) and fields fixed at pc_pool_new: safe from any thread,

@@ -1,6 +1,6 @@
 /* What the core's ck_hs hash sets share: the allocator shims and the pod key hash.
  *
- * Flow: used by the pool's ready-queue (src/pool), the reservation map (src/reservation)
+ * Flow: used by the pool's pod table (src/reservation), the pool's offers (src/pool)
  * and the in-memory backend (src/membackend), each keyed by "namespace/name".
  *
  * Thread-safety: pc__ck_allocator is immutable; pc__pod_key_hash is a pure function.

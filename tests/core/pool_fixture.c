@@ -42,8 +42,6 @@ void setup_pool(bool manual, pc_pool_config cfg)
         cfg.namespace_ = "ns";
     if (!cfg.name)
         cfg.name = "pool";
-    if (!cfg.cas_workers)
-        cfg.cas_workers = 1; /* one worker: CAS start order = dispatch order */
     /* Reservations hold for the whole test unless the test says otherwise: the default TTL
      * (5 s) could lapse mid-test on a slow run and let a reserved pod be dispatched again. */
     if (!cfg.reservation_ttl_ns)

@@ -33,8 +33,8 @@ extern pc_pool *P;
 void on_result(pc_claim *c, const pc_claim_result *r, void *arg);
 int results(void); /* callbacks so far */
 
-/* New pool "ns/pool" on F (manual: CAS held until fake_complete). One CAS worker and a
- * reservation TTL of an hour unless cfg says otherwise. Not started. */
+/* New pool "ns/pool" on F (manual: CAS held until fake_complete). A reservation TTL of an
+ * hour unless cfg says otherwise. Not started. */
 void setup_pool(bool manual, pc_pool_config cfg);
 void start(void);
 void teardown_pool(void); /* .fini of every pool test */

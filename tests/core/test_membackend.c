@@ -1,5 +1,5 @@
 /* Tests of src/membackend: the in-memory pod store with resourceVersion CAS that the pool's
- * CAS workers call in place of the API server (CAS workers -> [backend] -> result). */
+ * pool's scheduler calls in place of the API server (scheduler -> [backend] -> result). */
 #include "common.h"
 
 #include <podclaim/membackend.h>

@@ -1,5 +1,5 @@
 /* Tests of src/metrics: histograms, the bounded text buffer and Prometheus rendering
- * (every stage of informer -> pool -> CAS workers -> result counts into metrics). */
+ * (every stage of informer -> pool -> CAS -> result counts into metrics). */
 #include "common.h"
 #include "metrics/metrics.h"
 
