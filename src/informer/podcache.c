@@ -69,6 +69,10 @@ static int field(pc__js *js, char *dst, size_t cap, const char *what, char *err,
         snprintf(err, errlen, "pod %s longer than %zu bytes", what, cap - 1);
         return -EINVAL;
     }
+    if (n == -EINVAL) {
+        snprintf(err, errlen, "pod %s holds a NUL character", what);
+        return -EINVAL;
+    }
     return n < 0 ? -EBADMSG : 0;
 }
 
@@ -141,7 +145,9 @@ static int scan_metadata(pc__js *js, pc__pod *p, bool *have_name, bool *have_ns,
                     continue;
                 }
                 int n = pc__js_str(js, lv, sizeof(lv));
-                if (n == -EMSGSIZE || !lk[0]) {
+                if (n == -EMSGSIZE || n == -EINVAL || !lk[0]) {
+                    /* also a key or value holding a \u0000 (read as ""): never a shortened
+                     * key that could pass for podclaim.io/phase */
                     snprintf(err, errlen, "pod label key or value out of bounds");
                     r = worst(r, -EINVAL);
                     continue;

@@ -89,7 +89,7 @@ static int str(pc__js *js, char *out, size_t cap)
         return bad(js, "string expected");
     js->p++;
     size_t n = 0;
-    bool too_long = false;
+    bool too_long = false, nul = false;
     for (;;) {
         if (js->p >= js->end)
             return bad(js, "unterminated string");
@@ -142,6 +142,10 @@ static int str(pc__js *js, char *out, size_t cap)
                 } else if (cp >= 0xdc00 && cp <= 0xdfff) {
                     return bad(js, "lone surrogate");
                 }
+                /* A NUL cannot live inside a C string: "podclaim.io/phase\u0000x" would
+                 * read as the phase label. The caller learns it (-EINVAL), never a
+                 * shortened string. */
+                nul |= cp == 0;
                 if (cp < 0x80) {
                     enc[0] = (char)cp;
                 } else if (cp < 0x800) {
@@ -176,9 +180,11 @@ static int str(pc__js *js, char *out, size_t cap)
         n += k;
     }
     if (out && cap)
-        out[too_long ? 0 : n] = '\0';
+        out[too_long || nul ? 0 : n] = '\0';
     if (too_long)
         return -EMSGSIZE;
+    if (nul && out)
+        return -EINVAL;
     return n > INT_MAX ? -EMSGSIZE : (int)n;
 }
 
@@ -299,7 +305,7 @@ int pc__js_obj_key(pc__js *js, char *key, size_t cap)
     }
     char tmp[1];
     int n = str(js, key ? key : tmp, key ? cap : sizeof(tmp));
-    if (n == -EMSGSIZE) {
+    if (n == -EMSGSIZE || n == -EINVAL) {
         if (key && cap)
             key[0] = '\0';
     } else if (n < 0) {

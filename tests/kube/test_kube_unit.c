@@ -488,3 +488,37 @@ Test(jscan, decodes_escapes_and_finds_the_metadata_resource_version)
     cr_assert_eq(pc__js_metadata_rv("{\"metadata\":{\"resourceVersion\":\"1\"", 34, rv, 32),
                  -EBADMSG);
 }
+
+Test(jscan, refuses_a_nul_inside_a_key_or_a_value)
+{
+    /* \u0000 is valid JSON, but a C string ends there: "podclaim.io/phase\u0000x" must not
+     * read as the phase label, nor "Idle\u0000junk" as Idle. */
+    const char *key =
+            "{\"metadata\":{\"name\":\"a\",\"namespace\":\"ns\",\"resourceVersion\":\"1\","
+            "\"labels\":{\"podclaim.io/phase\":\"Starting\","
+            "\"podclaim.io/phase\\u0000x\":\"Idle\"}},\"status\":{\"phase\":\"Running\","
+            "\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}";
+    const char *val =
+            "{\"metadata\":{\"name\":\"a\",\"namespace\":\"ns\",\"resourceVersion\":\"1\","
+            "\"labels\":{\"podclaim.io/phase\":\"Idle\\u0000junk\"}},\"status\":{"
+            "\"phase\":\"Running\",\"conditions\":[{\"type\":\"Ready\",\"status\":"
+            "\"True\"}]}}";
+    const char *name = "{\"metadata\":{\"name\":\"a\\u0000b\",\"namespace\":\"ns\","
+                       "\"resourceVersion\":\"1\"}}";
+    const char *cases[] = {key, val, name};
+    for (size_t i = 0; i < 3; i++) {
+        pc__pod p;
+        char err[128] = "";
+        int rc = scan(cases[i], strlen(cases[i]), &p, err, sizeof(err));
+        cr_assert_eq(rc, -EINVAL, "case %zu accepted (rc %d, phase \"%s\")", i, rc, p.phase);
+        pc__pod_clear(&p);
+    }
+    char out[16] = "x";
+    pc__js js;
+    pc__js_init(&js, "\"a\\u0000b\"", 10);
+    cr_assert_eq(pc__js_str(&js, out, sizeof(out)), -EINVAL);
+    cr_assert_str_eq(out, "");
+    cr_assert_eq(pc__js_end(&js), 0, "the value is consumed");
+    pc__js_init(&js, "{\"a\\u0000b\":1}", 14);
+    cr_assert_eq(pc__js_skip(&js), 0, "still well-formed JSON");
+}
