@@ -4,12 +4,17 @@
  *
  * Flow: API server -> [informer: list/watch -> pod cache -> transitions] -> pool offer/withdraw.
  *
- * State machine of the informer thread (changed only in pc__informer_set_state, which logs old -> new):
+ * State machine of the informer thread (changed only in pc__informer_set_state, which logs
+ * old -> new):
  *
  *   LIST ──ok──► WATCH ──timeoutSeconds rotation / bookmark──► WATCH (from the last rv)
- *    ▲  ╲err      │ 410 Gone (event or HTTP)             │ network error, malformed or
- *    │   ▼        ▼                                      ▼ truncated event
+ *    ▲  ╲err      │ 410 Gone (event or HTTP),              │ network error, truncated event,
+ *    │   ▼        │ 3rd API error in a row                 │ silent watch (watchdog), 429,
+ *    │            ▼                                        ▼ an API error (ERROR event, HTTP)
  *    └─ BACKOFF ◄─┴─────── (relist: rv forgotten) ──── BACKOFF ──► WATCH (rv kept)
+ *
+ * The backoff waits at least a 429's Retry-After. A pod that is well-formed but unusable is
+ * skipped and counted (LIST and watch alike), never a reason to stop.
  *
  * Kubernetes behaviour relied on:
  * - A paged LIST (limit/continue) is one consistent snapshot; its resourceVersion is the
@@ -37,6 +42,7 @@
 #define PC__INF_WATCH_S 300u
 #define PC__INF_BACKOFF_NS (100LL * 1000000LL)
 #define PC__INF_BACKOFF_MAX_NS (10LL * 1000000000LL)
+#define PC__INF_WATCH_IDLE_NS (90LL * 1000000000LL)
 
 static const char *const state_names[] = {
 #define PC_XX_STR(name, str) str,
@@ -105,16 +111,22 @@ static bool rv_older(const char *a, const char *b)
     return la != lb ? la < lb : strcmp(a, b) < 0;
 }
 
-/* Apply one observed pod version to the cache and tell the pool what changed.
- * `np` is a parsed pod on the stack; its owned parts move into the cache. */
-void pc__informer_apply(pc_informer *inf, pc__pod *np)
+static bool other_uid(const pc__pod *a, const pc__pod *b)
+{
+    return a->uid[0] && b->uid[0] && strcmp(a->uid, b->uid) != 0;
+}
+
+void pc__informer_apply(pc_informer *inf, pc__pod *np, bool from_list)
 {
     pc__pod *old = pc__podcache_get(&inf->cache, np->namespace_, np->name);
     np->seen_gen = inf->gen;
-    if (old && rv_older(np->rv, old->rv)) {
-        /* An older version than the cache holds: a replay from before a LIST page that was
-         * newer than the list's resourceVersion (servers whose pages are not one snapshot).
-         * Applying it would roll the pod back and offer it again later. */
+    if (old && !from_list && rv_older(np->rv, old->rv)) {
+        /* An older version than the cache holds, in a watch: a replay from before a LIST
+         * page that was newer than the list's resourceVersion (servers whose pages are not
+         * one snapshot). Applying it would roll the pod back and offer it again later.
+         * Not for a LIST item: a LIST is the truth, also when versions went backwards (an
+         * etcd restore, a server swap); keeping the newer cached state would keep a phantom
+         * that every claim meets with a 409. */
         INC(duplicates);
         old->seen_gen = inf->gen;
         pc__pod_clear(np);
@@ -130,10 +142,12 @@ void pc__informer_apply(pc_informer *inf, pc__pod *np)
     }
     bool was_idle = old && pc__pod_is_idle(old);
     bool is_idle = pc__pod_is_idle(np);
-    if (old && old->uid[0] && np->uid[0] && strcmp(old->uid, np->uid) != 0 && was_idle) {
-        /* Same name, new pod: the old incarnation is gone. */
+    if (old && other_uid(old, np)) {
+        /* Same name, new pod: the old incarnation is gone. Withdrawn whatever its state:
+         * a pod that is not idle may still hold a reservation from a claim. */
         notify(inf, PC_INFORMER_WITHDRAW, old);
-        atomic_fetch_sub_explicit(&inf->n.idle, 1, memory_order_relaxed);
+        if (was_idle)
+            atomic_fetch_sub_explicit(&inf->n.idle, 1, memory_order_relaxed);
         was_idle = false;
     }
     if (!old) {
@@ -177,6 +191,20 @@ void pc__informer_drop(pc_informer *inf, pc__pod *p)
     atomic_fetch_sub_explicit(&inf->n.pods, 1, memory_order_relaxed);
     pc__pod_clear(p);
     free(p);
+}
+
+int pc__informer_remove(pc_informer *inf, const pc__pod *np)
+{
+    pc__pod *old = pc__podcache_get(&inf->cache, np->namespace_, np->name);
+    if (!old)
+        return 0;
+    /* A deletion of another incarnation (the pod was recreated under the same name and the
+     * cache already holds the new one), or an older version replayed: not about the pod we
+     * hold. */
+    if (other_uid(old, np) || (np->rv[0] && rv_older(np->rv, old->rv)))
+        return -1;
+    pc__informer_drop(inf, old);
+    return 1;
 }
 
 static void resync(pc_informer *inf)
@@ -237,7 +265,8 @@ static uint64_t rnd(pc_informer *inf)
 }
 
 /* Wait before the next attempt: min(cap, initial * 2^attempt), jittered into [d/2, d] so
- * that many informers reconnecting after a server restart do not arrive together. */
+ * that many informers reconnecting after a server restart do not arrive together; and never
+ * less than the Retry-After the server gave (429). */
 static int backoff(pc_informer *inf, const char *why)
 {
     pc__informer_set_state(inf, PC__INF_BACKOFF, why);
@@ -247,6 +276,9 @@ static int backoff(pc_informer *inf, const char *why)
     if (d > inf->backoff_max_ns)
         d = inf->backoff_max_ns;
     d = d / 2 + (int64_t)(rnd(inf) % (uint64_t)(d / 2 + 1));
+    if (d < inf->retry_after_ns)
+        d = inf->retry_after_ns;
+    inf->retry_after_ns = 0;
     inf->backoff_attempt++;
     return pc__kube_conn_sleep(inf->conn, d);
 }
@@ -268,6 +300,7 @@ static void *informer_main(void *arg)
                 continue;
             }
             inf->backoff_attempt = 0;
+            inf->watch_failures = 0;
         }
         int64_t began = pc__kube_mono_ns();
         rc = pc__informer_watch(inf);
@@ -278,8 +311,11 @@ static void *informer_main(void *arg)
              * proxy) closing watches early would otherwise have us reconnect in a hot loop. */
             rc = -ECONNRESET;
         }
-        if (inf->got_event)
+        if (inf->got_event) {
             inf->backoff_attempt = 0;
+            if (rc >= 0)
+                inf->watch_failures = 0;
+        }
         if (rc == 1) {
             INC(relists);
             inf->rv[0] = '\0';
@@ -326,6 +362,8 @@ int pc_informer_new(const pc_informer_config *cfg, pc_informer **out)
     if (inf->backoff_max_ns < inf->backoff_initial_ns)
         inf->backoff_max_ns = inf->backoff_initial_ns;
     inf->max_event = cfg->max_event;
+    inf->watch_idle_timeout_ns =
+            cfg->watch_idle_timeout_ns > 0 ? cfg->watch_idle_timeout_ns : PC__INF_WATCH_IDLE_NS;
     inf->observer = cfg->observer;
     inf->observer_arg = cfg->observer_arg;
     inf->rng = (uint64_t)pc__kube_mono_ns() ^ (uint64_t)(uintptr_t)inf ^ 0x9e3779b97f4a7c15ULL;
@@ -393,6 +431,9 @@ void pc_informer_stats_read(const pc_informer *cinf, pc_informer_stats *o)
     LD(withdrawals);
     LD(resyncs);
     LD(errors);
+    LD(skipped);
+    LD(stalls);
+    LD(throttled);
     LD(pods);
     LD(idle);
     LD(synced_at_ns);

@@ -40,7 +40,8 @@ enum { PC__INF_STOP_GONE = 1, PC__INF_STOP_RESUME = 2 };
 
 typedef struct pc__inf_counters {
     _Atomic uint64_t lists, relists, list_pages, list_bytes, watches, watch_events, duplicates,
-            bookmarks, watch_bytes, reconnects, offers, withdrawals, resyncs, errors, pods, idle;
+            bookmarks, watch_bytes, reconnects, offers, withdrawals, resyncs, errors, skipped,
+            stalls, throttled, pods, idle;
     _Atomic int64_t synced_at_ns, started_at_ns;
 } pc__inf_counters;
 
@@ -55,6 +56,7 @@ struct pc_informer {
     uint32_t watch_timeout_s;
     int64_t backoff_initial_ns, backoff_max_ns;
     size_t max_event;
+    int64_t watch_idle_timeout_ns;
     pc_informer_observer observer;
     void *observer_arg;
     pc_kube_conn *conn; /* created in new: resync_hook may wake it from any thread */
@@ -72,6 +74,8 @@ struct pc_informer {
     char rv[PC_RV_MAX]; /* resume point; "" = relist needed */
     uint32_t gen;       /* LIST generation */
     uint32_t backoff_attempt;
+    uint32_t watch_failures; /* API errors on the watch in a row, without progress between */
+    int64_t retry_after_ns;  /* the next backoff waits at least this long (429); 0 = none */
     uint64_t rng;
     bool got_event;              /* the current watch applied or bookmarked something */
     pc__kube_stream *cur_stream; /* the watch being read; NULL between watches */
@@ -88,10 +92,16 @@ struct pc_informer {
 /* Change state, logging old -> new with the reason. */
 void pc__informer_set_state(pc_informer *inf, pc__inf_state s, const char *why);
 
-/* Apply one observed pod version (a LIST item or a watch event) to the cache and tell the
- * pool what changed. `np` is a parsed pod on the caller's stack; its owned parts move into
- * the cache (or are freed): the caller must not clear it afterwards. */
-void pc__informer_apply(pc_informer *inf, pc__pod *np);
+/* Apply one observed pod version (a LIST item, from_list, or a watch event) to the cache and
+ * tell the pool what changed. `np` is a parsed pod on the caller's stack; its owned parts
+ * move into the cache (or are freed): the caller must not clear it afterwards. */
+void pc__informer_apply(pc_informer *inf, pc__pod *np, bool from_list);
+
+/* A watch says the pod `np` names is gone (DELETED), or shows a version of it we cannot hold:
+ * drop the cached pod and withdraw it, unless the event is stale (another incarnation by
+ * uid, or an older resourceVersion than cached). Returns 1 (dropped), 0 (not cached) or -1
+ * (stale, ignored). np stays the caller's. */
+int pc__informer_remove(pc_informer *inf, const pc__pod *np);
 
 /* Remove a cached pod and withdraw it from the pool. */
 void pc__informer_drop(pc_informer *inf, pc__pod *p);

@@ -15,9 +15,8 @@
 #define INC(f) PC__INF_INC(inf, f)
 #define ADD(f, v) PC__INF_ADD(inf, f, v)
 
-/* Apply one LIST page: every pod of "items", and metadata.resourceVersion / continue into
- * rv / cont (4096 bytes). A pod that is well-formed JSON but unusable is skipped with a
- * warning; malformed JSON ends the page. Returns 0, -EBADMSG, -EMSGSIZE. */
+/* A pod that is well-formed JSON but unusable is skipped with a warning and counted; malformed
+ * JSON ends the page. */
 int pc__informer_list_page(pc_informer *inf, const char *body, size_t len, char *rv, char *cont)
 {
     pc__js js;
@@ -62,14 +61,19 @@ int pc__informer_list_page(pc_informer *inf, const char *body, size_t len, char 
                     goto bad;
                 }
                 if (prc) {
-                    INC(errors);
+                    /* Well-formed but unusable (or no memory for it): skipped. A cached
+                     * version of it is dropped by the sweep after the LIST. */
+                    if (prc == -EINVAL)
+                        INC(skipped);
+                    else
+                        INC(errors);
                     pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
                                  "informer=%s/%s msg=\"skipping pod in list: %s\"", inf->namespace_,
                                  inf->pool, err);
                     pc__pod_clear(&np);
                     continue;
                 }
-                pc__informer_apply(inf, &np);
+                pc__informer_apply(inf, &np, true);
             }
             if (rc < 0)
                 goto bad;

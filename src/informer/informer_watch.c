@@ -18,6 +18,9 @@
 #define INC(f) PC__INF_INC(inf, f)
 #define ADD(f, v) PC__INF_ADD(inf, f, v)
 
+#define PC__INF_RELIST_AFTER 3u
+#define PC__INF_RETRY_AFTER_MAX_NS (60LL * 1000000000LL)
+
 /* The event's "type" and the bounds of its "object" (in either order). Returns 0 or -EBADMSG
  * with why set. */
 static int event_split(const char *line, size_t len, char *type, size_t tcap, const char **obj,
@@ -123,7 +126,26 @@ int pc__informer_watch_line(void *arg, const char *line, size_t len)
     char err[160];
     memset(&np, 0, sizeof(np));
     pc__js_init(&js, obj, olen);
-    if (pc__pod_scan(&js, &np, err, sizeof(err)) != 0) {
+    int prc = pc__pod_scan(&js, &np, err, sizeof(err));
+    if (prc == -EINVAL) {
+        /* Well-formed, but no pod we can hold (a label value over 255 bytes, a name with a
+         * NUL...). Stopping the watch here would resume before this event and meet it again,
+         * forever: skip it as a LIST does, and move the resume point past it. The cached
+         * version of that pod is stale now (a claim on it would meet a 409): dropped. */
+        INC(skipped);
+        pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
+                     "informer=%s/%s msg=\"skipping unusable pod in %s event: %s\" pod=%s rv=%s",
+                     inf->namespace_, inf->pool, type, err, np.name[0] ? np.name : "-",
+                     np.rv[0] ? np.rv : "-");
+        if (np.namespace_[0] && np.name[0])
+            pc__informer_remove(inf, &np);
+        if (np.rv[0])
+            snprintf(inf->rv, sizeof(inf->rv), "%s", np.rv);
+        inf->got_event = true;
+        pc__pod_clear(&np);
+        return 0;
+    }
+    if (prc) {
         INC(errors);
         pc__kube_log(inf->client, PC_KUBE_LOG_WARN, "informer=%s/%s msg=\"bad pod in %s: %s\"",
                      inf->namespace_, inf->pool, type, err);
@@ -135,21 +157,36 @@ int pc__informer_watch_line(void *arg, const char *line, size_t len)
     char rv[PC_RV_MAX];
     snprintf(rv, sizeof(rv), "%s", np.rv);
     if (deleted) {
-        pc__pod *old = pc__podcache_get(&inf->cache, np.namespace_, np.name);
-        if (old)
-            pc__informer_drop(inf, old);
-        else
-            INC(duplicates); /* replayed deletion */
+        /* replayed deletion (not cached), or one of another incarnation / older version */
+        if (pc__informer_remove(inf, &np) <= 0)
+            INC(duplicates);
         pc__pod_clear(&np);
     } else {
-        pc__informer_apply(inf, &np);
+        pc__informer_apply(inf, &np, false);
     }
     snprintf(inf->rv, sizeof(inf->rv), "%s", rv);
     return 0;
 }
 
-/* One WATCH request. Returns 0 (rotation: resume), 1 (410: relist), -ECANCELED, or another
- * negative errno (reconnect with backoff, resuming from inf->rv). */
+/* An API-level failure of the watch: an ERROR event other than 410, an HTTP error, a line that
+ * is no event. client-go's reflector relists after one. A single failure resumes at the same
+ * version here (a proxy hiccup or one bad line is not worth a LIST of the whole pool), but
+ * PC__INF_RELIST_AFTER in a row without progress between them mean the server keeps refusing
+ * that version: forget it, so that the next round relists. */
+static void watch_failed(pc_informer *inf, const char *what)
+{
+    if (inf->got_event) /* this watch made progress before it failed */
+        inf->watch_failures = 0;
+    if (++inf->watch_failures < PC__INF_RELIST_AFTER)
+        return;
+    pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
+                 "informer=%s/%s msg=\"relisting after %u watch errors in a row (last: %s)\"",
+                 inf->namespace_, inf->pool, inf->watch_failures, what);
+    inf->watch_failures = 0;
+    inf->rv[0] = '\0';
+    INC(relists);
+}
+
 int pc__informer_watch(pc_informer *inf)
 {
     char path[PC__INF_PATH_MAX], rv[3 * PC_RV_MAX];
@@ -167,9 +204,12 @@ int pc__informer_watch(pc_informer *inf)
             .max_line = inf->max_event,
             .on_line = pc__informer_watch_line,
             .arg = inf,
-            /* The server ends the watch after timeoutSeconds; a silent dead peer is caught
-             * by this client-side bound (plus TCP keep-alive). */
+            /* The server ends the watch after timeoutSeconds; this client-side bound is
+             * the last resort behind the watchdog. */
             .timeout_ns = ((int64_t)inf->watch_timeout_s + 30) * 1000000000LL,
+            /* A half-open connection (peer gone, no RST) stays silent; TCP keep-alive takes
+             * minutes to notice. A live watch asked for bookmarks is never silent that long. */
+            .idle_timeout_ns = inf->watch_idle_timeout_ns,
     };
     pc_kube_response r;
     inf->cur_stream = &s;
@@ -180,15 +220,28 @@ int pc__informer_watch(pc_informer *inf)
         pc_kube_response_fini(&r);
         return rc;
     }
+    if (rc == 0 && r.retry_after_ns > 0) /* 429, 503: the server says when to come back */
+        inf->retry_after_ns = r.retry_after_ns < PC__INF_RETRY_AFTER_MAX_NS
+                                      ? r.retry_after_ns
+                                      : PC__INF_RETRY_AFTER_MAX_NS;
     if (rc == 0 && r.status == 410) {
         rc = 1;
+    } else if (rc == 0 && r.status == 429) {
+        /* API priority and fairness: not a failure of this version, just "later". */
+        INC(throttled);
+        pc__kube_log(inf->client, PC_KUBE_LOG_INFO,
+                     "informer=%s/%s msg=\"watch throttled, retrying after %lld ms\"",
+                     inf->namespace_, inf->pool, (long long)(inf->retry_after_ns / 1000000));
+        rc = -EAGAIN;
     } else if (rc == 0 && r.status != 200) {
         pc__kube_log(inf->client, PC_KUBE_LOG_WARN, "informer=%s/%s msg=\"watch failed: %s\"",
                      inf->namespace_, inf->pool, r.error);
+        watch_failed(inf, r.error);
         rc = -EIO;
     } else if (rc == 0 && s.line_rc == PC__INF_STOP_GONE) {
         rc = 1;
     } else if (rc == 0 && s.line_rc == PC__INF_STOP_RESUME) {
+        watch_failed(inf, "error event or malformed line");
         rc = -EBADMSG;
     } else if (rc == 0 && s.truncated) {
         /* The stream ended inside an event: the partial event is dropped; resuming from the
@@ -205,6 +258,11 @@ int pc__informer_watch(pc_informer *inf)
         pc__kube_log(inf->client, PC_KUBE_LOG_WARN, "informer=%s/%s msg=\"%s; relisting\"",
                      inf->namespace_, inf->pool, r.error);
         rc = 1;
+    } else if (rc == -ETIMEDOUT && s.stalled) {
+        INC(stalls);
+        pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
+                     "informer=%s/%s msg=\"watch silent for %lld ms, reconnecting\"",
+                     inf->namespace_, inf->pool, (long long)(inf->watch_idle_timeout_ns / 1000000));
     } else if (rc) {
         pc__kube_log(inf->client, PC_KUBE_LOG_INFO, "informer=%s/%s msg=\"watch ended: %s\"",
                      inf->namespace_, inf->pool, r.error);

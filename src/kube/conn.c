@@ -28,8 +28,10 @@ struct pc_kube_conn {
     pc__buf body;
     pc__kube_stream *stream; /* NULL = plain request */
     pc__framer framer;
-    bool framing; /* the response is 2xx: body goes to the framer */
-    int frame_rc; /* framer error or on_line stop value */
+    bool framing;       /* the response is 2xx: body goes to the framer */
+    int frame_rc;       /* framer error or on_line stop value */
+    int64_t last_rx_ns; /* CLOCK_MONOTONIC of the last body byte (or the transfer start) */
+    bool stalled;       /* the stream's idle timeout ended the transfer */
 };
 
 int pc_kube_conn_new(pc_kube_client *c, pc_kube_conn **out)
@@ -77,6 +79,8 @@ static size_t on_write(char *p, size_t size, size_t n, void *arg)
 {
     pc_kube_conn *k = arg;
     size_t len = size * n;
+    if (k->stream)
+        k->last_rx_ns = pc__kube_mono_ns();
     if (k->stream && !k->framing) {
         long st = 0;
         curl_easy_getinfo(k->easy, CURLINFO_RESPONSE_CODE, &st);
@@ -84,7 +88,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *arg)
     }
     if (k->framing) {
         k->stream->bytes += len;
-        k->stream->chunk_at_ns = pc__kube_mono_ns();
+        k->stream->chunk_at_ns = k->last_rx_ns;
         int rc = pc__framer_feed(&k->framer, p, len, k->stream->on_line, k->stream->arg);
         if (rc) {
             k->frame_rc = rc;
@@ -129,8 +133,20 @@ static CURLcode run(pc_kube_conn *k, bool *cancelled)
             result = CURLE_ABORTED_BY_CALLBACK;
             break;
         }
+        int wait_ms = 1000;
+        if (k->stream && k->stream->idle_timeout_ns > 0) {
+            /* the watchdog: bytes are due; none for idle_timeout_ns ends the transfer */
+            int64_t left = k->last_rx_ns + k->stream->idle_timeout_ns - pc__kube_mono_ns();
+            if (left <= 0) {
+                k->stalled = true;
+                result = CURLE_OPERATION_TIMEDOUT;
+                break;
+            }
+            if (left < 1000LL * 1000000LL)
+                wait_ms = (int)((left + 999999) / 1000000);
+        }
         /* Blocks until socket activity, a curl timer, or curl_multi_wakeup. */
-        if (curl_multi_poll(k->multi, NULL, 0, 1000, NULL) != CURLM_OK) {
+        if (curl_multi_poll(k->multi, NULL, 0, wait_ms, NULL) != CURLM_OK) {
             result = CURLE_OUT_OF_MEMORY;
             break;
         }
@@ -174,6 +190,8 @@ static int transfer(pc_kube_conn *k, const char *method, const char *path, const
     pc__framer_reset(&k->framer);
     k->framing = false;
     k->frame_rc = 0;
+    k->stalled = false;
+    k->last_rx_ns = pc__kube_mono_ns();
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
@@ -211,6 +229,12 @@ static int transfer(pc_kube_conn *k, const char *method, const char *path, const
         }
         k->stream->line_rc = k->frame_rc; /* on_line stopped the stream on purpose */
         return 0;
+    }
+    if (k->stalled) {
+        k->stream->stalled = true;
+        pc__kube_errf(out->error, sizeof(out->error), "%s: no data for %lld ms", what,
+                      (long long)(k->stream->idle_timeout_ns / 1000000));
+        return -ETIMEDOUT;
     }
     if (cr != CURLE_OK) {
         out->status = 0;
@@ -266,6 +290,7 @@ int pc__kube_conn_stream(pc_kube_conn *k, const char *path, pc__kube_stream *s,
     k->stream = s;
     s->line_rc = 0;
     s->truncated = 0;
+    s->stalled = false;
     if (k->framer.max_line != (s->max_line ? s->max_line : (16u << 20))) {
         pc__framer_fini(&k->framer);
         pc__framer_init(&k->framer, s->max_line);

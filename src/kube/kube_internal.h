@@ -107,8 +107,10 @@ typedef struct pc__kube_stream {
     size_t max_line;     /* framer bound; 0 = 16 MiB */
     pc__line_fn on_line; /* each complete line of a 2xx response */
     void *arg;
-    int64_t timeout_ns; /* whole-transfer timeout; 0 = none */
+    int64_t timeout_ns;      /* whole-transfer timeout; 0 = none */
+    int64_t idle_timeout_ns; /* no byte for this long: abort (-ETIMEDOUT, stalled); 0 = none */
     /* filled: */
+    bool stalled;        /* ended by idle_timeout_ns */
     int line_rc;         /* the non-zero value on_line stopped with, else 0 */
     size_t truncated;    /* bytes of an unterminated last line when the stream ended */
     uint64_t bytes;      /* body bytes received */
@@ -124,7 +126,8 @@ void pc__kube_conn_set_idle(pc_kube_conn *k, pc__kube_idle_fn fn, void *arg);
 /* Like pc_kube_conn_request, but a 2xx body goes line by line to s->on_line instead of
  * out->body (a non-2xx body is kept in out->body for the Status). Returns 0 when the response
  * ended normally or on_line stopped it (s->line_rc), -ECANCELED (idle hook), -EMSGSIZE (a line
- * over max_line) or a transfer error. No 429 retry. */
+ * over max_line), -ETIMEDOUT with s->stalled (silent for idle_timeout_ns) or a transfer
+ * error. No 429 retry. */
 int pc__kube_conn_stream(pc_kube_conn *k, const char *path, pc__kube_stream *s,
                          pc_kube_response *out);
 
