@@ -16,6 +16,7 @@
 
 #define PC__KUBE_429_RETRIES 3
 #define PC__KUBE_429_MAX_WAIT_NS (10LL * 1000000000LL)
+#define PC__KUBE_KEEP_BUF ((size_t)64 << 10) /* a framer buffer beyond this is not kept */
 
 struct pc_kube_conn {
     pc_kube_client *client;
@@ -165,10 +166,10 @@ static int transfer(pc_kube_conn *k, const char *method, const char *path, const
                     const char *body, size_t body_len, int64_t timeout_ns, pc_kube_response *out)
 {
     pc_kube_client *c = k->client;
-    char url[4096];
-    char what[4200];
+    char url[PC__KUBE_SERVER_MAX + 8192]; /* a LIST path with a long continue token */
+    char what[PC__KUBE_SERVER_MAX + 8192 + 16];
     memset(out, 0, sizeof(*out));
-    snprintf(what, sizeof(what), "%s %s%s", method, c->server, path);
+    snprintf(what, sizeof(what), "%s %s%s", method, c->server_shown, path);
     if (pc__kube_url(c, path, url, sizeof(url))) {
         pc__kube_errf(out->error, sizeof(out->error), "%s: URL too long", method);
         return -EINVAL;
@@ -207,7 +208,7 @@ static int transfer(pc_kube_conn *k, const char *method, const char *path, const
 
     bool cancelled;
     CURLcode cr = run(k, &cancelled);
-    curl_slist_free_all(h);
+    pc__kube_headers_free(h);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &out->status);
     if (k->stream)
         k->stream->truncated = pc__framer_pending(&k->framer);
@@ -291,7 +292,10 @@ int pc__kube_conn_stream(pc_kube_conn *k, const char *path, pc__kube_stream *s,
     s->line_rc = 0;
     s->truncated = 0;
     s->stalled = false;
-    if (k->framer.max_line != (s->max_line ? s->max_line : (16u << 20))) {
+    /* A fresh framer when the bound changed, or to give back a buffer a big event grew:
+     * the conn lives as long as the informer, the spike should not. */
+    if (k->framer.max_line != (s->max_line ? s->max_line : (16u << 20)) ||
+        k->framer.cap > PC__KUBE_KEEP_BUF) {
         pc__framer_fini(&k->framer);
         pc__framer_init(&k->framer, s->max_line);
     }

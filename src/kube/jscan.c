@@ -357,7 +357,7 @@ int pc__js_end(pc__js *js)
     return js->p == js->end ? 0 : bad(js, "trailing bytes after the value");
 }
 
-int pc__js_metadata_rv(const char *p, size_t n, char *rv, size_t cap)
+static int metadata_rv(const char *p, size_t n, char *rv, size_t cap, bool prefix)
 {
     pc__js js;
     char key[32];
@@ -379,6 +379,8 @@ int pc__js_metadata_rv(const char *p, size_t n, char *rv, size_t cap)
                 return -EBADMSG;
             if (found == -EBADMSG)
                 return found;
+            if (prefix && found > 0)
+                return found; /* what follows may be cut off: not looked at */
         }
         if (rc < 0)
             return rc;
@@ -388,4 +390,14 @@ int pc__js_metadata_rv(const char *p, size_t n, char *rv, size_t cap)
     if (pc__js_end(&js))
         return -EBADMSG;
     return found;
+}
+
+int pc__js_metadata_rv(const char *p, size_t n, char *rv, size_t cap)
+{
+    return metadata_rv(p, n, rv, cap, false);
+}
+
+int pc__js_metadata_rv_prefix(const char *p, size_t n, char *rv, size_t cap)
+{
+    return metadata_rv(p, n, rv, cap, true);
 }

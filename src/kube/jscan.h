@@ -66,4 +66,8 @@ int pc__js_end(pc__js *js);
  * Returns its length, or -EBADMSG / -EMSGSIZE / -ENOENT (well-formed, no such field). */
 int pc__js_metadata_rv(const char *p, size_t n, char *rv, size_t cap);
 
+/* The same on what may be only the start of the document (a response cut at its size
+ * limit): the value counts once read, whatever follows; everything before it is checked. */
+int pc__js_metadata_rv_prefix(const char *p, size_t n, char *rv, size_t cap);
+
 #endif /* PODCLAIM_KUBE_JSCAN_H */
