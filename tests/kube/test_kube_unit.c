@@ -522,3 +522,49 @@ Test(jscan, refuses_a_nul_inside_a_key_or_a_value)
     pc__js_init(&js, "{\"a\\u0000b\":1}", 14);
     cr_assert_eq(pc__js_skip(&js), 0, "still well-formed JSON");
 }
+
+Test(kubeconfig, refuses_insecure_skip_tls_verify_with_ca_data)
+{
+    mk_tmp();
+    write_file("config",
+               "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+               "clusters:\n- name: k\n  cluster:\n    server: https://127.0.0.1:6443\n"
+               "    insecure-skip-tls-verify: true\n"
+               "    certificate-authority-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==\n"
+               "    tls-server-name: api.example\n"
+               "contexts:\n- name: c\n  context:\n    cluster: k\n");
+    char path[256], err[256] = "";
+    snprintf(path, sizeof(path), "%s/config", tmpdir);
+    pc_kube_client *c = NULL;
+    int rc = pc_kube_client_new_kubeconfig(path, NULL, NULL, &c, err, sizeof(err));
+    cr_assert_eq(rc, -EINVAL, "got %d: %s", rc, err);
+    cr_assert(strstr(err, "insecure-skip-tls-verify together with a certificate authority"),
+              "message: %s", err);
+    cr_assert_null(c);
+    rm_tmp();
+}
+
+Test(kubeconfig, reads_tls_server_name_and_keeps_the_configured_server)
+{
+    mk_tmp();
+    write_file("config", "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+                         "clusters:\n- name: k\n  cluster:\n    server: https://10.1.2.3:6443\n"
+                         "    tls-server-name: api.example\n"
+                         "    proxy-url: http://proxy.example:3128\n"
+                         "contexts:\n- name: c\n  context:\n    cluster: k\n");
+    char path[256], err[256] = "";
+    snprintf(path, sizeof(path), "%s/config", tmpdir);
+    pc_kube_client *c = NULL;
+    int rc = pc_kube_client_new_kubeconfig(path, NULL, NULL, &c, err, sizeof(err));
+    cr_assert_eq(rc, 0, "got %d: %s", rc, err);
+    cr_assert_str_eq(pc_kube_client_server(c), "https://10.1.2.3:6443");
+    pc_kube_client_free(c);
+    write_file("config", "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+                         "clusters:\n- name: k\n  cluster:\n    server: https://10.1.2.3:6443\n"
+                         "    tls-server-name: \"api.example/evil\"\n"
+                         "contexts:\n- name: c\n  context:\n    cluster: k\n");
+    rc = pc_kube_client_new_kubeconfig(path, NULL, NULL, &c, err, sizeof(err));
+    cr_assert_eq(rc, -EINVAL, "got %d", rc);
+    cr_assert(strstr(err, "tls-server-name"), "message: %s", err);
+    rm_tmp();
+}
