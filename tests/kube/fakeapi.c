@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -78,7 +79,12 @@ static void *serve(void *arg)
 int fakeapi_start(fakeapi *f, const fake_resp *script, size_t n_script)
 {
     memset(f, 0, sizeof(*f));
-    f->script = script;
+    /* a copy: scripts are often arrays on the test's stack, gone before the fini stops us */
+    fake_resp *copy = calloc(n_script, sizeof(*copy));
+    if (!copy)
+        return -1;
+    memcpy(copy, script, n_script * sizeof(*copy));
+    f->script = copy;
     f->n_script = n_script;
     pthread_mutex_init(&f->mu, NULL);
     f->lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -100,6 +106,8 @@ void fakeapi_stop(fakeapi *f)
     pthread_join(f->th, NULL);
     close(f->lfd);
     f->lfd = 0;
+    free((void *)f->script);
+    f->script = NULL;
     pthread_mutex_destroy(&f->mu);
 }
 

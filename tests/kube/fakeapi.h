@@ -39,8 +39,8 @@ typedef struct fakeapi {
     _Atomic size_t n; /* requests seen */
 } fakeapi;
 
-/* Listen on an ephemeral loopback port and serve `script` (borrowed until fakeapi_stop).
- * Returns 0 or -1. */
+/* Listen on an ephemeral loopback port and serve `script` (the array is copied; the strings
+ * it points to are borrowed until fakeapi_stop). Returns 0 or -1. */
 int fakeapi_start(fakeapi *f, const fake_resp *script, size_t n_script);
 void fakeapi_stop(fakeapi *f);
 
