@@ -161,7 +161,7 @@ long pc_kube_status_describe(long http_status, const char *body, size_t body_len
 /* Build the CAS PATCH body (strategic merge patch JSON) for `req` into buf. Returns the length,
  * or -EMSGSIZE (buf too small), -EINVAL (a label or annotation that would overwrite
  * podclaim.io/phase, podclaim.io/pool, podclaim.io/claim-id or podclaim.io/claimed-at; a
- * missing field; with a message in err). */
+ * missing field; a string that is not valid UTF-8; with a message in err). */
 int pc_kube_patch_body(const pc_cas_request *req, char *buf, size_t len, char *err, size_t errlen);
 
 /* ---- the CAS backend ---------------------------------------------------------------------- */

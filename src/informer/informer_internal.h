@@ -122,6 +122,10 @@ int pc__informer_list(pc_informer *inf);
  * rv (PC_RV_MAX) / cont (4096 bytes). Returns 0, -EBADMSG, -EMSGSIZE. */
 int pc__informer_list_page(pc_informer *inf, const char *body, size_t len, char *rv, char *cont);
 
+/* After the last page of LIST generation inf->gen: drop (and withdraw) every cached pod the
+ * LIST did not show. */
+void pc__informer_list_sweep(pc_informer *inf);
+
 /* ---- WATCH (informer_watch.c) ------------------------------------------------------------ */
 
 /* One WATCH request. Returns 0 (rotation: resume), 1 (410: relist), -ECANCELED, or another

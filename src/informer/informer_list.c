@@ -15,6 +15,16 @@
 #define INC(f) PC__INF_INC(inf, f)
 #define ADD(f, v) PC__INF_ADD(inf, f, v)
 
+void pc__informer_list_sweep(pc_informer *inf)
+{
+    /* Pods the snapshot no longer has were deleted while we were not watching. */
+    pc__podcache_iter it;
+    for (pc__pod *p = pc__podcache_first(&inf->cache, &it); p;
+         p = pc__podcache_next(&inf->cache, &it))
+        if (p->seen_gen != inf->gen)
+            pc__informer_drop(inf, p);
+}
+
 /* A pod that is well-formed JSON but unusable is skipped with a warning and counted; malformed
  * JSON ends the page. */
 int pc__informer_list_page(pc_informer *inf, const char *body, size_t len, char *rv, char *cont)
@@ -168,12 +178,7 @@ int pc__informer_list(pc_informer *inf)
             break;
     }
     snprintf(inf->rv, sizeof(inf->rv), "%s", list_rv);
-    /* Sweep: pods the snapshot no longer has were deleted while we were not watching. */
-    pc__podcache_iter it;
-    for (pc__pod *p = pc__podcache_first(&inf->cache, &it); p;
-         p = pc__podcache_next(&inf->cache, &it))
-        if (p->seen_gen != inf->gen)
-            pc__informer_drop(inf, p);
+    pc__informer_list_sweep(inf);
     INC(lists);
     if (!atomic_load_explicit(&inf->synced, memory_order_relaxed)) {
         atomic_store_explicit(&inf->n.synced_at_ns, pc__kube_mono_ns(), memory_order_relaxed);

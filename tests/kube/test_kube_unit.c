@@ -568,3 +568,97 @@ Test(kubeconfig, reads_tls_server_name_and_keeps_the_configured_server)
     cr_assert(strstr(err, "tls-server-name"), "message: %s", err);
     rm_tmp();
 }
+
+/* Found by fuzz_pod (fuzz/regressions/pod/labels-twice-heap-overflow): a second "labels"
+ * object restarted the array's capacity at 0 and wrote past it. */
+Test(podcache, survives_labels_and_containers_given_twice)
+{
+    char big[2048];
+    size_t o = (size_t)snprintf(big, sizeof(big),
+                                "{\"metadata\":{\"name\":\"a\",\"namespace\":\"ns\","
+                                "\"resourceVersion\":\"1\",\"labels\":{");
+    for (int i = 0; i < 12; i++)
+        o += (size_t)snprintf(big + o, sizeof(big) - o, "%s\"k%d\":\"v\"", i ? "," : "", i);
+    o += (size_t)snprintf(big + o, sizeof(big) - o, "},\"labels\":{");
+    for (int i = 0; i < 12; i++)
+        o += (size_t)snprintf(big + o, sizeof(big) - o, "%s\"j%d\":\"v\"", i ? "," : "", i);
+    snprintf(big + o, sizeof(big) - o,
+             "}},\"spec\":{\"containers\":[{\"name\":\"a\"},{\"name\":\"b\"},{\"name\":\"c\"},"
+             "{\"name\":\"d\"},{\"name\":\"e\"}],\"containers\":[{\"name\":\"f\"},{\"name\":\"g\"},"
+             "{\"name\":\"h\"},{\"name\":\"i\"},{\"name\":\"j\"}]}}");
+    pc__pod p;
+    char err[128];
+    int rc = scan(big, strlen(big), &p, err, sizeof(err));
+    cr_assert_eq(rc, 0, "%d %s", rc, err);
+    cr_assert_eq(p.n_labels, 24u);
+    cr_assert_eq(p.n_containers, 10u);
+    pc__pod_clear(&p);
+}
+
+Test(podcache, refuses_a_phase_label_given_twice)
+{
+    const char *t =
+            "{\"metadata\":{\"name\":\"a\",\"namespace\":\"ns\",\"resourceVersion\":\"1\","
+            "\"labels\":{\"podclaim.io/phase\":\"Running\",\"podclaim.io/phase\":\"Idle\"}}}";
+    pc__pod p;
+    char err[128] = "";
+    cr_assert_eq(scan(t, strlen(t), &p, err, sizeof(err)), -EINVAL);
+    cr_assert(strstr(err, "twice"), "message: %s", err);
+    pc__pod_clear(&p);
+}
+
+/* Found by fuzz_informer (fuzz/regressions/informer/name-not-utf8): any bytes passed as a
+ * pod name, which then went to the pool (and a URL) as they were. */
+Test(podcache, refuses_names_kubernetes_would_not_allow)
+{
+    const char *bad[][2] = {{"p-\xcc"
+                             "8",
+                             "ns"},
+                            {"Upper", "ns"},
+                            {"a/b", "ns"},
+                            {"-a", "ns"},
+                            {"a", "n.s"},
+                            {"a", "NS"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char t[256];
+        snprintf(t, sizeof(t),
+                 "{\"metadata\":{\"name\":\"%s\",\"namespace\":\"%s\",\"resourceVersion\":\"1\"}}",
+                 bad[i][0], bad[i][1]);
+        pc__pod p;
+        char err[128] = "";
+        cr_assert_eq(scan(t, strlen(t), &p, err, sizeof(err)), -EINVAL, "accepted %s/%s", bad[i][1],
+                     bad[i][0]);
+        cr_assert(strstr(err, "DNS"), "message: %s", err);
+        pc__pod_clear(&p);
+    }
+    pc__pod p;
+    char err[128];
+    parse("{\"metadata\":{\"name\":\"a-1.b\",\"namespace\":\"n-1\",\"resourceVersion\":\"1\"}}",
+          &p);
+    pc__pod_clear(&p);
+    (void)err;
+}
+
+/* Found by fuzz_patch (fuzz/regressions/patch/annotation-not-utf8): invalid UTF-8 went into
+ * the body as it was; the API server would have stored U+FFFD instead. */
+Test(patch, refuses_strings_that_are_not_utf8)
+{
+    pc_kv ann[] = {{"note", "line1\n\x95line2"}};
+    pc_claim_opts o = {.annotations = ann, .n_annotations = 1};
+    pc_cas_request r = {.pod = {"ns", "p1", NULL, "7"}, .opts = &o, .claim_id = "c"};
+    char buf[4096], err[128] = "";
+    cr_assert_eq(pc_kube_patch_body(&r, buf, sizeof(buf), err, sizeof(err)), -EINVAL);
+    cr_assert(strstr(err, "UTF-8"), "message: %s", err);
+    const char *bad[] = {"\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82", "\xff"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        pc_kv l[] = {{"k", bad[i]}};
+        pc_claim_opts ol = {.labels = l, .n_labels = 1};
+        r.opts = &ol;
+        cr_assert_eq(pc_kube_patch_body(&r, buf, sizeof(buf), err, sizeof(err)), -EINVAL,
+                     "accepted case %zu", i);
+    }
+    pc_kv good[] = {{"k", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"}};
+    pc_claim_opts og = {.annotations = good, .n_annotations = 1};
+    r.opts = &og;
+    cr_assert_gt(pc_kube_patch_body(&r, buf, sizeof(buf), err, sizeof(err)), 0, "%s", err);
+}
