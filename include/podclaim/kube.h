@@ -94,7 +94,8 @@ int pc_kube_client_new(const pc_kube_options *o, pc_kube_client **out, char *err
  * relative to the file's folder. `tuning` supplies timeouts/limits/logging (its credential
  * and server fields are ignored); NULL = defaults. path NULL = $KUBECONFIG or ~/.kube/config.
  * Returns 0 and *out, -ENOENT (no file, context/cluster/user not found), -EINVAL (bad YAML,
- * missing server, exec/auth-provider users, which are unsupported), -ENOMEM. */
+ * missing server, exec/auth-provider users, which are unsupported), -EMSGSIZE (a file over
+ * 4 MiB), -ENOMEM. */
 int pc_kube_client_new_kubeconfig(const char *path, const char *context,
                                   const pc_kube_options *tuning, pc_kube_client **out, char *err,
                                   size_t errlen);

@@ -662,3 +662,21 @@ Test(patch, refuses_strings_that_are_not_utf8)
     r.opts = &og;
     cr_assert_gt(pc_kube_patch_body(&r, buf, sizeof(buf), err, sizeof(err)), 0, "%s", err);
 }
+
+Test(kubeconfig, refuses_a_file_over_4_mib)
+{
+    mk_tmp();
+    char path[256], err[256] = "";
+    snprintf(path, sizeof(path), "%s/config", tmpdir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("current-context: x\n# ", f);
+    for (int i = 0; i < (5 << 20) / 64; i++)
+        fputs("padding padding padding padding padding padding padding padding\n# ", f);
+    fclose(f);
+    pc_kube_client *c = NULL;
+    int rc = pc_kube_client_new_kubeconfig(path, NULL, NULL, &c, err, sizeof(err));
+    cr_assert_eq(rc, -EMSGSIZE, "got %d: %s", rc, err);
+    cr_assert(strstr(err, "larger than"), "message: %s", err);
+    rm_tmp();
+}
