@@ -193,7 +193,7 @@ void pc__informer_drop(pc_informer *inf, pc__pod *p)
     free(p);
 }
 
-int pc__informer_remove(pc_informer *inf, const pc__pod *np)
+int pc__informer_remove(pc_informer *inf, const pc__pod *np, bool same_uid)
 {
     pc__pod *old = pc__podcache_get(&inf->cache, np->namespace_, np->name);
     if (!old)
@@ -201,7 +201,7 @@ int pc__informer_remove(pc_informer *inf, const pc__pod *np)
     /* A deletion of another incarnation (the pod was recreated under the same name and the
      * cache already holds the new one), or an older version replayed: not about the pod we
      * hold. */
-    if (other_uid(old, np) || (np->rv[0] && rv_older(np->rv, old->rv)))
+    if ((same_uid && other_uid(old, np)) || (np->rv[0] && rv_older(np->rv, old->rv)))
         return -1;
     pc__informer_drop(inf, old);
     return 1;

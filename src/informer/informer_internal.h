@@ -98,10 +98,10 @@ void pc__informer_set_state(pc_informer *inf, pc__inf_state s, const char *why);
 void pc__informer_apply(pc_informer *inf, pc__pod *np, bool from_list);
 
 /* A watch says the pod `np` names is gone (DELETED), or shows a version of it we cannot hold:
- * drop the cached pod and withdraw it, unless the event is stale (another incarnation by
- * uid, or an older resourceVersion than cached). Returns 1 (dropped), 0 (not cached) or -1
- * (stale, ignored). np stays the caller's. */
-int pc__informer_remove(pc_informer *inf, const pc__pod *np);
+ * drop the cached pod and withdraw it, unless the event is stale: an older resourceVersion
+ * than cached, or (same_uid, for DELETED) another incarnation's. Returns 1 (dropped), 0 (not
+ * cached) or -1 (stale, ignored). np stays the caller's. */
+int pc__informer_remove(pc_informer *inf, const pc__pod *np, bool same_uid);
 
 /* Remove a cached pod and withdraw it from the pool. */
 void pc__informer_drop(pc_informer *inf, pc__pod *p);

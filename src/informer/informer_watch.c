@@ -137,8 +137,8 @@ int pc__informer_watch_line(void *arg, const char *line, size_t len)
                      "informer=%s/%s msg=\"skipping unusable pod in %s event: %s\" pod=%s rv=%s",
                      inf->namespace_, inf->pool, type, err, np.name[0] ? np.name : "-",
                      np.rv[0] ? np.rv : "-");
-        if (np.namespace_[0] && np.name[0])
-            pc__informer_remove(inf, &np);
+        if (np.namespace_[0] && np.name[0]) /* any uid: a new incarnation replaces the old */
+            pc__informer_remove(inf, &np, false);
         if (np.rv[0])
             snprintf(inf->rv, sizeof(inf->rv), "%s", np.rv);
         inf->got_event = true;
@@ -158,7 +158,7 @@ int pc__informer_watch_line(void *arg, const char *line, size_t len)
     snprintf(rv, sizeof(rv), "%s", np.rv);
     if (deleted) {
         /* replayed deletion (not cached), or one of another incarnation / older version */
-        if (pc__informer_remove(inf, &np) <= 0)
+        if (pc__informer_remove(inf, &np, true) <= 0)
             INC(duplicates);
         pc__pod_clear(&np);
     } else {

@@ -332,3 +332,23 @@ Test(informer_faults, honours_retry_after_of_a_429_on_the_watch, .fini = teardow
     cr_assert(strstr(p, "watch=true") && strstr(p, "resourceVersion=10&"), "request 3: %s", p);
     cr_assert_eq(stats().relists, 0u);
 }
+
+Test(informer_faults, drops_a_pod_whose_new_incarnation_is_unusable, .fini = teardown,
+     .timeout = 30)
+{
+    /* a recreated under a new uid, and the new one is unusable: the old one is gone all the
+     * same, so its offer must not stay in the pool */
+    char big[400];
+    memset(big, 'v', 300);
+    big[300] = '\0';
+    fake_resp script[] = {
+            {.body = list_of("5", pod("a", "u1", "5", "Idle", ""))},
+            {.body = event("ADDED", pod("a", "u2", "6", "Idle", fmt(",\"big\":\"%s\"", big))),
+             .hold = true},
+    };
+    start(script, 2, NULL);
+    WAIT(has_event("withdraw a@5"), 5000);
+    cr_assert_str_eq(events(), "offer a@5, withdraw a@5");
+    WAIT(stats().pods == 0, 5000);
+    cr_assert_eq(stats().skipped, 1u);
+}
