@@ -22,4 +22,19 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   run build-asan "" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DPC_SANITIZE=address,undefined
 # TSan options and suppressions come with each test (tests/CMakeLists.txt).
 run build-tsan concurrency -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DPC_SANITIZE=thread
+# Fuzzing, bounded: every libFuzzer target of fuzz/ for PC_FUZZ_SECONDS (default 3) from its
+# seed corpus; a crash fails the run (docs/RELIABILITY.md). The seeds and reproducers also ran
+# above, in every build, as the fuzz_replay_* tests.
+if echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return d && n; }' |
+    clang -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1; then
+  echo "=== build-fuzz: configure + build"
+  cmake -S . -B build-fuzz -DPC_FUZZ=ON -DPC_BUILD_TESTS=OFF -DPC_BUILD_BENCH=OFF \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+    -DPC_SANITIZE=fuzzer-no-link,address,undefined >/dev/null
+  cmake --build build-fuzz -j "$jobs" --target fuzz_all >/dev/null
+  echo "=== build-fuzz: each target for ${PC_FUZZ_SECONDS:-3} s"
+  PC_FUZZ_SECONDS=${PC_FUZZ_SECONDS:-3} fuzz/run.sh build-fuzz
+else
+  echo "=== fuzzing skipped: clang's libFuzzer runtime (Debian libclang-rt-14-dev) is missing"
+fi
 echo "=== all test runs passed"

@@ -5,8 +5,10 @@
  * One thread per watched scope (a namespace + label selector podclaim.io/pool=<pool>):
  * paged LIST (limit/continue), then WATCH from the list's resourceVersion with bookmarks,
  * rotated every watch_timeout_s; 410 Gone -> relist and reconcile (vanished pods withdrawn);
- * network errors -> reconnect from the last seen resourceVersion with jittered, capped
- * exponential backoff. The pod cache (keyed namespace/name) is owned by that thread.
+ * network errors and silent watches (watchdog) -> reconnect from the last seen
+ * resourceVersion with jittered, capped exponential backoff (at least the Retry-After of a
+ * 429); three API errors on the watch in a row -> relist. The pod cache (keyed
+ * namespace/name) is owned by that thread; a LIST replaces it (it is authoritative).
  *
  * On every observed transition to idle (DESIGN.md §2: phase label Idle, status.phase Running,
  * condition Ready=True, no deletionTimestamp) the informer calls pc_pool_offer_idle with the
@@ -71,6 +73,9 @@ typedef struct pc_informer_config {
     int64_t backoff_initial_ns;    /* first reconnect delay; 0 = 100 ms; doubles, jittered */
     int64_t backoff_max_ns;        /* cap; 0 = 10 s */
     size_t max_event;              /* longest watch event line; 0 = 16 MiB (bigger: relist) */
+    int64_t watch_idle_timeout_ns; /* watchdog: a watch silent this long is restarted (a
+                                    * half-open connection); 0 = 90 s. Bookmarks, which the
+                                    * informer asks for, keep a live quiet watch talking. */
     pc_informer_observer observer; /* optional */
     void *observer_arg;
 } pc_informer_config;
@@ -115,6 +120,9 @@ typedef struct pc_informer_stats {
     uint64_t withdrawals;
     uint64_t resyncs;
     uint64_t errors;       /* malformed events/pages, oversized events */
+    uint64_t skipped;      /* well-formed pods we cannot hold (LIST or watch), skipped */
+    uint64_t stalls;       /* watches restarted by the watchdog (no bytes for too long) */
+    uint64_t throttled;    /* watches answered 429 (retried after Retry-After) */
     uint64_t pods;         /* pods in the cache now */
     uint64_t idle;         /* of which idle */
     int64_t synced_at_ns;  /* CLOCK_MONOTONIC of the first completed sync; 0 = not yet */

@@ -14,8 +14,10 @@
  *                 the server offers it over TLS).
  *
  * Security: TLS verification is on unless insecure_skip_tls_verify is set explicitly (then a
- * warning is logged). Tokens, Authorization headers and client keys never appear in a log
- * line or an error message: credentials live in one internal struct without a print function.
+ * warning is logged). Tokens, Authorization headers, client keys and credentials in a server
+ * URL never appear in a log line or an error message: credentials live in one internal struct
+ * without a print function, and every copy of a token we make is wiped before it is freed.
+ * No proxy is used unless one is configured (http_proxy & co. are ignored).
  *
  * Errors: functions return 0 or a negative errno and fill `err` (when not NULL) with a line
  * that says what failed on which object; err is NUL-terminated and truncated to errlen.
@@ -46,7 +48,8 @@ typedef void (*pc_kube_log_fn)(void *arg, int level, const char *line);
 /* Explicit connection settings. Strings are borrowed for the duration of pc_kube_client_new
  * (the client copies them). PEM "data" fields win over the matching file fields. */
 typedef struct pc_kube_options {
-    const char *server;  /* required: https://host:port or http://host:port, no path */
+    const char *server;  /* required: https://host:port or http://host:port (a path prefix is
+                          * kept), at most 512 bytes */
     const char *ca_file; /* PEM bundle trusted for the server; NULL = system store */
     const char *ca_pem;  /* PEM data, ca_pem_len bytes (0 = strlen) */
     size_t ca_pem_len;
@@ -59,7 +62,12 @@ typedef struct pc_kube_options {
     const char *token;             /* bearer token; NULL = none */
     const char *token_file;        /* bearer token read from here and re-read when the file
                                 * changes (service-account rotation); wins over token */
-    bool insecure_skip_tls_verify; /* explicit only; logs a warning */
+    bool insecure_skip_tls_verify; /* explicit only; logs a warning; refused with a CA */
+    const char *tls_server_name;   /* name for SNI and certificate verification instead of
+                                    * the server's host (kubeconfig tls-server-name); NULL =
+                                    * the host */
+    const char *proxy_url;         /* HTTP(S) proxy (kubeconfig proxy-url); NULL = none: the
+                                    * *_proxy environment variables are ignored */
     const char *default_namespace; /* informational: pc_kube_client_namespace(); NULL = "default" */
 
     int64_t connect_timeout_ns; /* 0 = 5 s */
@@ -74,18 +82,20 @@ typedef struct pc_kube_options {
 typedef struct pc_kube_client pc_kube_client;
 
 /* Create a client from explicit options. Thread: any. Blocking: reads token/PEM files.
- * Returns 0 and *out, or -EINVAL (no server, bad scheme, unreadable token file...), -ENOMEM;
- * *out unchanged on failure. */
+ * Returns 0 and *out, or -EINVAL (no server, bad scheme, a server URL over 512 bytes,
+ * insecure_skip_tls_verify with a CA, a tls_server_name that is no host name, unreadable
+ * token file...), -ENOMEM; *out unchanged on failure. */
 int pc_kube_client_new(const pc_kube_options *o, pc_kube_client **out, char *err, size_t errlen);
 
 /* Create a client from a kubeconfig file (the real format: clusters/users/contexts lists,
  * current-context). context NULL = current-context. Supported: server,
- * certificate-authority(-data), insecure-skip-tls-verify, token, tokenFile,
- * client-certificate(-data), client-key(-data), the context's namespace; relative paths are
+ * certificate-authority(-data), insecure-skip-tls-verify, tls-server-name, proxy-url, token,
+ * tokenFile, client-certificate(-data), client-key(-data), the context's namespace; relative paths are
  * relative to the file's folder. `tuning` supplies timeouts/limits/logging (its credential
  * and server fields are ignored); NULL = defaults. path NULL = $KUBECONFIG or ~/.kube/config.
  * Returns 0 and *out, -ENOENT (no file, context/cluster/user not found), -EINVAL (bad YAML,
- * missing server, exec/auth-provider users, which are unsupported), -ENOMEM. */
+ * missing server, exec/auth-provider users, which are unsupported), -EMSGSIZE (a file over
+ * 4 MiB), -ENOMEM. */
 int pc_kube_client_new_kubeconfig(const char *path, const char *context,
                                   const pc_kube_options *tuning, pc_kube_client **out, char *err,
                                   size_t errlen);
@@ -97,8 +107,8 @@ int pc_kube_client_new_kubeconfig(const char *path, const char *context,
 int pc_kube_client_new_in_cluster(const char *sa_dir, const pc_kube_options *tuning,
                                   pc_kube_client **out, char *err, size_t errlen);
 
-/* The server URL (no trailing slash) and the default namespace. Valid until the client is
- * freed. Thread: any. */
+/* The server URL as configured (no trailing slash; user:password@ in it shown as ***@) and
+ * the default namespace. Valid until the client is freed. Thread: any. */
 const char *pc_kube_client_server(const pc_kube_client *c);
 const char *pc_kube_client_namespace(const pc_kube_client *c);
 
@@ -152,7 +162,7 @@ long pc_kube_status_describe(long http_status, const char *body, size_t body_len
 /* Build the CAS PATCH body (strategic merge patch JSON) for `req` into buf. Returns the length,
  * or -EMSGSIZE (buf too small), -EINVAL (a label or annotation that would overwrite
  * podclaim.io/phase, podclaim.io/pool, podclaim.io/claim-id or podclaim.io/claimed-at; a
- * missing field; with a message in err). */
+ * missing field; a string that is not valid UTF-8; with a message in err). */
 int pc_kube_patch_body(const pc_cas_request *req, char *buf, size_t len, char *err, size_t errlen);
 
 /* ---- the CAS backend ---------------------------------------------------------------------- */
@@ -183,7 +193,9 @@ pc_backend *pc_kube_backend_iface(pc_kube_backend *kb);
 typedef struct pc_kube_backend_stats {
     uint64_t started;
     uint64_t outcomes[PC_CAS_OUTCOME_COUNT];
-    uint64_t connections; /* connections opened so far (keep-alive reuse keeps this low) */
+    uint64_t connections;  /* connections opened so far (keep-alive reuse keeps this low) */
+    uint64_t buffer_bytes; /* held by the response buffers between transfers; a buffer that
+                            * grew over 64 KiB is given back after its transfer */
 } pc_kube_backend_stats;
 void pc_kube_backend_stats_read(const pc_kube_backend *kb, pc_kube_backend_stats *out);
 

@@ -43,12 +43,12 @@ void pc__pod_clear(pc__pod *p)
     }
     free(p->labels);
     p->labels = NULL;
-    p->n_labels = 0;
+    p->n_labels = p->labels_cap = 0;
     for (size_t i = 0; i < p->n_containers; i++)
         free(p->containers[i]);
     free(p->containers);
     p->containers = NULL;
-    p->n_containers = 0;
+    p->n_containers = p->containers_cap = 0;
 }
 
 /* Read a string field into a fixed buffer; over-long is a semantic error (-EINVAL). */
@@ -67,6 +67,10 @@ static int field(pc__js *js, char *dst, size_t cap, const char *what, char *err,
     int n = pc__js_str(js, dst, cap);
     if (n == -EMSGSIZE) {
         snprintf(err, errlen, "pod %s longer than %zu bytes", what, cap - 1);
+        return -EINVAL;
+    }
+    if (n == -EINVAL) {
+        snprintf(err, errlen, "pod %s holds a NUL character", what);
         return -EINVAL;
     }
     return n < 0 ? -EBADMSG : 0;
@@ -92,6 +96,23 @@ static int add_label(pc__pod *p, size_t *cap, const char *k, const char *v)
     p->labels[p->n_labels].value = vd;
     p->n_labels++;
     return 0;
+}
+
+/* Lower-case letters, digits, '-' (and '.' in a subdomain), starting and ending alphanumeric. */
+static bool dns_name(const char *s, bool subdomain)
+{
+    size_t n = strlen(s);
+    if (!n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && c != '-' && !(subdomain && c == '.'))
+            return false;
+        if ((i == 0 || i == n - 1) && !alnum)
+            return false;
+    }
+    return true;
 }
 
 /* The worst of two results: syntax errors beat allocation failures beat semantic ones. */
@@ -132,7 +153,7 @@ static int scan_metadata(pc__js *js, pc__pod *p, bool *have_name, bool *have_ns,
             /* Kubernetes bounds label keys at 317 bytes (prefix 253 + '/' + name 63) and
              * values at 63; longer ones cannot come from a real server: rejected. */
             char lk[320], lv[256];
-            size_t cap = 0;
+            size_t *cap = &p->labels_cap; /* not 0: "labels" may come twice (fuzz_pod) */
             int lrc;
             pc__js_obj_begin(js);
             while ((lrc = pc__js_obj_key(js, lk, sizeof(lk))) == 1) {
@@ -141,7 +162,9 @@ static int scan_metadata(pc__js *js, pc__pod *p, bool *have_name, bool *have_ns,
                     continue;
                 }
                 int n = pc__js_str(js, lv, sizeof(lv));
-                if (n == -EMSGSIZE || !lk[0]) {
+                if (n == -EMSGSIZE || n == -EINVAL || !lk[0]) {
+                    /* also a key or value holding a \u0000 (read as ""): never a shortened
+                     * key that could pass for podclaim.io/phase */
                     snprintf(err, errlen, "pod label key or value out of bounds");
                     r = worst(r, -EINVAL);
                     continue;
@@ -150,7 +173,14 @@ static int scan_metadata(pc__js *js, pc__pod *p, bool *have_name, bool *have_ns,
                     r = -EBADMSG;
                     break;
                 }
-                r = worst(r, add_label(p, &cap, lk, lv));
+                if (!strcmp(lk, "podclaim.io/phase") && pc__pod_label(p, lk)) {
+                    /* Go keeps the last of duplicate keys, our label lookup the first: an
+                     * object that can mean two phases is refused. */
+                    snprintf(err, errlen, "pod label podclaim.io/phase given twice");
+                    r = worst(r, -EINVAL);
+                    continue;
+                }
+                r = worst(r, add_label(p, cap, lk, lv));
                 if (!strcmp(lk, "podclaim.io/phase")) {
                     /* longer than any phase name: kept as "", which is no phase at all */
                     size_t vl = strlen(lv);
@@ -183,7 +213,7 @@ static int scan_spec(pc__js *js, pc__pod *p)
                 return -EBADMSG;
             continue;
         }
-        size_t cap = 0;
+        size_t *cap = &p->containers_cap; /* "containers" may come twice */
         pc__js_arr_begin(js);
         while ((rc = pc__js_arr_next(js)) == 1) {
             if (pc__js_peek(js) != '{') {
@@ -205,15 +235,15 @@ static int scan_spec(pc__js *js, pc__pod *p)
                     return n;
                 if (n < 0)
                     continue; /* an over-long container name is not kept */
-                if (p->n_containers == cap) {
-                    size_t nc = cap ? cap * 2 : 4;
+                if (p->n_containers == *cap) {
+                    size_t nc = *cap ? *cap * 2 : 4;
                     char **c = realloc(p->containers, nc * sizeof(char *));
                     if (!c) {
                         res = -ENOMEM;
                         continue;
                     }
                     p->containers = c;
-                    cap = nc;
+                    *cap = nc;
                 }
                 if (!(p->containers[p->n_containers] = strdup(name)))
                     res = -ENOMEM;
@@ -320,6 +350,14 @@ int pc__pod_scan(pc__js *js, pc__pod *p, char *err, size_t errlen)
                  !have_name ? "metadata.name"
                  : !have_ns ? "metadata.namespace"
                             : "metadata.resourceVersion");
+        return -EINVAL;
+    }
+    /* The name goes into the PATCH URL and the pool's keys: what Kubernetes allows (a DNS
+     * subdomain; a namespace is a DNS label), nothing a server could smuggle in beside it. */
+    if (!dns_name(p->name, true) || !dns_name(p->namespace_, false)) {
+        snprintf(err, errlen, "pod metadata.%s is no DNS %s",
+                 !dns_name(p->name, true) ? "name" : "namespace",
+                 !dns_name(p->name, true) ? "subdomain" : "label");
         return -EINVAL;
     }
     return 0;

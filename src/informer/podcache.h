@@ -32,8 +32,11 @@ typedef struct pc__pod {
     uint32_t seen_gen;         /* the LIST generation that last saw it (relist sweep) */
     pc_kv *labels;             /* n_labels entries; strings owned */
     size_t n_labels;
+    size_t labels_cap; /* entries allocated: kept with the array, since a document may carry
+                         * "labels" (or "metadata") more than once and each adds to it */
     char **containers; /* spec.containers[].name; owned */
     size_t n_containers;
+    size_t containers_cap;
 } pc__pod;
 
 /* DESIGN.md §2: phase Idle, status.phase Running, Ready=True, not being deleted. */
@@ -41,7 +44,8 @@ bool pc__pod_is_idle(const pc__pod *p);
 
 /* Fill `p` (zeroed by the caller) from the Pod object at the scanner's cursor, consuming it.
  * Returns 0; -EINVAL with err set for well-formed JSON that is no usable pod (no
- * metadata.name/namespace/resourceVersion, an over-long field), the object consumed all the
+ * metadata.name/namespace/resourceVersion, a name that is no DNS subdomain or a namespace no
+ * DNS label, an over-long field, podclaim.io/phase given twice), the object consumed all the
  * same; -EBADMSG for malformed JSON (err says where); -ENOMEM. On failure p holds nothing to
  * free beyond pc__pod_clear. */
 int pc__pod_scan(pc__js *js, pc__pod *p, char *err, size_t errlen);

@@ -37,18 +37,29 @@
 #define PC__CAS_DEFAULT_MAX_BODY ((size_t)1 << 20)
 #define PC__CAS_DEFAULT_MAX_REQ ((size_t)64 << 10)
 #define PC__CAS_MIN_TIMEOUT_MS 50L
+#define PC__CAS_KEEP_BUF ((size_t)64 << 10) /* a response buffer beyond this is given back */
+
+/* The request headers, one list shared by every slot (one copy of the bearer token, not one
+ * per slot). Rebuilt when the token rotates; a transfer in flight keeps the list it started
+ * with, since curl reads CURLOPT_HTTPHEADER until the transfer ends: hence the count. */
+typedef struct hdrs {
+    struct curl_slist *list;
+    uint64_t gen;  /* token generation it was built with */
+    uint32_t refs; /* kb->hdr's own + one per slot using it; under kb->lock */
+} hdrs;
 
 typedef struct slot {
     struct slot *next; /* free list or submit queue */
     pc_kube_backend *kb;
     CURL *easy;
-    struct curl_slist *headers;
-    uint64_t headers_gen; /* token generation the headers were built with */
-    bool active;          /* added to the multi (multi thread only) */
-    bool too_big;         /* response over max_body */
+    hdrs *hdr;         /* the headers this transfer uses (a counted reference) */
+    bool active;       /* added to the multi (multi thread only) */
+    bool truncated;    /* response over max_body: the rest was read and dropped */
+    size_t path_off;   /* url + path_off is the path (messages show the redacted server) */
+    size_t resp_bytes; /* resp.cap as counted in buffer_bytes (multi thread only) */
     pc_cas_done_fn done;
     void *token;
-    char url[PC_NAME_MAX + PC_NAMESPACE_MAX + 512];
+    char url[PC__KUBE_URL_MAX];
     char errbuf[CURL_ERROR_SIZE];
     char *req; /* max_request bytes */
     pc__buf resp;
@@ -66,16 +77,89 @@ struct pc_kube_backend {
     pthread_t thread;
     bool thread_started;
 
-    pthread_mutex_t lock; /* protects free_list, sub_head, sub_tail, stopping */
+    pthread_mutex_t lock; /* protects free_list, sub_head, sub_tail, stopping, hdr, refs */
     slot *free_list;
     slot *sub_head, *sub_tail;
     bool stopping;
+    hdrs *hdr; /* the current headers */
 
     /* statistics: relaxed counters, each independent (read by stats_read on any thread) */
     _Atomic uint64_t started;
     _Atomic uint64_t outcomes[PC_CAS_OUTCOME_COUNT];
     _Atomic uint64_t connections;
+    _Atomic uint64_t buffer_bytes;
 };
+
+static void hdrs_free(hdrs *h)
+{
+    if (!h)
+        return;
+    pc__kube_headers_free(h->list);
+    free(h);
+}
+
+static hdrs *hdrs_build(pc_kube_client *c)
+{
+    hdrs *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    h->list = pc__kube_headers(c, "application/strategic-merge-patch+json", &h->gen);
+    if (!h->list) {
+        free(h);
+        return NULL;
+    }
+    h->refs = 1;
+    return h;
+}
+
+/* Drop one reference; returns the list to free (after unlocking) when it was the last. */
+static hdrs *hdrs_unref_locked(hdrs *h)
+{
+    return h && --h->refs == 0 ? h : NULL;
+}
+
+/* Give a slot back: its header reference, then the slot to the free list. */
+static void slot_put(pc_kube_backend *kb, slot *s)
+{
+    pthread_mutex_lock(&kb->lock);
+    hdrs *gone = hdrs_unref_locked(s->hdr);
+    s->hdr = NULL;
+    s->next = kb->free_list;
+    kb->free_list = s;
+    pthread_mutex_unlock(&kb->lock);
+    hdrs_free(gone);
+}
+
+/* A reference to headers carrying the current token (built when it rotated). Thread: any
+ * CAS worker. Returns NULL on allocation failure. */
+static hdrs *hdrs_get(pc_kube_backend *kb)
+{
+    uint64_t gen = pc__kube_token_gen(kb->client);
+    hdrs *h = NULL, *built = NULL, *gone = NULL;
+    pthread_mutex_lock(&kb->lock);
+    if (kb->hdr && kb->hdr->gen == gen) {
+        h = kb->hdr;
+        h->refs++;
+    }
+    pthread_mutex_unlock(&kb->lock);
+    if (h)
+        return h;
+    /* built without the lock: it takes the credentials lock and allocates */
+    if (!(built = hdrs_build(kb->client)))
+        return NULL;
+    pthread_mutex_lock(&kb->lock);
+    if (!kb->hdr || kb->hdr->gen < built->gen) {
+        gone = hdrs_unref_locked(kb->hdr);
+        kb->hdr = built;
+        built = NULL;
+    }
+    h = kb->hdr; /* ours, or one another worker built meanwhile */
+    h->refs++;
+    pthread_mutex_unlock(&kb->lock);
+    hdrs_free(gone);
+    hdrs_free(built);
+    return h;
+}
 
 static bool valid_dns(const char *s, size_t max)
 {
@@ -120,34 +204,29 @@ static int cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn do
                  req->pod.name);
     else
         len = pc_kube_patch_body(req, s->req, kb->max_request, msg, sizeof(msg));
+    char path[sizeof(s->url)];
+    if (len >= 0) {
+        snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", req->pod.namespace_,
+                 req->pod.name);
+        /* Cannot fail for a server the client accepted and a valid name; never send a cut
+         * URL if it does. */
+        if (pc__kube_url(kb->client, path, s->url, sizeof(s->url))) {
+            snprintf(msg, sizeof(msg), "pod %s/%s: PATCH URL too long", req->pod.namespace_,
+                     req->pod.name);
+            len = -EMSGSIZE;
+        }
+    }
     if (len < 0) {
         /* Bad claim options: no request is sent; the claim fails without retry. */
-        pthread_mutex_lock(&kb->lock);
-        s->next = kb->free_list;
-        kb->free_list = s;
-        pthread_mutex_unlock(&kb->lock);
+        slot_put(kb, s);
         atomic_fetch_add_explicit(&kb->started, 1, memory_order_relaxed);
         report(kb, done, token, PC_CAS_INVALID, NULL, msg, 0);
         return 0;
     }
-    char path[sizeof(s->url)];
-    snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", req->pod.namespace_,
-             req->pod.name);
-    pc__kube_url(kb->client, path, s->url, sizeof(s->url));
-
-    uint64_t gen = pc__kube_token_gen(kb->client);
-    if (!s->headers || gen != s->headers_gen) {
-        struct curl_slist *h = pc__kube_headers(
-                kb->client, "application/strategic-merge-patch+json", &s->headers_gen);
-        if (!h) {
-            pthread_mutex_lock(&kb->lock);
-            s->next = kb->free_list;
-            kb->free_list = s;
-            pthread_mutex_unlock(&kb->lock);
-            return -ENOMEM;
-        }
-        curl_slist_free_all(s->headers);
-        s->headers = h;
+    s->path_off = strlen(kb->client->server);
+    if (!(s->hdr = hdrs_get(kb))) {
+        slot_put(kb, s);
+        return -ENOMEM;
     }
     int64_t timeout = kb->timeout_ns;
     if (req->deadline_ns > 0) {
@@ -161,21 +240,20 @@ static int cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn do
 
     CURL *e = s->easy;
     curl_easy_setopt(e, CURLOPT_URL, s->url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->hdr->list);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)len);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, s->req);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, tms);
     pc__buf_reset(&s->resp);
-    s->too_big = false;
+    s->truncated = false;
     s->done = done;
     s->token = token;
     s->next = NULL;
 
     pthread_mutex_lock(&kb->lock);
     if (kb->stopping) {
-        s->next = kb->free_list;
-        kb->free_list = s;
         pthread_mutex_unlock(&kb->lock);
+        slot_put(kb, s);
         return -ESHUTDOWN;
     }
     bool was_empty = kb->sub_head == NULL;
@@ -194,21 +272,23 @@ static int cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn do
     return 0;
 }
 
+/* A body over max_body is read to its end and dropped beyond the limit, never a reason to
+ * fail the transfer: a 2xx means the PATCH applied, whatever the size of the pod it returns
+ * (failing it would report RETRYABLE and orphan a claimed pod). */
 static size_t on_write(char *p, size_t size, size_t n, void *arg)
 {
     slot *s = arg;
-    if (pc__buf_append(&s->resp, p, size * n) != 0) {
-        s->too_big = true;
-        return 0;
-    }
+    if (!s->truncated && pc__buf_append(&s->resp, p, size * n) != 0)
+        s->truncated = true;
     return size * n;
 }
 
 /* The new resourceVersion from a 2xx body (the patched pod), by the pull scanner: a full
- * jansson tree of a pod costs ~75 us here, this ~5 us (see jscan.h). */
+ * jansson tree of a pod costs ~75 us here, this ~5 us (see jscan.h). The body may be cut at
+ * max_body: kube-apiserver writes resourceVersion among the first metadata fields. */
 static bool new_rv_of(const char *body, size_t len, char *rv, size_t rvlen)
 {
-    return body && pc__js_metadata_rv(body, len, rv, rvlen) > 0;
+    return body && pc__js_metadata_rv_prefix(body, len, rv, rvlen) > 0;
 }
 
 /* A transfer ended: map it, free the slot, then report (no lock held, slot already reusable
@@ -230,20 +310,20 @@ static void finish(pc_kube_backend *kb, slot *s, CURLcode cr)
     char msg[320];
     char rv[PC_RV_MAX] = "";
     int64_t retry_after = 0;
+    const char *shown = kb->client->server_shown, *path = s->url + s->path_off;
     msg[0] = '\0';
-    if (cr != CURLE_OK) {
-        oc = PC_CAS_RETRYABLE;
-        if (s->too_big)
-            snprintf(msg, sizeof(msg), "PATCH %.200s: response exceeds %zu bytes", s->url,
-                     kb->max_body);
-        else
-            pc__kube_curl_error(cr, s->errbuf, "PATCH", msg, sizeof(msg));
-    } else if (status >= 200 && status < 300) {
+    if (status >= 200 && status < 300) {
+        /* Won, even when the body was cut at max_body or the transfer failed after the
+         * status line: the server answers 2xx only once the update is stored. */
         oc = PC_CAS_WON;
         if (!new_rv_of(s->resp.data, s->resp.len, rv, sizeof(rv)))
             pc__kube_log(kb->client, PC_KUBE_LOG_WARN,
-                         "url=%s msg=\"claim won but the response carries no resourceVersion\"",
-                         s->url);
+                         "url=%s%s msg=\"claim won but the response carries no resourceVersion"
+                         "%s\"",
+                         shown, path, s->truncated ? " in its first bytes" : "");
+    } else if (cr != CURLE_OK) {
+        oc = PC_CAS_RETRYABLE;
+        pc__kube_curl_error(cr, s->errbuf, "PATCH", msg, sizeof(msg));
     } else {
         pc_kube_status_describe(status, s->resp.data, s->resp.len, msg, sizeof(msg));
         if (status == 409)
@@ -260,10 +340,15 @@ static void finish(pc_kube_backend *kb, slot *s, CURLcode cr)
     pc_cas_done_fn done = s->done;
     void *token = s->token;
     s->done = NULL;
-    pthread_mutex_lock(&kb->lock);
-    s->next = kb->free_list;
-    kb->free_list = s;
-    pthread_mutex_unlock(&kb->lock);
+    /* A spike of big answers must not leave up to max_body x max_inflight allocated. */
+    if (s->resp.cap > PC__CAS_KEEP_BUF)
+        pc__buf_fini(&s->resp);
+    if (s->resp.cap != s->resp_bytes) {
+        atomic_fetch_add_explicit(&kb->buffer_bytes, (uint64_t)s->resp.cap - s->resp_bytes,
+                                  memory_order_relaxed);
+        s->resp_bytes = s->resp.cap;
+    }
+    slot_put(kb, s);
     report(kb, done, token, oc, oc == PC_CAS_WON ? rv : NULL, oc == PC_CAS_WON ? NULL : msg,
            retry_after);
 }
@@ -295,10 +380,7 @@ static void *backend_main(void *arg)
             } else {
                 pc_cas_done_fn done = s->done;
                 void *token = s->token;
-                pthread_mutex_lock(&kb->lock);
-                s->next = kb->free_list;
-                kb->free_list = s;
-                pthread_mutex_unlock(&kb->lock);
+                slot_put(kb, s);
                 report(kb, done, token, PC_CAS_RETRYABLE, NULL, "curl_multi_add_handle failed", 0);
             }
             s = n;
@@ -328,6 +410,7 @@ static void *backend_main(void *arg)
         pc_cas_done_fn done = s->done;
         void *token = s->token;
         s->done = NULL;
+        slot_put(kb, s);
         report(kb, done, token, PC_CAS_RETRYABLE, NULL, "kube backend stopped", 0);
     }
     return NULL;
@@ -363,6 +446,8 @@ int pc_kube_backend_new(pc_kube_client *c, const pc_kube_backend_options *o, pc_
     curl_multi_setopt(kb->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)conns);
     curl_multi_setopt(kb->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)conns);
     curl_multi_setopt(kb->multi, CURLMOPT_MAXCONNECTS, (long)conns);
+    if (!(kb->hdr = hdrs_build(c)))
+        goto fail;
     for (uint32_t i = 0; i < kb->n_slots; i++) {
         slot *s = &kb->slots[i];
         s->kb = kb;
@@ -414,6 +499,7 @@ void pc_kube_backend_stats_read(const pc_kube_backend *kb, pc_kube_backend_stats
     for (int i = 0; i < PC_CAS_OUTCOME_COUNT; i++)
         out->outcomes[i] = atomic_load_explicit(&m->outcomes[i], memory_order_relaxed);
     out->connections = atomic_load_explicit(&m->connections, memory_order_relaxed);
+    out->buffer_bytes = atomic_load_explicit(&m->buffer_bytes, memory_order_relaxed);
 }
 
 void pc_kube_backend_free(pc_kube_backend *kb)
@@ -431,11 +517,11 @@ void pc_kube_backend_free(pc_kube_backend *kb)
         slot *s = &kb->slots[i];
         if (s->easy)
             curl_easy_cleanup(s->easy);
-        curl_slist_free_all(s->headers);
         free(s->req);
         pc__buf_fini(&s->resp);
     }
     free(kb->slots);
+    hdrs_free(kb->hdr); /* every slot gave its reference back (the thread is joined) */
     if (kb->multi)
         curl_multi_cleanup(kb->multi);
     pthread_mutex_destroy(&kb->lock);

@@ -86,7 +86,18 @@ int pc__buf_append(pc__buf *b, const void *p, size_t n)
             cap *= 2;
         if (cap > b->max + 1)
             cap = b->max + 1;
-        char *d = realloc(b->data, cap);
+        char *d;
+        if (b->secret) {
+            /* realloc would free the old block as it is: copy, then wipe it ourselves */
+            d = malloc(cap);
+            if (d && b->data) {
+                memcpy(d, b->data, b->len + 1);
+                explicit_bzero(b->data, b->cap);
+                free(b->data);
+            }
+        } else {
+            d = realloc(b->data, cap);
+        }
         if (!d)
             return -ENOMEM;
         b->data = d;
@@ -107,6 +118,8 @@ void pc__buf_reset(pc__buf *b)
 
 void pc__buf_fini(pc__buf *b)
 {
+    if (b->secret && b->data)
+        explicit_bzero(b->data, b->cap);
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
@@ -114,14 +127,17 @@ void pc__buf_fini(pc__buf *b)
 
 /* ---- credentials -------------------------------------------------------------------------- */
 
-/* Read a whole small file. Returns 0 and a malloc'd NUL-terminated copy, or a negative errno. */
-static int read_file(const char *path, size_t max, char **out, size_t *out_len)
+/* Read a whole small secret file. Returns 0 and a malloc'd NUL-terminated copy of *out_cap
+ * bytes, or a negative errno. No copy is left behind unwiped (stdio's buffer is off). */
+static int read_secret_file(const char *path, size_t max, char **out, size_t *out_cap)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         return -errno;
+    setvbuf(f, NULL, _IONBF, 0);
     pc__buf b;
     pc__buf_init(&b, max);
+    b.secret = true;
     char chunk[4096];
     size_t n;
     int rc = 0;
@@ -130,6 +146,7 @@ static int read_file(const char *path, size_t max, char **out, size_t *out_len)
         if (rc)
             break;
     }
+    explicit_bzero(chunk, sizeof(chunk));
     if (!rc && ferror(f))
         rc = -EIO;
     fclose(f);
@@ -142,9 +159,18 @@ static int read_file(const char *path, size_t max, char **out, size_t *out_len)
         return rc;
     }
     *out = b.data;
-    if (out_len)
-        *out_len = b.len;
+    *out_cap = b.cap;
     return 0;
+}
+
+static void token_free(pc__kube_creds *cr)
+{
+    if (cr->token) {
+        explicit_bzero(cr->token, cr->token_cap);
+        free(cr->token);
+    }
+    cr->token = NULL;
+    cr->token_cap = 0;
 }
 
 /* Trim whitespace (token files end in "\n"). */
@@ -173,7 +199,8 @@ static int token_refresh_locked(pc__kube_creds *cr, bool force, char *err, size_
         st.st_mtim.tv_nsec == cr->token_mtime.tv_nsec && st.st_size == cr->token_size)
         return 0;
     char *t;
-    int rc = read_file(cr->token_file, PC__KUBE_TOKEN_MAX, &t, NULL);
+    size_t cap;
+    int rc = read_secret_file(cr->token_file, PC__KUBE_TOKEN_MAX, &t, &cap);
     if (rc) {
         pc__kube_errf(err, errlen, "token file %s: %s", cr->token_file, strerror(-rc));
         return rc;
@@ -181,8 +208,10 @@ static int token_refresh_locked(pc__kube_creds *cr, bool force, char *err, size_
     trim(t);
     if (!cr->token || strcmp(cr->token, t) != 0)
         cr->token_gen++;
-    free(cr->token);
+    /* The old token is wiped, not just freed: freed memory is handed out again. */
+    token_free(cr);
     cr->token = t;
+    cr->token_cap = cap;
     cr->token_mtime = st.st_mtim;
     cr->token_size = st.st_size;
     return 0;
@@ -234,8 +263,9 @@ struct curl_slist *pc__kube_headers(pc_kube_client *c, const char *content_type,
         if (a) {
             snprintf(a, n, "Authorization: Bearer %s", c->creds.token);
             t = curl_slist_append(h, a);
-            /* The header held the secret: wipe before free. */
-            memset(a, 0, n);
+            /* The header held the secret: wipe before free (explicit_bzero: a memset
+             * before free may be optimised away). */
+            explicit_bzero(a, n);
             free(a);
         }
         if (!a || !t) {
@@ -250,8 +280,16 @@ struct curl_slist *pc__kube_headers(pc_kube_client *c, const char *content_type,
         *gen = g;
     return h;
 fail:
-    curl_slist_free_all(h);
+    pc__kube_headers_free(h);
     return NULL;
+}
+
+void pc__kube_headers_free(struct curl_slist *h)
+{
+    for (struct curl_slist *n = h; n; n = n->next)
+        if (n->data)
+            explicit_bzero(n->data, strlen(n->data));
+    curl_slist_free_all(h);
 }
 
 /* ---- easy handle setup -------------------------------------------------------------------- */
@@ -275,6 +313,12 @@ int pc__kube_easy_setup(pc_kube_client *c, CURL *e, char *errbuf)
     SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
     SETOPT(e, CURLOPT_TCP_NODELAY, 1L);
     SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* "" disables proxies, also those of http_proxy / https_proxy / all_proxy: a variable
+     * meant for other tools would otherwise get our bearer token, in clear text for an
+     * http:// server. A proxy is used only when configured (kubeconfig proxy-url). */
+    SETOPT(e, CURLOPT_PROXY, c->proxy ? c->proxy : "");
+    if (c->connect_to)
+        SETOPT(e, CURLOPT_CONNECT_TO, c->connect_to);
     /* HTTP/2 only where ALPN offers it over TLS; cleartext stays HTTP/1.1 keep-alive
      * (h2c upgrade is a round trip the API server does not need). */
     SETOPT(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
@@ -466,10 +510,82 @@ static int blob_dup(struct curl_blob *b, const char *p, size_t n)
 static void blob_free(struct curl_blob *b)
 {
     if (b->data) {
-        memset(b->data, 0, b->len); /* may be a private key */
+        explicit_bzero(b->data, b->len); /* may be a private key */
         free(b->data);
     }
     b->data = NULL;
+}
+
+/* The URL for messages: "user:password@" in the authority shown as "***@" (a server URL may
+ * carry basic-auth credentials; no error message or log line repeats them). malloc'd. */
+static char *redact_url(const char *url)
+{
+    const char *auth = strstr(url, "://");
+    auth = auth ? auth + 3 : url;
+    size_t alen = strcspn(auth, "/?#");
+    const char *at = memrchr(auth, '@', alen);
+    char *r = NULL;
+    if (!at)
+        return strdup(url);
+    if (asprintf(&r, "%.*s***%s", (int)(auth - url), url, at) < 0)
+        return NULL;
+    return r;
+}
+
+/* tls-server-name: TLS (SNI and certificate verification) uses `name`, the TCP connection
+ * goes to the server's own host and port. curl has no SNI option of its own, so the request
+ * URL names `name` and CURLOPT_CONNECT_TO maps name:port to the real host:port, which is what
+ * client-go's TLSClientConfig.ServerName amounts to. */
+static int apply_server_name(pc_kube_client *c, const char *name, char *err, size_t errlen)
+{
+    if (!name[0] || strlen(name) > 253 ||
+        strspn(name, "abcdefghijklmnopqrstuvwxyz"
+                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != strlen(name)) {
+        pc__kube_errf(err, errlen, "kube client %s: tls-server-name \"%.64s\" is no host name",
+                      c->server_shown, name);
+        return -EINVAL;
+    }
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL, *url = NULL, *ct = NULL;
+    int rc = -ENOMEM;
+    if (!u)
+        goto out;
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, c->server, 0);
+    if (!uc)
+        uc = curl_url_get(u, CURLUPART_HOST, &host, 0);
+    if (!uc)
+        uc = curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+    if (!uc)
+        uc = curl_url_set(u, CURLUPART_HOST, name, 0);
+    if (!uc)
+        uc = curl_url_get(u, CURLUPART_URL, &url, 0);
+    if (uc) {
+        pc__kube_errf(err, errlen, "kube client %s: %s", c->server_shown, curl_url_strerror(uc));
+        rc = uc == CURLUE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
+        goto out;
+    }
+    if (asprintf(&ct, "%s:%s:%s:%s", name, port, host, port) < 0) {
+        ct = NULL;
+        goto out;
+    }
+    if (!(c->connect_to = curl_slist_append(NULL, ct)))
+        goto out;
+    size_t n = strlen(url);
+    while (n && url[n - 1] == '/')
+        url[--n] = '\0';
+    char *s = strdup(url);
+    if (!s)
+        goto out;
+    free(c->server);
+    c->server = s;
+    rc = 0;
+out:
+    free(ct);
+    curl_free(url);
+    curl_free(port);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return rc;
 }
 
 int pc_kube_client_new(const pc_kube_options *o, pc_kube_client **out, char *err, size_t errlen)
@@ -478,29 +594,67 @@ int pc_kube_client_new(const pc_kube_options *o, pc_kube_client **out, char *err
         pc__kube_errf(err, errlen, "kube client: no server given");
         return -EINVAL;
     }
+    char *shown = redact_url(o->server);
+    if (!shown) {
+        pc__kube_errf(err, errlen, "kube client: out of memory");
+        return -ENOMEM;
+    }
     bool https = strncmp(o->server, "https://", 8) == 0;
+    int rc = -EINVAL;
     if (!https && strncmp(o->server, "http://", 7) != 0) {
-        pc__kube_errf(err, errlen, "kube client: server %s: scheme must be https:// or http://",
-                      o->server);
-        return -EINVAL;
+        pc__kube_errf(err, errlen, "kube client: server %.200s: scheme must be https:// or http://",
+                      shown);
+        goto fail_early;
+    }
+    if (strlen(o->server) > PC__KUBE_SERVER_MAX) {
+        /* a PATCH URL would not fit its slot's buffer and be cut */
+        pc__kube_errf(err, errlen, "kube client: server URL %.64s... is longer than %d bytes",
+                      shown, PC__KUBE_SERVER_MAX);
+        goto fail_early;
+    }
+    if (o->insecure_skip_tls_verify && (o->ca_file || o->ca_pem)) {
+        /* kubectl / client-go refuse this too: the CA would be silently ignored, and the
+         * user likely believes the server is verified. */
+        pc__kube_errf(err, errlen,
+                      "kube client %s: insecure-skip-tls-verify together with a certificate "
+                      "authority is not allowed (remove one of them)",
+                      shown);
+        goto fail_early;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         pc__kube_errf(err, errlen, "kube client: curl_global_init failed");
-        return -ENOMEM;
+        rc = -ENOMEM;
+        goto fail_early;
     }
     pc_kube_client *c = calloc(1, sizeof(*c));
-    int rc = -ENOMEM;
+    rc = -ENOMEM;
     bool oom = false;
     if (!c)
         goto fail_global;
     pthread_mutex_init(&c->creds.lock, NULL);
+    c->server_shown = shown;
+    shown = NULL;
     c->server = dup_opt(o->server, &oom);
     c->namespace_ = dup_opt(o->default_namespace ? o->default_namespace : "default", &oom);
+    c->proxy = dup_opt(o->proxy_url && o->proxy_url[0] ? o->proxy_url : NULL, &oom);
     if (oom)
         goto fail;
     size_t sl = strlen(c->server);
     while (sl && c->server[sl - 1] == '/')
         c->server[--sl] = '\0';
+    sl = strlen(c->server_shown);
+    while (sl && c->server_shown[sl - 1] == '/')
+        c->server_shown[--sl] = '\0';
+    if (o->tls_server_name && o->tls_server_name[0]) {
+        if ((rc = apply_server_name(c, o->tls_server_name, err, errlen)))
+            goto fail_msg;
+        if (strlen(c->server) > PC__KUBE_SERVER_MAX) {
+            pc__kube_errf(err, errlen, "kube client %s: URL with tls-server-name longer than %d",
+                          c->server_shown, PC__KUBE_SERVER_MAX);
+            rc = -EINVAL;
+            goto fail_msg;
+        }
+    }
     c->https = https;
     c->insecure = o->insecure_skip_tls_verify;
     c->connect_timeout_ns =
@@ -517,8 +671,10 @@ int pc_kube_client_new(const pc_kube_options *o, pc_kube_client **out, char *err
     cr->cert_file = dup_opt(o->client_cert_file, &oom);
     cr->key_file = dup_opt(o->client_key_file, &oom);
     cr->token_file = dup_opt(o->token_file, &oom);
-    if (!o->token_file)
+    if (!o->token_file) {
         cr->token = dup_opt(o->token && o->token[0] ? o->token : NULL, &oom);
+        cr->token_cap = cr->token ? strlen(cr->token) + 1 : 0;
+    }
     if (oom || blob_dup(&cr->ca, o->ca_pem, o->ca_pem_len) ||
         blob_dup(&cr->cert, o->client_cert_pem, o->client_cert_pem_len) ||
         blob_dup(&cr->key, o->client_key_pem, o->client_key_pem_len))
@@ -535,27 +691,30 @@ int pc_kube_client_new(const pc_kube_options *o, pc_kube_client **out, char *err
         pc__kube_log(c, PC_KUBE_LOG_WARN,
                      "server=%s msg=\"TLS certificate verification disabled "
                      "(insecure-skip-tls-verify): the connection can be intercepted\"",
-                     c->server);
+                     c->server_shown);
     if (!https && (cr->token || cr->token_file))
         pc__kube_log(c, PC_KUBE_LOG_WARN, "server=%s msg=\"bearer token sent over cleartext http\"",
-                     c->server);
+                     c->server_shown);
     *out = c;
     return 0;
 
 fail:
     if (rc == -ENOMEM)
-        pc__kube_errf(err, errlen, "kube client %s: out of memory", o->server);
+        pc__kube_errf(err, errlen, "kube client %s: out of memory", c->server_shown);
+fail_msg:
     pc_kube_client_free(c);
     return rc;
 fail_global:
-    pc__kube_errf(err, errlen, "kube client %s: out of memory", o->server);
+    pc__kube_errf(err, errlen, "kube client %s: out of memory", shown);
     curl_global_cleanup();
+fail_early:
+    free(shown);
     return rc;
 }
 
 const char *pc_kube_client_server(const pc_kube_client *c)
 {
-    return c->server;
+    return c->server_shown;
 }
 
 const char *pc_kube_client_namespace(const pc_kube_client *c)
@@ -568,10 +727,7 @@ void pc_kube_client_free(pc_kube_client *c)
     if (!c)
         return;
     pc__kube_creds *cr = &c->creds;
-    if (cr->token) {
-        memset(cr->token, 0, strlen(cr->token));
-        free(cr->token);
-    }
+    token_free(cr);
     free(cr->token_file);
     free(cr->ca_file);
     free(cr->cert_file);
@@ -581,6 +737,9 @@ void pc_kube_client_free(pc_kube_client *c)
     blob_free(&cr->key);
     pthread_mutex_destroy(&cr->lock);
     free(c->server);
+    free(c->server_shown);
+    free(c->proxy);
+    curl_slist_free_all(c->connect_to);
     free(c->namespace_);
     free(c);
     curl_global_cleanup();
@@ -591,16 +750,17 @@ int pc_kube_client_check(pc_kube_client *c, char *err, size_t errlen)
     pc_kube_conn *k;
     int rc = pc_kube_conn_new(c, &k);
     if (rc) {
-        pc__kube_errf(err, errlen, "kube client %s: out of memory", c->server);
+        pc__kube_errf(err, errlen, "kube client %s: out of memory", c->server_shown);
         return rc;
     }
     pc_kube_response r;
     rc = pc_kube_conn_request(k, "GET", "/api", NULL, NULL, 0, &r);
     if (rc == 0 && (r.status == 401 || r.status == 403)) {
-        pc__kube_errf(err, errlen, "server %s rejected the credentials: %s", c->server, r.error);
+        pc__kube_errf(err, errlen, "server %s rejected the credentials: %s", c->server_shown,
+                      r.error);
         rc = -EACCES;
     } else if (rc == 0 && r.status >= 300) {
-        pc__kube_errf(err, errlen, "server %s: GET /api: %s", c->server, r.error);
+        pc__kube_errf(err, errlen, "server %s: GET /api: %s", c->server_shown, r.error);
         rc = -EIO;
     } else if (rc) {
         pc__kube_errf(err, errlen, "%s", r.error);

@@ -16,6 +16,7 @@
 
 #define PC__KUBE_429_RETRIES 3
 #define PC__KUBE_429_MAX_WAIT_NS (10LL * 1000000000LL)
+#define PC__KUBE_KEEP_BUF ((size_t)64 << 10) /* a framer buffer beyond this is not kept */
 
 struct pc_kube_conn {
     pc_kube_client *client;
@@ -28,8 +29,10 @@ struct pc_kube_conn {
     pc__buf body;
     pc__kube_stream *stream; /* NULL = plain request */
     pc__framer framer;
-    bool framing; /* the response is 2xx: body goes to the framer */
-    int frame_rc; /* framer error or on_line stop value */
+    bool framing;       /* the response is 2xx: body goes to the framer */
+    int frame_rc;       /* framer error or on_line stop value */
+    int64_t last_rx_ns; /* CLOCK_MONOTONIC of the last body byte (or the transfer start) */
+    bool stalled;       /* the stream's idle timeout ended the transfer */
 };
 
 int pc_kube_conn_new(pc_kube_client *c, pc_kube_conn **out)
@@ -77,6 +80,8 @@ static size_t on_write(char *p, size_t size, size_t n, void *arg)
 {
     pc_kube_conn *k = arg;
     size_t len = size * n;
+    if (k->stream)
+        k->last_rx_ns = pc__kube_mono_ns();
     if (k->stream && !k->framing) {
         long st = 0;
         curl_easy_getinfo(k->easy, CURLINFO_RESPONSE_CODE, &st);
@@ -84,7 +89,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *arg)
     }
     if (k->framing) {
         k->stream->bytes += len;
-        k->stream->chunk_at_ns = pc__kube_mono_ns();
+        k->stream->chunk_at_ns = k->last_rx_ns;
         int rc = pc__framer_feed(&k->framer, p, len, k->stream->on_line, k->stream->arg);
         if (rc) {
             k->frame_rc = rc;
@@ -129,8 +134,20 @@ static CURLcode run(pc_kube_conn *k, bool *cancelled)
             result = CURLE_ABORTED_BY_CALLBACK;
             break;
         }
+        int wait_ms = 1000;
+        if (k->stream && k->stream->idle_timeout_ns > 0) {
+            /* the watchdog: bytes are due; none for idle_timeout_ns ends the transfer */
+            int64_t left = k->last_rx_ns + k->stream->idle_timeout_ns - pc__kube_mono_ns();
+            if (left <= 0) {
+                k->stalled = true;
+                result = CURLE_OPERATION_TIMEDOUT;
+                break;
+            }
+            if (left < 1000LL * 1000000LL)
+                wait_ms = (int)((left + 999999) / 1000000);
+        }
         /* Blocks until socket activity, a curl timer, or curl_multi_wakeup. */
-        if (curl_multi_poll(k->multi, NULL, 0, 1000, NULL) != CURLM_OK) {
+        if (curl_multi_poll(k->multi, NULL, 0, wait_ms, NULL) != CURLM_OK) {
             result = CURLE_OUT_OF_MEMORY;
             break;
         }
@@ -149,10 +166,10 @@ static int transfer(pc_kube_conn *k, const char *method, const char *path, const
                     const char *body, size_t body_len, int64_t timeout_ns, pc_kube_response *out)
 {
     pc_kube_client *c = k->client;
-    char url[4096];
-    char what[4200];
+    char url[PC__KUBE_SERVER_MAX + 8192]; /* a LIST path with a long continue token */
+    char what[PC__KUBE_SERVER_MAX + 8192 + 16];
     memset(out, 0, sizeof(*out));
-    snprintf(what, sizeof(what), "%s %s%s", method, c->server, path);
+    snprintf(what, sizeof(what), "%s %s%s", method, c->server_shown, path);
     if (pc__kube_url(c, path, url, sizeof(url))) {
         pc__kube_errf(out->error, sizeof(out->error), "%s: URL too long", method);
         return -EINVAL;
@@ -174,6 +191,8 @@ static int transfer(pc_kube_conn *k, const char *method, const char *path, const
     pc__framer_reset(&k->framer);
     k->framing = false;
     k->frame_rc = 0;
+    k->stalled = false;
+    k->last_rx_ns = pc__kube_mono_ns();
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
@@ -189,7 +208,7 @@ static int transfer(pc_kube_conn *k, const char *method, const char *path, const
 
     bool cancelled;
     CURLcode cr = run(k, &cancelled);
-    curl_slist_free_all(h);
+    pc__kube_headers_free(h);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &out->status);
     if (k->stream)
         k->stream->truncated = pc__framer_pending(&k->framer);
@@ -211,6 +230,12 @@ static int transfer(pc_kube_conn *k, const char *method, const char *path, const
         }
         k->stream->line_rc = k->frame_rc; /* on_line stopped the stream on purpose */
         return 0;
+    }
+    if (k->stalled) {
+        k->stream->stalled = true;
+        pc__kube_errf(out->error, sizeof(out->error), "%s: no data for %lld ms", what,
+                      (long long)(k->stream->idle_timeout_ns / 1000000));
+        return -ETIMEDOUT;
     }
     if (cr != CURLE_OK) {
         out->status = 0;
@@ -266,7 +291,11 @@ int pc__kube_conn_stream(pc_kube_conn *k, const char *path, pc__kube_stream *s,
     k->stream = s;
     s->line_rc = 0;
     s->truncated = 0;
-    if (k->framer.max_line != (s->max_line ? s->max_line : (16u << 20))) {
+    s->stalled = false;
+    /* A fresh framer when the bound changed, or to give back a buffer a big event grew:
+     * the conn lives as long as the informer, the spike should not. */
+    if (k->framer.max_line != (s->max_line ? s->max_line : (16u << 20)) ||
+        k->framer.cap > PC__KUBE_KEEP_BUF) {
         pc__framer_fini(&k->framer);
         pc__framer_init(&k->framer, s->max_line);
     }

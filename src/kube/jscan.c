@@ -89,7 +89,7 @@ static int str(pc__js *js, char *out, size_t cap)
         return bad(js, "string expected");
     js->p++;
     size_t n = 0;
-    bool too_long = false;
+    bool too_long = false, nul = false;
     for (;;) {
         if (js->p >= js->end)
             return bad(js, "unterminated string");
@@ -142,6 +142,10 @@ static int str(pc__js *js, char *out, size_t cap)
                 } else if (cp >= 0xdc00 && cp <= 0xdfff) {
                     return bad(js, "lone surrogate");
                 }
+                /* A NUL cannot live inside a C string: "podclaim.io/phase\u0000x" would
+                 * read as the phase label. The caller learns it (-EINVAL), never a
+                 * shortened string. */
+                nul |= cp == 0;
                 if (cp < 0x80) {
                     enc[0] = (char)cp;
                 } else if (cp < 0x800) {
@@ -176,9 +180,11 @@ static int str(pc__js *js, char *out, size_t cap)
         n += k;
     }
     if (out && cap)
-        out[too_long ? 0 : n] = '\0';
+        out[too_long || nul ? 0 : n] = '\0';
     if (too_long)
         return -EMSGSIZE;
+    if (nul && out)
+        return -EINVAL;
     return n > INT_MAX ? -EMSGSIZE : (int)n;
 }
 
@@ -299,7 +305,7 @@ int pc__js_obj_key(pc__js *js, char *key, size_t cap)
     }
     char tmp[1];
     int n = str(js, key ? key : tmp, key ? cap : sizeof(tmp));
-    if (n == -EMSGSIZE) {
+    if (n == -EMSGSIZE || n == -EINVAL) {
         if (key && cap)
             key[0] = '\0';
     } else if (n < 0) {
@@ -351,7 +357,7 @@ int pc__js_end(pc__js *js)
     return js->p == js->end ? 0 : bad(js, "trailing bytes after the value");
 }
 
-int pc__js_metadata_rv(const char *p, size_t n, char *rv, size_t cap)
+static int metadata_rv(const char *p, size_t n, char *rv, size_t cap, bool prefix)
 {
     pc__js js;
     char key[32];
@@ -373,6 +379,8 @@ int pc__js_metadata_rv(const char *p, size_t n, char *rv, size_t cap)
                 return -EBADMSG;
             if (found == -EBADMSG)
                 return found;
+            if (prefix && found > 0)
+                return found; /* what follows may be cut off: not looked at */
         }
         if (rc < 0)
             return rc;
@@ -382,4 +390,14 @@ int pc__js_metadata_rv(const char *p, size_t n, char *rv, size_t cap)
     if (pc__js_end(&js))
         return -EBADMSG;
     return found;
+}
+
+int pc__js_metadata_rv(const char *p, size_t n, char *rv, size_t cap)
+{
+    return metadata_rv(p, n, rv, cap, false);
+}
+
+int pc__js_metadata_rv_prefix(const char *p, size_t n, char *rv, size_t cap)
+{
+    return metadata_rv(p, n, rv, cap, true);
 }

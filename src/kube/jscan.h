@@ -39,15 +39,16 @@ char pc__js_peek(pc__js *js);
 int pc__js_skip(pc__js *js);
 
 /* Read a string value into out (NUL-terminated, escapes decoded; \u outside ASCII becomes
- * UTF-8). Returns its length, -EMSGSIZE when it does not fit in cap (the value is consumed),
- * or -EBADMSG. */
+ * UTF-8). Returns its length, -EMSGSIZE when it does not fit in cap, -EINVAL when it holds
+ * a \u0000 (a C string cannot carry it; out is ""), both with the value consumed; or
+ * -EBADMSG. */
 int pc__js_str(pc__js *js, char *out, size_t cap);
 
 /* Read an integer value. Returns 0 or -EBADMSG (not an integer, or out of range). */
 int pc__js_int(pc__js *js, long long *out);
 
 /* Objects: pc__js_obj_begin consumes '{'; then each pc__js_obj_key reads one key into `key`
- * (keys longer than cap are read as "" so they match nothing) and the ':' after it, returning
+ * (keys longer than cap, or holding a \u0000, are read as "" so they match nothing) and the ':' after it, returning
  * 1, or 0 at the closing '}' (consumed), or -EBADMSG. After a key returned 1 the caller must
  * consume its value (read it, descend into it, or pc__js_skip). */
 int pc__js_obj_begin(pc__js *js);
@@ -64,5 +65,9 @@ int pc__js_end(pc__js *js);
 /* Top-level object's metadata.resourceVersion (a PATCH answer), without building anything.
  * Returns its length, or -EBADMSG / -EMSGSIZE / -ENOENT (well-formed, no such field). */
 int pc__js_metadata_rv(const char *p, size_t n, char *rv, size_t cap);
+
+/* The same on what may be only the start of the document (a response cut at its size
+ * limit): the value counts once read, whatever follows; everything before it is checked. */
+int pc__js_metadata_rv_prefix(const char *p, size_t n, char *rv, size_t cap);
 
 #endif /* PODCLAIM_KUBE_JSCAN_H */

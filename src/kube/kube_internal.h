@@ -25,6 +25,7 @@
 typedef struct pc__kube_creds {
     pthread_mutex_t lock; /* protects token, token_gen, token_mtime, token_checked_ns */
     char *token;          /* NULL = no bearer token */
+    size_t token_cap;     /* bytes allocated at token: all of them are wiped when it goes */
     char *token_file;     /* NULL = static token */
     struct timespec token_mtime;
     off_t token_size;
@@ -38,10 +39,18 @@ typedef struct pc__kube_creds {
     char *key_file;
 } pc__kube_creds;
 
+/* Longest server URL accepted: with the longest namespace and pod name, a PATCH URL must fit
+ * the CAS slot's fixed buffer (a truncated URL would PATCH the wrong object). */
+#define PC__KUBE_SERVER_MAX 512
+#define PC__KUBE_URL_MAX (PC__KUBE_SERVER_MAX + PC_NAMESPACE_MAX + PC_NAME_MAX + 64)
+
 struct pc_kube_client {
     /* fixed after creation: read by any thread without a lock */
-    char *server;     /* no trailing slash */
-    char *namespace_; /* default namespace */
+    char *server;       /* request base, no trailing slash; its host is tls_server_name if set */
+    char *server_shown; /* for messages: the configured URL, user:password@ shown as ***@ */
+    struct curl_slist *connect_to; /* tls_server_name: "name:port:host:port"; NULL = none */
+    char *proxy;                   /* NULL = no proxy, whatever the *_proxy variables say */
+    char *namespace_;              /* default namespace */
     bool https;
     bool insecure;
     int64_t connect_timeout_ns;
@@ -71,6 +80,9 @@ int pc__kube_easy_setup(pc_kube_client *c, CURL *e, char *errbuf);
  * Returns the list (free with curl_slist_free_all) or NULL on allocation failure. */
 struct curl_slist *pc__kube_headers(pc_kube_client *c, const char *content_type, uint64_t *gen);
 
+/* Wipe the header strings (they may hold the bearer token) and free the list. NULL: no-op. */
+void pc__kube_headers_free(struct curl_slist *h);
+
 /* Current token generation, after checking the token file for rotation. Thread: any. */
 uint64_t pc__kube_token_gen(pc_kube_client *c);
 
@@ -83,7 +95,8 @@ typedef struct pc__buf {
     char *data; /* NUL-terminated when non-NULL */
     size_t len;
     size_t cap;
-    size_t max; /* append beyond this fails with -EMSGSIZE */
+    size_t max;  /* append beyond this fails with -EMSGSIZE */
+    bool secret; /* wipe every copy it leaves behind (growth, fini): token files */
 } pc__buf;
 
 void pc__buf_init(pc__buf *b, size_t max);
@@ -107,8 +120,10 @@ typedef struct pc__kube_stream {
     size_t max_line;     /* framer bound; 0 = 16 MiB */
     pc__line_fn on_line; /* each complete line of a 2xx response */
     void *arg;
-    int64_t timeout_ns; /* whole-transfer timeout; 0 = none */
+    int64_t timeout_ns;      /* whole-transfer timeout; 0 = none */
+    int64_t idle_timeout_ns; /* no byte for this long: abort (-ETIMEDOUT, stalled); 0 = none */
     /* filled: */
+    bool stalled;        /* ended by idle_timeout_ns */
     int line_rc;         /* the non-zero value on_line stopped with, else 0 */
     size_t truncated;    /* bytes of an unterminated last line when the stream ended */
     uint64_t bytes;      /* body bytes received */
@@ -124,7 +139,8 @@ void pc__kube_conn_set_idle(pc_kube_conn *k, pc__kube_idle_fn fn, void *arg);
 /* Like pc_kube_conn_request, but a 2xx body goes line by line to s->on_line instead of
  * out->body (a non-2xx body is kept in out->body for the Status). Returns 0 when the response
  * ended normally or on_line stopped it (s->line_rc), -ECANCELED (idle hook), -EMSGSIZE (a line
- * over max_line) or a transfer error. No 429 retry. */
+ * over max_line), -ETIMEDOUT with s->stalled (silent for idle_timeout_ns) or a transfer
+ * error. No 429 retry. */
 int pc__kube_conn_stream(pc_kube_conn *k, const char *path, pc__kube_stream *s,
                          pc_kube_response *out);
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #define PC__KUBECONFIG_MAX ((size_t)4 << 20)
@@ -130,6 +131,12 @@ static char *resolve(const char *dir, const char *p)
     return r;
 }
 
+static void wipe_scalar(yaml_node_t *n)
+{
+    if (n && n->type == YAML_SCALAR_NODE && n->data.scalar.value)
+        explicit_bzero(n->data.scalar.value, n->data.scalar.length);
+}
+
 static bool truthy(const char *s)
 {
     return s && (strcmp(s, "true") == 0 || strcmp(s, "True") == 0 || strcmp(s, "yes") == 0);
@@ -159,6 +166,15 @@ int pc_kube_client_new_kubeconfig(const char *path, const char *context,
         int e = errno;
         pc__kube_errf(err, errlen, "kubeconfig %s: %s", path, strerror(e));
         return -e;
+    }
+    /* libyaml holds the whole document in memory (100 MB took 140 MB and a second here): a
+     * kubeconfig is a few KB, so anything near the bound is not one. */
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && st.st_size > (off_t)PC__KUBECONFIG_MAX) {
+        pc__kube_errf(err, errlen, "kubeconfig %s: larger than %zu bytes", path,
+                      PC__KUBECONFIG_MAX);
+        fclose(f);
+        return -EMSGSIZE;
     }
     yaml_parser_t parser;
     yaml_document_t doc;
@@ -300,8 +316,15 @@ int pc_kube_client_new_kubeconfig(const char *path, const char *context,
     o.token = map_str(&doc, user, "token");
     o.token_file = token_file;
     o.insecure_skip_tls_verify = truthy(map_str(&doc, cluster, "insecure-skip-tls-verify"));
+    o.tls_server_name = map_str(&doc, cluster, "tls-server-name");
+    o.proxy_url = map_str(&doc, cluster, "proxy-url");
     o.default_namespace = ns;
     rc = pc_kube_client_new(&o, out, err, errlen);
+    /* The client has its own copies: wipe the secrets in the YAML document before libyaml
+     * frees it. (libyaml's parser buffers held them too and are freed as they are: libyaml
+     * has no allocator hook. Prefer tokenFile over an inline token.) */
+    wipe_scalar(map_get(&doc, user, "token"));
+    wipe_scalar(map_get(&doc, user, "client-key-data"));
 
 out:
     if (have_doc)
@@ -309,7 +332,7 @@ out:
     yaml_parser_delete(&parser);
     fclose(f);
     if (key) {
-        memset(key, 0, key_len);
+        explicit_bzero(key, key_len);
         free(key);
     }
     free(ca);

@@ -90,6 +90,41 @@ static void put_kv(out *o, bool *first, const char *k, const char *v)
     put_str(o, v);
 }
 
+/* Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). The API
+ * server's JSON decoder would turn invalid bytes into U+FFFD without a word: the pod would get
+ * another value than the claim asked for. */
+static bool utf8_ok(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    while (*s) {
+        unsigned c = *s;
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) {
+            s++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 1, cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2, cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3, cp = c & 0x07;
+        } else {
+            return false;
+        }
+        for (size_t i = 1; i <= n; i++) {
+            if ((s[i] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i] & 0x3f);
+        }
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        s += n + 1;
+    }
+    return true;
+}
+
 static bool reserved(const char *k, const char *const *keys, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -108,9 +143,17 @@ int pc_kube_patch_body(const pc_cas_request *req, char *buf, size_t len, char *e
         return -EINVAL;
     }
     const char *phase = req->target_phase ? req->target_phase : "Running";
+    if (!utf8_ok(req->pod.resource_version) || !utf8_ok(req->claim_id) || !utf8_ok(phase)) {
+        pc__kube_errf(err, errlen, "resourceVersion, claim id or phase is not valid UTF-8");
+        return -EINVAL;
+    }
     for (size_t i = 0; i < opts->n_labels; i++) {
         if (!opts->labels[i].key || !opts->labels[i].value) {
             pc__kube_errf(err, errlen, "label %zu has no key or value", i);
+            return -EINVAL;
+        }
+        if (!utf8_ok(opts->labels[i].key) || !utf8_ok(opts->labels[i].value)) {
+            pc__kube_errf(err, errlen, "label %zu is not valid UTF-8", i);
             return -EINVAL;
         }
         if (reserved(opts->labels[i].key, rl, 2)) {
@@ -123,6 +166,10 @@ int pc_kube_patch_body(const pc_cas_request *req, char *buf, size_t len, char *e
             pc__kube_errf(err, errlen, "annotation %zu has no key or value", i);
             return -EINVAL;
         }
+        if (!utf8_ok(opts->annotations[i].key) || !utf8_ok(opts->annotations[i].value)) {
+            pc__kube_errf(err, errlen, "annotation %zu is not valid UTF-8", i);
+            return -EINVAL;
+        }
         if (reserved(opts->annotations[i].key, ra, 2)) {
             pc__kube_errf(err, errlen, "annotation %s is reserved for podclaim",
                           opts->annotations[i].key);
@@ -133,6 +180,10 @@ int pc_kube_patch_body(const pc_cas_request *req, char *buf, size_t len, char *e
         if (!opts->images[i].key || !opts->images[i].key[0] || !opts->images[i].value ||
             !opts->images[i].value[0]) {
             pc__kube_errf(err, errlen, "image %zu has no container name or image", i);
+            return -EINVAL;
+        }
+        if (!utf8_ok(opts->images[i].key) || !utf8_ok(opts->images[i].value)) {
+            pc__kube_errf(err, errlen, "image %zu is not valid UTF-8", i);
             return -EINVAL;
         }
     }

@@ -87,10 +87,11 @@ static void capture(void *arg, int level, const char *line)
     }
 }
 
-static int check(const char *server, const char *ca_file, const char *token, bool insecure,
-                 logbuf *lb, char *err, size_t errlen)
+static int check_named(const char *server, const char *ca_file, const char *token, bool insecure,
+                       const char *tls_name, logbuf *lb, char *err, size_t errlen)
 {
     pc_kube_options o = {.server = server,
+                         .tls_server_name = tls_name,
                          .ca_file = ca_file,
                          .token = token,
                          .insecure_skip_tls_verify = insecure,
@@ -106,6 +107,12 @@ static int check(const char *server, const char *ca_file, const char *token, boo
     rc = pc_kube_client_check(c, err, errlen);
     pc_kube_client_free(c);
     return rc;
+}
+
+static int check(const char *server, const char *ca_file, const char *token, bool insecure,
+                 logbuf *lb, char *err, size_t errlen)
+{
+    return check_named(server, ca_file, token, insecure, NULL, lb, err, errlen);
 }
 
 Test(tls, right_ca_and_token_work, .init = setup, .fini = teardown, .timeout = 30)
@@ -135,10 +142,42 @@ Test(tls, skipping_verification_is_explicit_and_warns, .init = setup, .fini = te
 {
     char err[512] = "";
     static logbuf lb;
-    int rc = check(sim.url, wrong_ca, TOKEN, true, &lb, err, sizeof(err));
+    int rc = check(sim.url, NULL, TOKEN, true, &lb, err, sizeof(err));
     cr_assert_eq(rc, 0, "got %d: %s", rc, err);
     cr_assert(strstr(lb.text, "level=warn") && strstr(lb.text, "verification disabled"),
               "no warning logged: %s", lb.text);
+}
+
+Test(tls, refuses_skipping_verification_together_with_a_ca, .timeout = 30)
+{
+    /* as kubectl does: the CA would be ignored while the user believes it is used */
+    char err[512] = "";
+    pc_kube_options o = {.server = "https://127.0.0.1:6443",
+                         .ca_pem = "-----BEGIN CERTIFICATE-----\n",
+                         .insecure_skip_tls_verify = true};
+    pc_kube_client *c = NULL;
+    cr_assert_eq(pc_kube_client_new(&o, &c, err, sizeof(err)), -EINVAL, "accepted: %s", err);
+    cr_assert(strstr(err, "insecure-skip-tls-verify together with a certificate authority"),
+              "message: %s", err);
+    o.ca_pem = NULL;
+    o.ca_file = "/etc/ssl/certs/ca-certificates.crt";
+    cr_assert_eq(pc_kube_client_new(&o, &c, err, sizeof(err)), -EINVAL, "accepted: %s", err);
+    cr_assert_null(c);
+}
+
+Test(tls, verifies_the_tls_server_name_instead_of_the_host, .init = setup, .fini = teardown,
+     .timeout = 30)
+{
+    /* The certificate names 127.0.0.1 and localhost. With tls-server-name the connection
+     * still goes to the server's address (127.0.0.1), but SNI and verification use the name:
+     * "localhost" passes, a name the certificate does not carry fails as a TLS error (not a
+     * name lookup: wrong.podclaim.test is never resolved). */
+    char err[512] = "";
+    int rc = check_named(sim.url, ca, TOKEN, false, "localhost", NULL, err, sizeof(err));
+    cr_assert_eq(rc, 0, "localhost: got %d: %s", rc, err);
+    rc = check_named(sim.url, ca, TOKEN, false, "wrong.podclaim.test", NULL, err, sizeof(err));
+    cr_assert_eq(rc, -EPROTO, "wrong name: got %d: %s", rc, err);
+    cr_assert(strstr(err, sim.url), "the message names the configured server: %s", err);
 }
 
 Test(tls, wrong_token_is_a_clear_auth_error, .init = setup, .fini = teardown, .timeout = 30)

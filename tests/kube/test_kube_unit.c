@@ -488,3 +488,195 @@ Test(jscan, decodes_escapes_and_finds_the_metadata_resource_version)
     cr_assert_eq(pc__js_metadata_rv("{\"metadata\":{\"resourceVersion\":\"1\"", 34, rv, 32),
                  -EBADMSG);
 }
+
+Test(jscan, refuses_a_nul_inside_a_key_or_a_value)
+{
+    /* \u0000 is valid JSON, but a C string ends there: "podclaim.io/phase\u0000x" must not
+     * read as the phase label, nor "Idle\u0000junk" as Idle. */
+    const char *key =
+            "{\"metadata\":{\"name\":\"a\",\"namespace\":\"ns\",\"resourceVersion\":\"1\","
+            "\"labels\":{\"podclaim.io/phase\":\"Starting\","
+            "\"podclaim.io/phase\\u0000x\":\"Idle\"}},\"status\":{\"phase\":\"Running\","
+            "\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}";
+    const char *val =
+            "{\"metadata\":{\"name\":\"a\",\"namespace\":\"ns\",\"resourceVersion\":\"1\","
+            "\"labels\":{\"podclaim.io/phase\":\"Idle\\u0000junk\"}},\"status\":{"
+            "\"phase\":\"Running\",\"conditions\":[{\"type\":\"Ready\",\"status\":"
+            "\"True\"}]}}";
+    const char *name = "{\"metadata\":{\"name\":\"a\\u0000b\",\"namespace\":\"ns\","
+                       "\"resourceVersion\":\"1\"}}";
+    const char *cases[] = {key, val, name};
+    for (size_t i = 0; i < 3; i++) {
+        pc__pod p;
+        char err[128] = "";
+        int rc = scan(cases[i], strlen(cases[i]), &p, err, sizeof(err));
+        cr_assert_eq(rc, -EINVAL, "case %zu accepted (rc %d, phase \"%s\")", i, rc, p.phase);
+        pc__pod_clear(&p);
+    }
+    char out[16] = "x";
+    pc__js js;
+    pc__js_init(&js, "\"a\\u0000b\"", 10);
+    cr_assert_eq(pc__js_str(&js, out, sizeof(out)), -EINVAL);
+    cr_assert_str_eq(out, "");
+    cr_assert_eq(pc__js_end(&js), 0, "the value is consumed");
+    pc__js_init(&js, "{\"a\\u0000b\":1}", 14);
+    cr_assert_eq(pc__js_skip(&js), 0, "still well-formed JSON");
+}
+
+Test(kubeconfig, refuses_insecure_skip_tls_verify_with_ca_data)
+{
+    mk_tmp();
+    write_file("config",
+               "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+               "clusters:\n- name: k\n  cluster:\n    server: https://127.0.0.1:6443\n"
+               "    insecure-skip-tls-verify: true\n"
+               "    certificate-authority-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==\n"
+               "    tls-server-name: api.example\n"
+               "contexts:\n- name: c\n  context:\n    cluster: k\n");
+    char path[256], err[256] = "";
+    snprintf(path, sizeof(path), "%s/config", tmpdir);
+    pc_kube_client *c = NULL;
+    int rc = pc_kube_client_new_kubeconfig(path, NULL, NULL, &c, err, sizeof(err));
+    cr_assert_eq(rc, -EINVAL, "got %d: %s", rc, err);
+    cr_assert(strstr(err, "insecure-skip-tls-verify together with a certificate authority"),
+              "message: %s", err);
+    cr_assert_null(c);
+    rm_tmp();
+}
+
+Test(kubeconfig, reads_tls_server_name_and_keeps_the_configured_server)
+{
+    mk_tmp();
+    write_file("config", "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+                         "clusters:\n- name: k\n  cluster:\n    server: https://10.1.2.3:6443\n"
+                         "    tls-server-name: api.example\n"
+                         "    proxy-url: http://proxy.example:3128\n"
+                         "contexts:\n- name: c\n  context:\n    cluster: k\n");
+    char path[256], err[256] = "";
+    snprintf(path, sizeof(path), "%s/config", tmpdir);
+    pc_kube_client *c = NULL;
+    int rc = pc_kube_client_new_kubeconfig(path, NULL, NULL, &c, err, sizeof(err));
+    cr_assert_eq(rc, 0, "got %d: %s", rc, err);
+    cr_assert_str_eq(pc_kube_client_server(c), "https://10.1.2.3:6443");
+    pc_kube_client_free(c);
+    write_file("config", "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+                         "clusters:\n- name: k\n  cluster:\n    server: https://10.1.2.3:6443\n"
+                         "    tls-server-name: \"api.example/evil\"\n"
+                         "contexts:\n- name: c\n  context:\n    cluster: k\n");
+    rc = pc_kube_client_new_kubeconfig(path, NULL, NULL, &c, err, sizeof(err));
+    cr_assert_eq(rc, -EINVAL, "got %d", rc);
+    cr_assert(strstr(err, "tls-server-name"), "message: %s", err);
+    rm_tmp();
+}
+
+/* Found by fuzz_pod (fuzz/regressions/pod/labels-twice-heap-overflow): a second "labels"
+ * object restarted the array's capacity at 0 and wrote past it. */
+Test(podcache, survives_labels_and_containers_given_twice)
+{
+    char big[2048];
+    size_t o = (size_t)snprintf(big, sizeof(big),
+                                "{\"metadata\":{\"name\":\"a\",\"namespace\":\"ns\","
+                                "\"resourceVersion\":\"1\",\"labels\":{");
+    for (int i = 0; i < 12; i++)
+        o += (size_t)snprintf(big + o, sizeof(big) - o, "%s\"k%d\":\"v\"", i ? "," : "", i);
+    o += (size_t)snprintf(big + o, sizeof(big) - o, "},\"labels\":{");
+    for (int i = 0; i < 12; i++)
+        o += (size_t)snprintf(big + o, sizeof(big) - o, "%s\"j%d\":\"v\"", i ? "," : "", i);
+    snprintf(big + o, sizeof(big) - o,
+             "}},\"spec\":{\"containers\":[{\"name\":\"a\"},{\"name\":\"b\"},{\"name\":\"c\"},"
+             "{\"name\":\"d\"},{\"name\":\"e\"}],\"containers\":[{\"name\":\"f\"},{\"name\":\"g\"},"
+             "{\"name\":\"h\"},{\"name\":\"i\"},{\"name\":\"j\"}]}}");
+    pc__pod p;
+    char err[128];
+    int rc = scan(big, strlen(big), &p, err, sizeof(err));
+    cr_assert_eq(rc, 0, "%d %s", rc, err);
+    cr_assert_eq(p.n_labels, 24u);
+    cr_assert_eq(p.n_containers, 10u);
+    pc__pod_clear(&p);
+}
+
+Test(podcache, refuses_a_phase_label_given_twice)
+{
+    const char *t =
+            "{\"metadata\":{\"name\":\"a\",\"namespace\":\"ns\",\"resourceVersion\":\"1\","
+            "\"labels\":{\"podclaim.io/phase\":\"Running\",\"podclaim.io/phase\":\"Idle\"}}}";
+    pc__pod p;
+    char err[128] = "";
+    cr_assert_eq(scan(t, strlen(t), &p, err, sizeof(err)), -EINVAL);
+    cr_assert(strstr(err, "twice"), "message: %s", err);
+    pc__pod_clear(&p);
+}
+
+/* Found by fuzz_informer (fuzz/regressions/informer/name-not-utf8): any bytes passed as a
+ * pod name, which then went to the pool (and a URL) as they were. */
+Test(podcache, refuses_names_kubernetes_would_not_allow)
+{
+    const char *bad[][2] = {{"p-\xcc"
+                             "8",
+                             "ns"},
+                            {"Upper", "ns"},
+                            {"a/b", "ns"},
+                            {"-a", "ns"},
+                            {"a", "n.s"},
+                            {"a", "NS"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char t[256];
+        snprintf(t, sizeof(t),
+                 "{\"metadata\":{\"name\":\"%s\",\"namespace\":\"%s\",\"resourceVersion\":\"1\"}}",
+                 bad[i][0], bad[i][1]);
+        pc__pod p;
+        char err[128] = "";
+        cr_assert_eq(scan(t, strlen(t), &p, err, sizeof(err)), -EINVAL, "accepted %s/%s", bad[i][1],
+                     bad[i][0]);
+        cr_assert(strstr(err, "DNS"), "message: %s", err);
+        pc__pod_clear(&p);
+    }
+    pc__pod p;
+    char err[128];
+    parse("{\"metadata\":{\"name\":\"a-1.b\",\"namespace\":\"n-1\",\"resourceVersion\":\"1\"}}",
+          &p);
+    pc__pod_clear(&p);
+    (void)err;
+}
+
+/* Found by fuzz_patch (fuzz/regressions/patch/annotation-not-utf8): invalid UTF-8 went into
+ * the body as it was; the API server would have stored U+FFFD instead. */
+Test(patch, refuses_strings_that_are_not_utf8)
+{
+    pc_kv ann[] = {{"note", "line1\n\x95line2"}};
+    pc_claim_opts o = {.annotations = ann, .n_annotations = 1};
+    pc_cas_request r = {.pod = {"ns", "p1", NULL, "7"}, .opts = &o, .claim_id = "c"};
+    char buf[4096], err[128] = "";
+    cr_assert_eq(pc_kube_patch_body(&r, buf, sizeof(buf), err, sizeof(err)), -EINVAL);
+    cr_assert(strstr(err, "UTF-8"), "message: %s", err);
+    const char *bad[] = {"\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82", "\xff"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        pc_kv l[] = {{"k", bad[i]}};
+        pc_claim_opts ol = {.labels = l, .n_labels = 1};
+        r.opts = &ol;
+        cr_assert_eq(pc_kube_patch_body(&r, buf, sizeof(buf), err, sizeof(err)), -EINVAL,
+                     "accepted case %zu", i);
+    }
+    pc_kv good[] = {{"k", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"}};
+    pc_claim_opts og = {.annotations = good, .n_annotations = 1};
+    r.opts = &og;
+    cr_assert_gt(pc_kube_patch_body(&r, buf, sizeof(buf), err, sizeof(err)), 0, "%s", err);
+}
+
+Test(kubeconfig, refuses_a_file_over_4_mib)
+{
+    mk_tmp();
+    char path[256], err[256] = "";
+    snprintf(path, sizeof(path), "%s/config", tmpdir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("current-context: x\n# ", f);
+    for (int i = 0; i < (5 << 20) / 64; i++)
+        fputs("padding padding padding padding padding padding padding padding\n# ", f);
+    fclose(f);
+    pc_kube_client *c = NULL;
+    int rc = pc_kube_client_new_kubeconfig(path, NULL, NULL, &c, err, sizeof(err));
+    cr_assert_eq(rc, -EMSGSIZE, "got %d: %s", rc, err);
+    cr_assert(strstr(err, "larger than"), "message: %s", err);
+    rm_tmp();
+}
