@@ -13,10 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 const ks_res ks_resources[KS_RES_COUNT] = {
-#define XX(id, g, v, p, k, nsd, st, cr, sn)                                                        \
-    {KS_RES_##id, g, v, p, k, k "List", g[0] ? g "/" v : v, nsd, st, cr, sn},
+#define XX(id, g, v, p, k, nsd, st, cr, sn, uu)                                                    \
+    {KS_RES_##id, g, v, p, k, k "List", g[0] ? g "/" v : v, nsd, st, cr, sn, uu},
         KS_RESOURCES(XX)
 #undef XX
 };
@@ -45,34 +46,132 @@ void ks_err_set(ks_err *e, int code, const char *reason, const char *fmt, ...)
     va_end(ap);
 }
 
+void ks_err_details(ks_err *e, const char *group, const char *kind, const char *name)
+{
+    e->d_set = true;
+    e->d_group = group;
+    e->d_kind = kind;
+    snprintf(e->d_name, sizeof e->d_name, "%s", name ? name : "");
+}
+
+void ks_err_cause(ks_err *e, const char *type, const char *field, const char *fmt, ...)
+{
+    if (e->ncauses >= KS_MAX_CAUSES)
+        return;
+    ks_cause *c = &e->causes[e->ncauses++];
+    c->type = type;
+    snprintf(c->field, sizeof c->field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->message, sizeof c->message, fmt, ap);
+    va_end(ap);
+}
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if there is none. */
+static size_t utf8_seq(const unsigned char *p)
+{
+    if (p[0] < 0x80)
+        return 1;
+    size_t n = (p[0] & 0xe0) == 0xc0   ? 2
+               : (p[0] & 0xf0) == 0xe0 ? 3
+               : (p[0] & 0xf8) == 0xf0 ? 4
+                                       : 0;
+    if (!n || (n == 2 && p[0] < 0xc2) || (n == 4 && p[0] > 0xf4))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if (n == 3 && ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0)))
+        return 0; /* overlong, or a UTF-16 surrogate */
+    if (n == 4 && ((p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90)))
+        return 0;
+    return n;
+}
+
+char *ks_utf8_repair(const char *s)
+{
+    size_t n = strlen(s);
+    char *out = malloc(n * 3 + 1), *w = out;
+    if (!out)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t l = utf8_seq(p);
+        if (l) {
+            memcpy(w, p, l);
+            w += l;
+            p += l;
+        } else {
+            memcpy(w, "\xef\xbf\xbd", 3); /* U+FFFD, one per bad byte like Go */
+            w += 3;
+            p++;
+        }
+    }
+    *w = '\0';
+    return out;
+}
+
+static json_t *str_json(const char *s)
+{
+    json_t *j = json_string(s ? s : "");
+    if (j)
+        return j;
+    char *r = ks_utf8_repair(s); /* jansson refuses invalid UTF-8 */
+    j = json_string(r ? r : "");
+    free(r);
+    return j;
+}
+
 json_t *ks_status_json(const ks_err *e, const ks_res *res, const char *name)
 {
-    json_t *st = json_pack("{s:s,s:s,s:{},s:s,s:s,s:s,s:i}", "kind", "Status", "apiVersion", "v1",
-                           "metadata", "status", e->code < 400 ? "Success" : "Failure", "message",
-                           e->message, "reason", e->reason ? e->reason : "", "code", e->code);
-    if (res || name) {
-        json_t *d = json_object();
-        if (name)
-            json_object_set_new(d, "name", json_string(name));
-        if (res) {
-            json_object_set_new(d, "group", json_string(res->group));
-            json_object_set_new(d, "kind", json_string(res->plural));
-        }
-        if (e->code == 422 && res) {
-            /* kubectl prints `The Pod "x" is invalid: <field>: <cause>` from these. */
-            json_object_set_new(d, "kind", json_string(res->kind));
-            const char *m = strstr(e->message, "is invalid: ");
-            m = m ? m + 12 : e->message;
-            const char *f = e->field ? e->field : "";
-            size_t fl = strlen(f);
-            if (fl && strncmp(m, f, fl) == 0 && m[fl] == ':')
-                m += fl + 2;
-            json_object_set_new(d, "causes",
-                                json_pack("[{s:s,s:s,s:s}]", "reason", "FieldValueInvalid",
-                                          "message", m, "field", f));
-        }
-        json_object_set_new(st, "details", d);
+    json_t *st =
+            json_pack("{s:s,s:s,s:{},s:s,s:o,s:s,s:i}", "kind", "Status", "apiVersion", "v1",
+                      "metadata", "status", e->code < 400 ? "Success" : "Failure", "message",
+                      str_json(e->message), "reason", e->reason ? e->reason : "", "code", e->code);
+    if (!st)
+        return NULL;
+    json_t *d = json_object();
+    /* Go omits empty detail fields; the kind is the resource (plural) except for a 422, where
+     * it is the Kind (kubectl prints `The Pod "x" is invalid: ...` from these). */
+    const char *group = res ? res->group : NULL;
+    const char *kind = res ? (e->code == 422 ? res->kind : res->plural) : NULL;
+    if (e->d_set) {
+        group = e->d_group;
+        kind = e->d_kind;
+        name = e->d_name;
     }
+    if (name && *name)
+        json_object_set_new(d, "name", str_json(name));
+    if (group && *group)
+        json_object_set_new(d, "group", json_string(group));
+    if (kind && *kind)
+        json_object_set_new(d, "kind", json_string(kind));
+    if (e->ncauses) {
+        json_t *cs = json_array();
+        for (int i = 0; i < e->ncauses; i++) {
+            json_t *c = json_pack("{s:s,s:o}", "reason", e->causes[i].type, "message",
+                                  str_json(e->causes[i].message));
+            if (e->causes[i].field[0])
+                json_object_set_new(c, "field", str_json(e->causes[i].field));
+            json_array_append_new(cs, c);
+        }
+        json_object_set_new(d, "causes", cs);
+    } else if (e->code == 422 && res) {
+        const char *m = strstr(e->message, "is invalid: ");
+        m = m ? m + 12 : e->message;
+        const char *f = e->field ? e->field : "";
+        size_t fl = strlen(f);
+        if (fl && strncmp(m, f, fl) == 0 && m[fl] == ':')
+            m += fl + 2;
+        json_object_set_new(d, "causes",
+                            json_pack("[{s:s,s:o,s:s}]", "reason", "FieldValueInvalid", "message",
+                                      str_json(m), "field", f));
+    }
+    if (e->retry_after_s > 0)
+        json_object_set_new(d, "retryAfterSeconds", json_integer(e->retry_after_s));
+    if (json_object_size(d) || res || name)
+        json_object_set_new(st, "details", d);
+    else
+        json_decref(d);
     return st;
 }
 
@@ -136,53 +235,6 @@ static void random_suffix(char *out, size_t n)
     out[n - 1] = '\0';
 }
 
-/* ObjectMeta field types, as the real server's decoder enforces them (400 BadRequest): a
- * resourceVersion sent as a number must not silently turn a CAS into an unconditional write. */
-static bool check_meta_types(const json_t *obj, ks_err *err)
-{
-    const json_t *md = json_object_get(obj, "metadata");
-    if (md && !json_is_object(md)) {
-        ks_err_set(err, 400, "BadRequest", "metadata: expected an object");
-        return false;
-    }
-    static const char *const strs[] = {"name", "namespace",    "resourceVersion",
-                                       "uid",  "generateName", "creationTimestamp"};
-    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-        const json_t *v = json_object_get(md, strs[i]);
-        if (v && !json_is_string(v) && !json_is_null(v)) {
-            ks_err_set(err, 400, "BadRequest", "metadata.%s: expected a string, got a JSON %s",
-                       strs[i],
-                       json_is_number(v)   ? "number"
-                       : json_is_object(v) ? "object"
-                       : json_is_array(v)  ? "array"
-                                           : "value");
-            return false;
-        }
-    }
-    static const char *const maps[] = {"labels", "annotations"};
-    for (size_t i = 0; i < 2; i++) {
-        const json_t *m = json_object_get(md, maps[i]);
-        if (!m || json_is_null(m))
-            continue;
-        if (!json_is_object(m)) {
-            ks_err_set(err, 400, "BadRequest", "metadata.%s: expected an object of strings",
-                       maps[i]);
-            return false;
-        }
-        const char *k;
-        json_t *v;
-        json_object_foreach((json_t *)m, k, v)
-        {
-            if (!json_is_string(v)) {
-                ks_err_set(err, 400, "BadRequest", "metadata.%s[%.100s]: expected a string",
-                           maps[i], k);
-                return false;
-            }
-        }
-    }
-    return true;
-}
-
 /* Check kind/apiVersion of a request body against the resource; fill them in when absent. */
 static bool check_kind(json_t *obj, const ks_res *res, ks_err *err)
 {
@@ -206,7 +258,7 @@ static bool check_kind(json_t *obj, const ks_res *res, ks_err *err)
 }
 
 json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *body, ks_err *err,
-                      char **text)
+                      char **text, bool dry)
 {
     if (!json_is_object(body)) {
         ks_err_set(err, 400, "BadRequest", "the body of a create must be a JSON object");
@@ -216,7 +268,7 @@ json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *bo
     json_t *ret = NULL;
     if (text)
         *text = NULL;
-    if (!check_meta_types(obj, err)) /* before meta_of, which would replace a bad metadata */
+    if (!ks_check_meta_types(obj, err)) /* before meta_of, which would replace a bad metadata */
         goto out;
     json_t *md = meta_of(obj);
     if (!check_kind(obj, res, err))
@@ -257,19 +309,12 @@ json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *bo
         json_object_set_new(md, "name", json_string(namebuf));
         name = json_string_value(json_object_get(md, "name"));
     }
-    if (!name || !*name) {
-        ks_err_set(err, 422, "Invalid",
-                   "%s.%s \"\" is invalid: metadata.name: Required value: name or generateName is "
-                   "required",
-                   res->kind, res->group[0] ? res->group : "core");
-        err->field = "metadata.name";
+    /* A deletion in progress or finalizers' owners are the server's business, not a create's. */
+    json_object_del(md, "deletionTimestamp");
+    json_object_del(md, "deletionGracePeriodSeconds");
+    ks_apply_defaults(res, obj);
+    if (!ks_validate(res, obj, NULL, err))
         goto out;
-    }
-    if (strlen(name) > 253 || strchr(name, '/')) {
-        ks_err_set(err, 422, "Invalid", "%s \"%.100s\" is invalid: metadata.name: Invalid value",
-                   res->kind, name);
-        goto out;
-    }
     char ts[40], uid[48];
     ks_rfc3339_now(ts, sizeof ts);
     json_object_set_new(md, "creationTimestamp", json_string(ts));
@@ -289,6 +334,12 @@ json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *bo
         char r[128];
         ks_err_set(err, 409, "AlreadyExists", "%s \"%.200s\" already exists",
                    res_ref(res, r, sizeof r), name);
+    } else if (dry) {
+        /* dryRun: the object as it would be stored, without a resourceVersion */
+        ks_new_uid_locked(s, uid, sizeof uid);
+        json_object_set_new(md, "uid", json_string(uid));
+        ret = obj;
+        obj = NULL;
     } else {
         ks_new_uid_locked(s, uid, sizeof uid);
         json_object_set_new(md, "uid", json_string(uid));
@@ -405,7 +456,13 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
     if (!check_kind(cand, res, err))
         return false;
     /* Fields the server owns are carried over from the stored object. */
-    const char *keep[] = {"name", "namespace", "uid", "creationTimestamp", "generation"};
+    const char *keep[] = {"name",
+                          "namespace",
+                          "uid",
+                          "creationTimestamp",
+                          "generation",
+                          "deletionTimestamp",
+                          "deletionGracePeriodSeconds"};
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
         json_t *v = json_object_get(omd, keep[i]);
         if (v)
@@ -450,7 +507,42 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
         json_int_t g = json_integer_value(json_object_get(omd, "generation"));
         json_object_set_new(md, "generation", json_integer(g + 1));
     }
-    return true;
+    if (json_object_get(omd, "deletionTimestamp")) {
+        /* A terminating object may lose finalizers but gain none (ValidateObjectMetaUpdate). */
+        json_t *of = json_object_get(omd, "finalizers"), *nf = json_object_get(md, "finalizers");
+        size_t i;
+        json_t *f;
+        json_array_foreach(nf, i, f)
+        {
+            bool had = false;
+            size_t j;
+            json_t *g;
+            json_array_foreach(of, j, g) had = had || json_equal(f, g);
+            if (!had) {
+                ks_err_set(err, 422, "Invalid",
+                           "%s \"%.200s\" is invalid: metadata.finalizers: "
+                           "Forbidden: no new finalizers can be added if the object is being "
+                           "deleted",
+                           res->kind, name);
+                ks_err_cause(err, "FieldValueForbidden", "metadata.finalizers",
+                             "Forbidden: no new finalizers can be added if the object is being "
+                             "deleted, found new finalizers %s",
+                             json_string_value(f));
+                return false;
+            }
+        }
+    }
+    return internal || ks_validate(res, cand, old, err);
+}
+
+/* After an update: an object being deleted whose last finalizer is gone is removed (the
+ * registry's shouldDeleteDuringUpdate), unless a graceful pod deletion is still running. */
+static bool delete_after_update(const json_t *obj)
+{
+    const json_t *md = json_object_get(obj, "metadata");
+    return json_object_get(md, "deletionTimestamp") &&
+           json_array_size(json_object_get(md, "finalizers")) == 0 &&
+           json_integer_value(json_object_get(md, "deletionGracePeriodSeconds")) == 0;
 }
 
 /* Common tail of update and patch: precondition, checks, commit. Takes the lock. */
@@ -471,7 +563,7 @@ static json_t *prepare(const ks_res *res, const char *name, const char *sub, boo
         json_decref(cand);
         return NULL;
     }
-    if (!check_meta_types(cand, err)) {
+    if (!ks_check_meta_types(cand, err)) {
         json_decref(cand);
         return NULL;
     }
@@ -508,7 +600,7 @@ static json_t *prepare(const ks_res *res, const char *name, const char *sub, boo
  * made connection threads queue behind each other and left a core idle. */
 static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, const char *name,
                               const char *sub, bool rv_required, mutate_fn fn, const void *arg,
-                              ks_err *err, char **text)
+                              ks_err *err, char **text, bool dry)
 {
     if (text)
         *text = NULL;
@@ -533,6 +625,28 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
                 return cur;
             json_decref(cur);
             return NULL;
+        }
+        if (dry) { /* the answer as it would be, at the current version */
+            json_decref(cur);
+            return cand;
+        }
+        if (delete_after_update(cand)) {
+            pthread_mutex_lock(&s->mu);
+            bool same = ks_store_get_locked(s, res, ns, name) == cur;
+            json_t *gone =
+                    same ? json_incref((json_t *)ks_store_commit_locked(s, res, ns, name, NULL))
+                         : NULL;
+            pthread_mutex_unlock(&s->mu);
+            json_decref(cur);
+            if (!same) {
+                json_decref(cand);
+                continue;
+            }
+            /* answer with the object as updated, at the deletion's revision */
+            json_object_set(meta_of(cand), "resourceVersion",
+                            json_object_get(json_object_get(gone, "metadata"), "resourceVersion"));
+            json_decref(gone);
+            return cand;
         }
         ks_prepared pr;
         ks_store_prepare(&pr, cand);
@@ -561,7 +675,7 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
 json_t *ks_api_write_internal(ks_store *s, const ks_res *res, const char *ns, const char *name,
                               ks_mutate_fn fn, const void *arg, ks_err *err)
 {
-    return write_existing(s, res, ns, name, "*", false, fn, arg, err, NULL);
+    return write_existing(s, res, ns, name, "*", false, fn, arg, err, NULL, false);
 }
 
 static json_t *mut_replace(const json_t *cur, const void *arg, ks_err *err)
@@ -572,13 +686,16 @@ static json_t *mut_replace(const json_t *cur, const void *arg, ks_err *err)
 }
 
 json_t *ks_api_update(ks_store *s, const ks_res *res, const char *ns, const char *name,
-                      const char *sub, const json_t *body, ks_err *err, char **text)
+                      const char *sub, const json_t *body, ks_err *err, char **text, bool dry)
 {
     if (!json_is_object(body)) {
         ks_err_set(err, 400, "BadRequest", "the body of an update must be a JSON object");
         return NULL;
     }
-    return write_existing(s, res, ns, name, sub, true, mut_replace, body, err, text);
+    /* Kubernetes quirk: most REST strategies allow an update without resourceVersion (an
+     * unconditional write: pods, namespaces); leases, CRDs and custom resources refuse it. */
+    return write_existing(s, res, ns, name, sub, !res->uncond_update, mut_replace, body, err, text,
+                          dry);
 }
 
 typedef struct patch_arg {
@@ -594,7 +711,7 @@ static json_t *mut_patch(const json_t *cur, const void *arg, ks_err *err)
 
 json_t *ks_api_patch(ks_store *s, const ks_res *res, const char *ns, const char *name,
                      const char *sub, ks_patch_type t, const json_t *patch, ks_err *err,
-                     char **text)
+                     char **text, bool dry)
 {
     if (t == KS_PATCH_STRATEGIC && res->custom) {
         /* kube-apiserver has no Go struct tags for custom resources to merge by. */
@@ -612,7 +729,7 @@ json_t *ks_api_patch(ks_store *s, const ks_res *res, const char *ns, const char 
         return NULL;
     }
     patch_arg pa = {t, patch};
-    return write_existing(s, res, ns, name, sub, false, mut_patch, &pa, err, text);
+    return write_existing(s, res, ns, name, sub, false, mut_patch, &pa, err, text, dry);
 }
 
 static void delete_namespace_contents_locked(ks_store *s, const char *ns)
@@ -638,12 +755,92 @@ static void delete_namespace_contents_locked(ks_store *s, const char *ns)
     }
 }
 
-json_t *ks_api_delete(ks_store *s, const ks_res *res, const char *ns, const char *name,
-                      const json_t *opts, ks_err *err)
+static bool has_str(const json_t *arr, const char *v)
 {
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e)
+    {
+        if (json_is_string(e) && strcmp(json_string_value(e), v) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* DeleteOptions checks (ValidateDeleteOptions): 422 on meta.k8s.io DeleteOptions. */
+static bool check_delete_opts(const json_t *opts, const char **policy, ks_err *err)
+{
+    const json_t *pp = json_object_get(opts, "propagationPolicy");
+    const json_t *od = json_object_get(opts, "orphanDependents");
+    *policy = json_string_value(pp);
+    const char *why = NULL, *field = "propagationPolicy", *type = "FieldValueNotSupported";
+    if (pp && !json_is_null(pp) &&
+        (!*policy || (strcmp(*policy, "Orphan") && strcmp(*policy, "Background") &&
+                      strcmp(*policy, "Foreground")))) {
+        why = "Unsupported value: supported values: \"Foreground\", \"Background\", "
+              "\"Orphan\", \"nil\"";
+    } else if (pp && !json_is_null(pp) && od && !json_is_null(od)) {
+        why = "Invalid value: orphanDependents and deletionPropagation cannot be both set";
+        type = "FieldValueInvalid";
+    } else if (json_is_true(od)) {
+        *policy = "Orphan";
+    }
+    const json_t *g = json_object_get(opts, "gracePeriodSeconds");
+    if (!why && g && !json_is_null(g) && !json_is_integer(g)) {
+        ks_err_set(err, 400, "BadRequest", "gracePeriodSeconds: expected an integer");
+        return false;
+    }
+    if (!why)
+        return true;
+    ks_err_set(err, 422, "Invalid", "DeleteOptions.meta.k8s.io \"\" is invalid: %s: %s", field,
+               why);
+    ks_err_details(err, "meta.k8s.io", "DeleteOptions", NULL);
+    ks_err_cause(err, type, field, "%s", why);
+    return false;
+}
+
+/* The grace period a pod deletion gets (the pod strategy's CheckGracefulDelete): the option,
+ * else spec.terminationGracePeriodSeconds; 0 for a pod no kubelet runs (not bound to a node)
+ * or one that has finished. Other resources: 0 (immediate). */
+static int64_t grace_period(const ks_res *res, const json_t *cur, const json_t *opts)
+{
+    if (res->id != KS_RES_POD)
+        return 0;
+    const json_t *g = json_object_get(opts, "gracePeriodSeconds");
+    const json_t *spec = json_object_get(cur, "spec");
+    int64_t grace =
+            json_is_integer(g) ? json_integer_value(g)
+            : json_is_integer(json_object_get(spec, "terminationGracePeriodSeconds"))
+                    ? json_integer_value(json_object_get(spec, "terminationGracePeriodSeconds"))
+                    : 30;
+    const char *node = json_string_value(json_object_get(spec, "nodeName"));
+    const char *phase = json_string_value(json_object_get(json_object_get(cur, "status"), "phase"));
+    if (!node || !*node || (phase && (!strcmp(phase, "Succeeded") || !strcmp(phase, "Failed"))))
+        return 0;
+    return grace < 0 ? 0 : grace;
+}
+
+static void rfc3339_in(char *buf, size_t n, int64_t secs)
+{
+    time_t t = time(NULL) + (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+json_t *ks_api_delete(ks_store *s, const ks_res *res, const char *ns, const char *name,
+                      const json_t *opts, ks_err *err, bool *gone_out)
+{
+    bool gone_dummy;
+    bool *gone = gone_out ? gone_out : &gone_dummy;
+    *gone = false;
+    const char *policy = NULL;
+    if (!check_delete_opts(opts, &policy, err))
+        return NULL;
     json_t *pre = json_object_get(opts, "preconditions");
     const char *want_rv = json_string_value(json_object_get(pre, "resourceVersion"));
     const char *want_uid = json_string_value(json_object_get(pre, "uid"));
+    bool dry = has_str(json_object_get(opts, "dryRun"), "All");
     json_t *ret = NULL;
     pthread_mutex_lock(&s->mu);
     const json_t *cur = ks_store_get_locked(s, res, ns, name);
@@ -660,147 +857,154 @@ json_t *ks_api_delete(ks_store *s, const ks_res *res, const char *ns, const char
         char r[128];
         ks_err_set(err, 409, "Conflict",
                    "Operation cannot be fulfilled on %s \"%.200s\": Precondition failed: UID in "
-                   "precondition: %.60s",
-                   res_ref(res, r, sizeof r), name, want_uid);
+                   "precondition: %.60s, UID in object meta: %s",
+                   res_ref(res, r, sizeof r), name, want_uid,
+                   ks_meta_str(cur, "uid") ? ks_meta_str(cur, "uid") : "");
     } else {
-        if (res->id == KS_RES_NAMESPACE)
-            delete_namespace_contents_locked(s, name);
-        ret = json_incref((json_t *)ks_store_commit_locked(s, res, ns, name, NULL));
+        const json_t *omd = json_object_get(cur, "metadata");
+        json_t *fin = json_object_get(omd, "finalizers");
+        bool terminating = json_object_get(omd, "deletionTimestamp") != NULL;
+        int64_t grace = grace_period(res, cur, opts);
+        /* Foreground and Orphan need the garbage collector to finish them: the object keeps a
+         * finalizer until it does (no GC runs here or on the test cluster). */
+        const char *gc_fin = !policy                             ? NULL
+                             : strcmp(policy, "Foreground") == 0 ? "foregroundDeletion"
+                             : strcmp(policy, "Orphan") == 0     ? "orphan"
+                                                                 : NULL;
+        bool keep = json_array_size(fin) > 0 || gc_fin;
+        json_int_t old_grace =
+                json_integer_value(json_object_get(omd, "deletionGracePeriodSeconds"));
+        if ((keep || grace > 0) && !(terminating && !keep && grace == 0)) {
+            if (terminating && (keep || grace >= old_grace)) {
+                ret = json_incref((json_t *)cur); /* already in progress: nothing changes */
+            } else {
+                json_t *o = json_copy((json_t *)cur);
+                json_t *md = json_copy(json_object_get(o, "metadata"));
+                json_object_set_new(o, "metadata", md);
+                if (gc_fin && !has_str(fin, gc_fin)) {
+                    json_t *nf = json_is_array(fin) ? json_copy(fin) : json_array();
+                    json_array_append_new(nf, json_string(gc_fin));
+                    json_object_set_new(md, "finalizers", nf);
+                }
+                char ts[40];
+                rfc3339_in(ts, sizeof ts, keep ? 0 : grace);
+                json_object_set_new(md, "deletionTimestamp", json_string(ts));
+                json_object_set_new(md, "deletionGracePeriodSeconds",
+                                    json_integer(keep ? 0 : grace));
+                if (dry)
+                    ret = o;
+                else
+                    ret = json_incref((json_t *)ks_store_commit_locked(s, res, ns, name, o));
+            }
+        } else {
+            *gone = true;
+            if (dry) {
+                ret = json_incref((json_t *)cur);
+            } else {
+                /* kapi-sim plays the namespace controller: contents go at once (a real cluster
+                 * keeps the namespace Terminating until its controller has emptied it). */
+                if (res->id == KS_RES_NAMESPACE)
+                    delete_namespace_contents_locked(s, name);
+                ret = json_incref((json_t *)ks_store_commit_locked(s, res, ns, name, NULL));
+            }
+        }
     }
     pthread_mutex_unlock(&s->mu);
     return ret;
 }
 
-/* ---- list ----------------------------------------------------------------------------------- */
+/* ---- /scale ------------------------------------------------------------------------------- */
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static void b64_encode(const char *in, size_t n, char *out)
+json_t *ks_scale_of(const json_t *obj)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)(unsigned char)in[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)(unsigned char)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= (unsigned char)in[i + 2];
-        out[o++] = b64[(v >> 18) & 63];
-        out[o++] = b64[(v >> 12) & 63];
-        if (i + 1 < n)
-            out[o++] = b64[(v >> 6) & 63];
-        if (i + 2 < n)
-            out[o++] = b64[v & 63];
-    }
-    out[o] = '\0';
+    const json_t *md = json_object_get(obj, "metadata");
+    json_t *smd = json_object();
+    static const char *const keep[] = {"name", "namespace", "uid", "resourceVersion",
+                                       "creationTimestamp"};
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+        if (json_object_get(md, keep[i]))
+            json_object_set(smd, keep[i], json_object_get(md, keep[i]));
+    json_t *st = json_object_get(obj, "status");
+    json_t *sst =
+            json_pack("{s:I}", "replicas", json_integer_value(json_object_get(st, "replicas")));
+    if (json_is_string(json_object_get(st, "selector")))
+        json_object_set(sst, "selector", json_object_get(st, "selector"));
+    json_t *spec = json_object();
+    json_t *r = json_object_get(json_object_get(obj, "spec"), "replicas");
+    if (json_is_integer(r) && json_integer_value(r) != 0)
+        json_object_set(spec, "replicas", r);
+    return json_pack("{s:s,s:s,s:o,s:o,s:o}", "kind", "Scale", "apiVersion", "autoscaling/v1",
+                     "metadata", smd, "spec", spec, "status", sst);
 }
 
-static bool b64_decode(const char *in, char *out, size_t cap)
-{
-    size_t o = 0, bits = 0;
-    uint32_t acc = 0;
-    for (; *in; in++) {
-        const char *p = strchr(b64, *in);
-        if (!p || !*in)
-            return false;
-        acc = (acc << 6) | (uint32_t)(p - b64);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o + 1 >= cap)
-                return false;
-            out[o++] = (char)((acc >> bits) & 0xff);
-        }
-    }
-    out[o] = '\0';
-    return true;
-}
+typedef struct scale_arg {
+    int patch_type; /* < 0: body is a Scale (PUT) */
+    const json_t *body;
+} scale_arg;
 
-static int cmp_str(const void *a, const void *b)
+static json_t *mut_scale(const json_t *cur, const void *arg, ks_err *err)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-json_t *ks_api_list(ks_store *s, const ks_res *res, const char *ns, const ks_lsel *ls,
-                    const ks_fsel *fs, long limit, const char *cont, ks_err *err)
-{
-    char start[600] = "";
-    uint64_t list_rev = 0;
-    if (cont && *cont) {
-        char dec[700];
-        char *sep;
-        if (!b64_decode(cont, dec, sizeof dec) || !(sep = strchr(dec, '|')) ||
-            sscanf(dec, "%" SCNu64, &list_rev) != 1) {
-            ks_err_set(err, 400, "BadRequest", "continue key is not valid: %.100s", cont);
-            return NULL;
-        }
-        snprintf(start, sizeof start, "%s", sep + 1);
-    }
-    char pfx[300] = "";
-    size_t pl = 0;
-    if (res->namespaced && ns)
-        pl = (size_t)snprintf(pfx, sizeof pfx, "%s/", ns);
-
-    json_t *items = json_array();
-    pthread_mutex_lock(&s->mu);
-    if (list_rev && list_rev < s->compacted) {
-        pthread_mutex_unlock(&s->mu);
-        json_decref(items);
-        ks_err_set(err, 410, "Expired",
-                   "The provided continue parameter is too old to display a consistent list "
-                   "result. You can start a new list without the continue parameter.");
+    const scale_arg *sa = arg;
+    json_t *sc = ks_scale_of(cur);
+    json_t *nsc = sa->patch_type < 0
+                          ? json_deep_copy(sa->body)
+                          : ks_patch_apply((ks_patch_type)sa->patch_type, sc, sa->body, err);
+    json_decref(sc);
+    if (!nsc)
+        return NULL;
+    const char *want = ks_meta_str(nsc, "resourceVersion");
+    if (want && *want && strcmp(want, ks_meta_str(cur, "resourceVersion")) != 0) {
+        json_decref(nsc);
+        ks_err_set(err, 409, "Conflict",
+                   "Operation cannot be fulfilled on %s.%s \"%.200s\": the "
+                   "object has been modified; please apply your changes to the latest version "
+                   "and try again",
+                   "sandboxpools", "podclaim.io", ks_meta_str(cur, "name"));
         return NULL;
     }
-    size_t n = json_object_size(s->objs[res->id]), k = 0;
-    const char **keys = malloc((n ? n : 1) * sizeof *keys);
-    const char *key;
-    json_t *v;
-    json_object_foreach(s->objs[res->id], key, v)
-    {
-        if (pl && strncmp(key, pfx, pl) != 0)
-            continue;
-        if (start[0] && strcmp(key, start) <= 0)
-            continue;
-        keys[k++] = key;
+    json_t *r = json_object_get(json_object_get(nsc, "spec"), "replicas");
+    json_t *o = json_copy((json_t *)cur);
+    json_t *spec = json_object_get(o, "spec");
+    spec = json_is_object(spec) ? json_copy(spec) : json_object();
+    json_object_set_new(o, "spec", spec);
+    json_object_set(spec, "replicas", r ? r : json_integer(0));
+    json_decref(nsc);
+    json_t *md = json_copy(json_object_get(o, "metadata"));
+    json_object_set_new(o, "metadata", md);
+    json_object_del(md, "resourceVersion"); /* checked above; the write is unconditional now */
+    if (!ks_validate(&ks_resources[KS_RES_SANDBOXPOOL], o, cur, err)) {
+        json_decref(o);
+        return NULL;
     }
-    qsort(keys, k, sizeof *keys, cmp_str);
-    if (!list_rev)
-        list_rev = s->rev;
-    size_t taken = 0, i;
-    const char *last = NULL;
-    for (i = 0; i < k; i++) {
-        json_t *o = json_object_get(s->objs[res->id], keys[i]);
-        if (!ks_lsel_match(ls, json_object_get(json_object_get(o, "metadata"), "labels")) ||
-            !ks_fsel_match(fs, o))
-            continue;
-        if (limit > 0 && taken == (size_t)limit)
-            break;
-        json_array_append(items, o);
-        taken++;
-        last = keys[i];
-    }
-    char token[1000] = "";
-    if (limit > 0 && i < k && last) {
-        char raw[700];
-        int rl = snprintf(raw, sizeof raw, "%" PRIu64 "|%s", list_rev, last);
-        b64_encode(raw, (size_t)rl < sizeof raw ? (size_t)rl : sizeof raw - 1, token);
-    }
-    pthread_mutex_unlock(&s->mu);
-    free(keys);
+    if (!json_equal(json_object_get(cur, "spec"), spec))
+        json_object_set_new(md, "generation",
+                            json_integer(json_integer_value(json_object_get(
+                                                 json_object_get(cur, "metadata"), "generation")) +
+                                         1));
+    return o;
+}
 
-    char rv[24];
-    snprintf(rv, sizeof rv, "%" PRIu64, list_rev);
-    json_t *md = json_pack("{s:s}", "resourceVersion", rv);
-    if (token[0])
-        json_object_set_new(md, "continue", json_string(token));
-    return json_pack("{s:s,s:s,s:o,s:o}", "kind", res->list_kind, "apiVersion", res->api_version,
-                     "metadata", md, "items", items);
+json_t *ks_api_scale(ks_store *s, const ks_res *res, const char *ns, const char *name,
+                     int patch_type, const json_t *body, ks_err *err, bool dry)
+{
+    if (!json_is_object(body) && patch_type != KS_PATCH_JSON) {
+        ks_err_set(err, 400, "BadRequest", "the body must be a JSON object");
+        return NULL;
+    }
+    scale_arg sa = {patch_type, body};
+    json_t *o = write_existing(s, res, ns, name, "*", false, mut_scale, &sa, err, NULL, dry);
+    if (!o)
+        return NULL;
+    json_t *sc = ks_scale_of(o);
+    json_decref(o);
+    return sc;
 }
 
 void ks_ensure_namespace(ks_store *s, const char *ns)
 {
     json_t *o = json_pack("{s:{s:s}}", "metadata", "name", ns);
     ks_err err = {0};
-    json_t *r = ks_api_create(s, &ks_resources[KS_RES_NAMESPACE], NULL, o, &err, NULL);
+    json_t *r = ks_api_create(s, &ks_resources[KS_RES_NAMESPACE], NULL, o, &err, NULL, false);
     json_decref(r);
     json_decref(o);
 }

@@ -5,7 +5,8 @@
  * are immutable: a write builds a new object and swaps it in, so a reader may keep a reference
  * (jansson refcounts are atomic) and serialise it after unlocking. Every commit makes exactly one
  * event, so the history holds the contiguous revisions [lo, rev] and a watch can resume from X
- * iff X >= lo - 1 and X >= compacted.
+ * from X iff X >= lo - 1 and X >= compacted; an established watch only needs its cursor to stay
+ * inside the ring.
  */
 #include "sim.h"
 
@@ -145,13 +146,11 @@ void ks_store_compact(ks_store *s, uint64_t upto)
     pthread_mutex_lock(&s->mu);
     if (upto == 0 || upto > s->rev)
         upto = s->rev;
-    while (s->lo <= upto) {
-        event_clear(&s->hist[s->lo % s->hist_cap]);
-        s->lo++;
-    }
+    /* Like etcd compaction under kube-apiserver's watch cache: a new watch or a continue from
+     * before upto gets 410, but the events stay in the ring, so a watch already established
+     * keeps streaming (the real server never ends live watches on compaction). */
     if (upto > s->compacted)
         s->compacted = upto;
-    wake_locked(s, true); /* watchers behind the new floor get 410 at once */
     pthread_mutex_unlock(&s->mu);
 }
 

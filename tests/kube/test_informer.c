@@ -253,7 +253,8 @@ Test(informer, relists_after_410_and_withdraws_pods_deleted_meanwhile, .init = s
                  json_string_value(json_object_get(json_object_get(p, "metadata"), "name")));
         char path[256];
         snprintf(path, sizeof(path), "/api/v1/namespaces/gone/pods/%s", deleted[i]);
-        json_decref(ksim_json(&sim, "DELETE", path, NULL));
+        /* grace 0: gone at once (a pod on a node is otherwise deleted gracefully) */
+        json_decref(ksim_json(&sim, "DELETE", path, "{\"gracePeriodSeconds\":0}"));
     }
     json_decref(l);
     json_decref(ksim_json(&sim, "POST", "/sim/compact", "{}"));
