@@ -817,7 +817,7 @@ static int64_t grace_period(const ks_res *res, const json_t *cur, const json_t *
     const char *phase = json_string_value(json_object_get(json_object_get(cur, "status"), "phase"));
     if (!node || !*node || (phase && (!strcmp(phase, "Succeeded") || !strcmp(phase, "Failed"))))
         return 0;
-    return grace < 0 ? 0 : grace;
+    return grace < 0 ? 1 : grace; /* as CheckGracefulDelete: a negative period is 1 */
 }
 
 static void rfc3339_in(char *buf, size_t n, int64_t secs)
