@@ -123,15 +123,24 @@ static json_t *str_json(const char *s)
 
 json_t *ks_status_json(const ks_err *e, const ks_res *res, const char *name)
 {
-    json_t *st =
-            json_pack("{s:s,s:s,s:{},s:s,s:o,s:s,s:i}", "kind", "Status", "apiVersion", "v1",
-                      "metadata", "status", e->code < 400 ? "Success" : "Failure", "message",
-                      str_json(e->message), "reason", e->reason ? e->reason : "", "code", e->code);
+    json_t *st = json_pack("{s:s,s:s,s:{},s:s,s:o}", "kind", "Status", "apiVersion", "v1",
+                           "metadata", "status", e->code < 400 ? "Success" : "Failure", "message",
+                           str_json(e->message));
     if (!st)
         return NULL;
+    /* Go omits empty fields: a Success carries no code or reason, an InternalError no reason */
+    if (e->reason && *e->reason)
+        json_object_set_new(st, "reason", json_string(e->reason));
+    if (e->code >= 400)
+        json_object_set_new(st, "code", json_integer(e->code));
+    if (e->code < 400)
+        json_object_del(st, "message");
+    /* Which details kube-apiserver sends depends on the error's constructor: none for
+     * NewBadRequest (400), the object for NotFound/AlreadyExists/Conflict (kind = resource),
+     * the Kind for Invalid; {} for MethodNotAllowed, UnsupportedMediaType (d_set, empty). */
+    if (e->no_details || (!e->d_set && (e->code == 400 || e->code == 500)))
+        return st;
     json_t *d = json_object();
-    /* Go omits empty detail fields; the kind is the resource (plural) except for a 422, where
-     * it is the Kind (kubectl prints `The Pod "x" is invalid: ...` from these). */
     const char *group = res ? res->group : NULL;
     const char *kind = res ? (e->code == 422 ? res->kind : res->plural) : NULL;
     if (e->d_set) {
@@ -155,10 +164,10 @@ json_t *ks_status_json(const ks_err *e, const ks_res *res, const char *name)
             json_array_append_new(cs, c);
         }
         json_object_set_new(d, "causes", cs);
-    } else if (e->code == 422 && res) {
+    } else if (e->code == 422 && e->field) {
         const char *m = strstr(e->message, "is invalid: ");
         m = m ? m + 12 : e->message;
-        const char *f = e->field ? e->field : "";
+        const char *f = e->field;
         size_t fl = strlen(f);
         if (fl && strncmp(m, f, fl) == 0 && m[fl] == ':')
             m += fl + 2;
@@ -168,7 +177,7 @@ json_t *ks_status_json(const ks_err *e, const ks_res *res, const char *name)
     }
     if (e->retry_after_s > 0)
         json_object_set_new(d, "retryAfterSeconds", json_integer(e->retry_after_s));
-    if (json_object_size(d) || res || name)
+    if (json_object_size(d) || res || name || e->d_set)
         json_object_set_new(st, "details", d);
     else
         json_decref(d);
@@ -257,6 +266,12 @@ static bool check_kind(json_t *obj, const ks_res *res, ks_err *err)
     return true;
 }
 
+/* metadata.generation: pods, CRDs and custom resources have one; leases, namespaces not. */
+static bool has_generation(const ks_res *res)
+{
+    return res->id == KS_RES_POD || res->id == KS_RES_CRD || res->custom;
+}
+
 json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *body, ks_err *err,
                       char **text, bool dry)
 {
@@ -295,8 +310,8 @@ json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *bo
     }
     if (json_object_get(md, "resourceVersion") &&
         json_string_length(json_object_get(md, "resourceVersion")) > 0) {
-        ks_err_set(err, 400, "BadRequest",
-                   "resourceVersion should not be set on objects to be created");
+        /* kube-apiserver answers this with a bare InternalError (no reason) */
+        ks_err_set(err, 500, NULL, "resourceVersion should not be set on objects to be created");
         goto out;
     }
     const char *name = json_string_value(json_object_get(md, "name"));
@@ -313,15 +328,18 @@ json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *bo
     json_object_del(md, "deletionTimestamp");
     json_object_del(md, "deletionGracePeriodSeconds");
     ks_apply_defaults(res, obj);
+    ks_drop_empty_meta(md);
     if (!ks_validate(res, obj, NULL, err))
         goto out;
     char ts[40], uid[48];
     ks_rfc3339_now(ts, sizeof ts);
     json_object_set_new(md, "creationTimestamp", json_string(ts));
-    if (json_object_get(obj, "spec"))
+    if (has_generation(res))
         json_object_set_new(md, "generation", json_integer(1));
-    if (res->id == KS_RES_POD && !json_is_object(json_object_get(obj, "status")))
-        json_object_set_new(obj, "status", json_pack("{s:s}", "phase", "Pending"));
+    if (res->id == KS_RES_POD) /* PrepareForCreate: status is the server's */
+        json_object_set_new(obj, "status",
+                            json_pack("{s:s,s:s}", "phase", "Pending", "qosClass",
+                                      ks_pod_qos_class(json_object_get(obj, "spec"))));
     if (res->id == KS_RES_NAMESPACE)
         json_object_set_new(obj, "status", json_pack("{s:s}", "phase", "Active"));
     if (res->custom)
@@ -330,10 +348,12 @@ json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *bo
     pthread_mutex_lock(&s->mu);
     if (res->namespaced && !ns_exists_locked(s, ns)) {
         ks_err_set(err, 404, "NotFound", "namespaces \"%.200s\" not found", ns);
+        ks_err_details(err, "", "namespaces", ns);
     } else if (ks_store_get_locked(s, res, ns, name)) {
         char r[128];
         ks_err_set(err, 409, "AlreadyExists", "%s \"%.200s\" already exists",
                    res_ref(res, r, sizeof r), name);
+        ks_err_details(err, res->group, res->plural, name);
     } else if (dry) {
         /* dryRun: the object as it would be stored, without a resourceVersion */
         ks_new_uid_locked(s, uid, sizeof uid);
@@ -470,6 +490,7 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
         else
             json_object_del(md, keep[i]);
     }
+    ks_drop_empty_meta(md);
     bool internal = sub && strcmp(sub, "*") == 0; /* the pool controller: all fields */
     if (sub && strcmp(sub, "status") == 0) {
         /* /status writes change status only (metadata and spec stay as stored). */
@@ -491,6 +512,12 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
         else
             json_object_del(cand, "status");
     }
+    if (!internal && ks_needs_defaults(res, cand)) {
+        /* every decoded object is defaulted, updates too; spec may be shared with the stored
+         * version, so it is copied first (only when a default is missing) */
+        json_object_set_new(cand, "spec", json_deep_copy(json_object_get(cand, "spec")));
+        ks_apply_defaults(res, cand);
+    }
     if (res->id == KS_RES_POD) {
         if (!pod_spec_update_allowed(json_object_get(old, "spec"), json_object_get(cand, "spec"))) {
             ks_err_set(err, 422, "Invalid",
@@ -499,7 +526,12 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
                        ",`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
                        "existing tolerations),`spec.terminationGracePeriodSeconds`",
                        name);
-            err->field = "spec";
+            ks_err_cause(err, "FieldValueForbidden", "spec",
+                         "Forbidden: pod updates may not change fields other than "
+                         "`spec.containers[*].image`,`spec.initContainers[*].image`,"
+                         "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
+                         "existing tolerations),`spec.terminationGracePeriodSeconds`");
+            ks_err_details(err, res->group, res->kind, name);
             return false;
         }
     }
@@ -524,10 +556,11 @@ static bool finish_update(ks_store *s, const ks_res *res, const char *name, cons
                            "Forbidden: no new finalizers can be added if the object is being "
                            "deleted",
                            res->kind, name);
-                ks_err_cause(err, "FieldValueForbidden", "metadata.finalizers",
-                             "Forbidden: no new finalizers can be added if the object is being "
-                             "deleted, found new finalizers %s",
-                             json_string_value(f));
+                for (int twice = 0; twice < 2; twice++) /* the real server reports it twice */
+                    ks_err_cause(err, "FieldValueForbidden", "metadata.finalizers",
+                                 "Forbidden: no new finalizers can be added if the object is being "
+                                 "deleted, found new finalizers %s",
+                                 json_string_value(f));
                 return false;
             }
         }
@@ -578,7 +611,10 @@ static json_t *prepare(const ks_res *res, const char *name, const char *sub, boo
                    "%s \"%.200s\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must "
                    "be specified for an update",
                    res->kind, name);
-        err->field = "metadata.resourceVersion";
+        ks_err_cause(err, "FieldValueInvalid", "metadata.resourceVersion",
+                     "Invalid value: 0x0: must be specified for an update");
+        /* unlike field validation, this one names the resource, not the Kind */
+        ks_err_details(err, res->group, res->plural, name);
     } else if (finish_update(NULL, res, name, cur, cand, sub, err)) {
         /* Compare with the stored version's resourceVersion so an unchanged object is seen. */
         json_object_set(meta_of(cand), "resourceVersion",
@@ -642,9 +678,8 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
                 json_decref(cand);
                 continue;
             }
-            /* answer with the object as updated, at the deletion's revision */
-            json_object_set(meta_of(cand), "resourceVersion",
-                            json_object_get(json_object_get(gone, "metadata"), "resourceVersion"));
+            /* the answer is the object as updated, at the version it had (as the real server
+             * answers: the deletion's revision is only seen on the watch) */
             json_decref(gone);
             return cand;
         }
@@ -706,7 +741,10 @@ typedef struct patch_arg {
 static json_t *mut_patch(const json_t *cur, const void *arg, ks_err *err)
 {
     const patch_arg *pa = arg;
-    return ks_patch_apply(pa->t, cur, pa->patch, err);
+    json_t *r = ks_patch_apply(pa->t, cur, pa->patch, err);
+    if (!r && err->code == 422 && !err->ncauses)
+        ks_err_details(err, NULL, NULL, NULL); /* a failed JSON-patch test: details {} */
+    return r;
 }
 
 json_t *ks_api_patch(ks_store *s, const ks_res *res, const char *ns, const char *name,
@@ -719,6 +757,7 @@ json_t *ks_api_patch(ks_store *s, const ks_res *res, const char *ns, const char 
                    "the body of the request was in an unknown format - accepted media types "
                    "include: application/json-patch+json, application/merge-patch+json, "
                    "application/apply-patch+yaml");
+        err->no_details = true; /* no details at all, unlike the other 415s */
         return NULL;
     }
     if (t == KS_PATCH_APPLY || t < 0 || t >= KS_PATCH_COUNT) {
@@ -820,6 +859,13 @@ static int64_t grace_period(const ks_res *res, const json_t *cur, const json_t *
     return grace < 0 ? 1 : grace; /* as CheckGracefulDelete: a negative period is 1 */
 }
 
+static void bump_generation(json_t *md)
+{
+    json_t *g = json_object_get(md, "generation");
+    if (json_is_integer(g))
+        json_object_set_new(md, "generation", json_integer(json_integer_value(g) + 1));
+}
+
 static void rfc3339_in(char *buf, size_t n, int64_t secs)
 {
     time_t t = time(NULL) + (time_t)secs;
@@ -852,6 +898,7 @@ json_t *ks_api_delete(ks_store *s, const ks_res *res, const char *ns, const char
                    "Operation cannot be fulfilled on %s \"%.200s\": Precondition failed: "
                    "ResourceVersion in precondition: %.40s, ResourceVersion in object meta: %s",
                    res_ref(res, r, sizeof r), name, want_rv, ks_meta_str(cur, "resourceVersion"));
+        ks_err_details(err, res->group, res->kind, name);
     } else if (want_uid &&
                strcmp(want_uid, ks_meta_str(cur, "uid") ? ks_meta_str(cur, "uid") : "")) {
         char r[128];
@@ -860,6 +907,7 @@ json_t *ks_api_delete(ks_store *s, const ks_res *res, const char *ns, const char
                    "precondition: %.60s, UID in object meta: %s",
                    res_ref(res, r, sizeof r), name, want_uid,
                    ks_meta_str(cur, "uid") ? ks_meta_str(cur, "uid") : "");
+        ks_err_details(err, res->group, res->kind, name);
     } else {
         const json_t *omd = json_object_get(cur, "metadata");
         json_t *fin = json_object_get(omd, "finalizers");
@@ -891,6 +939,7 @@ json_t *ks_api_delete(ks_store *s, const ks_res *res, const char *ns, const char
                 json_object_set_new(md, "deletionTimestamp", json_string(ts));
                 json_object_set_new(md, "deletionGracePeriodSeconds",
                                     json_integer(keep ? 0 : grace));
+                bump_generation(md);
                 if (dry)
                     ret = o;
                 else
@@ -898,8 +947,31 @@ json_t *ks_api_delete(ks_store *s, const ks_res *res, const char *ns, const char
             }
         } else {
             *gone = true;
+            json_t *final = NULL;
+            if (res->id == KS_RES_POD) {
+                /* a pod always takes the graceful path, here with grace 0: its last state
+                 * (answer and DELETED event) carries the deletionTimestamp */
+                final = json_copy((json_t *)cur);
+                json_t *md = json_copy(json_object_get(final, "metadata"));
+                json_object_set_new(final, "metadata", md);
+                char ts[40];
+                rfc3339_in(ts, sizeof ts, 0);
+                if (!json_object_get(md, "deletionTimestamp")) {
+                    json_object_set_new(md, "deletionTimestamp", json_string(ts));
+                    bump_generation(md);
+                }
+                json_object_set_new(md, "deletionGracePeriodSeconds", json_integer(0));
+            }
             if (dry) {
-                ret = json_incref((json_t *)cur);
+                ret = final ? final : json_incref((json_t *)cur);
+            } else if (final) {
+                /* two events, as on the real server: MODIFIED with the deletionTimestamp, then
+                 * DELETED of that state (skipped when the first would change nothing) */
+                if (!json_equal(final, (json_t *)cur))
+                    ks_store_commit_locked(s, res, ns, name, final);
+                else
+                    json_decref(final);
+                ret = json_incref((json_t *)ks_store_commit_locked(s, res, ns, name, NULL));
             } else {
                 /* kapi-sim plays the namespace controller: contents go at once (a real cluster
                  * keeps the namespace Terminating until its controller has emptied it). */

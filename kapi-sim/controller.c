@@ -133,6 +133,8 @@ static void log_claim_locked(ks_controller *c, const ks_event *e, const char *ph
 static void on_event(void *arg, const ks_event *e)
 {
     ks_controller *c = arg;
+    if (e->res == KS_RES_SANDBOXPOOL && c->o.no_pools)
+        return;
     if (e->res == KS_RES_SANDBOXPOOL) {
         if (e->type == KS_EV_MODIFIED &&
             json_equal(json_object_get(e->old, "spec"), json_object_get(e->obj, "spec")))
@@ -167,7 +169,7 @@ static void on_event(void *arg, const ks_event *e)
         return; /* the common case (any other pod write) costs no lock and no wake-up */
     int64_t now = ks_now_ns();
     pthread_mutex_lock(&c->mu);
-    if (deleted || e->type == KS_EV_ADDED)
+    if ((deleted || e->type == KS_EV_ADDED) && !c->o.no_pools)
         mark_dirty_locked(c, ks_meta_str(e->obj, "namespace"), pool);
     if (starting)
         timer_push_locked(c, T_WARM, now + c->o.warmup_ms * 1000000, e->obj);
@@ -289,14 +291,17 @@ static void create_pod_locked(ks_controller *c, const json_t *pool, const char *
     json_object_set_new(labels, LABEL_PHASE, json_string("Starting"));
     json_t *spec = pool_template(pool);
     json_object_set_new(spec, "nodeName", json_string("kapi-sim-node"));
-    json_t *pod = json_pack(
-            "{s:s,s:s,s:{s:s,s:s,s:s,s:s,s:o,s:{},s:[{s:s,s:s,s:s,s:s,s:b,s:b}]},s:o}",
-            "apiVersion", "v1", "kind", "Pod", "metadata", "name", name, "namespace", ns, "uid",
-            uid, "creationTimestamp", ts, "labels", labels, "annotations", "ownerReferences",
-            "apiVersion", "podclaim.io/v1alpha1", "kind", "SandboxPool", "name", pool_name, "uid",
-            ks_meta_str(pool, "uid") ? ks_meta_str(pool, "uid") : "", "controller", 1,
-            "blockOwnerDeletion", 1, "spec", spec);
+    json_t *pod =
+            json_pack("{s:s,s:s,s:{s:s,s:s,s:s,s:s,s:o,s:[{s:s,s:s,s:s,s:s,s:b,s:b}]},s:o}",
+                      "apiVersion", "v1", "kind", "Pod", "metadata", "name", name, "namespace", ns,
+                      "uid", uid, "creationTimestamp", ts, "labels", labels, "ownerReferences",
+                      "apiVersion", "podclaim.io/v1alpha1", "kind", "SandboxPool", "name",
+                      pool_name, "uid", ks_meta_str(pool, "uid") ? ks_meta_str(pool, "uid") : "",
+                      "controller", 1, "blockOwnerDeletion", 1, "spec", spec);
+    ks_apply_defaults(&ks_resources[KS_RES_POD], pod); /* as any created pod */
     set_ready(pod, false);
+    json_object_set_new(json_object_get(pod, "status"), "qosClass",
+                        json_string(ks_pod_qos_class(json_object_get(pod, "spec"))));
     ks_store_commit_locked(c->s, &ks_resources[KS_RES_POD], ns, name, pod);
 }
 

@@ -214,6 +214,13 @@ static enum MHD_Result route(ks_server *srv, struct MHD_Connection *conn, const 
         if (d)
             return ks_send_json(conn, f, KS_VERB_OTHER, 200, d);
     }
+    if (!get && (nseg == 1 || nseg == 2) && (!strcmp(seg[0], "api") || !strcmp(seg[0], "apis"))) {
+        /* discovery documents are read-only: 405, as kube-apiserver answers */
+        ks_err_set(&err, 405, "MethodNotAllowed",
+                   "the server does not allow this method on the requested resource");
+        ks_err_details(&err, NULL, NULL, NULL);
+        return ks_send_err(conn, f, KS_VERB_OTHER, &err, NULL, NULL);
+    }
     if (nseg >= 1 && strcmp(seg[0], "api") == 0) {
         if (get && nseg == 1)
             return ks_send_json(conn, f, KS_VERB_OTHER, 200, ks_discovery_core(srv->addr));

@@ -248,10 +248,21 @@ json_t *ks_list(ks_store *s, const ks_res *res, const char *ns, const ks_list_op
             continue;
         if (o->limit > 0 && taken == (size_t)o->limit)
             break;
-        json_array_append(items, ob);
+        if (res->custom) {
+            json_array_append(items, ob);
+        } else { /* items of a typed list carry no kind/apiVersion (custom ones do) */
+            json_t *it = json_copy(ob);
+            json_object_del(it, "kind");
+            json_object_del(it, "apiVersion");
+            json_array_append_new(items, it);
+        }
         taken++;
         last = keys[i];
     }
+    /* remainingItemCount: sent with a continue token when nothing filters the list */
+    json_int_t remaining = -1;
+    if (o->limit > 0 && i < k && last && ks_lsel_empty(o->lsel) && !o->fsel_set)
+        remaining = (json_int_t)(k - i);
     char token[1000] = "";
     if (o->limit > 0 && i < k && last) {
         char raw[700];
@@ -266,6 +277,10 @@ json_t *ks_list(ks_store *s, const ks_res *res, const char *ns, const ks_list_op
     json_t *md = json_pack("{s:s}", "resourceVersion", rvs);
     if (token[0])
         json_object_set_new(md, "continue", json_string(token));
+    else if (res->custom && o->limit > 0) /* the unstructured list of a CR says it: "" */
+        json_object_set_new(md, "continue", json_string(""));
+    if (token[0] && remaining >= 0)
+        json_object_set_new(md, "remainingItemCount", json_integer(remaining));
     return json_pack("{s:s,s:s,s:o,s:o}", "kind", res->list_kind, "apiVersion", res->api_version,
                      "metadata", md, "items", items);
 }

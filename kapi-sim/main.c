@@ -51,6 +51,8 @@ static void usage(FILE *out)
           "                         (default 500; 0 = send every event at once)\n"
           "  --conn-timeout-s S     close a connection that sends nothing for S seconds\n"
           "                         (default 90; an open watch is not affected)\n"
+          "  --no-pool-controller   keep no pool replicas (as a cluster without podclaimd);\n"
+          "                         pods are still warmed, claims logged, deletions finished\n"
           "fault injection (also at runtime: PUT /sim/faults):\n"
           "  --latency VERB=MS[+JITTER]  delay VERB (get list watch create update patch delete\n"
           "                         other, or all) by MS plus uniform [0,JITTER) ms; repeatable\n"
@@ -166,7 +168,8 @@ enum {
     O_HELP,
     O_WATCH_BATCH,
     O_COMPACT_EVERY,
-    O_CONN_TIMEOUT
+    O_CONN_TIMEOUT,
+    O_NO_POOLS
 };
 
 int main(int argc, char **argv)
@@ -197,6 +200,7 @@ int main(int argc, char **argv)
                                              {"watch-batch-us", 1, 0, O_WATCH_BATCH},
                                              {"compact-every-ms", 1, 0, O_COMPACT_EVERY},
                                              {"conn-timeout-s", 1, 0, O_CONN_TIMEOUT},
+                                             {"no-pool-controller", 0, 0, O_NO_POOLS},
                                              {0, 0, 0, 0}};
     ks_server_opts so = {.listen = "127.0.0.1:0", .bookmark_ms = 1000, .watch_batch_us = 500};
     ks_controller_opts co = {.warmup_ms = 100, .hold_ms = 500, .stop_ms = 20};
@@ -232,6 +236,9 @@ int main(int argc, char **argv)
             break;
         case O_OBJECTS:
             objects = optarg;
+            break;
+        case O_NO_POOLS:
+            co.no_pools = true;
             break;
 #define NUM(o, lo, hi, dst)                                                                        \
     case o:                                                                                        \

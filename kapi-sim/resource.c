@@ -158,10 +158,15 @@ static int dry_run(kr_ctx *c, bool *out, ks_err *err)
     if (!v)
         return 0;
     if (strcmp(v, "All") != 0) {
-        ks_err_set(err, 400, "BadRequest",
-                   "dryRun: Unsupported value: \"%.60s\": supported "
-                   "values: \"All\"",
-                   v);
+        ks_err_set(err, 422, "Invalid", "dryRun: Unsupported value: \"%.60s\"", v);
+        ks_err_cause(err, "FieldValueNotSupported", "dryRun",
+                     "Unsupported value: \"%.60s\": supported values: \"All\"", v);
+        ks_err_details(err, "meta.k8s.io",
+                       c->v == KS_VERB_CREATE   ? "CreateOptions"
+                       : c->v == KS_VERB_DELETE ? "DeleteOptions"
+                       : c->v == KS_VERB_PATCH  ? "PatchOptions"
+                                                : "UpdateOptions",
+                       NULL);
         return -1;
     }
     *out = true;
@@ -216,6 +221,8 @@ static enum MHD_Result h_list(kr_ctx *c)
     if (ks_query_int(c->conn, "limit", INT64_MIN, INT64_MAX, &lo.limit, &err) ||
         selectors(c, &lo.lsel, &lo.fsel, &err))
         return fail(c, &err);
+    const char *fsq = ks_query(c->conn, "fieldSelector");
+    lo.fsel_set = fsq && *fsq;
     json_t *out = ks_list(c->srv->s, c->res, c->ns, &lo, &err);
     ks_lsel_free(lo.lsel);
     ks_fsel_free(lo.fsel);
@@ -327,6 +334,7 @@ static int patch_type(kr_ctx *c, ks_err *err)
                    "the body of the request was in an unknown format - accepted media types "
                    "include: application/json-patch+json, application/merge-patch+json, "
                    "application/apply-patch+yaml, application/strategic-merge-patch+json");
+        ks_err_details(err, NULL, NULL, NULL); /* details {} */
         return -1;
     }
     return t;
@@ -574,6 +582,7 @@ enum MHD_Result ks_handle_resource(ks_server *srv, struct MHD_Connection *conn, 
     if (!h) {
         ks_err_set(&err, 405, "MethodNotAllowed",
                    "the server does not allow this method on the requested resource");
+        ks_err_details(&err, NULL, NULL, NULL); /* details {} */
         return ks_send_err(conn, srv->f, c.v, &err, NULL, NULL);
     }
     if (rq && rq->too_big) {
@@ -591,6 +600,7 @@ enum MHD_Result ks_handle_resource(ks_server *srv, struct MHD_Connection *conn, 
         ks_err_set(&err, 415, "UnsupportedMediaType",
                    "the body of the request was in an unknown format - accepted media types "
                    "include: application/json, application/yaml");
+        ks_err_details(&err, NULL, NULL, NULL);
         return fail(&c, &err);
     }
     c.table = ks_accepts_table(header(&c, "Accept"));

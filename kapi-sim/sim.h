@@ -90,6 +90,7 @@ typedef struct ks_err {
     int ncauses; /* explicit details.causes; 0 = derived from field for a 422 */
     ks_cause causes[KS_MAX_CAUSES];
     int retry_after_s; /* details.retryAfterSeconds and Retry-After; 0 = none */
+    bool no_details;   /* the Status has no details at all */
 } ks_err;
 
 void ks_err_set(ks_err *e, int code, const char *reason, const char *fmt, ...)
@@ -289,6 +290,7 @@ typedef struct ks_list_opts {
     int64_t limit;        /* <= 0 = all */
     ks_lsel *lsel;        /* borrowed; NULL = everything */
     ks_fsel *fsel;
+    bool fsel_set; /* a non-empty fieldSelector was given (no remainingItemCount then) */
 } ks_list_opts;
 
 /* List: ns NULL = all namespaces. Returns a …List (new reference) or NULL + err. */
@@ -314,6 +316,12 @@ bool ks_validate(const ks_res *res, const json_t *obj, const json_t *old, ks_err
  * terminationGracePeriodSeconds, per-container terminationMessagePath/Policy,
  * imagePullPolicy, ...). obj is owned by the caller and modified. */
 void ks_apply_defaults(const ks_res *res, json_t *obj);
+/* Remove empty labels, annotations, finalizers, ownerReferences from metadata md (modified). */
+void ks_drop_empty_meta(json_t *md);
+/* Whether ks_apply_defaults would change obj's spec (cheap lookups, no copy). */
+bool ks_needs_defaults(const ks_res *res, const json_t *obj);
+/* status.qosClass of a pod spec: BestEffort, Burstable or Guaranteed (static string). */
+const char *ks_pod_qos_class(const json_t *spec);
 
 /* ---- watch (watch.c) ---------------------------------------------------------------------- */
 
@@ -392,6 +400,7 @@ typedef struct ks_controller_opts {
     int64_t stop_ms;          /* Stopping -> Idle */
     size_t claims_max;        /* claim log bound; transitions beyond it are counted as dropped */
     int64_t compact_every_ms; /* injected fault: compact the whole history this often; 0 = never */
+    bool no_pools;            /* --no-pool-controller: keep no replicas (the kubelet part stays) */
 } ks_controller_opts;
 
 ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o);

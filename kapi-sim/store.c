@@ -335,15 +335,15 @@ uint64_t ks_store_commit_prepared_locked(ks_store *s, const ks_res *res, const c
     return rev;
 }
 
-const json_t *ks_store_commit_locked(ks_store *s, const ks_res *res, const char *ns,
-                                     const char *name, json_t *obj)
+static const json_t *commit(ks_store *s, const ks_res *res, const char *ns, const char *name,
+                            json_t *obj, bool del)
 {
     char key[512];
     ks_key(key, sizeof key, res, ns, name);
     json_t *old = json_object_get(s->objs[res->id], key);
     assert(obj || old);
     uint64_t rev = ++s->rev;
-    ks_ev_type t = !old ? KS_EV_ADDED : obj ? KS_EV_MODIFIED : KS_EV_DELETED;
+    ks_ev_type t = del ? KS_EV_DELETED : !old ? KS_EV_ADDED : KS_EV_MODIFIED;
     if (old)
         json_incref(old);
     if (!obj)
@@ -374,4 +374,10 @@ const json_t *ks_store_commit_locked(ks_store *s, const ks_res *res, const char 
         s->hook(s->hook_arg, e);
     wake_locked(s, false);
     return obj;
+}
+
+const json_t *ks_store_commit_locked(ks_store *s, const ks_res *res, const char *ns,
+                                     const char *name, json_t *obj)
+{
+    return commit(s, res, ns, name, obj, obj == NULL);
 }

@@ -334,14 +334,19 @@ static void check_pool(vctx *v, const json_t *obj)
         return;
     }
     json_int_t n = json_integer_value(r);
-    if (n < 0)
-        bad(v, "FieldValueInvalid", "spec.replicas",
-            "Invalid value: %lld: spec.replicas in body should be greater than or equal to 0",
-            (long long)n);
-    else if (n > KS_POOL_MAX_REPLICAS)
-        bad(v, "FieldValueInvalid", "spec.replicas",
-            "Invalid value: %lld: spec.replicas in body should be less than or equal to %d",
-            (long long)n, KS_POOL_MAX_REPLICAS);
+    /* kube-apiserver reports a negative count twice: the schema check, and the scale
+     * subresource's check of specReplicasPath (field ".spec.replicas") */
+    for (int i = 0; i < (n < 0 ? 2 : 1); i++) {
+        const char *f = i ? ".spec.replicas" : "spec.replicas";
+        if (n < 0)
+            bad(v, "FieldValueInvalid", f,
+                "Invalid value: %lld: spec.replicas in body should be greater than or equal to 0",
+                (long long)n);
+        else if (n > KS_POOL_MAX_REPLICAS)
+            bad(v, "FieldValueInvalid", f,
+                "Invalid value: %lld: spec.replicas in body should be less than or equal to %d",
+                (long long)n, KS_POOL_MAX_REPLICAS);
+    }
 }
 
 bool ks_validate(const ks_res *res, const json_t *obj, const json_t *old, ks_err *err)
@@ -380,6 +385,18 @@ bool ks_validate(const ks_res *res, const json_t *obj, const json_t *old, ks_err
     return false;
 }
 
+void ks_drop_empty_meta(json_t *md)
+{
+    /* Go's omitempty: an empty map or list is not stored or sent */
+    static const char *const f[] = {"labels", "annotations", "finalizers", "ownerReferences"};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        json_t *v = json_object_get(md, f[i]);
+        if (v && (json_is_null(v) || (json_is_object(v) && !json_object_size(v)) ||
+                  (json_is_array(v) && !json_array_size(v))))
+            json_object_del(md, f[i]);
+    }
+}
+
 /* ---- defaults ---------------------------------------------------------------------------- */
 
 static void set_default(json_t *o, const char *k, json_t *v /* stolen */)
@@ -412,6 +429,61 @@ static void default_containers(json_t *spec, const char *list)
                                 json_string(latest ? "Always" : "IfNotPresent"));
         }
     }
+}
+
+static const char *const pod_defaults[] = {"restartPolicy",    "terminationGracePeriodSeconds",
+                                           "dnsPolicy",        "securityContext",
+                                           "schedulerName",    "enableServiceLinks",
+                                           "preemptionPolicy", "priority"};
+static const char *const container_defaults[] = {
+        "terminationMessagePath", "terminationMessagePolicy", "resources", "imagePullPolicy"};
+
+bool ks_needs_defaults(const ks_res *res, const json_t *obj)
+{
+    if (res->id != KS_RES_POD)
+        return false;
+    const json_t *spec = json_object_get(obj, "spec");
+    if (!json_is_object(spec))
+        return false;
+    for (size_t i = 0; i < sizeof pod_defaults / sizeof pod_defaults[0]; i++)
+        if (!json_object_get(spec, pod_defaults[i]))
+            return true;
+    static const char *const lists[] = {"containers", "initContainers"};
+    for (size_t l = 0; l < 2; l++) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(spec, lists[l]), i, c)
+        {
+            for (size_t k = 0; k < sizeof container_defaults / sizeof container_defaults[0]; k++)
+                if (json_is_object(c) && !json_object_get(c, container_defaults[k]) &&
+                    (k != 3 || json_object_get(c, "image")))
+                    return true;
+        }
+    }
+    return false;
+}
+
+/* The QoS class (GetPodQOS): no requests or limits anywhere -> BestEffort; cpu and memory
+ * limits on every container, requests equal to them -> Guaranteed; else Burstable. */
+const char *ks_pod_qos_class(const json_t *spec)
+{
+    bool any = false, guaranteed = true;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(spec, "containers"), i, c)
+    {
+        const json_t *r = json_object_get(c, "resources");
+        const json_t *req = json_object_get(r, "requests"), *lim = json_object_get(r, "limits");
+        if (json_object_size(req) || json_object_size(lim))
+            any = true;
+        static const char *const res[] = {"cpu", "memory"};
+        for (int k = 0; k < 2; k++) {
+            const json_t *l = json_object_get(lim, res[k]), *q = json_object_get(req, res[k]);
+            if (!l || (q && !json_equal((json_t *)l, (json_t *)q)))
+                guaranteed = false;
+        }
+    }
+    return !any ? "BestEffort" : guaranteed ? "Guaranteed" : "Burstable";
 }
 
 void ks_apply_defaults(const ks_res *res, json_t *obj)

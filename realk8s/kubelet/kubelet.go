@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 // Config of the fake kubelet.
 type Config struct {
 	Node       string        // node name pods are bound to
+	SkipPrefix string        // namespaces with this prefix are left alone ("" = none)
 	StartDelay time.Duration // bound -> Running and Ready
 	StopDelay  time.Duration // deletionTimestamp -> deleted with grace 0
 	Log        io.Writer
@@ -88,6 +90,9 @@ func (k *Kubelet) schedule(ctx context.Context, p *corev1.Pod, action string, af
 
 func (k *Kubelet) handle(ctx context.Context, p *corev1.Pod) {
 	ns, name, uid := p.Namespace, p.Name, p.UID
+	if k.cfg.SkipPrefix != "" && strings.HasPrefix(ns, k.cfg.SkipPrefix) {
+		return
+	}
 	pods := k.cs.CoreV1().Pods(ns)
 	switch {
 	case p.DeletionTimestamp != nil:

@@ -244,7 +244,7 @@ Test(conformance, dry_run_answers_like_a_write_but_writes_nothing)
     json_decref(g);
     cr_expect_eq(call("DELETE", PODS "/real?dryRun=All", NULL, NULL, NULL), 200);
     cr_expect_eq(call("GET", PODS "/real", NULL, NULL, NULL), 200, "dry-run delete deleted");
-    cr_expect_eq(call("POST", PODS "?dryRun=Some", "application/json", POD("d2", ""), NULL), 400);
+    cr_expect_eq(call("POST", PODS "?dryRun=Some", "application/json", POD("d2", ""), NULL), 422);
 }
 
 Test(conformance, list_at_an_exact_resource_version_shows_the_state_then)

@@ -55,6 +55,7 @@ func up(ctx context.Context, args []string) error {
 	node := fs.String("node", "realk8s-node", "the fake kubelet's node name")
 	start := fs.Duration("start-delay", 100*time.Millisecond, "bound pod -> Running and Ready")
 	stopD := fs.Duration("stop-delay", 20*time.Millisecond, "deletionTimestamp -> deleted")
+	skip := fs.String("kubelet-skip-prefix", "diff-", "namespaces the fake kubelet leaves alone (the differential suite's)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -82,7 +83,7 @@ func up(ctx context.Context, args []string) error {
 	kctx, kcancel := context.WithCancel(ctx)
 	kdone := make(chan error, 1)
 	go func() {
-		kdone <- kubelet.New(cs, kubelet.Config{Node: *node, StartDelay: *start, StopDelay: *stopD, Log: os.Stderr}).Run(kctx)
+		kdone <- kubelet.New(cs, kubelet.Config{Node: *node, SkipPrefix: *skip, StartDelay: *start, StopDelay: *stopD, Log: os.Stderr}).Run(kctx)
 	}()
 	env := fmt.Sprintf("KUBECONFIG=%s\nREALK8S_URL=%s\nREALK8S_CA=%s\nREALK8S_TOKEN_FILE=%s\n",
 		c.Kubeconfig, c.URL, c.CAFile, filepath.Join(*dir, "token"))
