@@ -492,3 +492,95 @@ func TestWatchSequence(t *testing.T) {
 		{method: "GET", path: pods + "?watch=1&labelSelector=podclaim.io%2Fphase%3DIdle&resourceVersion={listrv}&timeoutSeconds=1"},
 	})
 }
+
+// ---- the official clients ---------------------------------------------------------------------
+
+// kubeconfigFor writes a kubeconfig for t (the real server's is the one given).
+func kubeconfigFor(t *testing.T, srv *target) string {
+	t.Helper()
+	if srv.token != "" {
+		return os.Getenv("KUBECONFIG")
+	}
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	kc := "apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster:\n    server: " + srv.base +
+		"\nusers:\n- name: u\n  user: {}\ncontexts:\n- name: c\n  context:\n    cluster: s\n    user: u\n" +
+		"current-context: c\n"
+	if err := os.WriteFile(p, []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func newNamespace(t *testing.T, ctx context.Context, srv *target, ns string) {
+	t.Helper()
+	a, err := srv.do(ctx, "POST", "/api/v1/namespaces", "application/json", `{"metadata":{"name":"`+ns+`"}}`)
+	if err != nil || a.code != 201 {
+		t.Fatalf("create namespace %s on %s: %d %v", ns, srv.name, a.code, err)
+	}
+}
+
+// TestOfficialClients runs the official Python client (Debian python3-kubernetes) and kubectl
+// through the same script against both servers; what they print must be the same.
+func TestOfficialClients(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	py, err := filepath.Abs("../clients/clients.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exec.Command("/usr/bin/python3", "-c", "import kubernetes").Run() != nil {
+		t.Fatal("python3-kubernetes is not installed (scripts/deps.sh installs it)")
+	}
+	dir := t.TempDir()
+	pod := filepath.Join(dir, "pod.yaml")
+	pool := filepath.Join(dir, "pool.yaml")
+	_ = os.WriteFile(pod, []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: k1\n  labels: {app: x}\nspec:\n  containers:\n  - {name: sandbox, image: 'img:1'}\n"), 0o600)
+	_ = os.WriteFile(pool, []byte("apiVersion: podclaim.io/v1alpha1\nkind: SandboxPool\nmetadata:\n  name: web\nspec:\n  replicas: 0\n  team: a\n"), 0o600)
+	kubectl := [][]string{
+		{"apply", "-f", pod},
+		{"get", "pods", "-o", "name"},
+		{"label", "pod", "k1", "x=y"},
+		{"patch", "pod", "k1", "--type=merge", "-p", `{"metadata":{"annotations":{"a":"b"}}}`},
+		{"patch", "pod", "k1", "-p", `{"spec":{"containers":[{"name":"sandbox","image":"img:2"}]}}`},
+		{"get", "pod", "k1", "-o", "jsonpath={.metadata.labels.x} {.metadata.annotations.a} {.spec.containers[0].image}"},
+		{"apply", "-f", pool},
+		{"scale", "sandboxpool", "web", "--replicas=0"},
+		{"get", "sandboxpools", "-o", "name"},
+		{"get", "pod", "nope"},
+		{"delete", "pod", "k1", "--wait=false"},
+		{"delete", "sandboxpool", "web", "--wait=false"},
+		{"get", "pods", "-o", "name"},
+	}
+	var out [2]string
+	for si, srv := range servers {
+		ns := fmt.Sprintf("diff-clients-%04x", rand.IntN(0xffff))
+		newNamespace(t, ctx, srv, ns)
+		kc := kubeconfigFor(t, srv)
+		cmd := exec.CommandContext(ctx, "/usr/bin/python3", py)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+kc, "NS="+ns)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("python client on %s: %v\n%s", srv.name, err, b)
+		}
+		var sb strings.Builder
+		sb.WriteString(string(b))
+		for _, args := range kubectl {
+			full := append([]string{"--kubeconfig", kc, "-n", ns}, args...)
+			b, err := exec.CommandContext(ctx, "kubectl", full...).CombinedOutput()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatalf("kubectl: %v", err)
+			}
+			fmt.Fprintf(&sb, "kubectl %s -> %d %s\n", strings.Join(args, " "), code,
+				strings.ReplaceAll(strings.TrimSpace(string(b)), dir, "DIR"))
+		}
+		out[si] = sb.String()
+	}
+	if out[0] != out[1] {
+		t.Errorf("the clients saw different servers\n--- kube-apiserver:\n%s\n--- kapi-sim:\n%s", out[0], out[1])
+	} else {
+		t.Logf("both servers:\n%s", out[0])
+	}
+}

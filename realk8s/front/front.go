@@ -414,6 +414,10 @@ func (s *server) serveSim(w http.ResponseWriter, r *http.Request) {
 			writeStatus(w, 400, "BadRequest", "since: want a number", 0)
 			return
 		}
+		if err := s.rec.catchUp(r.Context()); err != nil {
+			writeStatus(w, 503, "ServiceUnavailable", err.Error(), 1)
+			return
+		}
 		_ = enc.Encode(s.rec.claims(int(since)))
 	case r.URL.Path == "/sim/stats" && r.Method == http.MethodGet:
 		rv := s.rec.lastRV()

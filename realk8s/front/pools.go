@@ -135,6 +135,30 @@ func (r *recorder) observe(t watch.EventType, p *corev1.Pod) {
 	}
 }
 
+// catchUp waits until the watch has delivered every pod change the server had committed when
+// it was called (the newest pod's resourceVersion), so /sim/claims is as exact as kapi-sim's
+// log, which is written at commit. Bounded: 10 s.
+func (r *recorder) catchUp(ctx context.Context) error {
+	l, err := r.cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
+	var want uint64
+	for i := range l.Items {
+		if n, err := strconv.ParseUint(l.Items[i].ResourceVersion, 10, 64); err == nil && n > want {
+			want = n
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.lastRV() < want {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the pod watch is at %d, the server at %d after 10 s", r.lastRV(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
 func (r *recorder) claims(since int) map[string]any {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -209,7 +233,31 @@ func (y *recycler) addPool(ctx context.Context, spec string) error {
 	return nil
 }
 
+const templateImage = "registry.local/podclaim/sandbox:latest"
+
 func phaseOf(p *corev1.Pod) string { return p.Labels[labelPhase] }
+
+func templateImages(p *corev1.Pod) bool {
+	for _, c := range p.Spec.Containers {
+		if c.Name == "sandbox" && c.Image != templateImage {
+			return false
+		}
+	}
+	return true
+}
+
+// running: the kubelet reports every container ready on the image the spec names.
+func running(p *corev1.Pod) bool {
+	if !ready(p) || len(p.Status.ContainerStatuses) != len(p.Spec.Containers) {
+		return false
+	}
+	for i, c := range p.Spec.Containers {
+		if cs := p.Status.ContainerStatuses[i]; cs.Image != c.Image || !cs.Ready {
+			return false
+		}
+	}
+	return true
+}
 
 func ready(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
@@ -277,7 +325,7 @@ func (y *recycler) reconcile(ctx context.Context, k poolKey) error {
 	for i := int64(len(have)); i < want; i++ {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: k.name + "-", Namespace: k.ns,
 			Labels: map[string]string{labelPool: k.name, labelPhase: "Starting"}},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sandbox", Image: "registry.local/podclaim/sandbox:latest"}}}}
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sandbox", Image: templateImage}}}}
 		if pool != nil {
 			p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "podclaim.io/v1alpha1", Kind: "SandboxPool",
 				Name: k.name, UID: pool.GetUID(), Controller: ptr(true), BlockOwnerDeletion: ptr(true)}}
@@ -315,17 +363,22 @@ func (y *recycler) onPod(ctx context.Context, old, cur *corev1.Pod) {
 		return
 	}
 	switch ph := phaseOf(cur); {
-	case ph == "Starting" && ready(cur) && (old == nil || !ready(old) || phaseOf(old) != "Starting"):
+	case ph == "Starting" && running(cur):
 		y.later(ctx, cur, y.warm, "Starting", func(p *corev1.Pod) { p.Labels[labelPhase] = "Idle" })
-	case ph == "Stopping" && (old == nil || phaseOf(old) != "Stopping"):
+	case ph == "Stopping" && !templateImages(cur):
+		// first the template's images back (the kubelet restarts the containers) ...
 		y.later(ctx, cur, y.stop, "Stopping", func(p *corev1.Pod) {
-			p.Labels = map[string]string{labelPool: p.Labels[labelPool], labelPhase: "Idle"}
-			p.Annotations = nil
 			for i := range p.Spec.Containers {
 				if p.Spec.Containers[i].Name == "sandbox" {
-					p.Spec.Containers[i].Image = "registry.local/podclaim/sandbox:latest"
+					p.Spec.Containers[i].Image = templateImage
 				}
 			}
+		})
+	case ph == "Stopping" && running(cur):
+		// ... then Idle once they run it, so an idle period is one version of the pod
+		y.later(ctx, cur, 0, "Stopping", func(p *corev1.Pod) {
+			p.Labels = map[string]string{labelPool: p.Labels[labelPool], labelPhase: "Idle"}
+			p.Annotations = nil
 		})
 	case old != nil && phaseOf(old) == "Idle" && ph != "Idle" && ph != "Starting":
 		y.later(ctx, cur, y.hold, ph, func(p *corev1.Pod) { p.Labels[labelPhase] = "Stopping" })
@@ -336,10 +389,19 @@ func (y *recycler) onPod(ctx context.Context, old, cur *corev1.Pod) {
 // (someone wrote the pod meanwhile) is retried on the newer version.
 func (y *recycler) later(ctx context.Context, p *corev1.Pod, d time.Duration, from string, fn func(*corev1.Pod)) {
 	ns, name, uid := p.Namespace, p.Name, p.UID
+	seen := p.DeepCopy()
 	time.AfterFunc(d, func() {
 		for attempt := 0; attempt < 20 && ctx.Err() == nil; attempt++ {
-			cur, err := y.cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-			if err != nil || cur.UID != uid || phaseOf(cur) != from || cur.DeletionTimestamp != nil {
+			// first try on the version the watch delivered (its resourceVersion is the
+			// precondition); after a conflict, on a fresh read
+			cur := seen
+			if attempt > 0 {
+				var err error
+				if cur, err = y.cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
+					return
+				}
+			}
+			if cur.UID != uid || phaseOf(cur) != from || cur.DeletionTimestamp != nil {
 				return
 			}
 			before, _ := json.Marshal(cur)
@@ -347,7 +409,7 @@ func (y *recycler) later(ctx context.Context, p *corev1.Pod, d time.Duration, fr
 			if after, _ := json.Marshal(cur); string(after) == string(before) {
 				return
 			}
-			_, err = y.cs.CoreV1().Pods(ns).Update(ctx, cur, metav1.UpdateOptions{})
+			_, err := y.cs.CoreV1().Pods(ns).Update(ctx, cur, metav1.UpdateOptions{})
 			if !apierrors.IsConflict(err) {
 				return
 			}
