@@ -27,8 +27,11 @@ version_ldflags() {
     "-X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 }
 
+abspath() { mkdir -p "$1" && (cd "$1" && pwd); }
+
 build() {
-  local build=${1:-$root/build}
+  local build
+  build=$(abspath "${1:-$root/build}")
   local bin=$build/realk8s/bin stamp
   command -v go >/dev/null || { echo "realk8s: no Go toolchain" >&2; return 1; }
   stamp=$(stamp_of)
@@ -49,7 +52,8 @@ build() {
 }
 
 up() {
-  local dir=$1 build=${2:-$root/build}
+  local dir=$1 build
+  build=$(abspath "${2:-$root/build}")
   build "$build"
   rm -rf "$dir"
   mkdir -p "$dir"
@@ -94,13 +98,12 @@ run() {
   local build=$root/build
   if [ "${1:-}" != "--" ]; then build=$1; shift; fi
   [ "${1:-}" = "--" ] && shift
-  local dir
-  dir=$(mktemp -d /tmp/realk8s.XXXXXX)
-  trap 'down "$dir"; rm -rf "$dir"' EXIT
-  up "$dir" "$build"
+  run_dir=$(mktemp -d /tmp/realk8s.XXXXXX) # global: the EXIT trap needs it
+  trap 'down "$run_dir"; rm -rf "$run_dir"' EXIT
+  up "$run_dir" "$build"
   set -a
   # shellcheck disable=SC1091
-  . "$dir/env"
+  . "$run_dir/env"
   set +a
   "$@"
 }
