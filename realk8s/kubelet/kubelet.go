@@ -134,7 +134,19 @@ func imagesChanged(p *corev1.Pod) bool {
 
 // writeStatus reports the pod Running and Ready with one running status per container;
 // restart: a container whose image changed counts a restart, as the kubelet reports it.
+// A conflict (someone wrote the pod meanwhile) is retried on a fresh read: a lost status
+// write would leave the pod waiting for its kubelet for ever.
 func (k *Kubelet) writeStatus(ctx context.Context, ns, name string, uid types.UID, restart bool) error {
+	var err error
+	for attempt := 0; attempt < 20 && ctx.Err() == nil; attempt++ {
+		if err = k.writeStatusOnce(ctx, ns, name, uid, restart); !apierrors.IsConflict(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func (k *Kubelet) writeStatusOnce(ctx context.Context, ns, name string, uid types.UID, restart bool) error {
 	pods := k.cs.CoreV1().Pods(ns)
 	p, err := pods.Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
