@@ -27,7 +27,11 @@
 #define ANN_CLAIM_ID "podclaim.io/claim-id"
 #define DEFAULT_IMAGE "registry.local/podclaim/sandbox:latest"
 
-typedef enum { T_WARM, T_HOLD, T_STOP, T_COUNT } timer_kind;
+/* T_TERM: the kubelet's part of a graceful pod deletion (containers stopped -> delete with
+ * grace 0), stop_ms after the deletionTimestamp was set. */
+typedef enum { T_WARM, T_HOLD, T_STOP, T_TERM, T_COUNT } timer_kind;
+
+#define CREATE_BATCH 200 /* pods created per reconcile pass, so the store mutex is let go */
 
 typedef struct timer {
     struct timer *next;
@@ -129,6 +133,8 @@ static void log_claim_locked(ks_controller *c, const ks_event *e, const char *ph
 static void on_event(void *arg, const ks_event *e)
 {
     ks_controller *c = arg;
+    if (e->res == KS_RES_SANDBOXPOOL && c->o.no_pools)
+        return;
     if (e->res == KS_RES_SANDBOXPOOL) {
         if (e->type == KS_EV_MODIFIED &&
             json_equal(json_object_get(e->old, "spec"), json_object_get(e->obj, "spec")))
@@ -141,6 +147,15 @@ static void on_event(void *arg, const ks_event *e)
     }
     if (e->res != KS_RES_POD)
         return;
+    if (e->type == KS_EV_MODIFIED && ks_meta_str(e->obj, "deletionTimestamp") &&
+        !ks_meta_str(e->old, "deletionTimestamp") &&
+        json_integer_value(json_object_get(json_object_get(e->obj, "metadata"),
+                                           "deletionGracePeriodSeconds")) > 0) {
+        pthread_mutex_lock(&c->mu);
+        timer_push_locked(c, T_TERM, ks_now_ns() + c->o.stop_ms * 1000000, e->obj);
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
     const char *pool = label(e->obj, LABEL_POOL);
     if (!pool)
         return;
@@ -154,7 +169,7 @@ static void on_event(void *arg, const ks_event *e)
         return; /* the common case (any other pod write) costs no lock and no wake-up */
     int64_t now = ks_now_ns();
     pthread_mutex_lock(&c->mu);
-    if (deleted || e->type == KS_EV_ADDED)
+    if ((deleted || e->type == KS_EV_ADDED) && !c->o.no_pools)
         mark_dirty_locked(c, ks_meta_str(e->obj, "namespace"), pool);
     if (starting)
         timer_push_locked(c, T_WARM, now + c->o.warmup_ms * 1000000, e->obj);
@@ -276,14 +291,17 @@ static void create_pod_locked(ks_controller *c, const json_t *pool, const char *
     json_object_set_new(labels, LABEL_PHASE, json_string("Starting"));
     json_t *spec = pool_template(pool);
     json_object_set_new(spec, "nodeName", json_string("kapi-sim-node"));
-    json_t *pod = json_pack(
-            "{s:s,s:s,s:{s:s,s:s,s:s,s:s,s:o,s:{},s:[{s:s,s:s,s:s,s:s,s:b,s:b}]},s:o}",
-            "apiVersion", "v1", "kind", "Pod", "metadata", "name", name, "namespace", ns, "uid",
-            uid, "creationTimestamp", ts, "labels", labels, "annotations", "ownerReferences",
-            "apiVersion", "podclaim.io/v1alpha1", "kind", "SandboxPool", "name", pool_name, "uid",
-            ks_meta_str(pool, "uid") ? ks_meta_str(pool, "uid") : "", "controller", 1,
-            "blockOwnerDeletion", 1, "spec", spec);
+    json_t *pod =
+            json_pack("{s:s,s:s,s:{s:s,s:s,s:s,s:s,s:o,s:[{s:s,s:s,s:s,s:s,s:b,s:b}]},s:o}",
+                      "apiVersion", "v1", "kind", "Pod", "metadata", "name", name, "namespace", ns,
+                      "uid", uid, "creationTimestamp", ts, "labels", labels, "ownerReferences",
+                      "apiVersion", "podclaim.io/v1alpha1", "kind", "SandboxPool", "name",
+                      pool_name, "uid", ks_meta_str(pool, "uid") ? ks_meta_str(pool, "uid") : "",
+                      "controller", 1, "blockOwnerDeletion", 1, "spec", spec);
+    ks_apply_defaults(&ks_resources[KS_RES_POD], pod); /* as any created pod */
     set_ready(pod, false);
+    json_object_set_new(json_object_get(pod, "status"), "qosClass",
+                        json_string(ks_pod_qos_class(json_object_get(pod, "spec"))));
     ks_store_commit_locked(c->s, &ks_resources[KS_RES_POD], ns, name, pod);
 }
 
@@ -341,15 +359,21 @@ static void reconcile_locked(ks_controller *c, const char *key)
         if (strncmp(k, pfx, pl) != 0)
             continue;
         const char *p = label(v, LABEL_POOL);
-        if (!p || strcmp(p, pool_name) != 0)
-            continue;
+        if (!p || strcmp(p, pool_name) != 0 || ks_meta_str(v, "deletionTimestamp"))
+            continue; /* a terminating pod is on its way out, as for a ReplicaSet */
         have++;
         if (owned_by(v, pool_name))
             json_array_append(mine, v);
     }
     if (have < want && pool) {
-        for (json_int_t i = have; i < want; i++)
+        json_int_t n = want - have < CREATE_BATCH ? want - have : CREATE_BATCH;
+        for (json_int_t i = 0; i < n; i++)
             create_pod_locked(c, pool, ns, pool_name);
+        if (have + n < want) { /* the rest in the next pass (lock order store -> controller) */
+            pthread_mutex_lock(&c->mu);
+            mark_dirty_locked(c, ns, pool_name);
+            pthread_mutex_unlock(&c->mu);
+        }
     }
     for (int rank = 0; rank < 4 && have > want; rank++) {
         size_t i;
@@ -440,6 +464,16 @@ static json_t *mut_fire(const json_t *cur, const void *arg, ks_err *err)
 static void fire(ks_controller *c, timer_kind k, const timer *t)
 {
     ks_store *s = c->s;
+    if (k == T_TERM) {
+        pthread_mutex_lock(&s->mu);
+        const json_t *cur = ks_store_get_locked(s, &ks_resources[KS_RES_POD], t->ns, t->name);
+        const char *uid = cur ? ks_meta_str(cur, "uid") : NULL;
+        if (uid && strcmp(uid, t->uid) == 0 && ks_meta_str(cur, "deletionTimestamp") &&
+            json_array_size(json_object_get(json_object_get(cur, "metadata"), "finalizers")) == 0)
+            ks_store_commit_locked(s, &ks_resources[KS_RES_POD], t->ns, t->name, NULL);
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
     fire_arg fa = {.k = k, .t = t};
     json_t *pool = NULL;
     if (k == T_STOP) {
@@ -499,7 +533,7 @@ static void *run(void *arg)
             dirty = c->dirty;
             c->dirty = json_object();
         }
-        if (!dirty && !due[0] && !due[1] && !due[2] && !compact) {
+        if (!dirty && !due[T_WARM] && !due[T_HOLD] && !due[T_STOP] && !due[T_TERM] && !compact) {
             if (wake) {
                 struct timespec ts = {.tv_sec = wake / 1000000000, .tv_nsec = wake % 1000000000};
                 pthread_cond_timedwait(&c->cv, &c->mu, &ts);

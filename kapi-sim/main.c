@@ -49,6 +49,10 @@ static void usage(FILE *out)
           "dropped)\n"
           "  --watch-batch-us US    a busy watch gathers events this long between sends\n"
           "                         (default 500; 0 = send every event at once)\n"
+          "  --conn-timeout-s S     close a connection that sends nothing for S seconds\n"
+          "                         (default 90; an open watch is not affected)\n"
+          "  --no-pool-controller   keep no pool replicas (as a cluster without podclaimd);\n"
+          "                         pods are still warmed, claims logged, deletions finished\n"
           "fault injection (also at runtime: PUT /sim/faults):\n"
           "  --latency VERB=MS[+JITTER]  delay VERB (get list watch create update patch delete\n"
           "                         other, or all) by MS plus uniform [0,JITTER) ms; repeatable\n"
@@ -115,8 +119,9 @@ static int add_pool(ks_store *s, const char *spec)
     }
     char *end;
     long n = strtol(eq + 1, &end, 10);
-    if (*end || n < 0 || n > 100000) {
-        fprintf(stderr, "kapi-sim: --pool %s: replicas must be 0..100000\n", spec);
+    if (*end || n < 0 || n > KS_POOL_MAX_REPLICAS) {
+        fprintf(stderr, "kapi-sim: --pool %s: replicas must be 0..%d\n", spec,
+                KS_POOL_MAX_REPLICAS);
         return -1;
     }
     char ns[256], name[256];
@@ -127,7 +132,7 @@ static int add_pool(ks_store *s, const char *spec)
                              "kind", "SandboxPool", "metadata", "name", name, "namespace", ns,
                              "spec", "replicas", (json_int_t)n);
     ks_err err = {0};
-    json_t *r = ks_api_create(s, &ks_resources[KS_RES_SANDBOXPOOL], ns, pool, &err, NULL);
+    json_t *r = ks_api_create(s, &ks_resources[KS_RES_SANDBOXPOOL], ns, pool, &err, NULL, false);
     json_decref(pool);
     if (!r) {
         fprintf(stderr, "kapi-sim: --pool %s: %s\n", spec, err.message);
@@ -162,7 +167,9 @@ enum {
     O_DELAY_MS,
     O_HELP,
     O_WATCH_BATCH,
-    O_COMPACT_EVERY
+    O_COMPACT_EVERY,
+    O_CONN_TIMEOUT,
+    O_NO_POOLS
 };
 
 int main(int argc, char **argv)
@@ -192,6 +199,8 @@ int main(int argc, char **argv)
                                              {"help", 0, 0, O_HELP},
                                              {"watch-batch-us", 1, 0, O_WATCH_BATCH},
                                              {"compact-every-ms", 1, 0, O_COMPACT_EVERY},
+                                             {"conn-timeout-s", 1, 0, O_CONN_TIMEOUT},
+                                             {"no-pool-controller", 0, 0, O_NO_POOLS},
                                              {0, 0, 0, 0}};
     ks_server_opts so = {.listen = "127.0.0.1:0", .bookmark_ms = 1000, .watch_batch_us = 500};
     ks_controller_opts co = {.warmup_ms = 100, .hold_ms = 500, .stop_ms = 20};
@@ -228,6 +237,9 @@ int main(int argc, char **argv)
         case O_OBJECTS:
             objects = optarg;
             break;
+        case O_NO_POOLS:
+            co.no_pools = true;
+            break;
 #define NUM(o, lo, hi, dst)                                                                        \
     case o:                                                                                        \
         if (parse_num(argv[optind - 1], optarg, lo, hi, &d))                                       \
@@ -242,6 +254,7 @@ int main(int argc, char **argv)
             NUM(O_CLAIMS_MAX, 1, 1e9, co.claims_max)
             NUM(O_WATCH_BATCH, 0, 1e6, so.watch_batch_us)
             NUM(O_COMPACT_EVERY, 0, 8.64e7, co.compact_every_ms)
+            NUM(O_CONN_TIMEOUT, 1, 86400, so.conn_timeout_s)
             NUM(O_CONFLICT, 0, 1, fc.conflict_rate)
             NUM(O_THROTTLE, 0, 1, fc.throttle_rate)
             NUM(O_RETRY_AFTER, 0, 3600, fc.retry_after_s)

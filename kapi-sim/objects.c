@@ -178,7 +178,7 @@ int ks_objects_load(ks_store *s, const json_t *arr, ks_err *err)
                 ns = "default";
             json_t *c = json_deep_copy(o);
             json_t *status = json_incref(json_object_get(c, "status"));
-            json_t *r = ks_api_create(s, res, ns, c, err, NULL);
+            json_t *r = ks_api_create(s, res, ns, c, err, NULL, false);
             json_decref(c);
             if (!r) {
                 json_decref(status);
@@ -192,7 +192,7 @@ int ks_objects_load(ks_store *s, const json_t *arr, ks_err *err)
                 json_t *st = json_pack("{s:O}", "status", status);
                 json_t *r2 =
                         ks_api_patch(s, res, res->namespaced ? ns : NULL, ks_meta_str(r, "name"),
-                                     "status", KS_PATCH_MERGE, st, err, NULL);
+                                     "status", KS_PATCH_MERGE, st, err, NULL, false);
                 json_decref(r2);
                 json_decref(st);
             }

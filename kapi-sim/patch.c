@@ -97,11 +97,50 @@ static long find_by_key(const json_t *arr, const char *key, const json_t *kv)
     return -1;
 }
 
+/* {"$patch": d} alone: a directive element or map. */
+static bool is_directive(const json_t *v, const char *d)
+{
+    const char *p = json_string_value(json_object_get(v, "$patch"));
+    return json_is_object(v) && p && strcmp(p, d) == 0;
+}
+
+/* A primitive list with patchStrategy merge (metadata.finalizers): the patch's values first,
+ * then the stored ones it does not name, as the apiserver's merge of scalar lists orders them. */
+static json_t *smp_union(const json_t *doc, const json_t *patch)
+{
+    json_t *out = json_deep_copy(patch);
+    size_t i, j;
+    json_t *v, *w;
+    json_array_foreach(doc, i, v)
+    {
+        bool seen = false;
+        json_array_foreach(patch, j, w) seen = seen || json_equal(v, w);
+        if (!seen)
+            json_array_append(out, v);
+    }
+    return out;
+}
+
 static json_t *smp_list(const json_t *doc, const json_t *patch, const char *key, ks_err *err)
 {
-    json_t *out = json_is_array(doc) ? json_copy((json_t *)doc) : json_array();
     size_t i;
     json_t *pe;
+    /* an element {"$patch":"replace"} makes the rest of the patch list the whole new list */
+    json_array_foreach(patch, i, pe)
+    {
+        if (is_directive(pe, "replace")) {
+            json_t *out = json_array();
+            size_t j;
+            json_t *e;
+            json_array_foreach(patch, j, e)
+            {
+                if (!is_directive(e, "replace"))
+                    json_array_append_new(out, json_deep_copy(e));
+            }
+            return out;
+        }
+    }
+    json_t *out = json_is_array(doc) ? json_copy((json_t *)doc) : json_array();
     json_array_foreach(patch, i, pe)
     {
         const json_t *kv = json_object_get(pe, key);
@@ -166,7 +205,8 @@ static json_t *smp_map(const json_t *doc, const json_t *patch, ks_err *err)
             }
             continue;
         }
-        if (json_is_null(pv)) {
+        if (json_is_null(pv) ||
+            is_directive(pv, "delete")) { /* {"$patch":"delete"}: drop the map */
             json_object_del(out, k);
             continue;
         }
@@ -177,6 +217,8 @@ static json_t *smp_map(const json_t *doc, const json_t *patch, ks_err *err)
             nv = smp_map(cur, pv, err);
         else if (json_is_array(pv) && mk)
             nv = smp_list(cur, pv, mk, err);
+        else if (json_is_array(pv) && strcmp(k, "finalizers") == 0 && json_is_array(cur))
+            nv = smp_union(cur, pv);
         else
             nv = json_deep_copy(pv);
         if (!nv) {

@@ -27,19 +27,23 @@
 
 /* ---- resources -------------------------------------------------------------------------- */
 
+/* Columns: id, group, version, plural, kind, namespaced, has /status, custom resource, short
+ * name, unconditional update allowed (a PUT without metadata.resourceVersion: the REST
+ * strategy's AllowUnconditionalUpdate; pods and namespaces yes, leases, CRDs and custom
+ * resources no). */
 #define KS_RESOURCES(XX)                                                                           \
-    XX(POD, "", "v1", "pods", "Pod", true, true, false, "po")                                      \
-    XX(NAMESPACE, "", "v1", "namespaces", "Namespace", false, true, false, "ns")                   \
-    XX(LEASE, "coordination.k8s.io", "v1", "leases", "Lease", true, false, false, "")              \
+    XX(POD, "", "v1", "pods", "Pod", true, true, false, "po", true)                                \
+    XX(NAMESPACE, "", "v1", "namespaces", "Namespace", false, true, false, "ns", true)             \
+    XX(LEASE, "coordination.k8s.io", "v1", "leases", "Lease", true, false, false, "", false)       \
     XX(SANDBOXPOOL, "podclaim.io", "v1alpha1", "sandboxpools", "SandboxPool", true, true, true,    \
-       "sbp")                                                                                      \
+       "sbp", false)                                                                               \
     XX(SANDBOXCLAIM, "podclaim.io", "v1alpha1", "sandboxclaims", "SandboxClaim", true, true, true, \
-       "sbc")                                                                                      \
+       "sbc", false)                                                                               \
     XX(CRD, "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", \
-       false, true, false, "crd")
+       false, true, false, "crd", false)
 
 typedef enum ks_res_id {
-#define XX(id, g, v, p, k, nsd, st, cr, sn) KS_RES_##id,
+#define XX(id, g, v, p, k, nsd, st, cr, sn, uu) KS_RES_##id,
     KS_RESOURCES(XX)
 #undef XX
             KS_RES_COUNT
@@ -57,6 +61,7 @@ typedef struct ks_res {
     bool has_status;        /* has a /status subresource */
     bool custom;            /* a custom resource: no strategic merge patch (415) */
     const char *short_name; /* "" = none */
+    bool uncond_update;     /* PUT without resourceVersion allowed */
 } ks_res;
 
 extern const ks_res ks_resources[KS_RES_COUNT];
@@ -65,17 +70,43 @@ const ks_res *ks_res_find(const char *group, const char *version, const char *pl
 /* ---- errors ----------------------------------------------------------------------------- */
 
 /* An API error, turned into a metav1.Status by ks_status_json(). */
+#define KS_MAX_CAUSES 8
+typedef struct ks_cause {
+    const char *type; /* CauseType: FieldValueInvalid, FieldValueRequired, ... (static) */
+    char field[160];  /* "" = none */
+    char message[512];
+} ks_cause;
+
 typedef struct ks_err {
     int code;           /* HTTP status; 0 = no error */
     const char *reason; /* StatusReason: NotFound, Conflict, ... (static string) */
-    char message[512];
+    char message[2048];
     const char *field; /* 422 only: the field named in details.causes (static string) */
+    /* details.group/kind (static strings) and name (copied) when they are not the request's
+     * resource; d_set says they were given. */
+    bool d_set;
+    const char *d_group, *d_kind;
+    char d_name[256];
+    int ncauses; /* explicit details.causes; 0 = derived from field for a 422 */
+    ks_cause causes[KS_MAX_CAUSES];
+    int retry_after_s; /* details.retryAfterSeconds and Retry-After; 0 = none */
+    bool no_details;   /* the Status has no details at all */
 } ks_err;
 
 void ks_err_set(ks_err *e, int code, const char *reason, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
-/* A Status object for e; details name the object when name != NULL. New reference. */
+/* Name other details than the request's resource (group, kind: static strings; name copied,
+ * may be NULL). */
+void ks_err_details(ks_err *e, const char *group, const char *kind, const char *name);
+/* Append a details.causes entry (dropped beyond KS_MAX_CAUSES). field may be NULL. */
+void ks_err_cause(ks_err *e, const char *type, const char *field, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+/* A Status object for e; details name the object when name != NULL. New reference. Strings
+ * that are not valid UTF-8 are repaired (U+FFFD), as Go's encoder does, so a Status always has
+ * a body. */
 json_t *ks_status_json(const ks_err *e, const ks_res *res, const char *name);
+/* s with every invalid UTF-8 sequence replaced by U+FFFD; malloc'd. */
+char *ks_utf8_repair(const char *s);
 
 /* ---- selectors (selector.c) ------------------------------------------------------------- */
 
@@ -219,16 +250,29 @@ extern const char *const ks_verb_names[KS_VERB_COUNT];
 /* Create, update or patch. subresource: NULL or "status". Returns the committed object
  * (new reference) or NULL with err set. The store is unchanged on error. text (may be NULL)
  * gets the object's JSON as serialised for the watch event (malloc'd; the caller frees it), so
- * the HTTP answer needs no second serialisation; it stays NULL for a no-op write. */
+ * the HTTP answer needs no second serialisation; it stays NULL for a no-op write. dry: every
+ * check and the answer, but nothing is written (?dryRun=All). */
 json_t *ks_api_create(ks_store *s, const ks_res *res, const char *ns, json_t *body, ks_err *err,
-                      char **text);
+                      char **text, bool dry);
 json_t *ks_api_update(ks_store *s, const ks_res *res, const char *ns, const char *name,
-                      const char *subresource, const json_t *body, ks_err *err, char **text);
+                      const char *subresource, const json_t *body, ks_err *err, char **text,
+                      bool dry);
 json_t *ks_api_patch(ks_store *s, const ks_res *res, const char *ns, const char *name,
                      const char *subresource, ks_patch_type t, const json_t *patch, ks_err *err,
-                     char **text);
+                     char **text, bool dry);
+/* Delete with DeleteOptions opts (may be NULL): preconditions, gracePeriodSeconds,
+ * propagationPolicy, dryRun. An object with finalizers, or a pod on a node with a grace
+ * period, only gets metadata.deletionTimestamp (a MODIFIED event; *gone = false); otherwise it
+ * is removed (*gone = true). Returns the object as answered (new reference) or NULL + err.
+ * gone may be NULL. */
 json_t *ks_api_delete(ks_store *s, const ks_res *res, const char *ns, const char *name,
-                      const json_t *opts, ks_err *err);
+                      const json_t *opts, ks_err *err, bool *gone);
+/* The autoscaling/v1 Scale of an object with spec.replicas (new reference). */
+json_t *ks_scale_of(const json_t *obj);
+/* PUT (patch_type < 0: body is a Scale) or PATCH (body is a patch of the Scale) on /scale:
+ * writes spec.replicas. Returns the new Scale or NULL + err. */
+json_t *ks_api_scale(ks_store *s, const ks_res *res, const char *ns, const char *name,
+                     int patch_type, const json_t *body, ks_err *err, bool dry);
 /* Internal write for the pool controller: fn builds the new state from the current one (which
  * it must not modify; copy what you change); status may change too; no precondition. fn
  * returning NULL with err->code 0 means "nothing to do". Store mutex not held. */
@@ -236,9 +280,48 @@ typedef json_t *(*ks_mutate_fn)(const json_t *cur, const void *arg, ks_err *err)
 json_t *ks_api_write_internal(ks_store *s, const ks_res *res, const char *ns, const char *name,
                               ks_mutate_fn fn, const void *arg, ks_err *err);
 json_t *ks_api_get(ks_store *s, const ks_res *res, const char *ns, const char *name, ks_err *err);
-/* List: ns NULL = all namespaces; limit 0 = all; cont NULL or the continue token. */
+
+/* ---- list (list.c) ------------------------------------------------------------------------ */
+
+typedef struct ks_list_opts {
+    const char *rv;       /* ?resourceVersion; NULL/"" = latest, "0" = any */
+    const char *rv_match; /* ?resourceVersionMatch: NULL, "Exact", "NotOlderThan" */
+    const char *cont;     /* ?continue token or NULL */
+    int64_t limit;        /* <= 0 = all */
+    ks_lsel *lsel;        /* borrowed; NULL = everything */
+    ks_fsel *fsel;
+    bool fsel_set; /* a non-empty fieldSelector was given (no remainingItemCount then) */
+} ks_list_opts;
+
+/* List: ns NULL = all namespaces. Returns a …List (new reference) or NULL + err. */
+json_t *ks_list(ks_store *s, const ks_res *res, const char *ns, const ks_list_opts *o, ks_err *err);
+/* The same with the common options only (limit 0 = all; cont NULL or a continue token). */
 json_t *ks_api_list(ks_store *s, const ks_res *res, const char *ns, const ks_lsel *ls,
                     const ks_fsel *fs, long limit, const char *cont, ks_err *err);
+
+/* ---- validation and defaults (validate.c) -------------------------------------------------- */
+
+/* JSON nesting accepted in a request body: jansson's parser limit (JSON_PARSER_MAX_DEPTH).
+ * kube-apiserver's decoder allows 10000; deeper bodies get 400 here. Connection threads get
+ * stacks large enough to merge, copy and print a body this deep (http.c). */
+#define KS_MAX_DEPTH 2048
+#define KS_POOL_MAX_REPLICAS 10000 /* SandboxPool spec.replicas maximum, as in the CRD schema */
+
+/* ObjectMeta field types (400 BadRequest, as the decoder answers). */
+bool ks_check_meta_types(const json_t *obj, ks_err *err);
+/* Field validation of an object about to be stored (old: the stored version, NULL on create):
+ * 422 Invalid with one details.causes entry per problem, like kube-apiserver. */
+bool ks_validate(const ks_res *res, const json_t *obj, const json_t *old, ks_err *err);
+/* Fill in the defaults kube-apiserver sets on create (pods: restartPolicy, dnsPolicy,
+ * terminationGracePeriodSeconds, per-container terminationMessagePath/Policy,
+ * imagePullPolicy, ...). obj is owned by the caller and modified. */
+void ks_apply_defaults(const ks_res *res, json_t *obj);
+/* Remove empty labels, annotations, finalizers, ownerReferences from metadata md (modified). */
+void ks_drop_empty_meta(json_t *md);
+/* Whether ks_apply_defaults would change obj's spec (cheap lookups, no copy). */
+bool ks_needs_defaults(const ks_res *res, const json_t *obj);
+/* status.qosClass of a pod spec: BestEffort, Burstable or Guaranteed (static string). */
+const char *ks_pod_qos_class(const json_t *spec);
 
 /* ---- watch (watch.c) ---------------------------------------------------------------------- */
 
@@ -317,6 +400,7 @@ typedef struct ks_controller_opts {
     int64_t stop_ms;          /* Stopping -> Idle */
     size_t claims_max;        /* claim log bound; transitions beyond it are counted as dropped */
     int64_t compact_every_ms; /* injected fault: compact the whole history this often; 0 = never */
+    bool no_pools;            /* --no-pool-controller: keep no replicas (the kubelet part stays) */
 } ks_controller_opts;
 
 ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o);
@@ -351,8 +435,9 @@ typedef struct ks_server_opts {
     const char *token;    /* bearer token; NULL = no auth */
     const char *tls_cert; /* PEM file paths; both or neither */
     const char *tls_key;
-    int64_t bookmark_ms;    /* watch bookmark interval */
-    int64_t watch_batch_us; /* see ks_watch_opts.batch_ns */
+    int64_t bookmark_ms;     /* watch bookmark interval */
+    int64_t watch_batch_us;  /* see ks_watch_opts.batch_ns */
+    unsigned conn_timeout_s; /* close a connection idle this long (a slow client); 0 = 90 */
 } ks_server_opts;
 
 /* Start serving; returns NULL with a message in err. The server borrows s, f and c. */

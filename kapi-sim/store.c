@@ -5,7 +5,8 @@
  * are immutable: a write builds a new object and swaps it in, so a reader may keep a reference
  * (jansson refcounts are atomic) and serialise it after unlocking. Every commit makes exactly one
  * event, so the history holds the contiguous revisions [lo, rev] and a watch can resume from X
- * iff X >= lo - 1 and X >= compacted.
+ * from X iff X >= lo - 1 and X >= compacted; an established watch only needs its cursor to stay
+ * inside the ring.
  */
 #include "sim.h"
 
@@ -145,13 +146,11 @@ void ks_store_compact(ks_store *s, uint64_t upto)
     pthread_mutex_lock(&s->mu);
     if (upto == 0 || upto > s->rev)
         upto = s->rev;
-    while (s->lo <= upto) {
-        event_clear(&s->hist[s->lo % s->hist_cap]);
-        s->lo++;
-    }
+    /* Like etcd compaction under kube-apiserver's watch cache: a new watch or a continue from
+     * before upto gets 410, but the events stay in the ring, so a watch already established
+     * keeps streaming (the real server never ends live watches on compaction). */
     if (upto > s->compacted)
         s->compacted = upto;
-    wake_locked(s, true); /* watchers behind the new floor get 410 at once */
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -336,15 +335,15 @@ uint64_t ks_store_commit_prepared_locked(ks_store *s, const ks_res *res, const c
     return rev;
 }
 
-const json_t *ks_store_commit_locked(ks_store *s, const ks_res *res, const char *ns,
-                                     const char *name, json_t *obj)
+static const json_t *commit(ks_store *s, const ks_res *res, const char *ns, const char *name,
+                            json_t *obj, bool del)
 {
     char key[512];
     ks_key(key, sizeof key, res, ns, name);
     json_t *old = json_object_get(s->objs[res->id], key);
     assert(obj || old);
     uint64_t rev = ++s->rev;
-    ks_ev_type t = !old ? KS_EV_ADDED : obj ? KS_EV_MODIFIED : KS_EV_DELETED;
+    ks_ev_type t = del ? KS_EV_DELETED : !old ? KS_EV_ADDED : KS_EV_MODIFIED;
     if (old)
         json_incref(old);
     if (!obj)
@@ -375,4 +374,10 @@ const json_t *ks_store_commit_locked(ks_store *s, const ks_res *res, const char 
         s->hook(s->hook_arg, e);
     wake_locked(s, false);
     return obj;
+}
+
+const json_t *ks_store_commit_locked(ks_store *s, const ks_res *res, const char *ns,
+                                     const char *name, json_t *obj)
+{
+    return commit(s, res, ns, name, obj, obj == NULL);
 }

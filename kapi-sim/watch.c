@@ -259,7 +259,7 @@ static void gather_locked(ks_watch *w, int64_t delay_ns)
             w->finished = true;
             return;
         }
-        if (w->cursor < s->compacted || w->cursor + 1 < s->lo)
+        if (w->cursor + 1 < s->lo) /* fell out of the ring; compaction alone ends no watch */
             w->expired = true;
         if (w->expired) {
             put_expired(w, s->lo > s->compacted + 1 ? s->lo - 1 : s->compacted);

@@ -18,6 +18,16 @@ run() { # build-dir label-regex cmake-args...
 }
 
 run build "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# The real Kubernetes API server (docs/realk8s.md): kube-apiserver and etcd built from Go
+# modules (the first build costs minutes, then build/realk8s and the Go build cache keep it).
+if command -v go >/dev/null 2>&1; then
+  scripts/realk8s.sh run build -- scripts/realk8s-tests.sh build
+elif [ "${REALK8S_REQUIRED:-0}" = 1 ]; then
+  echo "=== no Go toolchain, but the real-server suites are required (REALK8S_REQUIRED=1)" >&2
+  exit 1
+else
+  echo "=== real-server suites skipped: no Go toolchain (see docs/realk8s.md)"
+fi
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   run build-asan "" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DPC_SANITIZE=address,undefined
 # TSan options and suppressions come with each test (tests/CMakeLists.txt).

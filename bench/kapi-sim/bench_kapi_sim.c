@@ -272,7 +272,7 @@ static void make_pods(int n)
                  i);
         json_t *j = json_loads(b, 0, NULL);
         ks_err err = {0};
-        json_t *r = ks_api_create(&st, &ks_resources[KS_RES_POD], "default", j, &err, NULL);
+        json_t *r = ks_api_create(&st, &ks_resources[KS_RES_POD], "default", j, &err, NULL, false);
         if (!r) {
             fprintf(stderr, "create: %s\n", err.message);
             exit(1);
@@ -339,7 +339,7 @@ int main(int argc, char **argv)
         char name[32];
         snprintf(name, sizeof name, "bench-%d", (int)(i % (uint64_t)nconn));
         json_decref(ks_api_patch(&st, &ks_resources[KS_RES_POD], "default", name, NULL,
-                                 KS_PATCH_STRATEGIC, j, &e, NULL));
+                                 KS_PATCH_STRATEGIC, j, &e, NULL, false));
         json_decref(j);
     }
     double inproc = (double)replay / (now_s() - g0);

@@ -101,7 +101,9 @@ Test(e2e, help_documents_every_flag_and_sigterm_exits_cleanly)
                            "--throttle-rate",
                            "--error-rate",
                            "--watch-drop-events",
-                           "--watch-delay-ms"};
+                           "--watch-delay-ms",
+                           "--conn-timeout-s",
+                           "--no-pool-controller"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         cr_expect(strstr(out, flags[i]), "--help lacks %s", flags[i]);
     free(out);

@@ -396,8 +396,10 @@ Test(http, watch_timeout_seconds_ends_the_stream_cleanly)
 
 Test(http, delete_collection_deletes_what_the_selector_matches)
 {
-    const char *a = "{\"metadata\":{\"name\":\"a\",\"labels\":{\"k\":\"1\"}}}";
-    const char *b = "{\"metadata\":{\"name\":\"b\",\"labels\":{\"k\":\"2\"}}}";
+    const char *a = "{\"metadata\":{\"name\":\"a\",\"labels\":{\"k\":\"1\"}},\"spec\":{"
+                    "\"containers\":[{\"name\":\"c\",\"image\":\"i\"}]}}";
+    const char *b = "{\"metadata\":{\"name\":\"b\",\"labels\":{\"k\":\"2\"}},\"spec\":{"
+                    "\"containers\":[{\"name\":\"c\",\"image\":\"i\"}]}}";
     cr_assert_eq(request("POST", "/api/v1/namespaces/default/pods", "application/json", a,
                          strlen(a), NULL),
                  201);

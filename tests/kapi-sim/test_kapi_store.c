@@ -43,7 +43,7 @@ static json_t *mkpod(const char *name, const char *labels)
              name, labels ? labels : "{}");
     json_t *body = J(buf);
     ks_err err = {0};
-    json_t *r = ks_api_create(&st, PODS, "default", body, &err, NULL);
+    json_t *r = ks_api_create(&st, PODS, "default", body, &err, NULL, false);
     json_decref(body);
     cr_assert_not_null(r, "create %s: %d %s", name, err.code, err.message);
     return r;
@@ -61,9 +61,10 @@ Test(store, create_sets_server_fields_and_rejects_duplicates)
     cr_expect_not_null(ks_meta_str(p, "creationTimestamp"));
     cr_expect_str_eq(json_string_value(json_object_get(p, "kind")), "Pod");
     cr_expect_eq(rv_of(p), st.rev);
-    json_t *body = J("{\"metadata\":{\"name\":\"a\"}}");
+    json_t *body = J("{\"metadata\":{\"name\":\"a\"},\"spec\":{\"containers\":[{\"name\":\"c\","
+                     "\"image\":\"i\"}]}}");
     ks_err err = {0};
-    cr_expect_null(ks_api_create(&st, PODS, "default", body, &err, NULL));
+    cr_expect_null(ks_api_create(&st, PODS, "default", body, &err, NULL, false));
     cr_expect_eq(err.code, 409);
     cr_expect_str_eq(err.reason, "AlreadyExists");
     json_decref(body);
@@ -72,9 +73,10 @@ Test(store, create_sets_server_fields_and_rejects_duplicates)
 
 Test(store, create_in_a_missing_namespace_is_404)
 {
-    json_t *body = J("{\"metadata\":{\"name\":\"a\"}}");
+    json_t *body = J("{\"metadata\":{\"name\":\"a\"},\"spec\":{\"containers\":[{\"name\":\"c\","
+                     "\"image\":\"i\"}]}}");
     ks_err err = {0};
-    cr_expect_null(ks_api_create(&st, PODS, "nope", body, &err, NULL));
+    cr_expect_null(ks_api_create(&st, PODS, "nope", body, &err, NULL, false));
     cr_expect_eq(err.code, 404, "code %d", err.code);
     json_decref(body);
 }
@@ -100,11 +102,13 @@ Test(store, stale_resource_version_in_a_patch_is_409_and_writes_nothing)
              ks_meta_str(p, "resourceVersion"));
     json_t *pj = J(patch);
     ks_err err = {0};
-    json_t *r1 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, pj, &err, NULL);
+    json_t *r1 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, pj, &err, NULL,
+                              false);
     cr_assert_not_null(r1, "%s", err.message);
     cr_expect_gt(rv_of(r1), rv_of(p));
     uint64_t rev = st.rev;
-    json_t *r2 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, pj, &err, NULL);
+    json_t *r2 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, pj, &err, NULL,
+                              false);
     cr_expect_null(r2);
     cr_expect_eq(err.code, 409, "code %d", err.code);
     cr_expect_str_eq(err.reason, "Conflict");
@@ -114,16 +118,34 @@ Test(store, stale_resource_version_in_a_patch_is_409_and_writes_nothing)
     json_decref(p);
 }
 
-Test(store, update_without_resource_version_is_422)
+/* Kubernetes quirk: pods allow an unconditional update (no resourceVersion in the PUT),
+ * custom resources such as SandboxPool refuse it with 422. */
+Test(store, update_without_resource_version_writes_a_pod_but_is_422_for_a_custom_resource)
 {
     json_t *p = mkpod("a", NULL);
     json_t *body = json_deep_copy(p);
     json_object_del(json_object_get(body, "metadata"), "resourceVersion");
+    json_object_set_new(json_object_get(body, "metadata"), "labels", json_pack("{s:s}", "u", "1"));
     ks_err err = {0};
-    cr_expect_null(ks_api_update(&st, PODS, "default", "a", NULL, body, &err, NULL));
-    cr_expect_eq(err.code, 422, "code %d", err.code);
+    json_t *r = ks_api_update(&st, PODS, "default", "a", NULL, body, &err, NULL, false);
+    cr_expect_not_null(r, "pod: %d %s", err.code, err.message);
+    cr_expect_gt(r ? rv_of(r) : 0, rv_of(p));
+    json_decref(r);
     json_decref(body);
     json_decref(p);
+
+    const ks_res *pools = &ks_resources[KS_RES_SANDBOXPOOL];
+    json_t *pool = J("{\"metadata\":{\"name\":\"p\"},\"spec\":{\"replicas\":0}}");
+    json_t *made = ks_api_create(&st, pools, "default", pool, &err, NULL, false);
+    cr_assert_not_null(made, "%s", err.message);
+    body = json_deep_copy(made);
+    json_object_del(json_object_get(body, "metadata"), "resourceVersion");
+    memset(&err, 0, sizeof err);
+    cr_expect_null(ks_api_update(&st, pools, "default", "p", NULL, body, &err, NULL, false));
+    cr_expect_eq(err.code, 422, "code %d", err.code);
+    json_decref(body);
+    json_decref(made);
+    json_decref(pool);
 }
 
 Test(store, pod_spec_is_immutable_but_image_is_not)
@@ -131,12 +153,14 @@ Test(store, pod_spec_is_immutable_but_image_is_not)
     json_t *p = mkpod("a", NULL);
     ks_err err = {0};
     json_t *bad = J("{\"spec\":{\"nodeName\":\"other\"}}");
-    cr_expect_null(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, bad, &err, NULL));
+    cr_expect_null(
+            ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, bad, &err, NULL, false));
     cr_expect_eq(err.code, 422, "code %d", err.code);
     cr_expect_str_eq(err.reason, "Invalid");
     json_t *img = J("{\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"img:2\"}]}}");
     memset(&err, 0, sizeof err);
-    json_t *r = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, img, &err, NULL);
+    json_t *r = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_STRATEGIC, img, &err, NULL,
+                             false);
     cr_assert_not_null(r, "%s", err.message);
     cr_expect_str_eq(
             json_string_value(json_object_get(
@@ -155,12 +179,13 @@ Test(store, main_resource_ignores_status_and_status_subresource_changes_only_sta
     ks_err err = {0};
     json_t *patch =
             J("{\"status\":{\"phase\":\"Running\"},\"metadata\":{\"labels\":{\"l\":\"1\"}}}");
-    json_t *r1 = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL);
+    json_t *r1 =
+            ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL, false);
     cr_assert_not_null(r1);
     cr_expect_str_eq(json_string_value(json_object_get(json_object_get(r1, "status"), "phase")),
                      "Pending");
-    json_t *r2 =
-            ks_api_patch(&st, PODS, "default", "a", "status", KS_PATCH_MERGE, patch, &err, NULL);
+    json_t *r2 = ks_api_patch(&st, PODS, "default", "a", "status", KS_PATCH_MERGE, patch, &err,
+                              NULL, false);
     cr_assert_not_null(r2);
     cr_expect_str_eq(json_string_value(json_object_get(json_object_get(r2, "status"), "phase")),
                      "Running");
@@ -178,7 +203,8 @@ Test(store, a_no_op_patch_keeps_the_resource_version)
     json_t *patch = J("{\"metadata\":{\"labels\":{\"k\":\"v\"}}}");
     ks_err err = {0};
     uint64_t rev = st.rev;
-    json_t *r = ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL);
+    json_t *r =
+            ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL, false);
     cr_assert_not_null(r);
     cr_expect_eq(rv_of(r), rv_of(p));
     cr_expect_eq(st.rev, rev);
@@ -261,8 +287,11 @@ Test(store, watch_resumes_after_a_version_and_sees_each_change_in_order)
     json_decref(mkpod("b", NULL));
     json_t *patch = J("{\"metadata\":{\"labels\":{\"x\":\"1\"}}}");
     ks_err err = {0};
-    json_decref(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL));
-    json_decref(ks_api_delete(&st, PODS, "default", "b", NULL, &err));
+    json_decref(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL,
+                             false));
+    json_t *now = J("{\"gracePeriodSeconds\":0}");
+    json_decref(ks_api_delete(&st, PODS, "default", "b", now, &err, NULL));
+    json_decref(now);
     ks_watch_opts o = {.res = PODS, .rv = rv, .timeout_ns = 2000000000LL};
     ks_watch *w = ks_watch_new(&st, &fl, &o, &err);
     cr_assert_not_null(w);
@@ -275,6 +304,27 @@ Test(store, watch_resumes_after_a_version_and_sees_each_change_in_order)
     free(out);
     ks_watch_free(w);
     json_decref(patch);
+    json_decref(a);
+}
+
+/* kube-apiserver never ends an established watch on compaction (the watch cache keeps
+ * serving it); only a new watch or a continue from before the compaction gets 410. */
+Test(store, compaction_does_not_end_an_established_watch_one_event_behind)
+{
+    json_t *a = mkpod("a", NULL);
+    char rv[24];
+    snprintf(rv, sizeof rv, "%s", ks_meta_str(a, "resourceVersion"));
+    ks_err err = {0};
+    ks_watch_opts o = {.res = PODS, .rv = rv, .timeout_ns = 2000000000LL};
+    ks_watch *w = ks_watch_new(&st, &fl, &o, &err);
+    cr_assert_not_null(w);
+    json_decref(mkpod("b", NULL)); /* the watch is one event behind ... */
+    ks_store_compact(&st, 0);      /* ... when the history is compacted */
+    char *out = watch_collect(w, "\"name\":\"b\"", 1 << 16);
+    cr_expect(strstr(out, "{\"type\":\"ADDED\"") && !strstr(out, "\"type\":\"ERROR\""), "got: %s",
+              out);
+    free(out);
+    ks_watch_free(w);
     json_decref(a);
 }
 
@@ -328,7 +378,8 @@ Test(store, watch_with_selector_turns_leaving_objects_into_deleted)
                        .timeout_ns = 2000000000LL};
     ks_watch *w = ks_watch_new(&st, &fl, &o, &err);
     json_t *patch = J("{\"metadata\":{\"labels\":{\"phase\":\"Running\"}}}");
-    json_decref(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL));
+    json_decref(ks_api_patch(&st, PODS, "default", "a", NULL, KS_PATCH_MERGE, patch, &err, NULL,
+                             false));
     char *out = watch_collect(w, "DELETED", 1 << 16);
     cr_expect(strstr(out, "{\"type\":\"DELETED\""), "got: %s", out);
     free(out);
@@ -406,7 +457,8 @@ Test(store, controller_warms_pods_logs_claims_exactly_and_recycles)
     cr_assert_eq(ks_controller_start(c), 0);
     json_t *pool = J("{\"metadata\":{\"name\":\"p\"},\"spec\":{\"replicas\":3}}");
     ks_err err = {0};
-    json_decref(ks_api_create(&st, &ks_resources[KS_RES_SANDBOXPOOL], "default", pool, &err, NULL));
+    json_decref(ks_api_create(&st, &ks_resources[KS_RES_SANDBOXPOOL], "default", pool, &err, NULL,
+                              false));
     cr_assert(KSIM_WAIT_UNTIL(count_phase("Idle") == 3, 5000), "3 idle pods");
 
     json_t *pod = first_with_phase("Idle");
@@ -417,10 +469,10 @@ Test(store, controller_warms_pods_logs_claims_exactly_and_recycles)
              ks_meta_str(pod, "resourceVersion"));
     json_t *cj = J(claim);
     json_t *won = ks_api_patch(&st, PODS, "default", ks_meta_str(pod, "name"), NULL,
-                               KS_PATCH_STRATEGIC, cj, &err, NULL);
+                               KS_PATCH_STRATEGIC, cj, &err, NULL, false);
     cr_assert_not_null(won, "%s", err.message);
     json_t *lost = ks_api_patch(&st, PODS, "default", ks_meta_str(pod, "name"), NULL,
-                                KS_PATCH_STRATEGIC, cj, &err, NULL);
+                                KS_PATCH_STRATEGIC, cj, &err, NULL, false);
     cr_expect_null(lost, "the same idle version must not be won twice");
 
     json_t *log = ks_controller_claims_json(c, 0);
@@ -448,7 +500,7 @@ Test(store, controller_warms_pods_logs_claims_exactly_and_recycles)
     /* Scaling down removes pods; deleting the pool removes the rest. */
     json_t *scale = J("{\"spec\":{\"replicas\":1}}");
     json_decref(ks_api_patch(&st, &ks_resources[KS_RES_SANDBOXPOOL], "default", "p", NULL,
-                             KS_PATCH_MERGE, scale, &err, NULL));
+                             KS_PATCH_MERGE, scale, &err, NULL, false));
     cr_expect(KSIM_WAIT_UNTIL(count_phase("Idle") == 1, 5000));
     json_decref(scale);
     ks_controller_free(c);
@@ -496,8 +548,8 @@ static void *unconditional(void *arg)
         snprintf(p, sizeof p, "{\"metadata\":{\"labels\":{\"w%d-%d\":\"x\"}}}", w->id, i);
         json_t *pj = json_loads(p, 0, NULL);
         ks_err err = {0};
-        json_t *r =
-                ks_api_patch(&st, PODS, "default", "shared", NULL, KS_PATCH_MERGE, pj, &err, NULL);
+        json_t *r = ks_api_patch(&st, PODS, "default", "shared", NULL, KS_PATCH_MERGE, pj, &err,
+                                 NULL, false);
         w->wins += r != NULL;
         json_decref(r);
         json_decref(pj);
@@ -549,7 +601,7 @@ static void *claim_rounds(void *arg)
         json_t *pj = json_loads(p, 0, NULL);
         ks_err err = {0};
         json_t *res = ks_api_patch(&st, PODS, "default", "contested", NULL, KS_PATCH_STRATEGIC, pj,
-                                   &err, NULL);
+                                   &err, NULL, false);
         if (res)
             c->wins++;
         else
@@ -602,8 +654,8 @@ Test(store, a_resource_version_that_is_not_a_string_is_400_not_an_unconditional_
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *pj = J(bad[i]);
         ks_err err = {0};
-        json_t *r =
-                ks_api_patch(&st, PODS, "default", "typed", NULL, KS_PATCH_MERGE, pj, &err, NULL);
+        json_t *r = ks_api_patch(&st, PODS, "default", "typed", NULL, KS_PATCH_MERGE, pj, &err,
+                                 NULL, false);
         cr_expect_null(r, "%s must fail", bad[i]);
         cr_expect_eq(err.code, 400, "%s: code %d %s", bad[i], err.code, err.message);
         json_decref(r);

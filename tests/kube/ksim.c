@@ -1,4 +1,10 @@
-/* kapi-sim test fixture (see ksim.h). */
+/* kapi-sim test fixture (see ksim.h).
+ *
+ * PODCLAIM_KUBE_SERVER=real runs the same tests against the real kube-apiserver: the fixture
+ * then starts `realk8s front` (REALK8S_BIN; KUBECONFIG names the cluster scripts/realk8s.sh
+ * started) with the same arguments. The front takes kapi-sim's flags, forwards every API
+ * request to the real server, injects the same faults, and serves /sim/claims from the real
+ * server's watch of its own pod objects (docs/realk8s.md). */
 #include "ksim.h"
 
 #include <errno.h>
@@ -19,6 +25,12 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+bool ksim_real(void)
+{
+    const char *v = getenv("PODCLAIM_KUBE_SERVER");
+    return v && strcmp(v, "real") == 0 && getenv("REALK8S_BIN") && getenv("KUBECONFIG");
+}
+
 void ksim_mkdir(char *dir, size_t len)
 {
     snprintf(dir, len, "/tmp/pc-ksim-XXXXXX");
@@ -34,7 +46,14 @@ int ksim_start(ksim *k, const char *const *args, bool tls, const char *ca_file, 
     snprintf(portfile, sizeof(portfile), "%s/port", k->dir);
     const char *argv[64];
     size_t n = 0;
-    argv[n++] = KAPI_SIM_PATH;
+    if (ksim_real()) {
+        argv[n++] = getenv("REALK8S_BIN");
+        argv[n++] = "front";
+        argv[n++] = "--kubeconfig";
+        argv[n++] = getenv("KUBECONFIG");
+    } else {
+        argv[n++] = KAPI_SIM_PATH;
+    }
     argv[n++] = "--listen";
     argv[n++] = "127.0.0.1:0";
     argv[n++] = "--port-file";
@@ -66,7 +85,7 @@ int ksim_start(ksim *k, const char *const *args, bool tls, const char *ca_file, 
     }
     k->pid = pid;
     /* wait for the port file: kapi-sim writes it atomically once it listens */
-    int64_t end = now_ms() + 10000;
+    int64_t end = now_ms() + 30000; /* the real server's front first resets its pools */
     while (now_ms() < end) {
         FILE *f = fopen(portfile, "r");
         if (f) {
@@ -85,7 +104,7 @@ int ksim_start(ksim *k, const char *const *args, bool tls, const char *ca_file, 
         nanosleep(&ts, NULL);
     }
     if (k->port <= 0) {
-        fprintf(stderr, "kapi-sim did not write its port file in 10 s\n");
+        fprintf(stderr, "kapi-sim did not write its port file in 30 s\n");
         ksim_stop(k);
         return -1;
     }

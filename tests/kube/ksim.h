@@ -26,6 +26,10 @@ typedef struct ksim {
 int ksim_start(ksim *k, const char *const *args, bool tls, const char *ca_file, const char *token);
 void ksim_stop(ksim *k);
 
+/* Whether the tests run against the real kube-apiserver (PODCLAIM_KUBE_SERVER=real with
+ * REALK8S_BIN and KUBECONFIG set); ksim_start then starts `realk8s front` in kapi-sim's place. */
+bool ksim_real(void);
+
 /* Blocking helpers on the admin client. ksim_json returns the parsed 2xx body or NULL. */
 json_t *ksim_json(ksim *k, const char *method, const char *path, const char *body);
 int ksim_put_faults(ksim *k, const char *json);

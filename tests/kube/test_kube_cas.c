@@ -145,7 +145,10 @@ Test(kube_cas, maps_every_server_answer_to_its_outcome, .fini = teardown, .timeo
     json_t *l = NULL;
     cr_assert(PC_TEST_WAIT_UNTIL(({
                                      json_decref(l);
-                                     l = ksim_json(&sim, "GET", "/api/v1/namespaces/out/pods",
+                                     /* Idle: nothing else writes the pods any more */
+                                     l = ksim_json(&sim, "GET",
+                                                   "/api/v1/namespaces/out/pods?labelSelector="
+                                                   "podclaim.io%2Fphase%3DIdle",
                                                    NULL);
                                      json_array_size(json_object_get(l, "items")) == 2;
                                  }),
