@@ -113,14 +113,16 @@ static int take_map(verr *e, json_t *o, const char *field, int kind, const pcd_p
                 return bad(e, 422, "%s: want an image reference, got \"%s\"", f, s);
         } else {
             if (!qualified_name(k))
-                return bad(e, 422, "%s: invalid key (want [prefix/]name, name 1-63 of A-Z a-z 0-9 "
-                                   "- _ ., alphanumeric at both ends)%s",
+                return bad(e, 422,
+                           "%s: invalid key (want [prefix/]name, name 1-63 of A-Z a-z 0-9 "
+                           "- _ ., alphanumeric at both ends)%s",
                            f, "");
             if (reserved_key(k))
                 return bad(e, 422, "%s: podclaimd writes this key itself%s", f, "");
             if (kind == 1 && !label_value(s))
-                return bad(e, 422, "%s: invalid label value \"%s\" (at most 63 of A-Z a-z 0-9 - _ "
-                                   "., alphanumeric at both ends)",
+                return bad(e, 422,
+                           "%s: invalid label value \"%s\" (at most 63 of A-Z a-z 0-9 - _ "
+                           "., alphanumeric at both ends)",
                            f, s);
         }
         kvs[*n] = (pc_kv){k, s};
@@ -151,9 +153,8 @@ static int parse_claim(pcd_req *q, const pcd_pool *pool, bool env, verr *e, json
         q->doc = json_loadb(q->body, q->body_len, JSON_REJECT_DUPLICATES, &je);
         if (!q->doc) {
             e->code = 400;
-            snprintf(e->msg, sizeof(e->msg),
-                     "malformed JSON at line %d, column %d (byte %d): %s", je.line, je.column,
-                     je.position, je.text);
+            snprintf(e->msg, sizeof(e->msg), "malformed JSON at line %d, column %d (byte %d): %s",
+                     je.line, je.column, je.position, je.text);
             return -1;
         }
     }
@@ -166,9 +167,8 @@ static int parse_claim(pcd_req *q, const pcd_pool *pool, bool env, verr *e, json
     {
         if (json_is_object(v))
             nkv += json_object_size(v);
-        static const char *known[] = {"priority",     "images",     "labels",
-                                      "annotations",  "targetPhase", "timeoutSeconds",
-                                      "claimId",      "requiredTags"};
+        static const char *known[] = {"priority",    "images",         "labels",  "annotations",
+                                      "targetPhase", "timeoutSeconds", "claimId", "requiredTags"};
         bool ok = false;
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]) && !ok; i++)
             ok = strcmp(k, known[i]) == 0 && (i < 7 || env);
@@ -212,8 +212,7 @@ static int parse_claim(pcd_req *q, const pcd_pool *pool, bool env, verr *e, json
     }
     if ((j = json_object_get(q->doc, "targetPhase"))) {
         const char *s = json_string_value(j);
-        if (!s || !name_part(s, strlen(s)) || strcmp(s, "Idle") == 0 ||
-            strcmp(s, "Starting") == 0)
+        if (!s || !name_part(s, strlen(s)) || strcmp(s, "Idle") == 0 || strcmp(s, "Starting") == 0)
             return bad(e, 422,
                        "targetPhase: want a label value other than Idle and Starting (e.g. "
                        "Running)%s%s",
@@ -436,8 +435,7 @@ static void queue_release(pcd *d, pcd_release_job *job)
     pthread_mutex_unlock(&d->rel_mu);
 }
 
-enum MHD_Result pcd_release_begin(pcd_req *q, const char *ns, const char *pool_name,
-                                  const char *id)
+enum MHD_Result pcd_release_begin(pcd_req *q, const char *ns, const char *pool_name, const char *id)
 {
     pcd *d = q->d;
     pcd_pool *pool = pcd_find_pool(d, ns, pool_name);
@@ -463,23 +461,23 @@ enum MHD_Result pcd_release_answer(pcd_req *q)
 {
     if (q->rel_status != 200)
         return pcd_reply_error(q, q->rel_status, "%s", q->rel_msg);
-    json_t *j = json_pack("{s:s,s:s,s:s,s:b}", "claimId", q->rel.id, "namespace",
-                          q->rel.pod_namespace, "pod", q->rel.pod, "alreadyReleased",
-                          q->rel_already);
+    json_t *j =
+            json_pack("{s:s,s:s,s:s,s:b}", "claimId", q->rel.id, "namespace", q->rel.pod_namespace,
+                      "pod", q->rel.pod, "alreadyReleased", q->rel_already);
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return s ? pcd_reply(q, 200, s, -1) : MHD_NO;
 }
 
 /* Read the pod's claim id annotation and phase label from a GET answer. */
-static void pod_claim_state(const char *body, size_t len, char *claim_id, size_t idlen,
-                            char *phase, size_t plen, char *rv, size_t rvlen)
+static void pod_claim_state(const char *body, size_t len, char *claim_id, size_t idlen, char *phase,
+                            size_t plen, char *rv, size_t rvlen)
 {
     claim_id[0] = phase[0] = rv[0] = '\0';
     json_t *p = json_loadb(body ? body : "", len, 0, NULL);
     json_t *md = json_object_get(p, "metadata");
-    const char *s = json_string_value(json_object_get(json_object_get(md, "annotations"),
-                                                      "podclaim.io/claim-id"));
+    const char *s = json_string_value(
+            json_object_get(json_object_get(md, "annotations"), "podclaim.io/claim-id"));
     snprintf(claim_id, idlen, "%s", s ? s : "");
     s = json_string_value(json_object_get(json_object_get(md, "labels"), "podclaim.io/phase"));
     snprintf(phase, plen, "%s", s ? s : "");
@@ -533,8 +531,7 @@ static int release_pod(pc_kube_conn *conn, pcd_release_job *job, bool *already, 
             return rc == 0 ? 200 : 502;
         }
         char cid[PC_CLAIM_ID_MAX + 8], phase[64];
-        pod_claim_state(r.body, r.body_len, cid, sizeof(cid), phase, sizeof(phase), rv,
-                        sizeof(rv));
+        pod_claim_state(r.body, r.body_len, cid, sizeof(cid), phase, sizeof(phase), rv, sizeof(rv));
         pc_kube_response_fini(&r);
         if (strcmp(cid, job->ci.id) != 0 || strcmp(phase, "Idle") == 0 ||
             strcmp(phase, "Stopping") == 0 || strcmp(phase, "Starting") == 0) {
@@ -579,8 +576,10 @@ static void *releaser_main(void *arg)
             pcd_registry_set(d->registry, job->pool_key, job->ci.id,
                              status == 200 ? PCD_RELEASED : PCD_ACTIVE, NULL);
         }
-        atomic_fetch_add_explicit(&d->releases[status != 200 ? 2 : already ? 1 : 0], 1,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&d->releases[status != 200 ? 2
+                                               : already     ? 1
+                                                             : 0],
+                                  1, memory_order_relaxed);
         pcd_logf(status == 200 ? PCD_DEBUG : PCD_WARN,
                  "component=releaser pool=%s claim=%s pod=%s/%s status=%d already=%d%s%s%s",
                  job->pool_key, job->ci.id, job->ci.pod_namespace, job->ci.pod, status, already,
@@ -638,8 +637,8 @@ static void finish_one(pcd *d, pcd_req *q)
         q->result.status == PC_CLAIM_OK) {
         /* the claim won a pod for a client that is gone: give the pod back */
         pcd_release_job *job = calloc(1, sizeof(*job));
-        if (job && pcd_registry_get(d->registry, q->pool->key, q->result.claim_id, &job->ci, true,
-                                    NULL)) {
+        if (job &&
+            pcd_registry_get(d->registry, q->pool->key, q->result.claim_id, &job->ci, true, NULL)) {
             snprintf(job->pool_key, sizeof(job->pool_key), "%s", q->pool->key);
             atomic_fetch_add_explicit(&d->orphan_releases, 1, memory_order_relaxed);
             queue_release(d, job);

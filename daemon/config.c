@@ -25,9 +25,9 @@ typedef enum ktype { K_STR, K_BOOL, K_UINT, K_DUR, K_ENUM, K_ADDR, K_LIST } ktyp
 typedef struct keydef {
     const char *key; /* as in the file: "kube.inCluster", "maxInflight" */
     ktype type;
-    const char *def; /* default, parsed like any other value ("" = empty) */
-    size_t off;      /* field offset in pcd_config / pcd_pool_cfg / pcd_env_cfg */
-    uint64_t lo, hi; /* K_UINT range; K_DUR range in ms */
+    const char *def;     /* default, parsed like any other value ("" = empty) */
+    size_t off;          /* field offset in pcd_config / pcd_pool_cfg / pcd_env_cfg */
+    uint64_t lo, hi;     /* K_UINT range; K_DUR range in ms */
     const char *choices; /* K_ENUM: "a|b|c" */
     const char *help;
 } keydef;
@@ -138,8 +138,8 @@ static int fail(cerr *e, const char *where, const char *key, const char *value, 
     if (e->failed)
         return -1;
     e->failed = true;
-    bool secret = key && (strstr(key, "token") || strstr(key, "Token")) &&
-                  !strstr(key, "File") && !strstr(key, "file");
+    bool secret = key && (strstr(key, "token") || strstr(key, "Token")) && !strstr(key, "File") &&
+                  !strstr(key, "file");
     fprintf(e->out, "podclaimd: %s: %s: ", where, key);
     if (value)
         fprintf(e->out, "\"%s\": ", secret ? "(hidden)" : value);
@@ -272,7 +272,8 @@ static int set_value(cerr *e, const char *where, const char *key, const keydef *
     case K_ENUM:
     case K_ADDR:
         if (k->type == K_ADDR && parse_addr(v) != 0)
-            return fail(e, where, key, v, "want HOST:PORT with an IPv4 address or name, port 0..65535");
+            return fail(e, where, key, v,
+                        "want HOST:PORT with an IPv4 address or name, port 0..65535");
         if (k->type == K_ENUM) {
             size_t vl = strlen(v);
             bool ok = false;
@@ -297,8 +298,8 @@ static int set_value(cerr *e, const char *where, const char *key, const keydef *
         errno = 0;
         unsigned long long n = strtoull(v, &end, 10);
         if (errno || end == v || *end || v[0] == '-' || n < k->lo || n > k->hi)
-            return fail(e, where, key, v, "want an integer in [%" PRIu64 ", %" PRIu64 "]",
-                        k->lo, k->hi);
+            return fail(e, where, key, v, "want an integer in [%" PRIu64 ", %" PRIu64 "]", k->lo,
+                        k->hi);
         *(uint64_t *)field = n;
         return 0;
     }
@@ -511,8 +512,8 @@ static int load_value(cerr *e, yfile *y, const char *key, const keydef *k, void 
             return fail(e, where, key, NULL, "want a list of strings");
         const char *items[256];
         size_t n = 0;
-        for (yaml_node_item_t *it = v->data.sequence.items.start;
-             it < v->data.sequence.items.top; it++) {
+        for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+             it++) {
             const char *s = scalar(yaml_document_get_node(&y->doc, *it));
             if (!s || n == 256)
                 return fail(e, where, key, NULL, "want a list of at most 256 strings");
@@ -688,8 +689,8 @@ void pcd_config_usage(FILE *out)
         const keydef *k = &global_keys[i];
         key_to_name(k->key, flag, sizeof(flag), false);
         key_to_name(k->key, env, sizeof(env), true);
-        fprintf(out, "  %-27s --%-27s PODCLAIM_%s\n      default: %s%s%s   %s%s%s\n", k->key,
-                flag, env, k->def[0] ? "" : "\"", k->def, k->def[0] ? "" : "\"", k->help,
+        fprintf(out, "  %-27s --%-27s PODCLAIM_%s\n      default: %s%s%s   %s%s%s\n", k->key, flag,
+                env, k->def[0] ? "" : "\"", k->def, k->def[0] ? "" : "\"", k->help,
                 k->choices ? "; one of " : "", k->choices ? k->choices : "");
     }
     fputs("\npools: a list in the file; each item (file key, default):\n", out);

@@ -91,7 +91,8 @@ enum MHD_Result pcd_reply_error(pcd_req *q, int code, const char *fmt, ...)
 pcd_pool *pcd_find_pool(pcd *d, const char *ns, const char *name)
 {
     for (size_t i = 0; i < d->n_pools; i++)
-        if (strcmp(d->pools[i].cfg->namespace_, ns) == 0 && strcmp(d->pools[i].cfg->name, name) == 0)
+        if (strcmp(d->pools[i].cfg->namespace_, ns) == 0 &&
+            strcmp(d->pools[i].cfg->name, name) == 0)
             return &d->pools[i];
     return NULL;
 }
@@ -249,8 +250,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > d->cfg.http_max_body) {
             q->too_big = true;
-            return pcd_reply_error(q, 413, "request body of %s bytes is over the limit of %llu",
-                                   cl, (unsigned long long)d->cfg.http_max_body);
+            return pcd_reply_error(q, 413, "request body of %s bytes is over the limit of %llu", cl,
+                                   (unsigned long long)d->cfg.http_max_body);
         }
         return MHD_YES;
     }

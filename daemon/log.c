@@ -113,7 +113,10 @@ void pcd_logf(int level, const char *fmt, ...)
     if (level > log_level)
         return;
     char line[3072];
-    int n = snprintf(line, sizeof(line), "level=%s ", level_names[level < 0 ? 0 : level > 3 ? 3 : level]);
+    int n = snprintf(line, sizeof(line), "level=%s ",
+                     level_names[level < 0   ? 0
+                                 : level > 3 ? 3
+                                             : level]);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);

@@ -233,16 +233,17 @@ char *pcd_metrics_render(pcd *d, size_t *len)
             snprintf(code, sizeof(code), "%d", pcd_codes[c]);
             if (v || (r == PCD_ROUTE_CLAIM && (pcd_codes[c] == 200 || pcd_codes[c] == 503)))
                 sb_printf(&own, "podclaimd_http_responses_total{route=\"%s\",code=\"%s\"} %llu\n",
-                          pcd_route_names[r], pcd_codes[c] ? code : "other",
-                          (unsigned long long)v);
+                          pcd_route_names[r], pcd_codes[c] ? code : "other", (unsigned long long)v);
         }
-    sb_printf(&own, "# HELP podclaimd_claims_waiting Claim requests parked until their pool "
-                    "answers.\n# TYPE podclaimd_claims_waiting gauge\npodclaimd_claims_waiting "
-                    "%lld\n",
+    sb_printf(&own,
+              "# HELP podclaimd_claims_waiting Claim requests parked until their pool "
+              "answers.\n# TYPE podclaimd_claims_waiting gauge\npodclaimd_claims_waiting "
+              "%lld\n",
               (long long)atomic_load_explicit(&d->waiting, memory_order_relaxed));
-    sb_printf(&own, "# HELP podclaimd_client_hangups_total Clients that closed the connection "
-                    "while their claim waited.\n# TYPE podclaimd_client_hangups_total counter\n"
-                    "podclaimd_client_hangups_total %llu\n",
+    sb_printf(&own,
+              "# HELP podclaimd_client_hangups_total Clients that closed the connection "
+              "while their claim waited.\n# TYPE podclaimd_client_hangups_total counter\n"
+              "podclaimd_client_hangups_total %llu\n",
               (unsigned long long)atomic_load_explicit(&d->hangups, memory_order_relaxed));
     static const char *rel[] = {"released", "already_released", "failed"};
     sb_printf(&own, "# HELP podclaimd_releases_total Releases (phase -> Stopping) by result.\n"
@@ -250,12 +251,14 @@ char *pcd_metrics_render(pcd *d, size_t *len)
     for (int i = 0; i < 3; i++)
         sb_printf(&own, "podclaimd_releases_total{result=\"%s\"} %llu\n", rel[i],
                   (unsigned long long)atomic_load_explicit(&d->releases[i], memory_order_relaxed));
-    sb_printf(&own, "# HELP podclaimd_orphan_releases_total Pods won for a client that had hung "
-                    "up, given back.\n# TYPE podclaimd_orphan_releases_total counter\n"
-                    "podclaimd_orphan_releases_total %llu\n",
+    sb_printf(&own,
+              "# HELP podclaimd_orphan_releases_total Pods won for a client that had hung "
+              "up, given back.\n# TYPE podclaimd_orphan_releases_total counter\n"
+              "podclaimd_orphan_releases_total %llu\n",
               (unsigned long long)atomic_load_explicit(&d->orphan_releases, memory_order_relaxed));
-    sb_printf(&own, "# HELP podclaimd_ready 1 when every informer has synced and the daemon is "
-                    "not shutting down.\n# TYPE podclaimd_ready gauge\npodclaimd_ready %d\n",
+    sb_printf(&own,
+              "# HELP podclaimd_ready 1 when every informer has synced and the daemon is "
+              "not shutting down.\n# TYPE podclaimd_ready gauge\npodclaimd_ready %d\n",
               pcd_ready(d) ? 1 : 0);
     if (own.p)
         merge(&fs, own.p);
@@ -298,13 +301,13 @@ static json_t *pool_json(const pcd_pool *p)
     json_t *j = json_pack(
             "{s:s,s:s,s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:f,s:b,s:{s:I,s:I},s:f,s:f}", "namespace",
             p->cfg->namespace_, "name", p->cfg->name, "team", p->cfg->team, "user", p->cfg->user,
-            "env", p->cfg->env, "tags", tags, "idleReady", (json_int_t)s.idle_ready,
-            "queueLength", (json_int_t)s.queue_len, "reserved", (json_int_t)s.reserved,
-            "inflightCas", (json_int_t)s.inflight_cas, "lastDispatchAt",
-            (double)s.last_dispatch_at / 1e9, "synced", pc_informer_has_synced(p->informer),
-            "informer", "pods", (json_int_t)st.pods, "idle", (json_int_t)st.idle,
-            "requestP50Ms", (double)pcd_hist_quantile_ns(&p->request_latency, 0.5) / 1e6,
-            "requestP99Ms", (double)pcd_hist_quantile_ns(&p->request_latency, 0.99) / 1e6);
+            "env", p->cfg->env, "tags", tags, "idleReady", (json_int_t)s.idle_ready, "queueLength",
+            (json_int_t)s.queue_len, "reserved", (json_int_t)s.reserved, "inflightCas",
+            (json_int_t)s.inflight_cas, "lastDispatchAt", (double)s.last_dispatch_at / 1e9,
+            "synced", pc_informer_has_synced(p->informer), "informer", "pods", (json_int_t)st.pods,
+            "idle", (json_int_t)st.idle, "requestP50Ms",
+            (double)pcd_hist_quantile_ns(&p->request_latency, 0.5) / 1e6, "requestP99Ms",
+            (double)pcd_hist_quantile_ns(&p->request_latency, 0.99) / 1e6);
     return j;
 }
 
@@ -333,10 +336,9 @@ char *pcd_envs_json(pcd *d, size_t *len)
         for (size_t k = 0; k < d->n_pools; k++)
             if (strcmp(d->pools[k].cfg->env, d->envs[i].cfg->name) == 0)
                 json_array_append_new(pools, json_string(d->pools[k].key));
-        json_array_append_new(arr, json_pack("{s:s,s:s,s:o}", "name", d->envs[i].cfg->name,
-                                             "strategy",
-                                             pc_env_strategy_name(d->envs[i].cfg->strategy),
-                                             "pools", pools));
+        json_array_append_new(
+                arr, json_pack("{s:s,s:s,s:o}", "name", d->envs[i].cfg->name, "strategy",
+                               pc_env_strategy_name(d->envs[i].cfg->strategy), "pools", pools));
     }
     json_t *j = json_pack("{s:o}", "envs", arr);
     char *s = json_dumps(j, JSON_COMPACT);

@@ -10,8 +10,8 @@
  * close), the backend and pools are freed; exit 0. A second signal, or shutdown.timeout
  * passing, exits at once with status 1.
  */
-#include "log.h"
 #include "podclaimd.h"
+#include "log.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -110,8 +110,9 @@ static void learn_containers(pcd *d, pcd_pool *p)
         free(learned);
     }
     pcd_logf(n ? PCD_DEBUG : PCD_WARN, "pool=%s containers=%zu msg=\"%s\"", p->key, n,
-             n ? "container names learned" : "no pod or template to learn container names from; "
-                                             "the API server will judge image names");
+             n ? "container names learned"
+               : "no pod or template to learn container names from; "
+                 "the API server will judge image names");
 }
 
 static int make_client(pcd *d)

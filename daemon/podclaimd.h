@@ -78,13 +78,13 @@ typedef struct pcd_pool {
     pcd *d;
     pcd_pool_cfg *cfg;
     char key[PC_NAMESPACE_MAX + PC_NAME_MAX + 2]; /* "ns/name" */
-    char labels[1024];                             /* namespace=..,pool=..,team=..,user=..,env=.. */
+    char labels[1024];                            /* namespace=..,pool=..,team=..,user=..,env=.. */
     pc_pool *pool;
     pc_informer *informer;
     char **containers; /* known container names; NULL = unknown (the server checks) */
     size_t n_containers;
-    pcd_hist request_latency;   /* HTTP claim: body read -> answer ready */
-    pcd_hist idle_to_claimable; /* watch bytes in -> pool offer returned */
+    pcd_hist request_latency;    /* HTTP claim: body read -> answer ready */
+    pcd_hist idle_to_claimable;  /* watch bytes in -> pool offer returned */
     _Atomic uint64_t env_routed; /* claims an env sent here */
 } pcd_pool;
 
@@ -133,21 +133,21 @@ typedef struct pcd_req {
     pcd *d;
     pcd_route route;
     struct MHD_Connection *conn;
-    int fd;           /* watched for hang-up while suspended; -1 = not watched */
-    bool suspended;   /* MHD thread only */
-    bool answered;    /* MHD thread only: response queued */
+    int fd;         /* watched for hang-up while suspended; -1 = not watched */
+    bool suspended; /* MHD thread only */
+    bool answered;  /* MHD thread only: response queued */
     char *body;
     size_t body_len, body_cap;
     bool too_big;
     int64_t started_ns;
-    _Atomic unsigned flags; /* PCD_REQ_*: release/acquire pair between callback and waker */
+    _Atomic unsigned flags;      /* PCD_REQ_*: release/acquire pair between callback and waker */
     ck_stack_entry_t done_entry; /* waker's queue */
     pcd_pool *pool;
     pcd_env *env;
     int enqueue_err; /* != 0: the claim never entered a pool */
     pc_claim_result result;
-    json_t *doc;  /* the parsed body: the claim's strings point into it */
-    pc_kv *kvs;   /* images, labels, annotations */
+    json_t *doc; /* the parsed body: the claim's strings point into it */
+    pc_kv *kvs;  /* images, labels, annotations */
     char id[PC_CLAIM_ID_MAX];
     /* release */
     pcd_claim_info rel;
@@ -199,8 +199,8 @@ struct pcd {
     pthread_t releasers[4];
 
     _Atomic bool draining;
-    _Atomic int64_t waiting;    /* claims suspended waiting for a pool */
-    _Atomic int64_t open_reqs;  /* claim/release requests not yet completed by MHD */
+    _Atomic int64_t waiting;   /* claims suspended waiting for a pool */
+    _Atomic int64_t open_reqs; /* claim/release requests not yet completed by MHD */
     _Atomic uint64_t responses[PCD_ROUTE_COUNT][PCD_N_CODES];
     _Atomic uint64_t hangups, orphan_releases;
     _Atomic uint64_t releases[3]; /* released, already, failed */
