@@ -295,6 +295,10 @@ enum MHD_Result pcd_claim_begin(pcd_req *q, const char *ns, const char *pool_nam
     }
     if (atomic_load_explicit(&d->draining, memory_order_relaxed))
         return pcd_reply_error(q, 503, "podclaimd is shutting down");
+    if (pool && pool->cfg->max_waiting &&
+        pc_pool_snapshot(pool->pool).queue_len >= pool->cfg->max_waiting)
+        return pcd_reply_error(q, 503, "pool %s has %llu claims queued (maxWaiting); retry later",
+                               pool->key, (unsigned long long)pool->cfg->max_waiting);
     verr e = {0};
     json_t *tags = NULL;
     if (parse_claim(q, pool, env != NULL, &e, &tags) != 0)

@@ -111,6 +111,8 @@ static const keydef pool_keys[] = {
          "a dispatched pod stays unselectable this long unless seen at a new version"},
         {"resyncPeriod", K_DUR, "10s", P(resync_period_ns), 0, MS_DAY, NULL,
          "re-offer the informer's idle pods this often (0 = never)"},
+        {"maxWaiting", K_UINT, "100000", P(max_waiting), 0, 1ull << 32, NULL,
+         "claims queued in the pool (inbox + waiting) before new ones get 503 (0 = no bound)"},
         {"claimTimeout", K_DUR, "30s", P(claim_timeout_ns), 1, MS_DAY, NULL,
          "deadline of a claim that gives no timeoutSeconds (504 after)"},
 };

@@ -26,6 +26,7 @@ typedef struct pcd_pool_cfg {
     int64_t promote_after_ns, retry_backoff_ns, reservation_ttl_ns;
     int64_t resync_period_ns; /* 0 = never */
     int64_t claim_timeout_ns; /* deadline of a claim that names no timeoutSeconds */
+    uint64_t max_waiting;     /* claims waiting in the pool before new ones get 503; 0 = no bound */
 } pcd_pool_cfg;
 
 typedef struct pcd_env_cfg {
