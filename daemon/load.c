@@ -200,7 +200,7 @@ int ctl_load(const char *server, const char *token, int argc, char **argv)
         } else if (!strcmp(a, "--body") && v) {
             body_arg = v;
             i += 2;
-        } else if (!strcmp(a, "--label") && v) {
+        } else if (!strcmp(a, "--name") && v) {
             label = v;
             i += 2;
         } else if (!strcmp(a, "--json")) {

@@ -37,7 +37,7 @@ static void usage(FILE *f)
           "  pools                                            one line per pool\n"
           "  top [--interval 1s] [--iterations N]             live view, refreshed each second\n"
           "  load NS/POOL | --env ENV [--rate R|max] [--duration 10s] [--connections 64]\n"
-          "       [--body JSON] [--json] [--label NAME]       fire claims, print a summary\n",
+          "       [--body JSON] [--json] [--name NAME] [claim options]\n",
           f);
 }
 

@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config clang libclang-rt-14-dev
           libck-dev libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev
-          libyaml-dev libcriterion-dev curl openssl kubectl)
+          libyaml-dev libcriterion-dev curl openssl kubectl
+          python3 python3-prometheus-client)
 
 missing=()
 for p in "${packages[@]}"; do

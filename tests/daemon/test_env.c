@@ -64,7 +64,7 @@ Test(env, strategy_names_round_trip)
     for (int i = 0; i < PC_ENV_STRATEGY_COUNT; i++) {
         pc_env_strategy s;
         cr_assert_eq(pc_env_strategy_parse(pc_env_strategy_name(i), &s), 0);
-        cr_assert_eq(s, i);
+        cr_assert_eq((int)s, i);
     }
     pc_env_strategy s = PC_ENV_MOST_IDLE;
     cr_assert_eq(pc_env_strategy_parse("fastest", &s), -EINVAL);
