@@ -244,10 +244,19 @@ typedef struct watchdog {
 static void *watchdog_main(void *arg)
 {
     watchdog *w = arg;
-    int64_t left = w->deadline_ns - pc_now_ns();
-    struct timespec ts = {left / 1000000000, left % 1000000000};
-    siginfo_t si;
-    int sig = sigtimedwait(&w->set, &si, left > 0 ? &ts : &(struct timespec){0, 0});
+    int sig;
+    for (;;) {
+        int64_t left = w->deadline_ns - pc_now_ns();
+        if (left <= 0) {
+            sig = -1;
+            break;
+        }
+        struct timespec ts = {left / 1000000000, left % 1000000000};
+        siginfo_t si;
+        sig = sigtimedwait(&w->set, &si, &ts);
+        if (sig > 0 || errno != EINTR)
+            break; /* EINTR: another signal (or a sanitizer's) interrupted the wait */
+    }
     if (sig > 0)
         pcd_logf(PCD_WARN, "signal=%d msg=\"second signal: exiting at once\"", sig);
     else
@@ -378,6 +387,9 @@ int main(int argc, char **argv)
     pcd_waker_stop(d);
     pcd_http_stop(d);
     teardown(d);
+    /* sigtimedwait is a cancellation point: the watchdog ends there */
+    pthread_cancel(wd);
+    pthread_join(wd, NULL);
     pcd_logf(PCD_INFO, "seconds=%.3f msg=\"stopped\"", (double)(pc_now_ns() - t0) / 1e9);
     return left ? 1 : 0;
 

@@ -3,9 +3,11 @@
  * Flow: pool callback (won) -> [registry] <- DELETE (release), informer observer (pod idle
  *       again: the claim is over).
  *
- * Two chained hash tables over one entry set: by "pool-key/claim-id" and by "ns/pod"; a FIFO
- * of entries bounds the memory (claims.maxTracked: the oldest entry is forgotten first, so a
- * DELETE of a very old claim gets 404). One mutex guards everything: every operation is a
+ * Two chained hash tables over one entry set: by "pool-key/claim-id" and by "ns/pod"; two FIFOs
+ * bound the memory: live claims (claims.maxTracked, oldest forgotten first) and ended ones kept
+ * so a repeated DELETE says "already released" (the newest PCD_ENDED_MAX; older ones are
+ * forgotten and a DELETE of them gets 404). Without the second bound every claim ever won
+ * would stay: ~1 KB each. One mutex guards everything: every operation is a
  * hash lookup and a few copies (well under a microsecond), far from any contention that
  * would matter next to an HTTP request.
  */
@@ -22,15 +24,49 @@ typedef struct entry {
     struct entry *next_id, *next_pod; /* hash chains */
     struct entry *older, *newer;      /* FIFO */
     bool in_pod_index;
+    bool ended; /* on the ended FIFO */
 } entry;
+
+typedef struct fifo {
+    entry *oldest, *newest;
+    size_t n;
+} fifo;
 
 struct pcd_registry {
     pthread_mutex_t mu;
     entry **by_id, **by_pod;
     size_t nbuckets; /* power of two */
-    size_t n, max;
-    entry *oldest, *newest;
+    size_t max;
+    fifo live, ended;
 };
+
+#define PCD_ENDED_MAX 65536
+
+static void fifo_unlink(fifo *f, entry *e)
+{
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        f->oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        f->newest = e->older;
+    e->older = e->newer = NULL;
+    f->n--;
+}
+
+static void fifo_push(fifo *f, entry *e)
+{
+    e->older = f->newest;
+    e->newer = NULL;
+    if (f->newest)
+        f->newest->newer = e;
+    else
+        f->oldest = e;
+    f->newest = e;
+    f->n++;
+}
 
 static uint64_t hash(const char *s)
 {
@@ -64,7 +100,11 @@ void pcd_registry_free(pcd_registry *r)
 {
     if (!r)
         return;
-    for (entry *e = r->oldest, *n; e; e = n) {
+    for (entry *e = r->live.oldest, *n; e; e = n) {
+        n = e->newer;
+        free(e);
+    }
+    for (entry *e = r->ended.oldest, *n; e; e = n) {
         n = e->newer;
         free(e);
     }
@@ -106,16 +146,22 @@ static void remove_entry(pcd_registry *r, entry *e)
     if (*pp == e)
         *pp = e->next_id;
     unlink_pod(r, e);
-    if (e->older)
-        e->older->newer = e->newer;
-    else
-        r->oldest = e->newer;
-    if (e->newer)
-        e->newer->older = e->older;
-    else
-        r->newest = e->older;
-    r->n--;
+    fifo_unlink(e->ended ? &r->ended : &r->live, e);
     free(e);
+}
+
+/* The claim is over: move it to the ended FIFO, forgetting the oldest ended ones. */
+static void end_entry(pcd_registry *r, entry *e)
+{
+    e->ci.state = PCD_RELEASED;
+    unlink_pod(r, e);
+    if (e->ended)
+        return;
+    fifo_unlink(&r->live, e);
+    e->ended = true;
+    fifo_push(&r->ended, e);
+    while (r->ended.n > PCD_ENDED_MAX)
+        remove_entry(r, r->ended.oldest);
 }
 
 static void grow(pcd_registry *r)
@@ -127,16 +173,17 @@ static void grow(pcd_registry *r)
         free(bp);
         return; /* longer chains, still correct */
     }
-    for (entry *e = r->oldest; e; e = e->newer) {
-        size_t h = hash(e->key) & (nb - 1);
-        e->next_id = bi[h];
-        bi[h] = e;
-        if (e->in_pod_index) {
-            h = hash(e->pod_key) & (nb - 1);
-            e->next_pod = bp[h];
-            bp[h] = e;
+    for (int list = 0; list < 2; list++)
+        for (entry *e = list ? r->ended.oldest : r->live.oldest; e; e = e->newer) {
+            size_t h = hash(e->key) & (nb - 1);
+            e->next_id = bi[h];
+            bi[h] = e;
+            if (e->in_pod_index) {
+                h = hash(e->pod_key) & (nb - 1);
+                e->next_pod = bp[h];
+                bp[h] = e;
+            }
         }
-    }
     free(r->by_id);
     free(r->by_pod);
     r->by_id = bi;
@@ -160,13 +207,12 @@ void pcd_registry_add(pcd_registry *r, const char *pool_key, const pcd_claim_inf
     size_t hp = hash(e->pod_key) & (r->nbuckets - 1);
     for (entry *p = r->by_pod[hp]; p; p = p->next_pod)
         if (strcmp(p->pod_key, e->pod_key) == 0) {
-            p->ci.state = PCD_RELEASED;
-            unlink_pod(r, p);
+            end_entry(r, p);
             break;
         }
-    while (r->n >= r->max && r->oldest)
-        remove_entry(r, r->oldest);
-    if (r->n >= r->nbuckets)
+    while (r->live.n >= r->max && r->live.oldest)
+        remove_entry(r, r->live.oldest);
+    if (r->live.n + r->ended.n >= r->nbuckets)
         grow(r);
     size_t h = hash(e->key) & (r->nbuckets - 1);
     e->next_id = r->by_id[h];
@@ -175,13 +221,7 @@ void pcd_registry_add(pcd_registry *r, const char *pool_key, const pcd_claim_inf
     e->next_pod = r->by_pod[hp];
     r->by_pod[hp] = e;
     e->in_pod_index = true;
-    e->older = r->newest;
-    if (r->newest)
-        r->newest->newer = e;
-    else
-        r->oldest = e;
-    r->newest = e;
-    r->n++;
+    fifo_push(&r->live, e);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -213,11 +253,12 @@ void pcd_registry_set(pcd_registry *r, const char *pool_key, const char *id, pcd
     pthread_mutex_lock(&r->mu);
     entry *e = *find_id(r, key);
     if (e) {
-        e->ci.state = st;
         if (rv)
             snprintf(e->ci.rv, sizeof(e->ci.rv), "%s", rv);
         if (st == PCD_RELEASED)
-            unlink_pod(r, e);
+            end_entry(r, e);
+        else
+            e->ci.state = st;
     }
     pthread_mutex_unlock(&r->mu);
 }
@@ -239,10 +280,8 @@ void pcd_registry_pod_idle(pcd_registry *r, const char *ns, const char *pod, con
         if (strcmp(p->pod_key, pk) != 0)
             continue;
         unsigned long long cv = strtoull(p->ci.rv, &end, 10);
-        if (!*end && cv < v) {
-            p->ci.state = PCD_RELEASED;
-            unlink_pod(r, p);
-        }
+        if (!*end && cv < v)
+            end_entry(r, p);
         break;
     }
     pthread_mutex_unlock(&r->mu);
@@ -251,7 +290,7 @@ void pcd_registry_pod_idle(pcd_registry *r, const char *ns, const char *pod, con
 size_t pcd_registry_size(pcd_registry *r)
 {
     pthread_mutex_lock(&r->mu);
-    size_t n = r->n;
+    size_t n = r->live.n + r->ended.n;
     pthread_mutex_unlock(&r->mu);
     return n;
 }

@@ -26,11 +26,11 @@ static void start_sim(const char *pools)
 {
     const char *args[16];
     size_t n = 0;
-    char copy[256];
+    static char copy[256]; /* args point into it until kapi-sim is started */
     snprintf(copy, sizeof(copy), "%s", pools);
     for (char *save, *t = strtok_r(copy, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
         args[n++] = "--pool";
-        args[n++] = strdup(t);
+        args[n++] = t;
     }
     for (size_t i = 0; hold[i]; i++)
         args[n++] = hold[i];
