@@ -387,8 +387,6 @@ static char *ok_body(const pcd_req *q, int64_t latency_ns)
 
 enum MHD_Result pcd_claim_answer(pcd_req *q)
 {
-    pcd *d = q->d;
-    atomic_fetch_sub_explicit(&d->waiting, 1, memory_order_relaxed);
     if (q->enqueue_err) {
         switch (q->enqueue_err) {
         case -EAGAIN:
@@ -650,6 +648,10 @@ static void finish_one(pcd *d, pcd_req *q)
             free(job);
         }
     }
+    /* here, not in the answer: MHD may close a resumed connection whose client is gone
+     * without calling the handler again */
+    if (q->route != PCD_ROUTE_RELEASE)
+        atomic_fetch_sub_explicit(&d->waiting, 1, memory_order_relaxed);
     MHD_resume_connection(q->conn);
 }
 

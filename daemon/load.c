@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -253,6 +254,12 @@ int ctl_load(const char *server, const char *token, int argc, char **argv)
                                  "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: "
                                  "application/json\r\nContent-Length: %zu\r\n%s\r\n%s",
                                  path, host, port, strlen(bodys), auth, bodys);
+    /* one descriptor per connection: lift the soft limit to the hard one */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     L.ep = epoll_create1(EPOLL_CLOEXEC);
     L.n = nconn;
     L.c = calloc((size_t)nconn, sizeof(conn));

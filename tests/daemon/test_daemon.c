@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -379,4 +380,49 @@ Test(daemon, metrics_parse_with_the_prometheus_parser_and_histograms_add_up, .fi
     out[n] = '\0';
     int st = pclose(pp);
     cr_assert_eq(st, 0, "check_metrics.py: %s", out);
+}
+
+static long threads_of(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long n = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "Threads:", 8) == 0)
+            n = atol(line + 8);
+    if (f)
+        fclose(f);
+    return n;
+}
+
+Test(daemon, waiting_claims_hold_no_threads, .fini = fini, .timeout = 60)
+{
+    enum { N = 1000 };
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    cr_assert(rl.rlim_cur > N + 100, "descriptor limit %ld too low", (long)rl.rlim_cur);
+    start_sim("default/web=0");
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    long before = threads_of(P.pid);
+    static int s[N];
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)P.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    const char *req = "POST /v1/pools/default/web/claims HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 2\r\n\r\n{}";
+    for (int i = 0; i < N; i++) {
+        s[i] = socket(AF_INET, SOCK_STREAM, 0);
+        cr_assert_eq(connect(s[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+        cr_assert_eq(write(s[i], req, strlen(req)), (ssize_t)strlen(req));
+    }
+    cr_assert(pcd_wait_metric(&P, "podclaimd_claims_waiting", NULL, N, 20000),
+              "not all %d claims waiting", N);
+    long during = threads_of(P.pid);
+    cr_assert_eq(during, before, "threads %ld with %d waiting claims, %ld before", during, N,
+                 before);
+    for (int i = 0; i < N; i++)
+        close(s[i]);
+    cr_assert(pcd_wait_metric_at_most(&P, "podclaimd_claims_waiting", NULL, 0, 20000));
 }
