@@ -356,9 +356,10 @@ int pcd_http_start(pcd *d)
             MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0, MHD_OPTION_CONNECTION_LIMIT,
             (unsigned)d->cfg.http_max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
             (unsigned)(d->cfg.http_idle_timeout_ns / 1000000000), MHD_OPTION_LISTEN_BACKLOG_SIZE,
-            1024u,
-            /* per-connection pool: headers and MHD's buffers; the body is copied out of it */
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_END);
+            4096u,
+            /* per-connection pool: headers and MHD's buffers (the body is copied out of it);
+             * it is most of what a waiting claim costs, so it is kept small */
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_END);
     if (!d->mhd) {
         pcd_logf(PCD_ERROR, "listen=%s msg=\"cannot start the HTTP server (address in use?)\"",
                  d->cfg.listen);

@@ -5,9 +5,9 @@
  *
  * Two chained hash tables over one entry set: by "pool-key/claim-id" and by "ns/pod"; two FIFOs
  * bound the memory: live claims (claims.maxTracked, oldest forgotten first) and ended ones kept
- * so a repeated DELETE says "already released" (the newest PCD_ENDED_MAX; older ones are
+ * so a repeated DELETE says "already released" (the newest 8192; older ones are
  * forgotten and a DELETE of them gets 404). Without the second bound every claim ever won
- * would stay: ~1 KB each. One mutex guards everything: every operation is a
+ * would stay, ~1.1 KB each (fixed-size names): 8192 cost ~9 MB at most. One mutex guards everything: every operation is a
  * hash lookup and a few copies (well under a microsecond), far from any contention that
  * would matter next to an HTTP request.
  */
@@ -40,7 +40,7 @@ struct pcd_registry {
     fifo live, ended;
 };
 
-#define PCD_ENDED_MAX 65536
+#define PCD_ENDED_MAX 8192
 
 static void fifo_unlink(fifo *f, entry *e)
 {

@@ -8,6 +8,7 @@
 #      open loop at 10/25/50/75/90 % of that maximum; API writes per claim from kapi-sim's
 #      request counters
 #   4. podclaimd's RSS serving an empty pool, and serving a pool of 10,000 cached pods
+#   5. 10,000 claims waiting at once on the empty pool (10,000 connections): threads and RSS
 # usage: bench/daemon/bench_daemon.sh [SECONDS_PER_ROW]   (default 5; build folder build-bench)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -93,11 +94,32 @@ wait_pods "$api_big" bench/big 10000 "['informer']['pods']"
 sleep 1
 rss_big=$(rss_kb "$big_pid")
 
-python3 - "$raw" "$inproc" "$top" "$p0" "$p1" "$rss_idle" "$rss_big" "$rss_loaded" "${rows[@]}" <<'PY'
+threads() { awk '/^Threads/{print $2}' "/proc/$1/status"; }
+threads_idle=$(threads "$idle_pid")
+"$B/daemon/podclaimctl" --server "$api_idle" load bench/empty --rate max --connections 10000 \
+  --duration 1s --timeout 30s --json >"$tmp/wait.json" 2>&1 &
+load_pid=$!
+same=0
+last=-1
+for _ in $(seq 1 150); do # until all 10,000 wait, or the count stays put for 2 s
+  w=$(curl -s -m 5 "$api_idle/metrics" | awk '/^podclaimd_claims_waiting /{print $2}')
+  w=${w:-0}
+  [ "$w" -ge 10000 ] && break
+  if [ "$w" = "$last" ] && [ "$w" -gt 0 ]; then same=$((same + 1)); else same=0; fi
+  [ "$same" -ge 10 ] && break
+  last=$w
+  sleep 0.2
+done
+threads_wait=$(threads "$idle_pid")
+rss_wait=$(rss_kb "$idle_pid")
+kill -TERM "$load_pid" 2>/dev/null || true
+
+python3 - "$raw" "$inproc" "$top" "$p0" "$p1" "$rss_idle" "$rss_big" "$rss_loaded" "$w" "$threads_idle" "$threads_wait" "$rss_wait" "${rows[@]}" <<'PY'
 import json, sys
 raw = json.loads(sys.argv[1]); inproc = float(sys.argv[2]); top = float(sys.argv[3])
 p0, p1, rss_idle, rss_big, rss_loaded = map(int, sys.argv[4:9])
-rows = [json.loads(r) for r in sys.argv[9:]]
+waiting, th_idle, th_wait, rss_wait = map(int, sys.argv[9:13])
+rows = [json.loads(r) for r in sys.argv[13:]]
 rp = raw["patchesPerSecond"]
 print("%-44s %10s %8s %8s %8s %8s" % ("row", "claims/s", "p50 ms", "p90 ms", "p99 ms", "x raw"))
 print("%-44s %10.0f %8.3f %8s %8.3f %8.2f" % ("baseline: raw PATCH to kapi-sim, 64 conns", rp, raw["p50Ms"], "-", raw["p99Ms"], 1.0))
@@ -117,4 +139,7 @@ print("%-44s %10.1f MB" % ("podclaimd RSS, empty pool", rss_idle / 1024))
 print("%-44s %10.1f MB" % ("podclaimd RSS, 10,000 cached pods", rss_big / 1024))
 print("%-44s %10.2f KB" % ("  per cached pod", (rss_big - rss_idle) / 10000))
 print("%-44s %10.1f MB" % ("podclaimd RSS after the load rows (512 pods)", rss_loaded / 1024))
+print("%-44s %10d" % ("claims waiting at once (10,000 connections)", waiting))
+print("%-44s %10d -> %d" % ("  podclaimd threads, idle -> with them", th_idle, th_wait))
+print("%-44s %10.1f MB -> %.1f MB (%.2f KB per waiting claim)" % ("  podclaimd RSS, idle -> with them", rss_idle / 1024, rss_wait / 1024, (rss_wait - rss_idle) / max(waiting, 1)))
 PY
