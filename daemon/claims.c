@@ -14,7 +14,9 @@
  * won (its CAS was already sent) is released by a releaser, so the pod goes back to the pool.
  *
  * flags: the callback sets DONE with release order after writing the result; the waker reads
- * flags with acquire before reading the result.
+ * flags with acquire before reading the result. The MHD thread sets ENQUEUED (acq_rel) after
+ * pc_pool_enqueue returned, and the waker cancels only a claim it saw ENQUEUED: the socket is
+ * watched before the enqueue (the callback may run at once), so a hang-up can be seen first.
  */
 #include "log.h"
 #include "podclaimd.h"
@@ -369,6 +371,13 @@ enum MHD_Result pcd_claim_begin(pcd_req *q, const char *ns, const char *pool_nam
         q->enqueue_err = err;
         atomic_fetch_or_explicit(&q->flags, PCD_REQ_DONE, memory_order_release);
         push_done(d, q);
+    } else {
+        /* acq_rel: releases enqueue's writes into the claim to the waker, which calls
+         * pc_claim_cancel only after it saw ENQUEUED; if the client hung up before this
+         * point, the waker left the cancel to us. Whoever comes second cancels, once. */
+        unsigned old = atomic_fetch_or_explicit(&q->flags, PCD_REQ_ENQUEUED, memory_order_acq_rel);
+        if ((old & PCD_REQ_HUNG) && !(old & PCD_REQ_DONE))
+            pc_claim_cancel(&q->claim);
     }
     return MHD_YES;
 }
@@ -674,7 +683,7 @@ static void *waker_main(void *arg)
              * after the callback started only sets a flag nobody reads any more. */
             unsigned old = atomic_fetch_or_explicit(&q->flags, PCD_REQ_HUNG, memory_order_acq_rel);
             atomic_fetch_add_explicit(&d->hangups, 1, memory_order_relaxed);
-            if (!(old & PCD_REQ_DONE) && q->route != PCD_ROUTE_RELEASE)
+            if ((old & PCD_REQ_ENQUEUED) && !(old & PCD_REQ_DONE) && q->route != PCD_ROUTE_RELEASE)
                 pc_claim_cancel(&q->claim);
         }
         ck_stack_entry_t *e = ck_stack_batch_pop_mpmc(&d->done);

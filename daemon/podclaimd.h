@@ -127,6 +127,7 @@ size_t pcd_registry_size(pcd_registry *r);
 
 #define PCD_REQ_HUNG 1u /* the client hung up while its claim waited (waker) */
 #define PCD_REQ_DONE 2u /* the claim's result (or the release's) is in (callback) */
+#define PCD_REQ_ENQUEUED 4u /* the claim is in its pool: pc_claim_cancel may be called (MHD) */
 
 typedef struct pcd_req {
     pc_claim claim; /* first: the pool callback gets &claim */

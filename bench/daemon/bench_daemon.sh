@@ -63,16 +63,22 @@ patches() { curl -s "$1/sim/stats" | python3 -c "import json,sys; print(sum(json
 echo "bench_daemon: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), ${secs} s per row" >&2
 kapi=$(sim main bench/sandboxes=512 bench/raw=64)
 sleep 0.5
+sim_pid=$(head -1 "$tmp/pids")
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; } # utime+stime, 1/100 s
+t0=$(ticks "$sim_pid")
 raw=$("$B/bench/daemon/rawpatch" "$kapi" bench raw 64 "$secs")
+t1=$(ticks "$sim_pid")
 inproc=$("$B/demo/podclaim-demo" --claims $((secs * 4000)) --pods 512 --conflict-rate 0 --hold-ms 20 \
   | awk '/^claims\/s/{print $2}')
 read -r pcd_pid api < <(pcd main "$kapi" bench/sandboxes)
 wait_pods "$api" bench/sandboxes 512 "['idleReady']"
 p0=$(patches "$kapi")
+t2=$(ticks "$sim_pid")
 rows=()
 max=$("$B/daemon/podclaimctl" --server "$api" load bench/sandboxes --rate max --connections 64 \
   --duration "${secs}s" --json --name max --image sandbox=python:3.12-slim)
 rows+=("$max")
+t3=$(ticks "$sim_pid")
 top=$(j "$max" claimsPerSecond)
 for f in 0.1 0.25 0.5 0.75 0.9; do
   r=$(python3 -c "print(round($top*$f))")
@@ -114,12 +120,13 @@ threads_wait=$(threads "$idle_pid")
 rss_wait=$(rss_kb "$idle_pid")
 kill -TERM "$load_pid" 2>/dev/null || true
 
-python3 - "$raw" "$inproc" "$top" "$p0" "$p1" "$rss_idle" "$rss_big" "$rss_loaded" "$w" "$threads_idle" "$threads_wait" "$rss_wait" "${rows[@]}" <<'PY'
+python3 - "$raw" "$inproc" "$top" "$p0" "$p1" "$rss_idle" "$rss_big" "$rss_loaded" "$w" "$threads_idle" "$threads_wait" "$rss_wait" "$t0" "$t1" "$t2" "$t3" "${rows[@]}" <<'PY'
 import json, sys
 raw = json.loads(sys.argv[1]); inproc = float(sys.argv[2]); top = float(sys.argv[3])
 p0, p1, rss_idle, rss_big, rss_loaded = map(int, sys.argv[4:9])
 waiting, th_idle, th_wait, rss_wait = map(int, sys.argv[9:13])
-rows = [json.loads(r) for r in sys.argv[13:]]
+t0, t1, t2, t3 = map(int, sys.argv[13:17])
+rows = [json.loads(r) for r in sys.argv[17:]]
 rp = raw["patchesPerSecond"]
 print("%-44s %10s %8s %8s %8s %8s" % ("row", "claims/s", "p50 ms", "p90 ms", "p99 ms", "x raw"))
 print("%-44s %10.0f %8.3f %8s %8.3f %8.2f" % ("baseline: raw PATCH to kapi-sim, 64 conns", rp, raw["p50Ms"], "-", raw["p99Ms"], 1.0))
@@ -134,6 +141,8 @@ for r in rows:
         print("   (not won: 503=%d 504=%d 4xx=%d other=%d errors=%d)" % (r["503"], r["504"], r["4xx"], r["other"], r["errors"]))
 print("%-44s %10.2f" % ("API writes (PATCH) per claim won", (p1 - p0) / max(won, 1)))
 print("%-44s %10.2f" % ("podclaimd / raw PATCH, max", top / rp))
+print("%-44s %10.1f" % ("kapi-sim CPU us per raw PATCH", (t1 - t0) * 1e4 / max(raw["ok"], 1)))
+print("%-44s %10.1f   (claim + its recycle: 3 writes, watch events)" % ("kapi-sim CPU us per claim (max row)", (t3 - t2) * 1e4 / max(rows[0]["ok"], 1)))
 print("%-44s %10.2f" % ("podclaimd / in-process, max", top / inproc))
 print("%-44s %10.1f MB" % ("podclaimd RSS, empty pool", rss_idle / 1024))
 print("%-44s %10.1f MB" % ("podclaimd RSS, 10,000 cached pods", rss_big / 1024))
