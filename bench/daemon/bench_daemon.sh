@@ -87,6 +87,8 @@ for f in 0.1 0.25 0.5 0.75 0.9; do
 done
 p1=$(patches "$kapi")
 rss_loaded=$(rss_kb "$pcd_pid")
+curl -s "$api/metrics" >"$tmp/metrics.txt"
+cp "$tmp/metrics.txt" /tmp/bench_daemon.metrics.txt
 kill -TERM "$pcd_pid"
 while kill -0 "$pcd_pid" 2>/dev/null; do sleep 0.05; done
 
@@ -120,13 +122,22 @@ threads_wait=$(threads "$idle_pid")
 rss_wait=$(rss_kb "$idle_pid")
 kill -TERM "$load_pid" 2>/dev/null || true
 
-python3 - "$raw" "$inproc" "$top" "$p0" "$p1" "$rss_idle" "$rss_big" "$rss_loaded" "$w" "$threads_idle" "$threads_wait" "$rss_wait" "$t0" "$t1" "$t2" "$t3" "${rows[@]}" <<'PY'
+python3 - "$raw" "$inproc" "$top" "$p0" "$p1" "$rss_idle" "$rss_big" "$rss_loaded" "$w" "$threads_idle" "$threads_wait" "$rss_wait" "$t0" "$t1" "$t2" "$t3" "$tmp/metrics.txt" "${rows[@]}" <<'PY'
 import json, sys
 raw = json.loads(sys.argv[1]); inproc = float(sys.argv[2]); top = float(sys.argv[3])
 p0, p1, rss_idle, rss_big, rss_loaded = map(int, sys.argv[4:9])
 waiting, th_idle, th_wait, rss_wait = map(int, sys.argv[9:13])
 t0, t1, t2, t3 = map(int, sys.argv[13:17])
-rows = [json.loads(r) for r in sys.argv[17:]]
+metrics = open(sys.argv[17]).read()
+rows = [json.loads(r) for r in sys.argv[18:]]
+def mean(name):
+    tot = cnt = 0.0
+    for line in metrics.splitlines():
+        if line.startswith(name + "_sum{"):
+            tot += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(name + "_count{"):
+            cnt += float(line.rsplit(" ", 1)[1])
+    return tot / cnt * 1e3 if cnt else 0
 rp = raw["patchesPerSecond"]
 print("%-44s %10s %8s %8s %8s %8s" % ("row", "claims/s", "p50 ms", "p90 ms", "p99 ms", "x raw"))
 print("%-44s %10.0f %8.3f %8s %8.3f %8.2f" % ("baseline: raw PATCH to kapi-sim, 64 conns", rp, raw["p50Ms"], "-", raw["p99Ms"], 1.0))
@@ -144,6 +155,11 @@ print("%-44s %10.2f" % ("podclaimd / raw PATCH, max", top / rp))
 print("%-44s %10.1f" % ("kapi-sim CPU us per raw PATCH", (t1 - t0) * 1e4 / max(raw["ok"], 1)))
 print("%-44s %10.1f   (claim + its recycle: 3 writes, watch events)" % ("kapi-sim CPU us per claim (max row)", (t3 - t2) * 1e4 / max(rows[0]["ok"], 1)))
 print("%-44s %10.2f" % ("podclaimd / in-process, max", top / inproc))
+http_ms, pool_ms, disp_ms = mean("podclaimd_claim_request_seconds"), mean("podclaim_claim_latency_seconds"), mean("podclaim_dispatch_latency_seconds")
+print("%-44s %10.3f ms" % ("mean claim, HTTP request in -> answer ready", http_ms))
+print("%-44s %10.3f ms" % ("  of which in the pool (enqueue -> result)", pool_ms))
+print("%-44s %10.3f ms" % ("    of which enqueue -> CAS start", disp_ms))
+print("%-44s %10.3f ms" % ("  podclaimd's own share (HTTP - pool)", http_ms - pool_ms))
 print("%-44s %10.1f MB" % ("podclaimd RSS, empty pool", rss_idle / 1024))
 print("%-44s %10.1f MB" % ("podclaimd RSS, 10,000 cached pods", rss_big / 1024))
 print("%-44s %10.2f KB" % ("  per cached pod", (rss_big - rss_idle) / 10000))
