@@ -11,10 +11,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static const char *const hold[] = {"--warmup-ms", "20",     "--hold-ms", "600000",
@@ -425,4 +427,47 @@ Test(daemon, waiting_claims_hold_no_threads, .fini = fini, .timeout = 60)
     for (int i = 0; i < N; i++)
         close(s[i]);
     cr_assert(pcd_wait_metric_at_most(&P, "podclaimd_claims_waiting", NULL, 0, 20000));
+}
+
+/* podclaimctl against a live podclaimd: claim, release, pools, load. */
+static int ctl(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int ctl(char *out, size_t len, const char *fmt, ...)
+{
+    char args[1024], cmd[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof(cmd), "%s --server %s %s 2>&1", PODCLAIMCTL_PATH, P.url, args);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(daemon, podclaimctl_claims_releases_lists_and_loads, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=16");
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    wait_idle("/v1/pools/default/web", 16);
+    static char out[8192];
+    cr_assert_eq(ctl(out, sizeof(out), "claim default/web --image sandbox=x:1 --label a=b --id k1"),
+                 0, "%s", out);
+    cr_assert(strstr(out, "\"claimId\":\"k1\""), "%s", out);
+    cr_assert_eq(ctl(out, sizeof(out), "release default/web k1"), 0, "%s", out);
+    cr_assert(strstr(out, "\"alreadyReleased\":false"), "%s", out);
+    cr_assert_eq(ctl(out, sizeof(out), "pools"), 0, "%s", out);
+    cr_assert(strstr(out, "default/web"), "%s", out);
+    cr_assert_eq(ctl(out, sizeof(out),
+                     "load default/web --rate 50 --duration 0.2s "
+                     "--connections 2 --json --timeout 5s"),
+                 0, "%s", out);
+    json_t *j = json_loads(out, 0, NULL);
+    cr_assert_not_null(j, "%s", out);
+    long ok = (long)json_integer_value(json_object_get(j, "ok"));
+    cr_assert(ok >= 5 && ok <= 11, "ok=%ld: %s", ok, out);
+    cr_assert_eq(json_integer_value(json_object_get(j, "errors")), 0);
+    json_decref(j);
+    cr_assert_neq(ctl(out, sizeof(out), "claim default/nope"), 0, "%s", out);
 }
