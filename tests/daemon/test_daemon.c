@@ -212,6 +212,37 @@ Test(daemon, client_hang_up_cancels_the_waiting_claim, .fini = fini, .timeout = 
     cr_assert(pcd_wait_metric_at_most(&P, "podclaimd_claims_waiting", NULL, 0, 30000));
 }
 
+Test(daemon, a_pod_won_for_a_client_that_hung_up_is_released, .fini = fini, .timeout = 60)
+{
+    /* every PATCH takes 400 ms, so the client can hang up while its claim's CAS is in flight */
+    const char *args[] = {"--pool", "default/web=1", "--latency", "patch=400", "--warmup-ms",
+                          "20",     "--hold-ms",     "600000",    "--stop-ms", "600000",
+                          NULL};
+    cr_assert_eq(ksim_start(&K, args, false, NULL, NULL), 0);
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    wait_idle("/v1/pools/default/web", 1);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)P.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    const char *req = "POST /v1/pools/default/web/claims HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 18\r\n\r\n{\"claimId\":\"gone\"}";
+    cr_assert_eq(write(s, req, strlen(req)), (ssize_t)strlen(req));
+    cr_assert(pcd_wait_metric(&P, "podclaim_inflight_cas", NULL, 1, 30000));
+    close(s);
+    cr_assert(pcd_wait_metric(&P, "podclaimd_orphan_releases_total", NULL, 1, 30000));
+    cr_assert(pcd_wait_metric(&P, "podclaimd_releases_total", "result=\"released\"", 1, 30000));
+    json_t *pods = ksim_json(&K, "GET", "/api/v1/namespaces/default/pods", NULL);
+    json_t *md = json_object_get(json_array_get(json_object_get(pods, "items"), 0), "metadata");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(md, "annotations"),
+                                                       "podclaim.io/claim-id")),
+                     "gone");
+    cr_assert_str_eq(
+            json_string_value(json_object_get(json_object_get(md, "labels"), "podclaim.io/phase")),
+            "Stopping");
+    json_decref(pods);
+}
+
 Test(daemon, bad_requests_are_answered_with_what_is_wrong, .fini = fini, .timeout = 60)
 {
     start_sim("default/web=1");
