@@ -323,6 +323,32 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+/* MHD divides MHD_OPTION_CONNECTION_LIMIT over its threads, and a thread at its share stops
+ * accepting while the other may have room: with 10,000 waiting claims on 2 threads some
+ * connections sat unaccepted in the listen queue. So MHD gets a per-thread limit of the whole
+ * bound, and the bound itself is kept here, over all threads: a connection beyond it is
+ * accepted and closed at once (the client sees a reset, not a hang). */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)c;
+    (void)socket_ctx;
+    pcd *d = cls;
+    atomic_fetch_add_explicit(&d->open_conns, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1,
+                              memory_order_relaxed);
+}
+
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+    (void)addr;
+    (void)len;
+    pcd *d = cls;
+    return atomic_load_explicit(&d->open_conns, memory_order_relaxed) <
+                           (int64_t)d->cfg.http_max_connections
+                   ? MHD_YES
+                   : MHD_NO;
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -351,12 +377,13 @@ int pcd_http_start(pcd *d)
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     unsigned threads = (unsigned)d->cfg.http_threads;
     d->mhd = MHD_start_daemon(
-            flags, 0, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-            MHD_OPTION_NOTIFY_COMPLETED, on_completed, d, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, d,
-            MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0, MHD_OPTION_CONNECTION_LIMIT,
-            (unsigned)d->cfg.http_max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-            (unsigned)(d->cfg.http_idle_timeout_ns / 1000000000), MHD_OPTION_LISTEN_BACKLOG_SIZE,
-            4096u,
+            flags, 0, accept_policy, d, on_request, d, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+            d, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
+            on_completed, d, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, d, MHD_OPTION_THREAD_POOL_SIZE,
+            threads > 1 ? threads : 0, MHD_OPTION_CONNECTION_LIMIT,
+            (unsigned)(d->cfg.http_max_connections * (threads > 1 ? threads : 1)),
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(d->cfg.http_idle_timeout_ns / 1000000000),
+            MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u,
             /* per-connection pool: headers and MHD's buffers (the body is copied out of it);
              * it is most of what a waiting claim costs, so it is kept small */
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_END);

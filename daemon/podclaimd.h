@@ -125,8 +125,8 @@ size_t pcd_registry_size(pcd_registry *r);
 
 /* ---- one HTTP request ----------------------------------------------------------------------- */
 
-#define PCD_REQ_HUNG 1u /* the client hung up while its claim waited (waker) */
-#define PCD_REQ_DONE 2u /* the claim's result (or the release's) is in (callback) */
+#define PCD_REQ_HUNG 1u     /* the client hung up while its claim waited (waker) */
+#define PCD_REQ_DONE 2u     /* the claim's result (or the release's) is in (callback) */
 #define PCD_REQ_ENQUEUED 4u /* the claim is in its pool: pc_claim_cancel may be called (MHD) */
 
 typedef struct pcd_req {
@@ -200,8 +200,9 @@ struct pcd {
     pthread_t releasers[4];
 
     _Atomic bool draining;
-    _Atomic int64_t waiting;   /* claims suspended waiting for a pool */
-    _Atomic int64_t open_reqs; /* claim/release requests not yet completed by MHD */
+    _Atomic int64_t waiting;    /* claims suspended waiting for a pool */
+    _Atomic int64_t open_reqs;  /* claim/release requests not yet completed by MHD */
+    _Atomic int64_t open_conns; /* client connections open (the http.maxConnections bound) */
     _Atomic uint64_t responses[PCD_ROUTE_COUNT][PCD_N_CODES];
     _Atomic uint64_t hangups, orphan_releases;
     _Atomic uint64_t releases[3]; /* released, already, failed */

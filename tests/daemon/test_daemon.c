@@ -384,6 +384,38 @@ Test(daemon, sigterm_answers_every_waiting_claim_and_exits_0, .fini = fini, .tim
     cr_assert_eq(pcd_stop(&P, 0, 10000), 0, "exit status");
 }
 
+Test(daemon, a_second_signal_exits_at_once, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=0");
+    cr_assert_eq(pcd_start(&P,
+                           "kube:\n  server: %s\nshutdown:\n  grace: 60s\n  timeout: 120s\n"
+                           "pools:\n  - namespace: default\n    name: web\n",
+                           K.url, NULL, true),
+                 0);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)P.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    const char *req = "POST /v1/pools/default/web/claims HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 2\r\n\r\n{}";
+    cr_assert_eq(write(s, req, strlen(req)), (ssize_t)strlen(req));
+    cr_assert(pcd_wait_metric(&P, "podclaimd_claims_waiting", NULL, 1, 30000));
+    kill(P.pid, SIGTERM);
+    /* draining: readyz goes 503 while the claim may still win a pod for 60 s */
+    pcd_http h;
+    int64_t end = pcd_now_ms() + 30000;
+    do
+        pcd_req("GET", url("/readyz"), NULL, NULL, &h);
+    while (h.status != 503 && pcd_now_ms() < end);
+    cr_assert_eq(h.status, 503);
+    pcd_req("POST", url("/v1/pools/default/web/claims"), "{}", NULL, &h);
+    cr_assert_eq(h.status, 503, "a new claim while draining: %ld", h.status);
+    int64_t t0 = pcd_now_ms();
+    cr_assert_eq(pcd_stop(&P, SIGINT, 30000), 1, "exit status after a second signal");
+    cr_assert_lt(pcd_now_ms() - t0, 30000);
+    close(s);
+}
+
 Test(daemon, metrics_parse_with_the_prometheus_parser_and_histograms_add_up, .fini = fini,
      .timeout = 60)
 {
@@ -500,5 +532,7 @@ Test(daemon, podclaimctl_claims_releases_lists_and_loads, .fini = fini, .timeout
     cr_assert(ok >= 5 && ok <= 11, "ok=%ld: %s", ok, out);
     cr_assert_eq(json_integer_value(json_object_get(j, "errors")), 0);
     json_decref(j);
+    cr_assert_eq(ctl(out, sizeof(out), "top --iterations 1 --interval 0.05s"), 0, "%s", out);
+    cr_assert(strstr(out, "default/web") && strstr(out, "CLAIMS/S"), "%s", out);
     cr_assert_neq(ctl(out, sizeof(out), "claim default/nope"), 0, "%s", out);
 }
