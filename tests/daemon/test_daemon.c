@@ -115,6 +115,33 @@ Test(daemon, claim_writes_labels_annotations_and_images_onto_the_pod, .fini = fi
     json_decref(r);
 }
 
+Test(daemon, reaches_the_api_server_through_a_kubeconfig_context, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=1");
+    char kc[128];
+    snprintf(kc, sizeof(kc), "%s/kubeconfig", K.dir);
+    FILE *f = fopen(kc, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "apiVersion: v1\nkind: Config\ncurrent-context: other\n"
+            "clusters:\n- name: sim\n  cluster: {server: \"%s\"}\n"
+            "- name: nowhere\n  cluster: {server: \"http://127.0.0.1:1\"}\n"
+            "users:\n- name: u\n  user: {token: t}\n"
+            "contexts:\n- name: sim\n  context: {cluster: sim, user: u}\n"
+            "- name: other\n  context: {cluster: nowhere, user: u}\n",
+            K.url);
+    fclose(f);
+    cr_assert_eq(pcd_start(&P,
+                           "kube:\n  kubeconfig: %s\n  context: sim\n"
+                           "pools:\n  - {namespace: default, name: web}\n",
+                           kc, NULL, true),
+                 0);
+    wait_idle("/v1/pools/default/web", 1);
+    pcd_http h;
+    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"), "{}", NULL, &h), 0);
+    cr_assert_eq(h.status, 200, "%s", h.body);
+}
+
 Test(daemon, release_moves_the_pod_to_stopping_once_and_is_idempotent, .fini = fini, .timeout = 60)
 {
     start_sim("default/web=1");
