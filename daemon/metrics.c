@@ -205,6 +205,12 @@ char *pcd_metrics_render(pcd *d, size_t *len)
     for (size_t i = 0; i < d->n_pools; i++)
         hist(&own, "podclaim_idle_to_claimable_seconds", d->pools[i].labels,
              &d->pools[i].idle_to_claimable);
+    sb_printf(&own, "# HELP podclaim_cas_round_trip_seconds From a CAS's start to its outcome "
+                    "(one PATCH, measured around the backend).\n# TYPE "
+                    "podclaim_cas_round_trip_seconds histogram\n");
+    for (size_t i = 0; i < d->n_pools; i++)
+        hist(&own, "podclaim_cas_round_trip_seconds", d->pools[i].labels,
+             &d->pools[i].cas_round_trip);
     sb_printf(&own, "# HELP podclaimd_informer_synced 1 once the pool's informer listed its pods."
                     "\n# TYPE podclaimd_informer_synced gauge\n");
     for (size_t i = 0; i < d->n_pools; i++)

@@ -281,12 +281,14 @@ static int cmd_pools(void)
 /* ---- top ------------------------------------------------------------------------------------- */
 
 /* Per pool and stage: cumulative bucket counts from one scrape. */
-#define TOP_STAGES 4
+#define TOP_STAGES 5
 #define TOP_MAXB 32
 static const char *const stage_metric[TOP_STAGES] = {
-        "podclaim_dispatch_latency_seconds", "podclaim_claim_latency_seconds",
-        "podclaimd_claim_request_seconds", "podclaim_idle_to_claimable_seconds"};
-static const char *const stage_title[TOP_STAGES] = {"dispatch", "claim", "http", "idle>claim"};
+        "podclaim_dispatch_latency_seconds", "podclaim_cas_round_trip_seconds",
+        "podclaim_claim_latency_seconds", "podclaimd_claim_request_seconds",
+        "podclaim_idle_to_claimable_seconds"};
+static const char *const stage_title[TOP_STAGES] = {"dispatch", "cas", "claim", "http",
+                                                    "idle>claim"};
 
 typedef struct pool_scrape {
     char key[256];

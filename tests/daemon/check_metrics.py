@@ -15,7 +15,8 @@ if len(names) != len(set(names)):
 need = {"podclaim_claims", "podclaim_cas", "podclaim_enqueue_rejected", "podclaim_promotions",
         "podclaim_queue_length", "podclaim_idle_ready", "podclaim_reserved_pods",
         "podclaim_inflight_cas", "podclaim_claim_latency_seconds",
-        "podclaim_idle_to_claimable_seconds", "podclaimd_claim_request_seconds"}
+        "podclaim_idle_to_claimable_seconds", "podclaimd_claim_request_seconds",
+        "podclaim_cas_round_trip_seconds", "podclaim_dispatch_latency_seconds"}
 missing = need - set(names)
 if missing:
     sys.exit("missing families: %s" % sorted(missing))
