@@ -159,6 +159,7 @@ http_ms, pool_ms, disp_ms = mean("podclaimd_claim_request_seconds"), mean("podcl
 print("%-44s %10.3f ms" % ("mean claim, HTTP request in -> answer ready", http_ms))
 print("%-44s %10.3f ms" % ("  of which in the pool (enqueue -> result)", pool_ms))
 print("%-44s %10.3f ms" % ("    of which enqueue -> CAS start", disp_ms))
+print("%-44s %10.3f ms" % ("    one CAS round trip (PATCH)", mean("podclaim_cas_round_trip_seconds")))
 print("%-44s %10.3f ms" % ("  podclaimd's own share (HTTP - pool)", http_ms - pool_ms))
 print("%-44s %10.1f MB" % ("podclaimd RSS, empty pool", rss_idle / 1024))
 print("%-44s %10.1f MB" % ("podclaimd RSS, 10,000 cached pods", rss_big / 1024))
