@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config clang libclang-rt-14-dev
           libck-dev libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev
           libyaml-dev libcriterion-dev curl openssl kubectl
+          python3 python3-prometheus-client # /metrics checked with the Prometheus text parser (tests/daemon)
           python3-kubernetes) # the official client, checked against both servers (realk8s/)
 
 missing=()

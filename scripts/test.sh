@@ -9,10 +9,12 @@ jobs=$(nproc)
 run() { # build-dir label-regex cmake-args...
   local dir=$1 labels=$2; shift 2
   echo "=== $dir: configure + build ($*)"
-  cmake -S . -B "$dir" -DPC_BUILD_BENCH=OFF "$@" >/dev/null
+  cmake -S . -B "$dir" -DPC_BUILD_TESTS=ON -DPC_BUILD_BENCH=OFF "$@" >/dev/null
   cmake --build "$dir" -j "$jobs" >/dev/null
   echo "=== $dir: ctest"
-  local args=(--test-dir "$dir" --output-on-failure --timeout 600)
+  # --no-tests=error: a build configured without tests must fail here, not pass with
+  # "No tests were found" (scripts/demo.sh builds in build-demo/ for that reason).
+  local args=(--test-dir "$dir" --output-on-failure --timeout 600 --no-tests=error)
   [ -n "$labels" ] && args+=(-L "$labels")
   ctest "${args[@]}"
 }

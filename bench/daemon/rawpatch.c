@@ -1,0 +1,175 @@
+/* rawpatch: the baseline of bench_daemon.sh. PATCH pods on an API server as fast as it answers,
+ * over C keep-alive connections, one request outstanding per connection, each connection on its
+ * own pod with the resourceVersion precondition (the version from its previous answer), the
+ * claim-shaped strategic-merge body without the phase change (so the pool controller leaves
+ * the pods alone). The same minimal epoll HTTP/1.1 client style as `podclaimctl load`, so both
+ * sides of the ratio pay the same client cost.
+ *
+ * usage: rawpatch URL NAMESPACE POOL CONNECTIONS SECONDS   -> one JSON line on stdout
+ */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct conn {
+    int fd;
+    char pod[256];
+    char rv[32];
+    char in[65536];
+    size_t in_len;
+    int64_t sent_ns;
+    long n;
+} conn;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static size_t on_data(char *p, size_t s, size_t n, void *arg)
+{
+    char **b = arg;
+    size_t old = *b ? strlen(*b) : 0;
+    char *nb = realloc(*b, old + s * n + 1);
+    memcpy(nb + old, p, s * n);
+    nb[old + s * n] = '\0';
+    *b = nb;
+    return s * n;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static char host[64];
+static int port;
+
+static void send_patch(conn *c)
+{
+    char body[512], req[1024];
+    int bl = snprintf(body, sizeof(body),
+                      "{\"metadata\":{\"resourceVersion\":\"%s\",\"labels\":{\"bench\":\"raw\"},"
+                      "\"annotations\":{\"podclaim.io/claim-id\":\"raw-%ld\"}}}",
+                      c->rv, c->n++);
+    int rl = snprintf(req, sizeof(req),
+                      "PATCH /api/v1/namespaces/%s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: "
+                      "application/strategic-merge-patch+json\r\nContent-Length: %d\r\n\r\n%s",
+                      c->pod, host, port, bl, body);
+    c->sent_ns = now_ns();
+    c->in_len = 0;
+    if (send(c->fd, req, (size_t)rl, MSG_NOSIGNAL) != rl) {
+        fprintf(stderr, "rawpatch: send: %s\n", strerror(errno));
+        exit(1);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 6) {
+        fprintf(stderr, "usage: rawpatch URL NAMESPACE POOL CONNECTIONS SECONDS\n");
+        return 2;
+    }
+    const char *url = argv[1], *ns = argv[2], *pool = argv[3];
+    int nconn = atoi(argv[4]);
+    double secs = atof(argv[5]);
+    if (sscanf(url, "http://%63[^:]:%d", host, &port) != 2)
+        return 2;
+    char list[512];
+    snprintf(list, sizeof(list),
+             "%s/api/v1/namespaces/%s/pods?labelSelector=podclaim.io%%2Fpool%%3D%s", url, ns, pool);
+    CURL *cu = curl_easy_init();
+    char *body = NULL;
+    curl_easy_setopt(cu, CURLOPT_URL, list);
+    curl_easy_setopt(cu, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(cu, CURLOPT_WRITEDATA, &body);
+    if (curl_easy_perform(cu) != CURLE_OK || !body)
+        return 1;
+    curl_easy_cleanup(cu);
+    json_t *items = json_object_get(json_loads(body, 0, NULL), "items");
+    if ((int)json_array_size(items) < nconn) {
+        fprintf(stderr, "rawpatch: %zu pods, want %d\n", json_array_size(items), nconn);
+        return 1;
+    }
+    conn *cs = calloc((size_t)nconn, sizeof(conn));
+    int ep = epoll_create1(0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    for (int i = 0; i < nconn; i++) {
+        json_t *md = json_object_get(json_array_get(items, (size_t)i), "metadata");
+        snprintf(cs[i].pod, sizeof(cs[i].pod), "%s/pods/%s", ns,
+                 json_string_value(json_object_get(md, "name")));
+        snprintf(cs[i].rv, sizeof(cs[i].rv), "%s",
+                 json_string_value(json_object_get(md, "resourceVersion")));
+        cs[i].fd = socket(AF_INET, SOCK_STREAM, 0);
+        int one = 1;
+        setsockopt(cs[i].fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (connect(cs[i].fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+            return 1;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &cs[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
+    }
+    size_t cap = 1 << 20, nlat = 0;
+    int64_t *lat = malloc(cap * sizeof(int64_t));
+    long ok = 0, failed = 0;
+    int64_t t0 = now_ns(), end = t0 + (int64_t)(secs * 1e9);
+    for (int i = 0; i < nconn; i++)
+        send_patch(&cs[i]);
+    int busy = nconn;
+    struct epoll_event evs[256];
+    while (busy > 0) {
+        int n = epoll_wait(ep, evs, 256, 1000);
+        for (int e = 0; e < n; e++) {
+            conn *c = evs[e].data.ptr;
+            ssize_t r = recv(c->fd, c->in + c->in_len, sizeof(c->in) - 1 - c->in_len, 0);
+            if (r <= 0) {
+                fprintf(stderr, "rawpatch: connection lost\n");
+                return 1;
+            }
+            c->in_len += (size_t)r;
+            c->in[c->in_len] = '\0';
+            char *h = strstr(c->in, "\r\n\r\n");
+            if (!h)
+                continue;
+            char *cl = strcasestr(c->in, "\r\ncontent-length:");
+            size_t clen = cl ? strtoul(cl + 17, NULL, 10) : 0;
+            if ((size_t)(h + 4 - c->in) + clen > c->in_len)
+                continue;
+            int status = atoi(c->in + 9);
+            if (status == 200) {
+                ok++;
+                char *rv = strstr(h, "\"resourceVersion\":\"");
+                if (rv)
+                    snprintf(c->rv, sizeof(c->rv), "%.*s", (int)strcspn(rv + 19, "\""), rv + 19);
+            } else {
+                failed++;
+            }
+            if (nlat < cap)
+                lat[nlat++] = now_ns() - c->sent_ns;
+            if (now_ns() < end)
+                send_patch(c);
+            else
+                busy--;
+        }
+    }
+    double el = (double)(now_ns() - t0) / 1e9;
+    qsort(lat, nlat, sizeof(*lat), cmp);
+    printf("{\"patchesPerSecond\":%.1f,\"ok\":%ld,\"failed\":%ld,\"p50Ms\":%.3f,\"p99Ms\":%.3f}\n",
+           (double)ok / el, ok, failed, nlat ? (double)lat[nlat / 2] / 1e6 : 0,
+           nlat ? (double)lat[nlat * 99 / 100] / 1e6 : 0);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,730 @@
+/* podclaimd claims: validate a claim request, enqueue it, park its connection, answer it;
+ * release a won claim; the waker and releaser threads.
+ *
+ * Flow: MHD thread: parse + validate -> watch the socket -> suspend -> pc_pool_enqueue
+ *       pool thread: callback -> result copied, DONE set -> pushed on d->done -> eventfd
+ *       waker thread: unwatch the socket -> (client gone and the claim won: release it)
+ *                     -> MHD_resume_connection -> MHD thread: answer from the result.
+ *
+ * Ownership: a pcd_req belongs to its connection (freed when MHD completes the request). While
+ * suspended, MHD cannot complete it, so the request lives at least until the waker resumes it.
+ * The waker is the only thread that removes a socket from its epoll set and the only one that
+ * resumes, in that order, so every event epoll_wait hands it names a request still suspended
+ * (alive). A client hang-up (EPOLLRDHUP) sets HUNG and cancels the claim; a claim that still
+ * won (its CAS was already sent) is released by a releaser, so the pod goes back to the pool.
+ *
+ * flags: the callback sets DONE with release order after writing the result; the waker reads
+ * flags with acquire before reading the result. The MHD thread sets ENQUEUED (acq_rel) after
+ * pc_pool_enqueue returned, and the waker cancels only a claim it saw ENQUEUED: the socket is
+ * watched before the enqueue (the callback may run at once), so a hang-up can be seen first.
+ */
+#include "log.h"
+#include "podclaimd.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+void pcd_req_free(pcd_req *q)
+{
+    free(q->body);
+    json_decref(q->doc);
+    free(q->kvs);
+    free(q);
+}
+
+/* ---- validation ------------------------------------------------------------------------------ */
+
+static bool name_part(const char *s, size_t n)
+{
+    if (n == 0 || n > 63 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("-_.", s[i]))
+            return false;
+    return true;
+}
+
+/* A qualified name (label or annotation key): [prefix/]name; prefix a DNS subdomain. */
+static bool qualified_name(const char *k)
+{
+    const char *slash = strchr(k, '/');
+    if (!slash)
+        return name_part(k, strlen(k));
+    size_t pn = (size_t)(slash - k);
+    if (pn == 0 || pn > 253)
+        return false;
+    for (size_t i = 0; i < pn; i++)
+        if (!(islower((unsigned char)k[i]) || isdigit((unsigned char)k[i]) || k[i] == '-' ||
+              k[i] == '.'))
+            return false;
+    return name_part(slash + 1, strlen(slash + 1));
+}
+
+static bool label_value(const char *v)
+{
+    return v[0] == '\0' || name_part(v, strlen(v));
+}
+
+static bool reserved_key(const char *k)
+{
+    return strcmp(k, "podclaim.io/phase") == 0 || strcmp(k, "podclaim.io/pool") == 0 ||
+           strcmp(k, "podclaim.io/claim-id") == 0 || strcmp(k, "podclaim.io/claimed-at") == 0;
+}
+
+typedef struct verr {
+    int code; /* 400 / 422 / 404 */
+    char msg[512];
+} verr;
+
+static int bad(verr *e, int code, const char *fmt, const char *a, const char *b)
+{
+    e->code = code;
+    snprintf(e->msg, sizeof(e->msg), fmt, a, b);
+    return -1;
+}
+
+/* An object of strings into kvs[*n..]. kind: 0 images, 1 labels, 2 annotations. */
+static int take_map(verr *e, json_t *o, const char *field, int kind, const pcd_pool *pool,
+                    pc_kv *kvs, size_t *n)
+{
+    if (!json_is_object(o))
+        return bad(e, 422, "%s: want an object of strings%s", field, "");
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        char f[320];
+        snprintf(f, sizeof(f), "%s.%s", field, k);
+        if (!json_is_string(v))
+            return bad(e, 422, "%s: want a string%s", f, "");
+        const char *s = json_string_value(v);
+        if (kind == 0) {
+            bool known = pool == NULL || pool->containers == NULL;
+            for (size_t i = 0; pool && i < pool->n_containers && !known; i++)
+                known = strcmp(pool->containers[i], k) == 0;
+            if (!known)
+                return bad(e, 422, "%s: unknown container \"%s\" in this pool", f, k);
+            if (!s[0] || strpbrk(s, " \t\r\n"))
+                return bad(e, 422, "%s: want an image reference, got \"%s\"", f, s);
+        } else {
+            if (!qualified_name(k))
+                return bad(e, 422,
+                           "%s: invalid key (want [prefix/]name, name 1-63 of A-Z a-z 0-9 "
+                           "- _ ., alphanumeric at both ends)%s",
+                           f, "");
+            if (reserved_key(k))
+                return bad(e, 422, "%s: podclaimd writes this key itself%s", f, "");
+            if (kind == 1 && !label_value(s))
+                return bad(e, 422,
+                           "%s: invalid label value \"%s\" (at most 63 of A-Z a-z 0-9 - _ "
+                           "., alphanumeric at both ends)",
+                           f, s);
+        }
+        kvs[*n] = (pc_kv){k, s};
+        (*n)++;
+    }
+    return 0;
+}
+
+static bool id_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n >= PC_CLAIM_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("-_.", s[i]))
+            return false;
+    return true;
+}
+
+/* Parse and check the body into q->claim; pool may be NULL (env claims: checked per pool by
+ * the server). Returns 0, or -1 with e filled. */
+static int parse_claim(pcd_req *q, const pcd_pool *pool, bool env, verr *e, json_t **tags)
+{
+    json_error_t je;
+    if (q->body_len == 0) {
+        q->doc = json_object();
+    } else {
+        q->doc = json_loadb(q->body, q->body_len, JSON_REJECT_DUPLICATES, &je);
+        if (!q->doc) {
+            e->code = 400;
+            snprintf(e->msg, sizeof(e->msg), "malformed JSON at line %d, column %d (byte %d): %s",
+                     je.line, je.column, je.position, je.text);
+            return -1;
+        }
+    }
+    if (!json_is_object(q->doc))
+        return bad(e, 422, "body: want a JSON object%s%s", "", "");
+    size_t nkv = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(q->doc, k, v)
+    {
+        if (json_is_object(v))
+            nkv += json_object_size(v);
+        static const char *known[] = {"priority",    "images",         "labels",  "annotations",
+                                      "targetPhase", "timeoutSeconds", "claimId", "requiredTags"};
+        bool ok = false;
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]) && !ok; i++)
+            ok = strcmp(k, known[i]) == 0 && (i < 7 || env);
+        if (!ok)
+            return bad(e, 422, "%s: unknown field%s", k, "");
+    }
+    q->kvs = calloc(nkv ? nkv : 1, sizeof(pc_kv));
+    if (!q->kvs)
+        return bad(e, 500, "out of memory%s%s", "", "");
+    int priority = 3;
+    json_t *j = json_object_get(q->doc, "priority");
+    if (j) {
+        if (!json_is_integer(j) || json_integer_value(j) < PC_PRIORITY_HIGHEST ||
+            json_integer_value(j) > PC_PRIORITY_LOWEST)
+            return bad(e, 422, "priority: want an integer 0 (highest) .. 5 (lowest)%s%s", "", "");
+        priority = (int)json_integer_value(j);
+    }
+    pc_claim_init(&q->claim, priority, NULL, q);
+    pc_claim_opts *o = &q->claim.opts;
+    size_t n = 0;
+    if ((j = json_object_get(q->doc, "images"))) {
+        o->images = q->kvs + n;
+        size_t before = n;
+        if (take_map(e, j, "images", 0, pool, q->kvs, &n) != 0)
+            return -1;
+        o->n_images = n - before;
+    }
+    if ((j = json_object_get(q->doc, "labels"))) {
+        o->labels = q->kvs + n;
+        size_t before = n;
+        if (take_map(e, j, "labels", 1, pool, q->kvs, &n) != 0)
+            return -1;
+        o->n_labels = n - before;
+    }
+    if ((j = json_object_get(q->doc, "annotations"))) {
+        o->annotations = q->kvs + n;
+        size_t before = n;
+        if (take_map(e, j, "annotations", 2, pool, q->kvs, &n) != 0)
+            return -1;
+        o->n_annotations = n - before;
+    }
+    if ((j = json_object_get(q->doc, "targetPhase"))) {
+        const char *s = json_string_value(j);
+        if (!s || !name_part(s, strlen(s)) || strcmp(s, "Idle") == 0 || strcmp(s, "Starting") == 0)
+            return bad(e, 422,
+                       "targetPhase: want a label value other than Idle and Starting (e.g. "
+                       "Running)%s%s",
+                       "", "");
+        o->target_phase = s;
+    }
+    int64_t timeout_ns = pool ? pool->cfg->claim_timeout_ns : 30 * (int64_t)1000000000;
+    if ((j = json_object_get(q->doc, "timeoutSeconds"))) {
+        double t = json_is_number(j) ? json_number_value(j) : -1;
+        if (!json_is_number(j) || !(t > 0) || t > 86400)
+            return bad(e, 422, "timeoutSeconds: want a number of seconds in (0, 86400]%s%s", "",
+                       "");
+        timeout_ns = (int64_t)(t * 1e9);
+    }
+    q->claim.deadline_ns = pc_now_ns() + timeout_ns;
+    if ((j = json_object_get(q->doc, "claimId"))) {
+        const char *s = json_string_value(j);
+        if (!s || !id_ok(s))
+            return bad(e, 422, "claimId: want 1-63 characters of A-Z a-z 0-9 - _ .%s%s", "", "");
+        snprintf(q->id, sizeof(q->id), "%s", s);
+        q->claim.id = q->id;
+    }
+    if ((j = json_object_get(q->doc, "requiredTags"))) {
+        if (!json_is_array(j))
+            return bad(e, 422, "requiredTags: want a list of strings%s%s", "", "");
+        size_t i;
+        json_t *t;
+        json_array_foreach(j, i, t)
+        {
+            if (!json_is_string(t))
+                return bad(e, 422, "requiredTags: want a list of strings%s%s", "", "");
+        }
+        *tags = j;
+    }
+    return 0;
+}
+
+/* ---- claims ------------------------------------------------------------------------------------ */
+
+static void push_done(pcd *d, pcd_req *q)
+{
+    ck_stack_push_mpmc(&d->done, &q->done_entry);
+    uint64_t one = 1;
+    /* the eventfd counter saturates far beyond any backlog; a failed write means the waker
+     * will be woken by the previous one anyway */
+    if (write(d->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        pcd_logf(PCD_ERROR, "msg=\"eventfd write: %s\"", strerror(errno));
+}
+
+/* Pool callback (a pool thread): short, non-blocking. */
+static void on_claim_done(pc_claim *c, const pc_claim_result *r, void *arg)
+{
+    pcd_req *q = arg;
+    (void)c;
+    q->result = *r;
+    if (r->status == PC_CLAIM_OK) {
+        pcd_claim_info ci = {.state = PCD_ACTIVE};
+        snprintf(ci.pod_namespace, sizeof(ci.pod_namespace), "%s", r->pod_namespace);
+        snprintf(ci.pod, sizeof(ci.pod), "%s", r->pod_name);
+        snprintf(ci.rv, sizeof(ci.rv), "%s", r->resource_version);
+        snprintf(ci.id, sizeof(ci.id), "%s", r->claim_id);
+        pcd_registry_add(q->d->registry, q->pool->key, &ci);
+    }
+    /* release: the result above is complete before the waker, after its acquire, reads it */
+    atomic_fetch_or_explicit(&q->flags, PCD_REQ_DONE, memory_order_release);
+    push_done(q->d, q);
+}
+
+enum MHD_Result pcd_claim_begin(pcd_req *q, const char *ns, const char *pool_name,
+                                const char *env_name)
+{
+    pcd *d = q->d;
+    pcd_pool *pool = NULL;
+    pcd_env *env = NULL;
+    if (env_name) {
+        if (!(env = pcd_find_env(d, env_name)))
+            return pcd_reply_error(q, 404, "env %s is not served here", env_name);
+    } else if (!(pool = pcd_find_pool(d, ns, pool_name))) {
+        return pcd_reply_error(q, 404, "pool %s/%s is not served here", ns, pool_name);
+    }
+    if (atomic_load_explicit(&d->draining, memory_order_relaxed))
+        return pcd_reply_error(q, 503, "podclaimd is shutting down");
+    if (pool && pool->cfg->max_waiting &&
+        pc_pool_snapshot(pool->pool).queue_len >= pool->cfg->max_waiting)
+        return pcd_reply_error(q, 503, "pool %s has %llu claims queued (maxWaiting); retry later",
+                               pool->key, (unsigned long long)pool->cfg->max_waiting);
+    verr e = {0};
+    json_t *tags = NULL;
+    if (parse_claim(q, pool, env != NULL, &e, &tags) != 0)
+        return pcd_reply_error(q, e.code, "%s", e.msg);
+    if (pool && q->id[0]) {
+        pcd_claim_info ci;
+        if (pcd_registry_get(d->registry, pool->key, q->id, &ci, false, NULL) &&
+            ci.state != PCD_RELEASED)
+            return pcd_reply_error(q, 409, "claimId %s holds pod %s/%s; release it first", q->id,
+                                   ci.pod_namespace, ci.pod);
+    }
+    q->claim.cb = on_claim_done;
+    q->claim.cb_arg = q;
+    q->pool = pool;
+    q->env = env;
+
+    /* Watch the socket for a hang-up, then suspend, then enqueue: the callback may run at once
+     * on another thread, and the waker must find the connection suspended and watched. */
+    const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(q->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    q->fd = ci ? ci->connect_fd : -1;
+    if (q->fd >= 0) {
+        struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLONESHOT, .data.ptr = q};
+        if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, q->fd, &ev) != 0)
+            q->fd = -1; /* not watched: a hang-up then ends in a released pod or a deadline */
+    }
+    q->suspended = true;
+    MHD_suspend_connection(q->conn);
+    atomic_fetch_add_explicit(&d->waiting, 1, memory_order_relaxed);
+    int err;
+    if (env) {
+        const char *req[64];
+        size_t nreq = 0, i;
+        json_t *t;
+        json_array_foreach(tags, i, t)
+        {
+            if (nreq < 64)
+                req[nreq++] = json_string_value(t);
+        }
+        /* pc_env_rank, then enqueue here rather than pc_env_enqueue: q->pool must name the
+         * pool before the claim enters it, because its callback may run at once */
+        pc_pool *order[PC_ENV_MAX_POOLS];
+        size_t nr = pc_env_rank(env->env, req, nreq, order, PC_ENV_MAX_POOLS);
+        err = nr ? -ESHUTDOWN : -ENOENT;
+        bool full = false;
+        for (size_t r = 0; r < nr && r < PC_ENV_MAX_POOLS; r++) {
+            q->pool = NULL;
+            for (size_t k = 0; k < d->n_pools && !q->pool; k++)
+                if (d->pools[k].pool == order[r])
+                    q->pool = &d->pools[k];
+            err = pc_pool_enqueue(order[r], &q->claim);
+            if (err == 0) {
+                atomic_fetch_add_explicit(&q->pool->env_routed, 1, memory_order_relaxed);
+                break;
+            }
+            full |= err == -EAGAIN;
+            if (err == -EINVAL)
+                break;
+        }
+        if (err == -ESHUTDOWN && full)
+            err = -EAGAIN;
+        if (err == -ENOENT)
+            atomic_fetch_add_explicit(&env->no_pool, 1, memory_order_relaxed);
+    } else {
+        err = pc_pool_enqueue(pool->pool, &q->claim);
+    }
+    if (err) {
+        q->enqueue_err = err;
+        atomic_fetch_or_explicit(&q->flags, PCD_REQ_DONE, memory_order_release);
+        push_done(d, q);
+    } else {
+        /* acq_rel: releases enqueue's writes into the claim to the waker, which calls
+         * pc_claim_cancel only after it saw ENQUEUED; if the client hung up before this
+         * point, the waker left the cancel to us. Whoever comes second cancels, once. */
+        unsigned old = atomic_fetch_or_explicit(&q->flags, PCD_REQ_ENQUEUED, memory_order_acq_rel);
+        if ((old & PCD_REQ_HUNG) && !(old & PCD_REQ_DONE))
+            pc_claim_cancel(&q->claim);
+    }
+    return MHD_YES;
+}
+
+static char *ok_body(const pcd_req *q, int64_t latency_ns)
+{
+    const pc_claim_result *r = &q->result;
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:f,s:i}", "claimId", r->claim_id, "namespace",
+                          r->pod_namespace, "pod", r->pod_name, "pool", q->pool->cfg->name,
+                          "resourceVersion", r->resource_version, "latencyMs",
+                          (double)latency_ns / 1e6, "attempts", (int)r->attempts);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    json_decref(j);
+    return s;
+}
+
+enum MHD_Result pcd_claim_answer(pcd_req *q)
+{
+    if (q->enqueue_err) {
+        switch (q->enqueue_err) {
+        case -EAGAIN:
+            return pcd_reply_error(q, 503, "the pool's inbox is full; retry later");
+        case -ESHUTDOWN:
+            return pcd_reply_error(q, 503, "podclaimd is shutting down");
+        case -ENOENT:
+            return pcd_reply_error(q, 404, "no pool of env %s has every required tag",
+                                   q->env->cfg->name);
+        default:
+            return pcd_reply_error(q, 422, "claim refused by the pool: %s",
+                                   pc_strerror(q->enqueue_err));
+        }
+    }
+    int64_t now = pc_now_ns();
+    if (q->pool)
+        pcd_hist_observe(&q->pool->request_latency, now - q->started_ns);
+    const pc_claim_result *r = &q->result;
+    switch (r->status) {
+    case PC_CLAIM_OK: {
+        char *body = ok_body(q, now - q->started_ns);
+        return body ? pcd_reply(q, 200, body, -1) : MHD_NO;
+    }
+    case PC_CLAIM_DEADLINE:
+        return pcd_reply_error(q, 504, "no pod was won before the deadline (%s)", r->error);
+    case PC_CLAIM_SHUTDOWN:
+        return pcd_reply_error(q, 503, "podclaimd is shutting down (%s)", r->error);
+    case PC_CLAIM_REJECTED:
+        return pcd_reply_error(q, 422, "the API server refused the claim: %s", r->error);
+    case PC_CLAIM_CANCELLED:
+        return pcd_reply_error(q, 499, "cancelled: the client closed the connection");
+    default:
+        return pcd_reply_error(q, 502, "claim failed: %s", r->error);
+    }
+}
+
+/* ---- release -------------------------------------------------------------------------------------- */
+
+static void queue_release(pcd *d, pcd_release_job *job)
+{
+    pthread_mutex_lock(&d->rel_mu);
+    if (d->rel_tail)
+        d->rel_tail->next = job;
+    else
+        d->rel_head = job;
+    d->rel_tail = job;
+    pthread_cond_signal(&d->rel_cv);
+    pthread_mutex_unlock(&d->rel_mu);
+}
+
+enum MHD_Result pcd_release_begin(pcd_req *q, const char *ns, const char *pool_name, const char *id)
+{
+    pcd *d = q->d;
+    pcd_pool *pool = pcd_find_pool(d, ns, pool_name);
+    if (!pool)
+        return pcd_reply_error(q, 404, "pool %s/%s is not served here", ns, pool_name);
+    bool took = false;
+    if (!pcd_registry_get(d->registry, pool->key, id, &q->rel, true, &took))
+        return pcd_reply_error(q, 404, "claim %s of pool %s is unknown here", id, pool->key);
+    pcd_release_job *job = calloc(1, sizeof(*job));
+    if (!job)
+        return MHD_NO;
+    job->req = q;
+    job->ci = q->rel;
+    snprintf(job->pool_key, sizeof(job->pool_key), "%s", pool->key);
+    q->pool = pool;
+    q->suspended = true;
+    MHD_suspend_connection(q->conn);
+    queue_release(d, job);
+    return MHD_YES;
+}
+
+enum MHD_Result pcd_release_answer(pcd_req *q)
+{
+    if (q->rel_status != 200)
+        return pcd_reply_error(q, q->rel_status, "%s", q->rel_msg);
+    json_t *j =
+            json_pack("{s:s,s:s,s:s,s:b}", "claimId", q->rel.id, "namespace", q->rel.pod_namespace,
+                      "pod", q->rel.pod, "alreadyReleased", q->rel_already);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return s ? pcd_reply(q, 200, s, -1) : MHD_NO;
+}
+
+/* Read the pod's claim id annotation and phase label from a GET answer. */
+static void pod_claim_state(const char *body, size_t len, char *claim_id, size_t idlen, char *phase,
+                            size_t plen, char *rv, size_t rvlen)
+{
+    claim_id[0] = phase[0] = rv[0] = '\0';
+    json_t *p = json_loadb(body ? body : "", len, 0, NULL);
+    json_t *md = json_object_get(p, "metadata");
+    const char *s = json_string_value(
+            json_object_get(json_object_get(md, "annotations"), "podclaim.io/claim-id"));
+    snprintf(claim_id, idlen, "%s", s ? s : "");
+    s = json_string_value(json_object_get(json_object_get(md, "labels"), "podclaim.io/phase"));
+    snprintf(phase, plen, "%s", s ? s : "");
+    s = json_string_value(json_object_get(md, "resourceVersion"));
+    snprintf(rv, rvlen, "%s", s ? s : "");
+    json_decref(p);
+}
+
+/* phase -> Stopping with the resourceVersion precondition. On 409 the pod moved (the kubelet,
+ * or the pool controller recycling it): read it, and if it still carries this claim, try again
+ * at its new version; if it carries another claim or is back to Idle/Stopping/Starting, the
+ * claim is already over. Returns the HTTP status to answer; *already for "was over". */
+static int release_pod(pc_kube_conn *conn, pcd_release_job *job, bool *already, char *msg,
+                       size_t msglen)
+{
+    char path[512], body[256], rv[PC_RV_MAX];
+    snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", job->ci.pod_namespace,
+             job->ci.pod);
+    snprintf(rv, sizeof(rv), "%s", job->ci.rv);
+    *already = false;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        snprintf(body, sizeof(body),
+                 "{\"metadata\":{\"resourceVersion\":\"%s\",\"labels\":{\"podclaim.io/phase\":"
+                 "\"Stopping\"}}}",
+                 rv);
+        pc_kube_response r;
+        int rc = pc_kube_conn_request(conn, "PATCH", path, "application/strategic-merge-patch+json",
+                                      body, strlen(body), &r);
+        long st = r.status;
+        if (rc != 0 || st == 0) {
+            snprintf(msg, msglen, "PATCH %s: %s", path, rc ? pc_strerror(rc) : r.error);
+            pc_kube_response_fini(&r);
+            return 502;
+        }
+        pc_kube_response_fini(&r);
+        if (st >= 200 && st < 300)
+            return 200;
+        if (st == 404) {
+            *already = true; /* the pod is gone: nothing holds it any more */
+            return 200;
+        }
+        if (st != 409) {
+            snprintf(msg, msglen, "PATCH %s: HTTP %ld", path, st);
+            return 502;
+        }
+        rc = pc_kube_conn_request(conn, "GET", path, NULL, NULL, 0, &r);
+        if (rc != 0 || r.status == 404) {
+            *already = rc == 0;
+            snprintf(msg, msglen, "GET %s: %s", path, rc ? pc_strerror(rc) : "gone");
+            pc_kube_response_fini(&r);
+            return rc == 0 ? 200 : 502;
+        }
+        char cid[PC_CLAIM_ID_MAX + 8], phase[64];
+        pod_claim_state(r.body, r.body_len, cid, sizeof(cid), phase, sizeof(phase), rv, sizeof(rv));
+        pc_kube_response_fini(&r);
+        if (strcmp(cid, job->ci.id) != 0 || strcmp(phase, "Idle") == 0 ||
+            strcmp(phase, "Stopping") == 0 || strcmp(phase, "Starting") == 0) {
+            *already = true;
+            return 200;
+        }
+    }
+    snprintf(msg, msglen, "PATCH %s: still conflicting after 4 attempts", path);
+    return 502;
+}
+
+static void *releaser_main(void *arg)
+{
+    pcd *d = arg;
+    pc_kube_conn *conn = NULL;
+    if (pc_kube_conn_new(d->client, &conn) != 0)
+        pcd_logf(PCD_ERROR, "component=releaser msg=\"cannot create a connection\"");
+    for (;;) {
+        pthread_mutex_lock(&d->rel_mu);
+        while (!d->rel_head && !d->rel_stop)
+            pthread_cond_wait(&d->rel_cv, &d->rel_mu);
+        pcd_release_job *job = d->rel_head;
+        if (job) {
+            d->rel_head = job->next;
+            if (!d->rel_head)
+                d->rel_tail = NULL;
+        }
+        pthread_mutex_unlock(&d->rel_mu);
+        if (!job)
+            break; /* stopping and drained */
+        pcd_claim_info cur;
+        bool already = false;
+        char msg[512] = "";
+        int status;
+        /* a DELETE that raced another one: the first did the work */
+        if (pcd_registry_get(d->registry, job->pool_key, job->ci.id, &cur, false, NULL) &&
+            cur.state == PCD_RELEASED) {
+            status = 200;
+            already = true;
+        } else {
+            status = conn ? release_pod(conn, job, &already, msg, sizeof(msg)) : 502;
+            pcd_registry_set(d->registry, job->pool_key, job->ci.id,
+                             status == 200 ? PCD_RELEASED : PCD_ACTIVE, NULL);
+        }
+        atomic_fetch_add_explicit(&d->releases[status != 200 ? 2
+                                               : already     ? 1
+                                                             : 0],
+                                  1, memory_order_relaxed);
+        pcd_logf(status == 200 ? PCD_DEBUG : PCD_WARN,
+                 "component=releaser pool=%s claim=%s pod=%s/%s status=%d already=%d%s%s%s",
+                 job->pool_key, job->ci.id, job->ci.pod_namespace, job->ci.pod, status, already,
+                 msg[0] ? " msg=\"" : "", msg, msg[0] ? "\"" : "");
+        if (job->req) {
+            pcd_req *q = job->req;
+            q->rel_status = status;
+            q->rel_already = already;
+            snprintf(q->rel_msg, sizeof(q->rel_msg), "%s", msg);
+            atomic_fetch_or_explicit(&q->flags, PCD_REQ_DONE, memory_order_release);
+            push_done(d, q);
+        }
+        free(job);
+    }
+    pc_kube_conn_free(conn);
+    return NULL;
+}
+
+int pcd_releasers_start(pcd *d, size_t n)
+{
+    pthread_mutex_init(&d->rel_mu, NULL);
+    pthread_cond_init(&d->rel_cv, NULL);
+    for (size_t i = 0; i < n && i < 4; i++) {
+        int err = pthread_create(&d->releasers[i], NULL, releaser_main, d);
+        if (err)
+            return -err;
+        pthread_setname_np(d->releasers[i], "pcd-releaser");
+        d->n_releasers++;
+    }
+    return 0;
+}
+
+void pcd_releasers_stop(pcd *d)
+{
+    pthread_mutex_lock(&d->rel_mu);
+    d->rel_stop = true;
+    pthread_cond_broadcast(&d->rel_cv);
+    pthread_mutex_unlock(&d->rel_mu);
+    for (size_t i = 0; i < d->n_releasers; i++)
+        pthread_join(d->releasers[i], NULL);
+    d->n_releasers = 0;
+}
+
+/* ---- waker ---------------------------------------------------------------------------------- */
+
+static void finish_one(pcd *d, pcd_req *q)
+{
+    if (q->fd >= 0) {
+        epoll_ctl(d->epfd, EPOLL_CTL_DEL, q->fd, NULL);
+        q->fd = -1;
+    }
+    /* acquire: pairs with the release in the callback; the result is complete */
+    unsigned f = atomic_load_explicit(&q->flags, memory_order_acquire);
+    if ((f & PCD_REQ_HUNG) && q->route != PCD_ROUTE_RELEASE && !q->enqueue_err &&
+        q->result.status == PC_CLAIM_OK) {
+        /* the claim won a pod for a client that is gone: give the pod back */
+        pcd_release_job *job = calloc(1, sizeof(*job));
+        if (job &&
+            pcd_registry_get(d->registry, q->pool->key, q->result.claim_id, &job->ci, true, NULL)) {
+            snprintf(job->pool_key, sizeof(job->pool_key), "%s", q->pool->key);
+            atomic_fetch_add_explicit(&d->orphan_releases, 1, memory_order_relaxed);
+            queue_release(d, job);
+        } else {
+            free(job);
+        }
+    }
+    /* here, not in the answer: MHD may close a resumed connection whose client is gone
+     * without calling the handler again */
+    if (q->route != PCD_ROUTE_RELEASE)
+        atomic_fetch_sub_explicit(&d->waiting, 1, memory_order_relaxed);
+    MHD_resume_connection(q->conn);
+}
+
+static void *waker_main(void *arg)
+{
+    pcd *d = arg;
+    struct epoll_event evs[256];
+    for (;;) {
+        int n = epoll_wait(d->epfd, evs, 256, 100);
+        for (int i = 0; i < n; i++) {
+            pcd_req *q = evs[i].data.ptr;
+            if (q == NULL) {
+                uint64_t v;
+                if (read(d->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+                    pcd_logf(PCD_ERROR, "msg=\"eventfd read: %s\"", strerror(errno));
+                continue;
+            }
+            /* the client hung up while its claim waits: cancel it. A callback may be running
+             * right now; the request stays alive until this thread resumes it, and cancel
+             * after the callback started only sets a flag nobody reads any more. */
+            unsigned old = atomic_fetch_or_explicit(&q->flags, PCD_REQ_HUNG, memory_order_acq_rel);
+            atomic_fetch_add_explicit(&d->hangups, 1, memory_order_relaxed);
+            if ((old & PCD_REQ_ENQUEUED) && !(old & PCD_REQ_DONE) && q->route != PCD_ROUTE_RELEASE)
+                pc_claim_cancel(&q->claim);
+        }
+        ck_stack_entry_t *e = ck_stack_batch_pop_mpmc(&d->done);
+        /* the batch is LIFO; the order of resumes does not matter to anyone */
+        while (e) {
+            ck_stack_entry_t *next = e->next;
+            pcd_req *q = (pcd_req *)((char *)e - offsetof(pcd_req, done_entry));
+            finish_one(d, q);
+            e = next;
+        }
+        if (atomic_load_explicit(&d->waker_stop, memory_order_acquire) &&
+            CK_STACK_FIRST(&d->done) == NULL)
+            break;
+    }
+    return NULL;
+}
+
+int pcd_waker_start(pcd *d)
+{
+    ck_stack_init(&d->done);
+    d->epfd = epoll_create1(EPOLL_CLOEXEC);
+    d->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (d->epfd < 0 || d->evfd < 0)
+        return -errno;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->evfd, &ev) != 0)
+        return -errno;
+    int err = pthread_create(&d->waker, NULL, waker_main, d);
+    if (err)
+        return -err;
+    pthread_setname_np(d->waker, "pcd-waker");
+    return 0;
+}
+
+void pcd_waker_stop(pcd *d)
+{
+    atomic_store_explicit(&d->waker_stop, true, memory_order_release);
+    uint64_t one = 1;
+    if (write(d->evfd, &one, sizeof(one)) < 0)
+        pcd_logf(PCD_DEBUG, "msg=\"eventfd write at stop: %s\"", strerror(errno));
+    pthread_join(d->waker, NULL);
+    close(d->epfd);
+    close(d->evfd);
+}

@@ -1,0 +1,245 @@
+/* podclaimd internals shared by its files.
+ *
+ * Flow: HTTP client -> [http.c: route, auth, body] -> [claims.c: validate, enqueue, suspend]
+ *       -> pool (inbox, ready-queue, pending) -> reservation -> CAS workers -> kube backend
+ *       -> pool callback -> [claims.c: waker thread resumes the connection] -> answer.
+ *       The informers (one per pool) feed the pools; [metrics.c] renders /metrics and the
+ *       pool snapshots; [registry.c] remembers won claims for DELETE.
+ *
+ * Threads: MHD's event-loop threads (http.threads), the waker (resumes suspended connections
+ * and watches them for hang-ups), the releasers (blocking release PATCHes), plus the library's
+ * threads (schedulers, CAS workers, kube backend, informers) and main (signals, shutdown).
+ * A waiting claim holds none of them: its connection is suspended and its claim sits in the
+ * pool's queues.
+ */
+#ifndef PODCLAIM_DAEMON_H
+#define PODCLAIM_DAEMON_H
+
+#include "config.h"
+
+#include <podclaim/env.h>
+#include <podclaim/informer.h>
+#include <podclaim/kube.h>
+#include <podclaim/podclaim.h>
+
+#include <ck_stack.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+/* ---- histograms (daemon-side stages; the pool renders its own) ------------------------------ */
+
+#define PCD_HIST_BOUNDS 22
+typedef struct pcd_hist {
+    _Atomic uint64_t buckets[PCD_HIST_BOUNDS + 1]; /* non-cumulative; last = +Inf; relaxed */
+    _Atomic uint64_t sum_ns;
+} pcd_hist;
+
+void pcd_hist_observe(pcd_hist *h, int64_t ns);
+/* Append `name{labels,le=...}` buckets, _sum and _count (count derived from the buckets read,
+ * so +Inf == _count always holds). */
+void pcd_hist_render(char **buf, size_t *len, size_t *cap, const char *name, const char *labels,
+                     const pcd_hist *h);
+/* Upper bound of the bucket holding quantile q, in ns (0 when empty). */
+int64_t pcd_hist_quantile_ns(const pcd_hist *h, double q);
+
+/* ---- routes and response counters ----------------------------------------------------------- */
+
+#define PCD_ROUTE_MAP(XX)                                                                          \
+    XX(CLAIM, "claim")                                                                             \
+    XX(ENV_CLAIM, "env_claim")                                                                     \
+    XX(RELEASE, "release")                                                                         \
+    XX(POOLS, "pools")                                                                             \
+    XX(POOL, "pool")                                                                               \
+    XX(ENVS, "envs")                                                                               \
+    XX(METRICS, "metrics")                                                                         \
+    XX(HEALTHZ, "healthz")                                                                         \
+    XX(READYZ, "readyz")                                                                           \
+    XX(OTHER, "other")
+
+typedef enum pcd_route {
+#define PCD_XX(n, s) PCD_ROUTE_##n,
+    PCD_ROUTE_MAP(PCD_XX)
+#undef PCD_XX
+            PCD_ROUTE_COUNT
+} pcd_route;
+
+extern const char *const pcd_route_names[];
+extern const int pcd_codes[]; /* the status codes counted; the last slot counts any other */
+#define PCD_N_CODES 14
+
+/* ---- pools ---------------------------------------------------------------------------------- */
+
+typedef struct pcd pcd;
+
+typedef struct pcd_pool {
+    pcd *d;
+    pcd_pool_cfg *cfg;
+    char key[PC_NAMESPACE_MAX + PC_NAME_MAX + 2]; /* "ns/name" */
+    char labels[1024];                            /* namespace=..,pool=..,team=..,user=..,env=.. */
+    pc_pool *pool;
+    pc_informer *informer;
+    char **containers; /* known container names; NULL = unknown (the server checks) */
+    size_t n_containers;
+    pcd_hist request_latency;   /* HTTP claim: body read -> answer ready */
+    pcd_hist idle_to_claimable; /* watch bytes in -> pool offer returned */
+    pcd_hist cas_round_trip;    /* backend cas_start -> its completion (one PATCH) */
+    pc_backend backend;         /* the kube backend wrapped to time each CAS (podclaimd.c) */
+    pc_backend *inner;
+    _Atomic uint64_t env_routed; /* claims an env sent here */
+} pcd_pool;
+
+typedef struct pcd_env {
+    pcd_env_cfg *cfg;
+    pc_env *env;
+    _Atomic uint64_t no_pool; /* claims no member could take (tags) */
+} pcd_env;
+
+/* ---- registry: won claims, for DELETE (registry.c) ------------------------------------------ */
+
+typedef struct pcd_registry pcd_registry;
+
+typedef enum pcd_claim_state { PCD_ACTIVE, PCD_RELEASING, PCD_RELEASED } pcd_claim_state;
+
+typedef struct pcd_claim_info {
+    char pod_namespace[PC_NAMESPACE_MAX];
+    char pod[PC_NAME_MAX];
+    char rv[PC_RV_MAX];
+    char id[PC_CLAIM_ID_MAX];
+    pcd_claim_state state;
+} pcd_claim_info;
+
+int pcd_registry_new(size_t max, pcd_registry **out);
+void pcd_registry_free(pcd_registry *r);
+/* Remember a won claim of pool `pool_key` (replaces an entry with the same id). */
+void pcd_registry_add(pcd_registry *r, const char *pool_key, const pcd_claim_info *ci);
+/* Look up; returns false if unknown. With `take`, an ACTIVE claim becomes RELEASING (the
+ * caller then releases it) and *took is set. */
+bool pcd_registry_get(pcd_registry *r, const char *pool_key, const char *id, pcd_claim_info *out,
+                      bool take, bool *took);
+/* Set the state (and the resourceVersion, when rv is not NULL). */
+void pcd_registry_set(pcd_registry *r, const char *pool_key, const char *id, pcd_claim_state st,
+                      const char *rv);
+/* The informer saw `pod` idle at `rv`: a claim on it at an older version has ended. */
+void pcd_registry_pod_idle(pcd_registry *r, const char *ns, const char *pod, const char *rv);
+size_t pcd_registry_size(pcd_registry *r);
+
+/* ---- one HTTP request ----------------------------------------------------------------------- */
+
+#define PCD_REQ_HUNG 1u     /* the client hung up while its claim waited (waker) */
+#define PCD_REQ_DONE 2u     /* the claim's result (or the release's) is in (callback) */
+#define PCD_REQ_ENQUEUED 4u /* the claim is in its pool: pc_claim_cancel may be called (MHD) */
+
+typedef struct pcd_req {
+    pc_claim claim; /* first: the pool callback gets &claim */
+    pcd *d;
+    pcd_route route;
+    struct MHD_Connection *conn;
+    int fd;         /* watched for hang-up while suspended; -1 = not watched */
+    bool suspended; /* MHD thread only */
+    bool answered;  /* MHD thread only: response queued */
+    char *body;
+    size_t body_len, body_cap;
+    bool too_big;
+    int64_t started_ns;
+    _Atomic unsigned flags;      /* PCD_REQ_*: release/acquire pair between callback and waker */
+    ck_stack_entry_t done_entry; /* waker's queue */
+    pcd_pool *pool;
+    pcd_env *env;
+    int enqueue_err; /* != 0: the claim never entered a pool */
+    pc_claim_result result;
+    json_t *doc; /* the parsed body: the claim's strings point into it */
+    pc_kv *kvs;  /* images, labels, annotations */
+    char id[PC_CLAIM_ID_MAX];
+    /* release */
+    pcd_claim_info rel;
+    char rel_pool_key[PC_NAMESPACE_MAX + PC_NAME_MAX + 2];
+    int rel_status; /* HTTP status to answer */
+    char rel_msg[512];
+    bool rel_already;
+    struct pcd_req *rel_next;
+} pcd_req;
+
+/* A release with no HTTP request behind it (a client hung up after its claim won). */
+typedef struct pcd_release_job {
+    pcd_req *req; /* NULL for an orphan release */
+    pcd_claim_info ci;
+    char pool_key[PC_NAMESPACE_MAX + PC_NAME_MAX + 2];
+    struct pcd_release_job *next;
+} pcd_release_job;
+
+/* ---- the daemon ----------------------------------------------------------------------------- */
+
+struct pcd {
+    pcd_config cfg;
+    char *token; /* API token ("" = none); never logged */
+    pc_kube_client *client;
+    pc_kube_backend *kb;
+    pcd_pool *pools;
+    size_t n_pools;
+    pcd_env *envs;
+    size_t n_envs;
+    pcd_registry *registry;
+    struct MHD_Daemon *mhd;
+    int port;
+
+    /* waker: one epoll set holding the eventfd (data.ptr NULL) and the sockets of suspended
+     * claims (data.ptr = the request), EPOLLRDHUP|EPOLLONESHOT. Only the waker thread
+     * removes sockets and resumes connections, so an event it reads always names a live
+     * request (see claims.c). */
+    int epfd, evfd;
+    pthread_t waker;
+    ck_stack_t done; /* requests whose answer is ready (mpmc push, waker pops) */
+    _Atomic bool waker_stop;
+
+    /* releasers: blocking PATCHes on their own connections */
+    pthread_mutex_t rel_mu;
+    pthread_cond_t rel_cv;
+    pcd_release_job *rel_head, *rel_tail;
+    bool rel_stop;
+    size_t n_releasers;
+    pthread_t releasers[4];
+
+    _Atomic bool draining;
+    _Atomic int64_t waiting;    /* claims suspended waiting for a pool */
+    _Atomic int64_t open_reqs;  /* claim/release requests not yet completed by MHD */
+    _Atomic int64_t open_conns; /* client connections open (the http.maxConnections bound) */
+    _Atomic uint64_t responses[PCD_ROUTE_COUNT][PCD_N_CODES];
+    _Atomic uint64_t hangups, orphan_releases;
+    _Atomic uint64_t releases[3]; /* released, already, failed */
+    int64_t started_ns;
+};
+
+/* http.c */
+int pcd_http_start(pcd *d);
+void pcd_http_stop(pcd *d);
+void pcd_count_response(pcd *d, pcd_route r, int code);
+
+/* claims.c */
+int pcd_waker_start(pcd *d);
+void pcd_waker_stop(pcd *d);
+int pcd_releasers_start(pcd *d, size_t n);
+void pcd_releasers_stop(pcd *d);
+/* POST claims, final call: validates, enqueues and suspends, or answers at once.
+ * Returns an MHD result. */
+enum MHD_Result pcd_claim_begin(pcd_req *q, const char *ns, const char *pool, const char *env);
+enum MHD_Result pcd_claim_answer(pcd_req *q);
+enum MHD_Result pcd_release_begin(pcd_req *q, const char *ns, const char *pool, const char *id);
+enum MHD_Result pcd_release_answer(pcd_req *q);
+/* Queue a JSON answer (takes `body`, malloc'd). */
+enum MHD_Result pcd_reply(pcd_req *q, int code, char *body, int retry_after);
+enum MHD_Result pcd_reply_error(pcd_req *q, int code, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+pcd_pool *pcd_find_pool(pcd *d, const char *ns, const char *name);
+pcd_env *pcd_find_env(pcd *d, const char *name);
+void pcd_req_free(pcd_req *q);
+
+/* metrics.c */
+char *pcd_metrics_render(pcd *d, size_t *len);
+char *pcd_pools_json(pcd *d, const pcd_pool *only, size_t *len);
+char *pcd_envs_json(pcd *d, size_t *len);
+bool pcd_ready(pcd *d);
+
+#endif

@@ -1,0 +1,133 @@
+/* podclaimd configuration: --help, --check-config, and one clear line + exit 2 for a bad value
+ * from the file, the environment or a flag. Runs the built binary; no server needed. */
+#include "pcd_fixture.h"
+
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char dir[64];
+static char out[65536];
+
+static const char *write_file(const char *name, const char *text)
+{
+    static char path[256];
+    if (!dir[0]) {
+        snprintf(dir, sizeof(dir), "/tmp/pc-cfg-XXXXXX");
+        cr_assert_not_null(mkdtemp(dir));
+    }
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void cleanup(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (dir[0] && system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+static int check(const char *yaml, const char *const *env)
+{
+    const char *path = write_file("c.yaml", yaml);
+    const char *args[] = {"--check-config", path, NULL};
+    return pcd_run(args, env, out, sizeof(out));
+}
+
+Test(config, help_lists_every_key_with_its_default, .fini = cleanup)
+{
+    const char *args[] = {"--help", NULL};
+    cr_assert_eq(pcd_run(args, NULL, out, sizeof(out)), 0);
+    const char *keys[] = {"listen",
+                          "127.0.0.1:8080",
+                          "token",
+                          "log.level",
+                          "log.format",
+                          "kube.kubeconfig",
+                          "kube.context",
+                          "kube.inCluster",
+                          "kube.server",
+                          "kube.caFile",
+                          "PODCLAIM_KUBE_IN_CLUSTER",
+                          "--kube-in-cluster",
+                          "pools[].inboxCapacity",
+                          "pools[].maxInflight",
+                          "pools[].casWorkers",
+                          "pools[].promoteAfter",
+                          "pools[].retryLimit",
+                          "pools[].retryBackoff",
+                          "pools[].reservationTtl",
+                          "pools[].resyncPeriod",
+                          "pools[].tags",
+                          "envs[].strategy",
+                          "most-idle"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        cr_assert(strstr(out, keys[i]), "--help does not mention %s", keys[i]);
+}
+
+Test(config, a_good_file_checks_ok, .fini = cleanup)
+{
+    int rc = check("listen: 127.0.0.1:9000\nlog:\n  level: debug\n"
+                   "kube:\n  server: http://127.0.0.1:1\n"
+                   "pools:\n  - namespace: default\n    name: web\n    maxInflight: 64\n"
+                   "    promoteAfter: 5s\n    tags: [gpu]\n    env: prod\n",
+                   NULL);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "ok (1 pools, 1 envs)"), "%s", out);
+}
+
+/* Each bad value: exit 2, one line naming the key and the value. */
+static void bad(const char *yaml, const char *const *env, const char *key, const char *value)
+{
+    int rc = check(yaml, env);
+    cr_assert_eq(rc, 2, "exit %d for %s: %s", rc, key, out);
+    cr_assert(strstr(out, key), "message does not name %s: %s", key, out);
+    if (value)
+        cr_assert(strstr(out, value), "message does not show %s: %s", value, out);
+    cr_assert_eq(strchr(out, '\n'), out + strlen(out) - 1, "not one line: %s", out);
+}
+
+static const char *pool = "pools:\n  - {namespace: default, name: web}\n";
+
+Test(config, bad_values_exit_2_naming_key_and_value, .fini = cleanup)
+{
+    char y[512];
+    snprintf(y, sizeof(y), "listen: nowhere\n%s", pool);
+    bad(y, NULL, "listen", "nowhere");
+    snprintf(y, sizeof(y), "log:\n  level: loud\n%s", pool);
+    bad(y, NULL, "log.level", "loud");
+    bad("pools:\n  - {namespace: default, name: web, maxInflight: lots}\n", NULL,
+        "pools[0].maxInflight", "lots");
+    bad("pools:\n  - {namespace: default, name: web, promoteAfter: soon}\n", NULL,
+        "pools[0].promoteAfter", "soon");
+    bad("pools:\n  - {namespace: Default_NS, name: web}\n", NULL, "pools[0].namespace",
+        "Default_NS");
+    bad("pools:\n  - {namespace: default}\n", NULL, "pools[0].name", NULL);
+    bad("envs:\n  - {name: prod, strategy: fastest}\npools:\n  - {namespace: a, name: b}\n", NULL,
+        "envs[0].strategy", "fastest");
+    snprintf(y, sizeof(y), "colour: blue\n%s", pool);
+    bad(y, NULL, "colour", NULL);
+    bad("listen: 127.0.0.1:1\n", NULL, "pools", NULL);
+    bad("pools: [\n", NULL, "c.yaml", NULL);
+}
+
+Test(config, environment_and_flags_override_the_file, .fini = cleanup)
+{
+    const char *env[] = {"PODCLAIM_HTTP_MAX_BODY=12", NULL};
+    bad(pool, env, "http.maxBody", "12");
+    const char *path = write_file("d.yaml", pool);
+    const char *args[] = {"--check-config", path, "--kube-max-connections", "0", NULL};
+    cr_assert_eq(pcd_run(args, NULL, out, sizeof(out)), 2, "%s", out);
+    cr_assert(strstr(out, "kube.maxConnections") && strstr(out, "\"0\""), "%s", out);
+    const char *env2[] = {"PODCLAIM_POOLS=ns1/a,ns2/b", NULL};
+    const char *args2[] = {"--check-config", path, "--pool", "ns3/c", NULL};
+    cr_assert_eq(pcd_run(args2, env2, out, sizeof(out)), 0, "%s", out);
+    cr_assert(strstr(out, "4 pools"), "%s", out);
+}

@@ -1,0 +1,565 @@
+/* podclaimd end to end: kapi-sim and podclaimd as separate processes, real sockets.
+ *
+ * Every test starts its own kapi-sim (tests/kube/ksim.h) and podclaimd and stops both.
+ * kapi-sim plays the pool controller: `--pool NS/NAME=N` keeps N pods, warms them to Idle;
+ * --hold-ms 600000 keeps a claimed pod claimed for the whole test.
+ */
+#include "pcd_fixture.h"
+
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *const hold[] = {"--warmup-ms", "20",     "--hold-ms", "600000",
+                                   "--stop-ms",   "600000", NULL};
+
+static ksim K;
+static pcd_proc P;
+
+static void start_sim(const char *pools)
+{
+    const char *args[16];
+    size_t n = 0;
+    static char copy[256]; /* args point into it until kapi-sim is started */
+    snprintf(copy, sizeof(copy), "%s", pools);
+    for (char *save, *t = strtok_r(copy, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+        args[n++] = "--pool";
+        args[n++] = t;
+    }
+    for (size_t i = 0; hold[i]; i++)
+        args[n++] = hold[i];
+    args[n] = NULL;
+    cr_assert_eq(ksim_start(&K, args, false, NULL, NULL), 0, "kapi-sim did not start");
+}
+
+static const char *one_pool = "kube:\n  server: %s\n"
+                              "shutdown:\n  grace: 200ms\n"
+                              "pools:\n  - namespace: default\n    name: web\n";
+
+static void fini(void)
+{
+    pcd_stop(&P, SIGKILL, 2000);
+    ksim_stop(&K);
+}
+
+static char *url(const char *path)
+{
+    static char u[512];
+    snprintf(u, sizeof(u), "%s%s", P.url, path);
+    return u;
+}
+
+/* Wait until the pool has `n` idle pods (kapi-sim warms them after --warmup-ms). */
+static const char *wait_token; /* bearer token for the snapshot reads, when the test sets one */
+
+static void wait_idle(const char *pool_path, long n)
+{
+    int64_t end = pcd_now_ms() + 30000; /* generous: a loaded 2-core machine */
+    while (pcd_now_ms() < end) {
+        pcd_http h;
+        pcd_req("GET", url(pool_path), NULL, wait_token, &h);
+        json_t *j = h.status == 200 ? json_loads(h.body, 0, NULL) : NULL;
+        long idle = (long)json_integer_value(json_object_get(j, "idleReady"));
+        json_decref(j);
+        if (idle >= n)
+            return;
+        usleep(5000); /* polling another process's progress */
+    }
+    cr_assert_fail("pool %s never had %ld idle pods", pool_path, n);
+}
+
+Test(daemon, claim_writes_labels_annotations_and_images_onto_the_pod, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=2");
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    wait_idle("/v1/pools/default/web", 2);
+    pcd_http h;
+    cr_assert_eq(
+            pcd_req("POST", url("/v1/pools/default/web/claims"),
+                    "{\"priority\":1,\"images\":{\"sandbox\":\"python:3.12-slim\"},"
+                    "\"labels\":{\"team\":\"ml\"},\"annotations\":{\"example.com/run\":\"r-1\"},"
+                    "\"claimId\":\"c-42\",\"timeoutSeconds\":10}",
+                    NULL, &h),
+            0);
+    cr_assert_eq(h.status, 200, "status %ld: %s", h.status, h.body);
+    json_t *r = json_loads(h.body, 0, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(r, "claimId")), "c-42");
+    cr_assert_str_eq(json_string_value(json_object_get(r, "namespace")), "default");
+    cr_assert(json_is_number(json_object_get(r, "latencyMs")));
+    cr_assert_eq(json_integer_value(json_object_get(r, "attempts")), 1);
+    const char *pod = json_string_value(json_object_get(r, "pod"));
+    char path[256];
+    snprintf(path, sizeof(path), "/api/v1/namespaces/default/pods/%s", pod);
+    json_t *p = ksim_json(&K, "GET", path, NULL);
+    cr_assert_not_null(p);
+    json_t *md = json_object_get(p, "metadata");
+    cr_assert_str_eq(json_string_value(json_object_get(md, "resourceVersion")),
+                     json_string_value(json_object_get(r, "resourceVersion")));
+    json_t *labels = json_object_get(md, "labels"), *ann = json_object_get(md, "annotations");
+    cr_assert_str_eq(json_string_value(json_object_get(labels, "team")), "ml");
+    cr_assert_str_eq(json_string_value(json_object_get(labels, "podclaim.io/phase")), "Running");
+    cr_assert_str_eq(json_string_value(json_object_get(ann, "example.com/run")), "r-1");
+    cr_assert_str_eq(json_string_value(json_object_get(ann, "podclaim.io/claim-id")), "c-42");
+    json_t *c0 = json_array_get(json_object_get(json_object_get(p, "spec"), "containers"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(c0, "image")), "python:3.12-slim");
+    json_decref(p);
+    json_decref(r);
+}
+
+Test(daemon, reaches_the_api_server_through_a_kubeconfig_context, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=1");
+    char kc[128];
+    snprintf(kc, sizeof(kc), "%s/kubeconfig", K.dir);
+    FILE *f = fopen(kc, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "apiVersion: v1\nkind: Config\ncurrent-context: other\n"
+            "clusters:\n- name: sim\n  cluster: {server: \"%s\"}\n"
+            "- name: nowhere\n  cluster: {server: \"http://127.0.0.1:1\"}\n"
+            "users:\n- name: u\n  user: {token: t}\n"
+            "contexts:\n- name: sim\n  context: {cluster: sim, user: u}\n"
+            "- name: other\n  context: {cluster: nowhere, user: u}\n",
+            K.url);
+    fclose(f);
+    cr_assert_eq(pcd_start(&P,
+                           "kube:\n  kubeconfig: %s\n  context: sim\n"
+                           "pools:\n  - {namespace: default, name: web}\n",
+                           kc, NULL, true),
+                 0);
+    wait_idle("/v1/pools/default/web", 1);
+    pcd_http h;
+    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"), "{}", NULL, &h), 0);
+    cr_assert_eq(h.status, 200, "%s", h.body);
+}
+
+Test(daemon, release_moves_the_pod_to_stopping_once_and_is_idempotent, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=1");
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    wait_idle("/v1/pools/default/web", 1);
+    pcd_http h;
+    cr_assert_eq(
+            pcd_req("POST", url("/v1/pools/default/web/claims"), "{\"claimId\":\"r1\"}", NULL, &h),
+            0);
+    cr_assert_eq(h.status, 200, "%s", h.body);
+    json_t *r = json_loads(h.body, 0, NULL);
+    char path[256];
+    snprintf(path, sizeof(path), "/api/v1/namespaces/default/pods/%s",
+             json_string_value(json_object_get(r, "pod")));
+    json_decref(r);
+    json_t *st0 = ksim_json(&K, "GET", "/sim/stats", NULL);
+    long patches0 = (long)json_integer_value(
+            json_object_get(json_object_get(json_object_get(st0, "requests"), "patch"), "200"));
+    json_decref(st0);
+
+    cr_assert_eq(pcd_req("DELETE", url("/v1/pools/default/web/claims/r1"), NULL, NULL, &h), 0);
+    cr_assert_eq(h.status, 200, "%s", h.body);
+    cr_assert(strstr(h.body, "\"alreadyReleased\":false"), "%s", h.body);
+    json_t *p = ksim_json(&K, "GET", path, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(
+                             json_object_get(json_object_get(p, "metadata"), "labels"),
+                             "podclaim.io/phase")),
+                     "Stopping");
+    json_decref(p);
+    json_t *st1 = ksim_json(&K, "GET", "/sim/stats", NULL);
+    long patches1 = (long)json_integer_value(
+            json_object_get(json_object_get(json_object_get(st1, "requests"), "patch"), "200"));
+    json_decref(st1);
+    cr_assert_eq(patches1 - patches0, 1, "one PATCH per release, saw %ld", patches1 - patches0);
+
+    cr_assert_eq(pcd_req("DELETE", url("/v1/pools/default/web/claims/r1"), NULL, NULL, &h), 0);
+    cr_assert_eq(h.status, 200, "second DELETE: %ld %s", h.status, h.body);
+    cr_assert(strstr(h.body, "\"alreadyReleased\":true"), "%s", h.body);
+    cr_assert_eq(pcd_req("DELETE", url("/v1/pools/default/web/claims/nope"), NULL, NULL, &h), 0);
+    cr_assert_eq(h.status, 404);
+}
+
+Test(daemon, full_pool_answers_503_with_retry_after, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=0");
+    cr_assert_eq(pcd_start(&P,
+                           "kube:\n  server: %s\nshutdown:\n  grace: 0s\n"
+                           "http:\n  retryAfterSeconds: 7\n"
+                           "pools:\n  - namespace: default\n    name: web\n    maxWaiting: 1\n",
+                           K.url, NULL, true),
+                 0);
+    /* one claim waits (no pod); the pool is then at maxWaiting */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)P.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    const char *req = "POST /v1/pools/default/web/claims HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 2\r\n\r\n{}";
+    cr_assert_eq(write(s, req, strlen(req)), (ssize_t)strlen(req));
+    cr_assert(pcd_wait_metric(&P, "podclaimd_claims_waiting", NULL, 1, 30000));
+    pcd_http h;
+    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"), "{}", NULL, &h), 0);
+    cr_assert_eq(h.status, 503, "%ld %s", h.status, h.body);
+    cr_assert_str_eq(h.retry_after, "7");
+    close(s);
+}
+
+Test(daemon, claim_past_its_deadline_answers_504, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=0");
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    pcd_http h;
+    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"), "{\"timeoutSeconds\":0.2}",
+                         NULL, &h),
+                 0);
+    cr_assert_eq(h.status, 504, "%ld %s", h.status, h.body);
+}
+
+Test(daemon, client_hang_up_cancels_the_waiting_claim, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=0");
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)P.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    const char *req = "POST /v1/pools/default/web/claims HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 2\r\n\r\n{}";
+    cr_assert_eq(write(s, req, strlen(req)), (ssize_t)strlen(req));
+    cr_assert(pcd_wait_metric(&P, "podclaimd_claims_waiting", NULL, 1, 30000));
+    close(s);
+    cr_assert(pcd_wait_metric(&P, "podclaim_claims_total", "result=\"cancelled\"", 1, 30000),
+              "no cancelled claim");
+    cr_assert(pcd_metric(&P, "podclaimd_client_hangups_total", NULL) >= 1);
+    cr_assert(pcd_wait_metric_at_most(&P, "podclaimd_claims_waiting", NULL, 0, 30000));
+}
+
+Test(daemon, a_pod_won_for_a_client_that_hung_up_is_released, .fini = fini, .timeout = 60)
+{
+    /* every PATCH takes 400 ms, so the client can hang up while its claim's CAS is in flight */
+    const char *args[] = {"--pool", "default/web=1", "--latency", "patch=400", "--warmup-ms",
+                          "20",     "--hold-ms",     "600000",    "--stop-ms", "600000",
+                          NULL};
+    cr_assert_eq(ksim_start(&K, args, false, NULL, NULL), 0);
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    wait_idle("/v1/pools/default/web", 1);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)P.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    const char *req = "POST /v1/pools/default/web/claims HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 18\r\n\r\n{\"claimId\":\"gone\"}";
+    cr_assert_eq(write(s, req, strlen(req)), (ssize_t)strlen(req));
+    cr_assert(pcd_wait_metric(&P, "podclaim_inflight_cas", NULL, 1, 30000));
+    close(s);
+    cr_assert(pcd_wait_metric(&P, "podclaimd_orphan_releases_total", NULL, 1, 30000));
+    cr_assert(pcd_wait_metric(&P, "podclaimd_releases_total", "result=\"released\"", 1, 30000));
+    json_t *pods = ksim_json(&K, "GET", "/api/v1/namespaces/default/pods", NULL);
+    json_t *md = json_object_get(json_array_get(json_object_get(pods, "items"), 0), "metadata");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(md, "annotations"),
+                                                       "podclaim.io/claim-id")),
+                     "gone");
+    cr_assert_str_eq(
+            json_string_value(json_object_get(json_object_get(md, "labels"), "podclaim.io/phase")),
+            "Stopping");
+    json_decref(pods);
+}
+
+Test(daemon, bad_requests_are_answered_with_what_is_wrong, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=1");
+    cr_assert_eq(pcd_start(&P,
+                           "kube:\n  server: %s\ntoken: s3cret\nhttp:\n  maxBody: 1024\n"
+                           "pools:\n  - namespace: default\n    name: web\n",
+                           K.url, NULL, true),
+                 0);
+    wait_token = "s3cret";
+    wait_idle("/v1/pools/default/web", 1);
+    const char *tok = "s3cret";
+    pcd_http h;
+    char u[600];
+    snprintf(u, sizeof(u), "%s", url("/v1/pools/default/web/claims"));
+    pcd_req("POST", u, "{\"labels\": {\"a\": }", tok, &h);
+    cr_assert_eq(h.status, 400, "%s", h.body);
+    cr_assert(strstr(h.body, "line 1, column"), "%s", h.body);
+    pcd_req("POST", u, "{\"priority\": \"high\"}", tok, &h);
+    cr_assert_eq(h.status, 422);
+    cr_assert(strstr(h.body, "priority"), "%s", h.body);
+    pcd_req("POST", u, "{\"labels\": {\"team\": 5}}", tok, &h);
+    cr_assert_eq(h.status, 422);
+    cr_assert(strstr(h.body, "labels.team"), "%s", h.body);
+    pcd_req("POST", u, "{\"labels\": {\"bad key!\": \"x\"}}", tok, &h);
+    cr_assert_eq(h.status, 422);
+    cr_assert(strstr(h.body, "labels.bad key!"), "%s", h.body);
+    pcd_req("POST", u, "{\"labels\": {\"ok\": \"-bad value\"}}", tok, &h);
+    cr_assert_eq(h.status, 422);
+    cr_assert(strstr(h.body, "labels.ok"), "%s", h.body);
+    pcd_req("POST", u, "{\"images\": {\"nosuch\": \"x:1\"}}", tok, &h);
+    cr_assert_eq(h.status, 422);
+    cr_assert(strstr(h.body, "unknown container"), "%s", h.body);
+    pcd_req("POST", u, "{\"colour\": 1}", tok, &h);
+    cr_assert_eq(h.status, 422);
+    cr_assert(strstr(h.body, "colour"), "%s", h.body);
+    char big[4096];
+    memset(big, ' ', sizeof(big) - 1);
+    big[0] = '{';
+    big[sizeof(big) - 2] = '}';
+    big[sizeof(big) - 1] = '\0';
+    pcd_req("POST", u, big, tok, &h);
+    cr_assert_eq(h.status, 413, "%ld", h.status);
+    pcd_req("POST", u, "{}", NULL, &h);
+    cr_assert_eq(h.status, 401);
+    pcd_req("POST", u, "{}", "wrong", &h);
+    cr_assert_eq(h.status, 401);
+    pcd_req("POST", url("/v1/pools/default/nope/claims"), "{}", tok, &h);
+    cr_assert_eq(h.status, 404);
+    /* and the pod is still there for a good request */
+    pcd_req("POST", u, "{}", tok, &h);
+    cr_assert_eq(h.status, 200, "%s", h.body);
+}
+
+static const char *envs_yaml = "kube:\n  server: %s\n"
+                               "envs:\n  - name: prod\n    strategy: STRATEGY\n"
+                               "pools:\n"
+                               "  - {namespace: default, name: small, env: prod, tags: [gpu]}\n"
+                               "  - {namespace: default, name: big, env: prod, tags: [cpu]}\n"
+                               "  - {namespace: default, name: big-gpu, env: prod, tags: [gpu, "
+                               "cuda-12]}\n";
+
+static void start_env(const char *strategy)
+{
+    start_sim("default/small=1 default/big=3 default/big-gpu=2");
+    char yaml[1024];
+    const char *at = strstr(envs_yaml, "STRATEGY");
+    snprintf(yaml, sizeof(yaml), "%.*s%s%s", (int)(at - envs_yaml), envs_yaml, strategy,
+             at + strlen("STRATEGY"));
+    cr_assert_eq(pcd_start(&P, yaml, K.url, NULL, true), 0);
+    wait_idle("/v1/pools/default/small", 1);
+    wait_idle("/v1/pools/default/big", 3);
+    wait_idle("/v1/pools/default/big-gpu", 2);
+}
+
+static const char *env_claim(const char *body, long want)
+{
+    static pcd_http h;
+    static char pool[64];
+    pcd_req("POST", url("/v1/envs/prod/claims"), body, NULL, &h);
+    cr_assert_eq(h.status, want, "%ld %s", h.status, h.body);
+    json_t *j = json_loads(h.body, 0, NULL);
+    snprintf(pool, sizeof(pool), "%s", json_string_value(json_object_get(j, "pool")) ?: "");
+    json_decref(j);
+    return pool;
+}
+
+Test(daemon, env_routes_by_tags_then_most_idle, .fini = fini, .timeout = 60)
+{
+    start_env("most-idle");
+    cr_assert_str_eq(env_claim("{}", 200), "big");                               /* 3 idle */
+    cr_assert_str_eq(env_claim("{\"requiredTags\":[\"gpu\"]}", 200), "big-gpu"); /* 2 vs 1 */
+    cr_assert_str_eq(env_claim("{\"requiredTags\":[\"gpu\",\"cuda-12\"]}", 200), "big-gpu");
+    cr_assert_str_eq(env_claim("{\"requiredTags\":[\"gpu\"]}", 200), "small"); /* big-gpu: 0 */
+    env_claim("{\"requiredTags\":[\"tpu\"]}", 404);
+}
+
+Test(daemon, env_round_robin_rotates_over_the_pools_that_fit, .fini = fini, .timeout = 60)
+{
+    start_env("round-robin");
+    char first[64];
+    snprintf(first, sizeof(first), "%s", env_claim("{\"requiredTags\":[\"gpu\"]}", 200));
+    const char *second = env_claim("{\"requiredTags\":[\"gpu\"]}", 200);
+    cr_assert_str_neq(first, second, "round-robin picked %s twice", first);
+    cr_assert(strcmp(second, "small") == 0 || strcmp(second, "big-gpu") == 0, "%s", second);
+}
+
+Test(daemon, sigterm_answers_every_waiting_claim_and_exits_0, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=0");
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    enum { N = 8 };
+    int s[N];
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)P.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    const char *req = "POST /v1/pools/default/web/claims HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 2\r\n\r\n{}";
+    for (int i = 0; i < N; i++) {
+        s[i] = socket(AF_INET, SOCK_STREAM, 0);
+        cr_assert_eq(connect(s[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+        cr_assert_eq(write(s[i], req, strlen(req)), (ssize_t)strlen(req));
+    }
+    cr_assert(pcd_wait_metric(&P, "podclaimd_claims_waiting", NULL, N, 30000));
+    pid_t pid = P.pid;
+    kill(pid, SIGTERM);
+    for (int i = 0; i < N; i++) {
+        char buf[2048];
+        size_t got = 0;
+        ssize_t r;
+        while (got < sizeof(buf) - 1 && (r = read(s[i], buf + got, sizeof(buf) - 1 - got)) > 0) {
+            got += (size_t)r;
+            buf[got] = '\0';
+            if (strstr(buf, "\r\n\r\n") && strstr(buf, "}"))
+                break;
+        }
+        buf[got] = '\0';
+        cr_assert(strncmp(buf, "HTTP/1.1 503", 12) == 0, "claim %d got: %s", i, buf);
+        close(s[i]);
+    }
+    cr_assert_eq(pcd_stop(&P, 0, 10000), 0, "exit status");
+}
+
+Test(daemon, a_second_signal_exits_at_once, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=0");
+    cr_assert_eq(pcd_start(&P,
+                           "kube:\n  server: %s\nshutdown:\n  grace: 60s\n  timeout: 120s\n"
+                           "pools:\n  - namespace: default\n    name: web\n",
+                           K.url, NULL, true),
+                 0);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)P.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    const char *req = "POST /v1/pools/default/web/claims HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 2\r\n\r\n{}";
+    cr_assert_eq(write(s, req, strlen(req)), (ssize_t)strlen(req));
+    cr_assert(pcd_wait_metric(&P, "podclaimd_claims_waiting", NULL, 1, 30000));
+    kill(P.pid, SIGTERM);
+    /* draining: readyz goes 503 while the claim may still win a pod for 60 s */
+    pcd_http h;
+    int64_t end = pcd_now_ms() + 30000;
+    do
+        pcd_req("GET", url("/readyz"), NULL, NULL, &h);
+    while (h.status != 503 && pcd_now_ms() < end);
+    cr_assert_eq(h.status, 503);
+    pcd_req("POST", url("/v1/pools/default/web/claims"), "{}", NULL, &h);
+    cr_assert_eq(h.status, 503, "a new claim while draining: %ld", h.status);
+    int64_t t0 = pcd_now_ms();
+    cr_assert_eq(pcd_stop(&P, SIGINT, 30000), 1, "exit status after a second signal");
+    cr_assert_lt(pcd_now_ms() - t0, 30000);
+    close(s);
+}
+
+Test(daemon, metrics_parse_with_the_prometheus_parser_and_histograms_add_up, .fini = fini,
+     .timeout = 60)
+{
+    start_sim("default/web=2 default/db=1");
+    cr_assert_eq(pcd_start(&P,
+                           "kube:\n  server: %s\npools:\n"
+                           "  - {namespace: default, name: web, team: a, user: u, env: e}\n"
+                           "  - {namespace: default, name: db, team: b, user: u, env: e}\n",
+                           K.url, NULL, true),
+                 0);
+    wait_idle("/v1/pools/default/web", 2);
+    pcd_http h;
+    pcd_req("POST", url("/v1/pools/default/web/claims"), "{}", NULL, &h);
+    cr_assert_eq(h.status, 200);
+    pcd_req("POST", url("/v1/pools/default/db/claims"), "{\"timeoutSeconds\":5}", NULL, &h);
+    char file[128];
+    snprintf(file, sizeof(file), "%s/metrics.txt", P.dir);
+    pcd_req("GET", url("/metrics"), NULL, NULL, &h);
+    FILE *f = fopen(file, "w");
+    fputs(h.body, f);
+    fclose(f);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s %s 2>&1", CHECK_METRICS_PY, file);
+    FILE *pp = popen(cmd, "r");
+    char out[4096] = "";
+    size_t n = fread(out, 1, sizeof(out) - 1, pp);
+    out[n] = '\0';
+    int st = pclose(pp);
+    cr_assert_eq(st, 0, "check_metrics.py: %s", out);
+}
+
+static long threads_of(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long n = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "Threads:", 8) == 0)
+            n = atol(line + 8);
+    if (f)
+        fclose(f);
+    return n;
+}
+
+Test(daemon, waiting_claims_hold_no_threads, .fini = fini, .timeout = 60)
+{
+    enum { N = 1000 };
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    cr_assert(rl.rlim_cur > N + 100, "descriptor limit %ld too low", (long)rl.rlim_cur);
+    start_sim("default/web=0");
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    long before = threads_of(P.pid);
+    static int s[N];
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)P.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    const char *req = "POST /v1/pools/default/web/claims HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 2\r\n\r\n{}";
+    for (int i = 0; i < N; i++) {
+        s[i] = socket(AF_INET, SOCK_STREAM, 0);
+        cr_assert_eq(connect(s[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+        cr_assert_eq(write(s[i], req, strlen(req)), (ssize_t)strlen(req));
+    }
+    cr_assert(pcd_wait_metric(&P, "podclaimd_claims_waiting", NULL, N, 20000),
+              "not all %d claims waiting", N);
+    long during = threads_of(P.pid);
+    cr_assert_eq(during, before, "threads %ld with %d waiting claims, %ld before", during, N,
+                 before);
+    for (int i = 0; i < N; i++)
+        close(s[i]);
+    cr_assert(pcd_wait_metric_at_most(&P, "podclaimd_claims_waiting", NULL, 0, 20000));
+}
+
+/* podclaimctl against a live podclaimd: claim, release, pools, load. */
+static int ctl(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int ctl(char *out, size_t len, const char *fmt, ...)
+{
+    char args[1024], cmd[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof(cmd), "%s --server %s %s 2>&1", PODCLAIMCTL_PATH, P.url, args);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(daemon, podclaimctl_claims_releases_lists_and_loads, .fini = fini, .timeout = 60)
+{
+    start_sim("default/web=16");
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    wait_idle("/v1/pools/default/web", 16);
+    static char out[8192];
+    cr_assert_eq(ctl(out, sizeof(out), "claim default/web --image sandbox=x:1 --label a=b --id k1"),
+                 0, "%s", out);
+    cr_assert(strstr(out, "\"claimId\":\"k1\""), "%s", out);
+    cr_assert_eq(ctl(out, sizeof(out), "release default/web k1"), 0, "%s", out);
+    cr_assert(strstr(out, "\"alreadyReleased\":false"), "%s", out);
+    cr_assert_eq(ctl(out, sizeof(out), "pools"), 0, "%s", out);
+    cr_assert(strstr(out, "default/web"), "%s", out);
+    cr_assert_eq(ctl(out, sizeof(out),
+                     "load default/web --rate 50 --duration 0.2s "
+                     "--connections 2 --json --timeout 5s"),
+                 0, "%s", out);
+    json_t *j = json_loads(out, 0, NULL);
+    cr_assert_not_null(j, "%s", out);
+    long ok = (long)json_integer_value(json_object_get(j, "ok"));
+    cr_assert(ok >= 5 && ok <= 11, "ok=%ld: %s", ok, out);
+    cr_assert_eq(json_integer_value(json_object_get(j, "errors")), 0);
+    json_decref(j);
+    cr_assert_eq(ctl(out, sizeof(out), "top --iterations 1 --interval 0.05s"), 0, "%s", out);
+    cr_assert(strstr(out, "default/web") && strstr(out, "CLAIMS/S"), "%s", out);
+    cr_assert_neq(ctl(out, sizeof(out), "claim default/nope"), 0, "%s", out);
+}
