@@ -317,6 +317,11 @@ typedef struct ks_controller_opts {
     int64_t stop_ms;          /* Stopping -> Idle */
     size_t claims_max;        /* claim log bound; transitions beyond it are counted as dropped */
     int64_t compact_every_ms; /* injected fault: compact the whole history this often; 0 = never */
+    /* --kubelet-only: no pool controller; pods are started (after warmup_ms) and restarted on
+     * an image change (Ready again after restart_ms) as a kubelet would; see controller.c. */
+    bool kubelet_only;
+    int64_t restart_ms;
+    bool never_ready; /* kubelet mode: no pod ever becomes Ready */
 } ks_controller_opts;
 
 ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o);
