@@ -1,0 +1,214 @@
+/* Leader election between two replicas (separate processes) on a Lease in kapi-sim:
+ * one leads; SIGTERM hands over at once (the lease is released); kill -9 hands over once the
+ * lease has expired, not before; a leader that cannot renew stops leading before the lease
+ * could expire. */
+#include "../kube/ksim.h"
+#include "common.h"
+#include "proc.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LEASE_MS 3000
+#define RENEW_MS 2000
+#define RETRY_MS 200
+#define LEASE_PATH "/apis/coordination.k8s.io/v1/namespaces/default/leases/ctl"
+
+static ksim sim;
+
+static void start_sim(void)
+{
+    const char *args[] = {"--kubelet-only", NULL};
+    cr_assert_eq(ksim_start(&sim, args, false, NULL, NULL), 0, "kapi-sim did not start");
+}
+
+static void start_replica(proc *p, const char *id, bool release)
+{
+    char dur[16], ren[16], ret[16];
+    snprintf(dur, sizeof(dur), "%d", LEASE_MS);
+    snprintf(ren, sizeof(ren), "%d", RENEW_MS);
+    snprintf(ret, sizeof(ret), "%d", RETRY_MS);
+    const char *argv[] = {CLUSTER_HELPER_PATH,
+                          "--server",
+                          sim.url,
+                          "--identity",
+                          id,
+                          "--lease",
+                          "default/ctl",
+                          "--lease-ms",
+                          dur,
+                          "--renew-ms",
+                          ren,
+                          "--retry-ms",
+                          ret,
+                          release ? NULL : "--no-release",
+                          NULL};
+    cr_assert_eq(proc_start(p, argv), 0);
+}
+
+/* The Lease's holder ("" when none or no lease) into buf. */
+static const char *holder(char *buf, size_t len, json_int_t *transitions)
+{
+    json_t *l = ksim_json(&sim, "GET", LEASE_PATH, NULL);
+    const char *h =
+            json_string_value(json_object_get(json_object_get(l, "spec"), "holderIdentity"));
+    snprintf(buf, len, "%s", h ? h : "");
+    if (transitions)
+        *transitions =
+                json_integer_value(json_object_get(json_object_get(l, "spec"), "leaseTransitions"));
+    json_decref(l);
+    return buf;
+}
+
+static bool holder_is(const char *id)
+{
+    char h[64];
+    return strcmp(holder(h, sizeof(h), NULL), id) == 0;
+}
+
+/* The stamp of the last "start"/"stop" line, or -1. */
+static long long last_stamp(const proc *p, const char *what)
+{
+    char *o = proc_output(p);
+    long long t = -1;
+    size_t wl = strlen(what);
+    for (char *l = o; l && *l;) {
+        if (strncmp(l, what, wl) == 0 && l[wl] == ' ')
+            t = atoll(l + wl + 1);
+        char *nl = strchr(l, '\n');
+        l = nl ? nl + 1 : NULL;
+    }
+    free(o);
+    return t;
+}
+
+static void fini(void)
+{
+    ksim_stop(&sim);
+}
+
+TestSuite(elector, .fini = fini, .timeout = 60);
+
+/* Both running: exactly one leads, the other follows and knows who leads. */
+Test(elector, exactly_one_of_two_replicas_leads)
+{
+    start_sim();
+    proc a, b;
+    start_replica(&a, "replica-a", true);
+    start_replica(&b, "replica-b", true);
+    cr_assert(PC_TEST_WAIT(proc_count(&a, "start") + proc_count(&b, "start") >= 1, 10000),
+              "no replica became leader");
+    proc *lead = proc_count(&a, "start") ? &a : &b, *follow = lead == &a ? &b : &a;
+    const char *lead_id = lead == &a ? "replica-a" : "replica-b";
+    cr_assert(PC_TEST_WAIT(holder_is(lead_id), 5000), "the Lease does not name the leader");
+    /* the leader keeps renewing: renewTime moves on twice while nobody else takes over */
+    json_t *l0 = ksim_json(&sim, "GET", LEASE_PATH, NULL);
+    char rv0[32];
+    snprintf(
+            rv0, sizeof(rv0), "%s",
+            json_string_value(json_object_get(json_object_get(l0, "metadata"), "resourceVersion")));
+    json_decref(l0);
+    int renewals = 0;
+    char last[32];
+    snprintf(last, sizeof(last), "%s", rv0);
+    while (renewals < 3) {
+        bool moved = PC_TEST_WAIT(({
+                                      json_t *l = ksim_json(&sim, "GET", LEASE_PATH, NULL);
+                                      const char *rv = json_string_value(json_object_get(
+                                              json_object_get(l, "metadata"), "resourceVersion"));
+                                      bool m = rv && strcmp(rv, last) != 0;
+                                      if (m)
+                                          snprintf(last, sizeof(last), "%s", rv);
+                                      json_decref(l);
+                                      m;
+                                  }),
+                                  5000);
+        cr_assert(moved, "the leader stopped renewing");
+        renewals++;
+        cr_assert(holder_is(lead_id), "the lease changed hands while its leader was healthy");
+    }
+    cr_expect_eq(proc_count(follow, "start"), 0, "the follower led too");
+    cr_expect_eq(proc_count(lead, "stop"), 0, "the leader stepped down while healthy");
+    cr_expect(proc_count(follow, "leader replica") >= 1 || proc_count(follow, "leader ") >= 1,
+              "the follower never observed the leader");
+    cr_expect_eq(proc_stop(&a, 5000), 0);
+    cr_expect_eq(proc_stop(&b, 5000), 0);
+}
+
+/* SIGTERM on the leader releases the lease: the follower takes over well before the lease
+ * duration (without the release it would have to wait a full duration). */
+Test(elector, sigterm_hands_over_at_once)
+{
+    start_sim();
+    proc a, b;
+    start_replica(&a, "replica-a", true);
+    cr_assert(PC_TEST_WAIT(proc_count(&a, "start") == 1, 10000), "a did not lead alone");
+    start_replica(&b, "replica-b", true);
+    cr_assert(PC_TEST_WAIT(proc_count(&b, "leader replica-a") == 1, 10000),
+              "b never observed a as the leader");
+    json_int_t t0;
+    char h[64];
+    holder(h, sizeof(h), &t0);
+    int64_t sent = proc_now_ms();
+    cr_assert_eq(proc_stop(&a, 5000), 0, "a did not exit cleanly");
+    cr_assert_eq(proc_count(&a, "stop"), 1, "a did not step down before exiting");
+    cr_assert(PC_TEST_WAIT(proc_count(&b, "start") == 1, 10000), "b never took over");
+    long long took = last_stamp(&b, "start") - sent;
+    cr_assert_lt(took, LEASE_MS,
+                 "handover after SIGTERM took %lld ms, not less than the lease "
+                 "duration %d ms: the lease was not released",
+                 took, LEASE_MS);
+    json_int_t t1;
+    cr_assert_str_eq(holder(h, sizeof(h), &t1), "replica-b");
+    cr_expect_eq(t1, t0 + 1, "leaseTransitions %lld -> %lld", (long long)t0, (long long)t1);
+    cr_expect_eq(proc_stop(&b, 5000), 0);
+}
+
+/* kill -9 on the leader: no release. The follower takes over once the lease expired — never
+ * before the lease duration since the leader's last renew, and not much after. */
+Test(elector, kill_9_hands_over_after_the_lease_expires)
+{
+    start_sim();
+    proc a, b;
+    start_replica(&a, "replica-a", true);
+    cr_assert(PC_TEST_WAIT(proc_count(&a, "start") == 1, 10000), "a did not lead alone");
+    start_replica(&b, "replica-b", true);
+    cr_assert(PC_TEST_WAIT(proc_count(&b, "leader replica-a") == 1, 10000));
+    int64_t killed = proc_now_ms();
+    proc_kill(&a);
+    cr_assert(PC_TEST_WAIT(proc_count(&b, "start") == 1, LEASE_MS + 15000),
+              "b never took over from a dead leader");
+    long long took = last_stamp(&b, "start") - killed;
+    /* a renewed at most one retry period before it died; b waits a full lease duration from
+     * when it saw that renewal */
+    cr_assert_geq(took, LEASE_MS - RETRY_MS - 50,
+                  "b took over %lld ms after the kill: before the lease could expire", took);
+    cr_expect_eq(proc_stop(&b, 5000), 0);
+}
+
+/* The API server fails every request: the leader cannot renew and steps down by its renew
+ * deadline, before the lease could expire for anyone else; once the server heals, a replica
+ * leads again. */
+Test(elector, leader_that_cannot_renew_steps_down_in_time)
+{
+    start_sim();
+    proc a;
+    start_replica(&a, "replica-a", true);
+    cr_assert(PC_TEST_WAIT(proc_count(&a, "start") == 1, 10000));
+    /* the last successful renew started no later than now */
+    int64_t broke = proc_now_ms();
+    cr_assert_eq(ksim_put_faults(&sim, "{\"errorRate\":1.0,\"errorCode\":503}"), 0);
+    cr_assert(PC_TEST_WAIT(proc_count(&a, "stop") == 1, LEASE_MS + 10000),
+              "the leader never stepped down");
+    long long after = last_stamp(&a, "stop") - broke;
+    cr_assert_leq(after, RENEW_MS + 200,
+                  "stepped down %lld ms after the server broke: later than the renew deadline "
+                  "(%d ms), when a follower may already lead",
+                  after, RENEW_MS);
+    cr_assert_eq(ksim_put_faults(&sim, "{\"reset\":true}"), 0);
+    cr_assert(PC_TEST_WAIT(proc_count(&a, "start") == 2, LEASE_MS + 10000),
+              "no leader after the server healed");
+    cr_expect_eq(proc_stop(&a, 5000), 0);
+}
