@@ -36,7 +36,8 @@
     XX(SANDBOXCLAIM, "podclaim.io", "v1alpha1", "sandboxclaims", "SandboxClaim", true, true, true, \
        "sbc")                                                                                      \
     XX(CRD, "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", \
-       false, true, false, "crd")
+       false, true, false, "crd")                                                                  \
+    XX(EVENT, "events.k8s.io", "v1", "events", "Event", true, false, false, "ev")
 
 typedef enum ks_res_id {
 #define XX(id, g, v, p, k, nsd, st, cr, sn) KS_RES_##id,
