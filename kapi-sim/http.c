@@ -340,6 +340,24 @@ static enum MHD_Result handle_resource(ks_server *srv, struct MHD_Connection *co
         return send_err(conn, f, v, &err, res, name);
     }
 
+    if (sub && strcmp(sub, "scale") == 0 && res->id == KS_RES_SANDBOXPOOL &&
+        (v == KS_VERB_GET || v == KS_VERB_PATCH || v == KS_VERB_UPDATE)) {
+        /* the CRD's scale subresource (scale.c) */
+        int pt = v == KS_VERB_PATCH ? ks_patch_type_parse(MHD_lookup_connection_value(
+                                              conn, MHD_HEADER_KIND, "Content-Type"))
+                                    : -1;
+        json_t *body = v == KS_VERB_GET ? NULL : parse_body(rq, &err);
+        json_t *sc = NULL;
+        if (v == KS_VERB_PATCH && (pt < 0 || pt == KS_PATCH_APPLY))
+            ks_err_set(&err, 415, "UnsupportedMediaType", "unsupported patch type");
+        else if (v == KS_VERB_GET || body)
+            sc = ks_scale(srv->s, res, ns, name, pt, body, &err);
+        json_decref(body);
+        if (sc)
+            return send_json(conn, f, v, 200, sc);
+        return send_err(conn, f, v, &err, res, name);
+    }
+
     json_t *out = NULL;
     char *text = NULL; /* the answer already serialised by the store, if any */
     bool table = ks_accepts_table(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept"));

@@ -37,7 +37,14 @@
        "sbc")                                                                                      \
     XX(CRD, "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", \
        false, true, false, "crd")                                                                  \
-    XX(EVENT, "events.k8s.io", "v1", "events", "Event", true, false, false, "ev")
+    XX(EVENT, "events.k8s.io", "v1", "events", "Event", true, false, false, "ev")                  \
+    XX(SERVICEACCOUNT, "", "v1", "serviceaccounts", "ServiceAccount", true, false, false, "sa")    \
+    XX(CONFIGMAP, "", "v1", "configmaps", "ConfigMap", true, false, false, "cm")                   \
+    XX(SERVICE, "", "v1", "services", "Service", true, true, false, "svc")                         \
+    XX(DEPLOYMENT, "apps", "v1", "deployments", "Deployment", true, true, false, "deploy")         \
+    XX(ROLE, "rbac.authorization.k8s.io", "v1", "roles", "Role", true, false, false, "")           \
+    XX(ROLEBINDING, "rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, false, \
+       false, "")
 
 typedef enum ks_res_id {
 #define XX(id, g, v, p, k, nsd, st, cr, sn) KS_RES_##id,
@@ -240,6 +247,11 @@ json_t *ks_api_get(ks_store *s, const ks_res *res, const char *ns, const char *n
 /* List: ns NULL = all namespaces; limit 0 = all; cont NULL or the continue token. */
 json_t *ks_api_list(ks_store *s, const ks_res *res, const char *ns, const ks_lsel *ls,
                     const ks_fsel *fs, long limit, const char *cont, ks_err *err);
+
+/* GET (body NULL), PATCH (patch_type >= 0) or PUT (patch_type -1) of the /scale subresource
+ * of a SandboxPool (scale.c): an autoscaling/v1 Scale (new reference), or NULL with err set. */
+json_t *ks_scale(ks_store *s, const ks_res *res, const char *ns, const char *name, int patch_type,
+                 const json_t *body, ks_err *err);
 
 /* ---- watch (watch.c) ---------------------------------------------------------------------- */
 
