@@ -75,9 +75,14 @@ static long long last_stamp(const proc *p, const char *what)
     long long t = -1;
     size_t wl = strlen(what);
     for (char *l = o; l && *l;) {
-        if (strncmp(l, what, wl) == 0 && l[wl] == ' ')
-            t = atoll(l + wl + 1);
         char *nl = strchr(l, '\n');
+        if (strncmp(l, what, wl) == 0 && l[wl] == ' ') {
+            /* "<what> <lease> <ms>": the stamp is the last word */
+            char *end = nl ? nl : l + strlen(l), *sp = end;
+            while (sp > l && sp[-1] != ' ')
+                sp--;
+            t = atoll(sp);
+        }
         l = nl ? nl + 1 : NULL;
     }
     free(o);
@@ -131,8 +136,9 @@ Test(elector, exactly_one_of_two_replicas_leads)
     }
     cr_expect_eq(proc_count(follow, "start"), 0, "the follower led too");
     cr_expect_eq(proc_count(lead, "stop"), 0, "the leader stepped down while healthy");
-    cr_expect(proc_count(follow, "leader replica") >= 1 || proc_count(follow, "leader ") >= 1,
-              "the follower never observed the leader");
+    char seen[64];
+    snprintf(seen, sizeof(seen), "leader default/ctl %s", lead_id);
+    cr_expect(proc_count(follow, seen) >= 1, "the follower never observed the leader");
     cr_expect_eq(proc_stop(&a, 5000), 0);
     cr_expect_eq(proc_stop(&b, 5000), 0);
 }
@@ -146,7 +152,7 @@ Test(elector, sigterm_hands_over_at_once)
     start_replica(&a, "replica-a", true);
     cr_assert(PC_TEST_WAIT(proc_count(&a, "start") == 1, 10000), "a did not lead alone");
     start_replica(&b, "replica-b", true);
-    cr_assert(PC_TEST_WAIT(proc_count(&b, "leader replica-a") == 1, 10000),
+    cr_assert(PC_TEST_WAIT(proc_count(&b, "leader default/ctl replica-a") == 1, 10000),
               "b never observed a as the leader");
     json_int_t t0;
     char h[64];
@@ -175,7 +181,7 @@ Test(elector, kill_9_hands_over_after_the_lease_expires)
     start_replica(&a, "replica-a", true);
     cr_assert(PC_TEST_WAIT(proc_count(&a, "start") == 1, 10000), "a did not lead alone");
     start_replica(&b, "replica-b", true);
-    cr_assert(PC_TEST_WAIT(proc_count(&b, "leader replica-a") == 1, 10000));
+    cr_assert(PC_TEST_WAIT(proc_count(&b, "leader default/ctl replica-a") == 1, 10000));
     int64_t killed = proc_now_ms();
     proc_kill(&a);
     cr_assert(PC_TEST_WAIT(proc_count(&b, "start") == 1, LEASE_MS + 15000),
