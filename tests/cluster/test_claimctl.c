@@ -93,16 +93,31 @@ static void start(int replicas)
     start_claimctl();
 }
 
+/* Each test starts from zero: under ThreadSanitizer the tests run one after another in one
+ * process (tests/tsan-runner), not one process each as Criterion runs them. */
+static void setup(void)
+{
+    memset(&sim, 0, sizeof(sim));
+    memset(&stk, 0, sizeof(stk));
+    kc = NULL;
+    kev = NULL;
+    pctl = NULL;
+    cctl = NULL;
+    atomic_store(&served, NULL);
+    atomic_store(&outcomes, 0);
+}
+
 static void fini(void)
 {
     stop_replica();
     pc_poolctl_free(pctl);
+    pctl = NULL;
     pc_kevents_free(kev);
+    kev = NULL;
     pc_kube_client_free(kc);
+    kc = NULL;
     ksim_stop(&sim);
 }
-
-TestSuite(claimctl, .fini = fini, .timeout = 90);
 
 static void create_claim(const char *name, const char *extra)
 {
@@ -202,7 +217,8 @@ static void claim_id_of(const char *name, char *buf, size_t len)
     json_decref(c);
 }
 
-Test(claimctl, a_claim_is_bound_to_a_pod_that_carries_its_options)
+Test(claimctl, a_claim_is_bound_to_a_pod_that_carries_its_options, .init = setup, .fini = fini,
+     .timeout = 90)
 {
     start(2);
     create_claim("c1", ",\"priority\":0,\"images\":{\"sandbox\":\"img:9\"},"
@@ -229,7 +245,7 @@ Test(claimctl, a_claim_is_bound_to_a_pod_that_carries_its_options)
     cr_assert(PC_TEST_WAIT(atomic_load(&outcomes) == 1, 5000));
 }
 
-Test(claimctl, deleting_a_pending_claim_cancels_it)
+Test(claimctl, deleting_a_pending_claim_cancels_it, .init = setup, .fini = fini, .timeout = 90)
 {
     start(0);
     create_claim("waits", NULL);
@@ -256,7 +272,7 @@ Test(claimctl, deleting_a_pending_claim_cancels_it)
     cr_assert_eq(logged(id), 0, "the cancelled claim won a pod");
 }
 
-Test(claimctl, deleting_a_bound_claim_releases_its_pod)
+Test(claimctl, deleting_a_bound_claim_releases_its_pod, .init = setup, .fini = fini, .timeout = 90)
 {
     start(1);
     create_claim("c1", NULL);
@@ -286,7 +302,8 @@ Test(claimctl, deleting_a_bound_claim_releases_its_pod)
 
 /* Bound and Pending claims across a restart of the replica: the Bound one is not served again,
  * the Pending ones are served once a pod is there, each claim wins exactly one pod. */
-Test(claimctl, restart_keeps_bound_claims_and_serves_pending_ones)
+Test(claimctl, restart_keeps_bound_claims_and_serves_pending_ones, .init = setup, .fini = fini,
+     .timeout = 90)
 {
     start(1);
     create_claim("a", NULL);
@@ -325,7 +342,8 @@ Test(claimctl, restart_keeps_bound_claims_and_serves_pending_ones)
 
 /* A replica won a pod for a claim and died before writing Bound: the next one binds the claim
  * to that pod instead of claiming a second one. */
-Test(claimctl, a_claim_won_before_a_crash_is_bound_not_served_twice)
+Test(claimctl, a_claim_won_before_a_crash_is_bound_not_served_twice, .init = setup, .fini = fini,
+     .timeout = 90)
 {
     start(2);
     stop_replica(); /* no claim controller for now */
@@ -377,7 +395,7 @@ Test(claimctl, a_claim_won_before_a_crash_is_bound_not_served_twice)
 }
 
 /* timeoutSeconds counts from creation: a claim that cannot be served in time fails. */
-Test(claimctl, a_claim_that_times_out_fails)
+Test(claimctl, a_claim_that_times_out_fails, .init = setup, .fini = fini, .timeout = 90)
 {
     start(0);
     create_claim("late", ",\"timeoutSeconds\":1");

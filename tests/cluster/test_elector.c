@@ -89,15 +89,20 @@ static long long last_stamp(const proc *p, const char *what)
     return t;
 }
 
+/* Each test starts from zero: under ThreadSanitizer the tests run one after another in one
+ * process (tests/tsan-runner), not one process each as Criterion runs them. */
+static void setup(void)
+{
+    memset(&sim, 0, sizeof(sim));
+}
+
 static void fini(void)
 {
     ksim_stop(&sim);
 }
 
-TestSuite(elector, .fini = fini, .timeout = 60);
-
 /* Both running: exactly one leads, the other follows and knows who leads. */
-Test(elector, exactly_one_of_two_replicas_leads)
+Test(elector, exactly_one_of_two_replicas_leads, .init = setup, .fini = fini, .timeout = 60)
 {
     start_sim();
     proc a, b;
@@ -145,7 +150,7 @@ Test(elector, exactly_one_of_two_replicas_leads)
 
 /* SIGTERM on the leader releases the lease: the follower takes over well before the lease
  * duration (without the release it would have to wait a full duration). */
-Test(elector, sigterm_hands_over_at_once)
+Test(elector, sigterm_hands_over_at_once, .init = setup, .fini = fini, .timeout = 60)
 {
     start_sim();
     proc a, b;
@@ -162,6 +167,7 @@ Test(elector, sigterm_hands_over_at_once)
     cr_assert_eq(proc_count(&a, "stop"), 1, "a did not step down before exiting");
     cr_assert(PC_TEST_WAIT(proc_count(&b, "start") == 1, 10000), "b never took over");
     long long took = last_stamp(&b, "start") - sent;
+    cr_log_info("handover after SIGTERM: %lld ms (lease %d ms)", took, LEASE_MS);
     cr_assert_lt(took, LEASE_MS,
                  "handover after SIGTERM took %lld ms, not less than the lease "
                  "duration %d ms: the lease was not released",
@@ -174,7 +180,7 @@ Test(elector, sigterm_hands_over_at_once)
 
 /* kill -9 on the leader: no release. The follower takes over once the lease expired — never
  * before the lease duration since the leader's last renew, and not much after. */
-Test(elector, kill_9_hands_over_after_the_lease_expires)
+Test(elector, kill_9_hands_over_after_the_lease_expires, .init = setup, .fini = fini, .timeout = 60)
 {
     start_sim();
     proc a, b;
@@ -187,6 +193,7 @@ Test(elector, kill_9_hands_over_after_the_lease_expires)
     cr_assert(PC_TEST_WAIT(proc_count(&b, "start") == 1, LEASE_MS + 15000),
               "b never took over from a dead leader");
     long long took = last_stamp(&b, "start") - killed;
+    cr_log_info("handover after kill -9: %lld ms (lease %d ms)", took, LEASE_MS);
     /* a renewed at most one retry period before it died; b waits a full lease duration from
      * when it saw that renewal */
     cr_assert_geq(took, LEASE_MS - RETRY_MS - 50,
@@ -197,7 +204,8 @@ Test(elector, kill_9_hands_over_after_the_lease_expires)
 /* The API server fails every request: the leader cannot renew and steps down by its renew
  * deadline, before the lease could expire for anyone else; once the server heals, a replica
  * leads again. */
-Test(elector, leader_that_cannot_renew_steps_down_in_time)
+Test(elector, leader_that_cannot_renew_steps_down_in_time, .init = setup, .fini = fini,
+     .timeout = 60)
 {
     start_sim();
     proc a;
@@ -209,6 +217,8 @@ Test(elector, leader_that_cannot_renew_steps_down_in_time)
     cr_assert(PC_TEST_WAIT(proc_count(&a, "stop") == 1, LEASE_MS + 10000),
               "the leader never stepped down");
     long long after = last_stamp(&a, "stop") - broke;
+    cr_log_info("stepped down %lld ms after the API server broke (renew deadline %d ms)", after,
+                RENEW_MS);
     cr_assert_leq(after, RENEW_MS + 200,
                   "stepped down %lld ms after the server broke: later than the renew deadline "
                   "(%d ms), when a follower may already lead",

@@ -18,14 +18,20 @@
 static ksim sim;
 static proc reps[3];
 
+/* Each test starts from zero: under ThreadSanitizer the tests run one after another in one
+ * process (tests/tsan-runner), not one process each as Criterion runs them. */
+static void setup(void)
+{
+    memset(&sim, 0, sizeof(sim));
+    memset(reps, 0, sizeof(reps));
+}
+
 static void fini(void)
 {
     for (int i = 0; i < 3; i++)
         proc_kill(&reps[i]);
     ksim_stop(&sim);
 }
-
-TestSuite(failover, .fini = fini, .timeout = 120);
 
 static void start_sim(void)
 {
@@ -152,7 +158,8 @@ static int leader_of(proc *p, int n, const char *lease)
     return -1;
 }
 
-Test(failover, claims_are_served_across_kill_9_and_sigterm_of_the_leader)
+Test(failover, claims_are_served_across_kill_9_and_sigterm_of_the_leader, .init = setup,
+     .fini = fini, .timeout = 120)
 {
     start_sim();
     create_pool("web", 4);
@@ -182,7 +189,8 @@ Test(failover, claims_are_served_across_kill_9_and_sigterm_of_the_leader)
     cr_assert_eq(check_log(), 24, "claims won in the claim log");
 }
 
-Test(failover, with_one_lease_per_pool_a_dead_replicas_pools_move)
+Test(failover, with_one_lease_per_pool_a_dead_replicas_pools_move, .init = setup, .fini = fini,
+     .timeout = 120)
 {
     start_sim();
     create_pool("p1", 2);

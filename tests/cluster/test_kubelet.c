@@ -8,12 +8,17 @@
 
 static ksim sim;
 
+/* Each test starts from zero: under ThreadSanitizer the tests run one after another in one
+ * process (tests/tsan-runner), not one process each as Criterion runs them. */
+static void setup(void)
+{
+    memset(&sim, 0, sizeof(sim));
+}
+
 static void fini(void)
 {
     ksim_stop(&sim);
 }
-
-TestSuite(kubelet, .fini = fini, .timeout = 30);
 
 static json_t *get_pod(const char *name)
 {
@@ -64,7 +69,8 @@ static void create_pod(const char *name, const char *annotations)
     json_decref(p);
 }
 
-Test(kubelet, pods_start_restart_on_image_change_and_the_pool_controller_stays_out)
+Test(kubelet, pods_start_restart_on_image_change_and_the_pool_controller_stays_out, .init = setup,
+     .fini = fini, .timeout = 30)
 {
     const char *args[] = {"--kubelet-only", "--warmup-ms",   "50", "--restart-ms", "100",
                           "--pool",         "default/web=3", NULL};
@@ -120,7 +126,7 @@ Test(kubelet, pods_start_restart_on_image_change_and_the_pool_controller_stays_o
     json_decref(l);
 }
 
-Test(kubelet, claim_log_records_idle_to_claimed)
+Test(kubelet, claim_log_records_idle_to_claimed, .init = setup, .fini = fini, .timeout = 30)
 {
     const char *args[] = {"--kubelet-only", "--warmup-ms", "10", NULL};
     cr_assert_eq(ksim_start(&sim, args, false, NULL, NULL), 0);

@@ -59,15 +59,31 @@ static void start(const char *const *sim_args, int64_t ready_timeout_ms, int64_t
     cr_assert_eq(pc_poolctl_start(ctl), 0);
 }
 
+/* Each test starts from zero: under ThreadSanitizer the tests run one after another in one
+ * process (tests/tsan-runner), not one process each as Criterion runs them. */
+static void setup(void)
+{
+    memset(&sim, 0, sizeof(sim));
+    kc = NULL;
+    kev = NULL;
+    ctl = NULL;
+    atomic_store(&leader, true);
+    atomic_store(&snap_queue, 0);
+    atomic_store(&snap_idle, 0);
+    atomic_store(&snap_calls, 0);
+    atomic_store(&snap_moving, false);
+}
+
 static void fini(void)
 {
     pc_poolctl_free(ctl);
+    ctl = NULL;
     pc_kevents_free(kev);
+    kev = NULL;
     pc_kube_client_free(kc);
+    kc = NULL;
     ksim_stop(&sim);
 }
-
-TestSuite(poolctl, .fini = fini, .timeout = 90);
 
 static void create_pool(const char *name, int replicas, const char *extra_spec,
                         const char *template_annotations)
@@ -197,7 +213,8 @@ static const char *image_of(const json_t *pod)
             "image"));
 }
 
-Test(poolctl, pool_comes_up_from_its_template_and_stays_warm_while_claims_take_pods)
+Test(poolctl, pool_comes_up_from_its_template_and_stays_warm_while_claims_take_pods, .init = setup,
+     .fini = fini, .timeout = 90)
 {
     start(NULL, 60000, 200);
     create_pool("web", 5, NULL, NULL);
@@ -255,7 +272,7 @@ Test(poolctl, pool_comes_up_from_its_template_and_stays_warm_while_claims_take_p
  * kubelet restarts the container) and turns Idle again; it is not replaced. Pods start
  * slowly here (3 s) and restart fast, so the replacement created for the claim is still
  * Starting when the released pod comes back and is the one that goes. */
-Test(poolctl, release_recycles_in_place)
+Test(poolctl, release_recycles_in_place, .init = setup, .fini = fini, .timeout = 90)
 {
     const char *args[] = {"--kubelet-only", "--warmup-ms", "3000", "--restart-ms", "30", NULL};
     start(args, 60000, 200);
@@ -311,7 +328,7 @@ Test(poolctl, release_recycles_in_place)
 }
 
 /* recycle: Replace deletes the released pod; a new one takes its place. */
-Test(poolctl, release_with_replace_deletes_and_replaces)
+Test(poolctl, release_with_replace_deletes_and_replaces, .init = setup, .fini = fini, .timeout = 90)
 {
     start(NULL, 60000, 200);
     create_pool("web", 2, ",\"recycle\":\"Replace\"", NULL);
@@ -341,7 +358,7 @@ Test(poolctl, release_with_replace_deletes_and_replaces)
 }
 
 /* spec.replicas up and down (what kubectl scale and an HPA write). */
-Test(poolctl, replicas_change_resizes_the_pool)
+Test(poolctl, replicas_change_resizes_the_pool, .init = setup, .fini = fini, .timeout = 90)
 {
     start(NULL, 60000, 200);
     create_pool("web", 3, NULL, NULL);
@@ -357,7 +374,8 @@ Test(poolctl, replicas_change_resizes_the_pool)
 }
 
 /* A template whose pods never become Ready: an Event and Degraded=True PodsNotReady. */
-Test(poolctl, never_ready_pod_gives_an_event_and_degraded)
+Test(poolctl, never_ready_pod_gives_an_event_and_degraded, .init = setup, .fini = fini,
+     .timeout = 90)
 {
     start(NULL, 300, 200);
     create_pool("stuck", 2, NULL, "{\"kapi-sim.podclaim.io/never-ready\":\"true\"}");
@@ -370,7 +388,8 @@ Test(poolctl, never_ready_pod_gives_an_event_and_degraded)
 }
 
 /* The server refuses the template's pods: an Event FailedCreate and Degraded TemplateRejected. */
-Test(poolctl, rejected_template_gives_an_event_and_degraded)
+Test(poolctl, rejected_template_gives_an_event_and_degraded, .init = setup, .fini = fini,
+     .timeout = 90)
 {
     start(NULL, 60000, 200);
     /* a numeric label value: the API server answers 400 to the pod create */
@@ -388,7 +407,8 @@ Test(poolctl, rejected_template_gives_an_event_and_degraded)
 }
 
 /* Claims wait and nothing is idle for longer than the grace: Event PoolEmpty, Degraded. */
-Test(poolctl, empty_pool_with_waiting_claims_gives_an_event_and_degraded)
+Test(poolctl, empty_pool_with_waiting_claims_gives_an_event_and_degraded, .init = setup,
+     .fini = fini, .timeout = 90)
 {
     atomic_store(&snap_queue, 4);
     atomic_store(&snap_idle, 0);
@@ -425,12 +445,13 @@ static void count_status(void *arg, pc_watch_change ch, const json_t *obj, const
 
 /* The scheduler's figures change all the time: status is still written at most once per
  * interval (here 400 ms), and it is written (it follows the figures). */
-Test(poolctl, status_writes_stay_within_the_rate_limit)
+Test(poolctl, status_writes_stay_within_the_rate_limit, .init = setup, .fini = fini, .timeout = 90)
 {
     atomic_store(&snap_moving, true);
     start(NULL, 60000, 400);
     create_pool("web", 1, NULL, NULL);
     static writes w;
+    memset(&w, 0, sizeof(w));
     pc_watch *watch;
     pc_watch_config wc = {.client = kc,
                           .path = "/apis/podclaim.io/v1alpha1/namespaces/default/sandboxpools",
@@ -452,7 +473,7 @@ Test(poolctl, status_writes_stay_within_the_rate_limit)
 }
 
 /* A follower writes nothing; when it starts leading (resync) it takes over the work. */
-Test(poolctl, follower_writes_nothing_until_it_leads)
+Test(poolctl, follower_writes_nothing_until_it_leads, .init = setup, .fini = fini, .timeout = 90)
 {
     atomic_store(&leader, false);
     start(NULL, 60000, 200);
@@ -474,7 +495,7 @@ Test(poolctl, follower_writes_nothing_until_it_leads)
 }
 
 /* A deleted pool's pods go too (as the garbage collector would delete them). */
-Test(poolctl, deleting_the_pool_deletes_its_pods)
+Test(poolctl, deleting_the_pool_deletes_its_pods, .init = setup, .fini = fini, .timeout = 90)
 {
     start(NULL, 60000, 200);
     create_pool("web", 3, NULL, NULL);
@@ -486,7 +507,7 @@ Test(poolctl, deleting_the_pool_deletes_its_pods)
 }
 
 /* A template change rolls the warm pods to the new template. */
-Test(poolctl, template_change_rolls_the_idle_pods)
+Test(poolctl, template_change_rolls_the_idle_pods, .init = setup, .fini = fini, .timeout = 90)
 {
     start(NULL, 60000, 200);
     create_pool("web", 3, NULL, NULL);

@@ -117,6 +117,14 @@ static size_t received(void)
 
 static pc_webhook *wh;
 
+/* Each test starts from zero: under ThreadSanitizer the tests run one after another in one
+ * process (tests/tsan-runner), not one process each as Criterion runs them. */
+static void setup(void)
+{
+    memset(&rx, 0, sizeof(rx));
+    wh = NULL;
+}
+
 static void fini(void)
 {
     if (rx.d)
@@ -125,10 +133,10 @@ static void fini(void)
     wh = NULL;
     if (rx.d)
         MHD_stop_daemon(rx.d);
+    rx.d = NULL;
     json_decref(rx.bodies);
+    rx.bodies = NULL;
 }
-
-TestSuite(webhook, .fini = fini, .timeout = 60);
 
 static pc_webhook_event event(const char *url, int i, char *id, size_t len)
 {
@@ -143,7 +151,7 @@ static pc_webhook_event event(const char *url, int i, char *id, size_t len)
                               .latency_ns = 1500000};
 }
 
-Test(webhook, each_outcome_is_posted_with_its_fields)
+Test(webhook, each_outcome_is_posted_with_its_fields, .init = setup, .fini = fini, .timeout = 60)
 {
     rx_start(0, false);
     pc_webhook_config c = {0};
@@ -178,7 +186,7 @@ Test(webhook, each_outcome_is_posted_with_its_fields)
     cr_assert_eq(st.retries, 0);
 }
 
-Test(webhook, failed_posts_are_retried)
+Test(webhook, failed_posts_are_retried, .init = setup, .fini = fini, .timeout = 60)
 {
     rx_start(3, false);
     pc_webhook_config c = {.backoff_initial_ns = 20000000LL, .max_attempts = 5};
@@ -198,7 +206,8 @@ Test(webhook, failed_posts_are_retried)
     cr_assert_eq(atomic_load(&rx.requests), 4);
 }
 
-Test(webhook, a_dead_receiver_is_given_up_after_the_attempts)
+Test(webhook, a_dead_receiver_is_given_up_after_the_attempts, .init = setup, .fini = fini,
+     .timeout = 60)
 {
     /* a port nobody listens on: start a receiver, note its port, stop it */
     rx_start(0, false);
@@ -228,7 +237,7 @@ Test(webhook, a_dead_receiver_is_given_up_after_the_attempts)
 /* The receiver hangs: posting 100 outcomes returns at once for each (none waits for the
  * receiver, which has answered nothing while they are posted), the queue holds its capacity,
  * the rest is counted dropped; once the receiver answers, the queued ones go out. */
-Test(webhook, a_hanging_receiver_never_holds_up_post)
+Test(webhook, a_hanging_receiver_never_holds_up_post, .init = setup, .fini = fini, .timeout = 60)
 {
     rx_start(0, true);
     pc_webhook_config c = {.queue_capacity = 16, .max_inflight = 4};
