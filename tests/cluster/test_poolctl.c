@@ -186,18 +186,28 @@ static long patch(const char *path, const char *ctype, const char *body)
     return st;
 }
 
-/* Release a claimed pod as the daemon does: phase -> Stopping, guarded by its version. */
-static void release_pod(const json_t *pod)
+/* Release a claimed pod as the daemon does: phase -> Stopping, guarded by its version; a 409
+ * (the kubelet wrote the pod's status meanwhile, e.g. restarting it for the claim's image)
+ * means read it again and retry. */
+static void release_pod(const json_t *listed)
 {
     char path[512], body[256];
     snprintf(path, sizeof(path), "/api/v1/namespaces/default/pods/%s",
-             json_string_value(json_object_get(json_object_get(pod, "metadata"), "name")));
-    snprintf(body, sizeof(body),
-             "{\"metadata\":{\"resourceVersion\":\"%s\",\"labels\":{\"podclaim.io/phase\":"
-             "\"Stopping\"}}}",
-             json_string_value(
-                     json_object_get(json_object_get(pod, "metadata"), "resourceVersion")));
-    cr_assert_eq(patch(path, "application/strategic-merge-patch+json", body), 200);
+             json_string_value(json_object_get(json_object_get(listed, "metadata"), "name")));
+    long st = 0;
+    for (int attempt = 0; attempt < 20 && st != 200; attempt++) {
+        json_t *pod = ksim_json(&sim, "GET", path, NULL);
+        cr_assert(pod, "released pod gone");
+        snprintf(body, sizeof(body),
+                 "{\"metadata\":{\"resourceVersion\":\"%s\",\"labels\":{\"podclaim.io/phase\":"
+                 "\"Stopping\"}}}",
+                 json_string_value(
+                         json_object_get(json_object_get(pod, "metadata"), "resourceVersion")));
+        json_decref(pod);
+        st = patch(path, "application/strategic-merge-patch+json", body);
+        cr_assert(st == 200 || st == 409, "release: %ld", st);
+    }
+    cr_assert_eq(st, 200, "release kept conflicting");
 }
 
 static const char *label_of(const json_t *pod, const char *k)
