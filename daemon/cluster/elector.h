@@ -14,7 +14,9 @@
  *   can see the lease expire. pc_elector_is_leader checks that deadline itself, so a caller
  *   stops in time even when the elector thread is stuck in a request.
  * - Stop with release: the leader calls on_stop, then writes the Lease with no holder (and a
- *   1 s duration, as client-go's ReleaseOnCancel), so a follower takes it at its next try.
+ *   1 s duration, as client-go's ReleaseOnCancel). A follower waits between tries in a watch
+ *   on the Lease (field selector on its name) that ends when the lease is released: it takes
+ *   over at once instead of at its next retry (client-go polls).
  * - The Lease promises no fencing by itself: the resourceVersion precondition on every claim
  *   write is the fence (DESIGN.md §4 invariant 1 holds across a leadership change).
  *
@@ -67,12 +69,13 @@ bool pc_elector_is_leader(const pc_elector *e);
 const char *pc_elector_leader(pc_elector *e, char *buf, size_t len);
 
 typedef struct pc_elector_stats {
-    uint64_t attempts;  /* acquire or renew tries */
-    uint64_t acquired;  /* times this replica became leader */
-    uint64_t renewals;  /* successful renews */
-    uint64_t lost;      /* times it stopped leading (deadline passed, or lost the lease) */
-    uint64_t conflicts; /* 409 on create or update */
-    uint64_t errors;    /* other failures */
+    uint64_t attempts;        /* acquire or renew tries */
+    uint64_t acquired;        /* times this replica became leader */
+    uint64_t renewals;        /* successful renews */
+    uint64_t lost;            /* times it stopped leading (deadline passed, or lost the lease) */
+    uint64_t conflicts;       /* 409 on create or update */
+    uint64_t errors;          /* other failures */
+    uint64_t release_wakeups; /* a follower's wait ended by the leader's release */
 } pc_elector_stats;
 void pc_elector_stats_read(pc_elector *e, pc_elector_stats *out);
 

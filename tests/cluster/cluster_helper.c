@@ -13,8 +13,9 @@
  *
  * Prints one line per event, stamped with CLOCK_MONOTONIC ms (the same clock in every
  * process): "ready", "start <lease> <ms>" / "stop <lease> <ms>" (leading),
- * "leader <lease> <identity>", "exit". SIGTERM/SIGINT: stop (release the leases unless
- * --no-release), exit 0.
+ * "leader <lease> <identity>", then at exit "stats acquired=N release_wakeups=N" (the single
+ * Lease's elector) and "exit". SIGTERM/SIGINT: stop (release the leases unless --no-release),
+ * exit 0.
  */
 #include "claimctl.h"
 #include "elector.h"
@@ -302,8 +303,13 @@ int main(int argc, char **argv)
 
     /* shutdown, in the order the daemon will use: stop leading (and release), drain the
      * pools (waiting claims end SHUTDOWN and stay Pending), stop the controllers */
-    if (H.elector)
+    if (H.elector) {
         pc_elector_stop(H.elector, release);
+        pc_elector_stats es;
+        pc_elector_stats_read(H.elector, &es);
+        printf("stats acquired=%llu release_wakeups=%llu\n", (unsigned long long)es.acquired,
+               (unsigned long long)es.release_wakeups);
+    }
     for (int i = 0; i < H.npools; i++)
         if (H.pools[i].elector)
             pc_elector_stop(H.pools[i].elector, release);

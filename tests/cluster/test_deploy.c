@@ -319,6 +319,7 @@ Test(deploy, rbac_grants_what_the_controllers_use_and_nothing_wide)
             {"coordination.k8s.io", "leases", "get"},
             {"coordination.k8s.io", "leases", "create"},
             {"coordination.k8s.io", "leases", "update"},
+            {"coordination.k8s.io", "leases", "watch"},
             {"events.k8s.io", "events", "create"},
     };
     for (size_t i = 0; i < sizeof(need) / sizeof(*need); i++)
