@@ -20,6 +20,21 @@ static _Atomic bool leader = true;
 /* the fake scheduler figures reported for every pool */
 static _Atomic uint64_t snap_queue, snap_idle, snap_calls;
 static _Atomic bool snap_moving; /* lastDispatchTime changes on every call */
+/* on_pool calls: appeared or spec changed (with the object), went away (NULL) */
+static _Atomic int pool_seen, pool_gone;
+static _Atomic long long pool_replicas;
+
+static void on_pool(void *arg, const char *ns, const char *name, const json_t *pool)
+{
+    (void)arg, (void)ns, (void)name;
+    if (!pool) {
+        atomic_fetch_add(&pool_gone, 1);
+        return;
+    }
+    atomic_store(&pool_replicas, (long long)json_integer_value(json_object_get(
+                                         json_object_get(pool, "spec"), "replicas")));
+    atomic_fetch_add(&pool_seen, 1);
+}
 
 static bool may_write(void *arg, const char *ns, const char *pool)
 {
@@ -52,6 +67,7 @@ static void start(const char *const *sim_args, int64_t ready_timeout_ms, int64_t
                             .events = kev,
                             .may_write = may_write,
                             .snapshot = snapshot,
+                            .on_pool = on_pool,
                             .ready_timeout_ns = ready_timeout_ms * 1000000LL,
                             .status_interval_ns = status_ms * 1000000LL,
                             .empty_grace_ns = 300000000LL};
@@ -72,6 +88,9 @@ static void setup(void)
     atomic_store(&snap_idle, 0);
     atomic_store(&snap_calls, 0);
     atomic_store(&snap_moving, false);
+    atomic_store(&pool_seen, 0);
+    atomic_store(&pool_gone, 0);
+    atomic_store(&pool_replicas, -1);
 }
 
 static void fini(void)
@@ -540,4 +559,34 @@ Test(poolctl, template_change_rolls_the_idle_pods, .init = setup, .fini = fini, 
                            }),
                            20000),
               "pods not rolled to the new template");
+}
+
+/* The daemon learns of pools through on_pool: created, spec changed, deleted; never for the
+ * controller's own status writes. */
+Test(poolctl, on_pool_tells_the_daemon_of_pool_spec_changes_only, .init = setup, .fini = fini,
+     .timeout = 90)
+{
+    start(NULL, 60000, 200);
+    create_pool("web", 2, NULL, NULL);
+    cr_assert(
+            PC_TEST_WAIT(atomic_load(&pool_seen) == 1 && atomic_load(&pool_replicas) == 2, 10000));
+    /* the controller writes status (several times as pods come up): no call */
+    cr_assert(PC_TEST_WAIT(count("web", "Idle") == 2, 20000));
+    cr_assert(PC_TEST_WAIT(({
+                               json_t *pl = get_pool("web");
+                               bool ok = json_integer_value(json_object_get(
+                                                 json_object_get(pl, "status"), "idle")) == 2;
+                               json_decref(pl);
+                               ok;
+                           }),
+                           10000));
+    cr_assert_eq(atomic_load(&pool_seen), 1, "on_pool called for a status write");
+    cr_assert_eq(patch("/apis/podclaim.io/v1alpha1/namespaces/default/sandboxpools/web",
+                       "application/merge-patch+json", "{\"spec\":{\"replicas\":4}}"),
+                 200);
+    cr_assert(
+            PC_TEST_WAIT(atomic_load(&pool_seen) == 2 && atomic_load(&pool_replicas) == 4, 10000));
+    json_decref(ksim_json(&sim, "DELETE",
+                          "/apis/podclaim.io/v1alpha1/namespaces/default/sandboxpools/web", NULL));
+    cr_assert(PC_TEST_WAIT(atomic_load(&pool_gone) == 1, 10000));
 }
