@@ -46,7 +46,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                              "kind", "SandboxPool", "metadata", "name", "p", "namespace", "f",
                              "spec", "replicas", 3);
     ks_err err = {0};
-    json_decref(ks_api_create(&store, &ks_resources[KS_RES_SANDBOXPOOL], "f", pool, &err, NULL));
+    json_decref(
+            ks_api_create(&store, &ks_resources[KS_RES_SANDBOXPOOL], "f", pool, &err, NULL, false));
     json_decref(pool);
     if (ks_controller_start(ctl))
         abort();

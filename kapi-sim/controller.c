@@ -28,8 +28,9 @@
 #define DEFAULT_IMAGE "registry.local/podclaim/sandbox:latest"
 
 /* T_TERM: the kubelet's part of a graceful pod deletion (containers stopped -> delete with
- * grace 0), stop_ms after the deletionTimestamp was set. */
-typedef enum { T_WARM, T_HOLD, T_STOP, T_TERM, T_COUNT } timer_kind;
+ * grace 0), stop_ms after the deletionTimestamp was set; in both modes.
+ * T_K*: the --kubelet-only timers (see the kubelet part below). */
+typedef enum { T_WARM, T_HOLD, T_STOP, T_TERM, T_KSTART, T_KDOWN, T_KUP, T_COUNT } timer_kind;
 
 #define CREATE_BATCH 200 /* pods created per reconcile pass, so the store mutex is let go */
 
@@ -130,10 +131,12 @@ static void log_claim_locked(ks_controller *c, const ks_event *e, const char *ph
 }
 
 /* Store hook: under the store mutex. Records work; never writes to the store. */
+static void kubelet_on_event(ks_controller *c, const ks_event *e);
+
 static void on_event(void *arg, const ks_event *e)
 {
     ks_controller *c = arg;
-    if (e->res == KS_RES_SANDBOXPOOL && c->o.no_pools)
+    if (e->res == KS_RES_SANDBOXPOOL && (c->o.no_pools || c->o.kubelet_only))
         return;
     if (e->res == KS_RES_SANDBOXPOOL) {
         if (e->type == KS_EV_MODIFIED &&
@@ -155,6 +158,10 @@ static void on_event(void *arg, const ks_event *e)
         timer_push_locked(c, T_TERM, ks_now_ns() + c->o.stop_ms * 1000000, e->obj);
         pthread_cond_signal(&c->cv);
         pthread_mutex_unlock(&c->mu);
+    }
+    if (c->o.kubelet_only) {
+        kubelet_on_event(c, e);
+        return;
     }
     const char *pool = label(e->obj, LABEL_POOL);
     if (!pool)
@@ -461,6 +468,8 @@ static json_t *mut_fire(const json_t *cur, const void *arg, ks_err *err)
 }
 
 /* One timer: an internal write, outside the store mutex like any client's PATCH. */
+static void kubelet_fire(ks_controller *c, timer_kind k, const timer *t);
+
 static void fire(ks_controller *c, timer_kind k, const timer *t)
 {
     ks_store *s = c->s;
@@ -472,6 +481,10 @@ static void fire(ks_controller *c, timer_kind k, const timer *t)
             json_array_size(json_object_get(json_object_get(cur, "metadata"), "finalizers")) == 0)
             ks_store_commit_locked(s, &ks_resources[KS_RES_POD], t->ns, t->name, NULL);
         pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    if (k >= T_KSTART) {
+        kubelet_fire(c, k, t);
         return;
     }
     fire_arg fa = {.k = k, .t = t};
@@ -533,7 +546,10 @@ static void *run(void *arg)
             dirty = c->dirty;
             c->dirty = json_object();
         }
-        if (!dirty && !due[T_WARM] && !due[T_HOLD] && !due[T_STOP] && !due[T_TERM] && !compact) {
+        bool any_due = false;
+        for (int k = 0; k < T_COUNT; k++)
+            any_due |= due[k] != NULL;
+        if (!dirty && !any_due && !compact) {
             if (wake) {
                 struct timespec ts = {.tv_sec = wake / 1000000000, .tv_nsec = wake % 1000000000};
                 pthread_cond_timedwait(&c->cv, &c->mu, &ts);
@@ -630,4 +646,200 @@ json_t *ks_controller_claims_json(ks_controller *c, size_t since)
     pthread_mutex_unlock(&c->mu);
     return json_pack("{s:o,s:I,s:I}", "claims", arr, "count", (json_int_t)n, "dropped",
                      (json_int_t)dropped);
+}
+
+/* ---- --kubelet-only: the kubelet's part, no pool controller --------------------------------
+ *
+ * In a real cluster nobody but podclaimd creates pool pods or marks them Idle; the kubelet only
+ * runs them. In this mode kapi-sim does just that for every pod:
+ *
+ *   pod created (not Running)    after warmup_ms: status.phase Running, Ready=True, each
+ *                                container's status running with the spec's image
+ *   a container's image changed  at once: Ready=False, that container waiting (restarting);
+ *                                after restart_ms: running the new image, Ready=True again
+ *
+ * Ready stays False for every pod with --kubelet-never-ready, and for a pod annotated
+ * kapi-sim.podclaim.io/never-ready=true (so one test can mix healthy and broken pools).
+ * The podclaim.io labels are never touched here; the claim log is kept as in the default mode. */
+
+#define ANN_NEVER_READY "kapi-sim.podclaim.io/never-ready"
+
+static const char *ct_image(const json_t *cts, const char *name)
+{
+    size_t i;
+    json_t *ct;
+    json_array_foreach(cts, i, ct)
+    {
+        const char *n = json_string_value(json_object_get(ct, "name"));
+        if (n && strcmp(n, name) == 0)
+            return json_string_value(json_object_get(ct, "image"));
+    }
+    return NULL;
+}
+
+static bool images_changed(const json_t *old, const json_t *obj)
+{
+    const json_t *oc = json_object_get(json_object_get(old, "spec"), "containers");
+    const json_t *nc = json_object_get(json_object_get(obj, "spec"), "containers");
+    size_t i;
+    json_t *ct;
+    json_array_foreach(nc, i, ct)
+    {
+        const char *n = json_string_value(json_object_get(ct, "name"));
+        const char *img = json_string_value(json_object_get(ct, "image"));
+        const char *was = n ? ct_image(oc, n) : NULL;
+        if (img && was && strcmp(img, was) != 0)
+            return true;
+    }
+    return false;
+}
+
+static void kubelet_on_event(ks_controller *c, const ks_event *e)
+{
+    if (e->res != KS_RES_POD || e->type == KS_EV_DELETED)
+        return;
+    const char *phase = label(e->obj, LABEL_PHASE);
+    const char *ophase = e->old ? label(e->old, LABEL_PHASE) : NULL;
+    bool claimed = e->type == KS_EV_MODIFIED && label(e->obj, LABEL_POOL) && ophase &&
+                   strcmp(ophase, "Idle") == 0 && (!phase || strcmp(phase, "Idle") != 0);
+    const char *sp = json_string_value(json_object_get(json_object_get(e->obj, "status"), "phase"));
+    bool start = e->type == KS_EV_ADDED && (!sp || strcmp(sp, "Running") != 0);
+    bool restart = e->type == KS_EV_MODIFIED && images_changed(e->old, e->obj);
+    if (!claimed && !start && !restart)
+        return;
+    int64_t now = ks_now_ns();
+    pthread_mutex_lock(&c->mu);
+    if (claimed)
+        log_claim_locked(c, e, phase);
+    if (start)
+        timer_push_locked(c, T_KSTART, now + c->o.warmup_ms * 1000000, e->obj);
+    if (restart)
+        timer_push_locked(c, T_KDOWN, now, e->obj);
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+typedef struct kubelet_arg {
+    timer_kind k;
+    const timer *t;
+    bool never_ready; /* the --kubelet-never-ready flag */
+} kubelet_arg;
+
+static bool str_is(const json_t *v, const char *s)
+{
+    const char *x = json_string_value(v);
+    return x && strcmp(x, s) == 0;
+}
+
+static void set_condition(json_t *conds, const char *type, bool ok, const char *ts)
+{
+    size_t i, n_conds = json_array_size(conds);
+    for (i = 0; i < n_conds; i++)
+        if (str_is(json_object_get(json_array_get(conds, i), "type"), type))
+            break;
+    const char *want = ok ? "True" : "False";
+    if (i < n_conds && str_is(json_object_get(json_array_get(conds, i), "status"), want))
+        return; /* no transition: lastTransitionTime stays */
+    json_t *n = json_pack("{s:s,s:s,s:s}", "type", type, "status", want, "lastTransitionTime", ts);
+    if (i < n_conds)
+        json_array_set_new(conds, i, n);
+    else
+        json_array_append_new(conds, n);
+}
+
+/* The pod's next status for timer kind k (a new object sharing what it does not change). */
+static json_t *mut_kubelet(const json_t *cur, const void *arg, ks_err *err)
+{
+    (void)err;
+    const kubelet_arg *ka = arg;
+    const char *uid = ks_meta_str(cur, "uid");
+    if (!uid || strcmp(uid, ka->t->uid) != 0)
+        return NULL; /* deleted and re-created meanwhile */
+    if (json_object_get(json_object_get(cur, "metadata"), "deletionTimestamp"))
+        return NULL;
+    json_t *st0 = json_object_get(cur, "status");
+    const char *sp = json_string_value(json_object_get(st0, "phase"));
+    bool running = sp && strcmp(sp, "Running") == 0;
+    if (ka->k != T_KSTART && !running)
+        return NULL; /* not started yet: the start timer brings it up with the current images */
+    if (ka->k == T_KSTART && running)
+        return NULL;
+    const char *nr = json_string_value(json_object_get(
+            json_object_get(json_object_get(cur, "metadata"), "annotations"), ANN_NEVER_READY));
+    bool never = ka->never_ready || (nr && strcmp(nr, "true") == 0);
+    char ts[40];
+    ks_rfc3339_now(ts, sizeof ts);
+    json_t *pod = json_copy((json_t *)cur);
+    json_t *st = json_is_object(st0) ? json_deep_copy(st0) : json_object();
+    json_object_set_new(pod, "status", st);
+    const json_t *spec_cts = json_object_get(json_object_get(cur, "spec"), "containers");
+    json_t *old_cs = json_object_get(st, "containerStatuses");
+    json_t *cs = json_array();
+    bool all_ready = true;
+    size_t i;
+    json_t *ct;
+    json_array_foreach(spec_cts, i, ct)
+    {
+        const char *name = json_string_value(json_object_get(ct, "name"));
+        const char *img = json_string_value(json_object_get(ct, "image"));
+        json_t *prev = NULL;
+        size_t j;
+        json_t *o;
+        json_array_foreach(old_cs, j, o)
+        {
+            if (name && str_is(json_object_get(o, "name"), name)) {
+                prev = o;
+                break;
+            }
+        }
+        const char *run_img = prev ? json_string_value(json_object_get(prev, "image")) : NULL;
+        json_int_t restarts = prev ? json_integer_value(json_object_get(prev, "restartCount")) : 0;
+        bool stale = !run_img || !img || strcmp(run_img, img) != 0;
+        bool down = ka->k == T_KDOWN && stale;
+        if (ka->k == T_KDOWN && !stale) {
+            json_array_append(cs, prev);
+            all_ready &= json_is_true(json_object_get(prev, "ready"));
+            continue;
+        }
+        bool ready = !down && !never;
+        all_ready &= ready;
+        json_t *state = down ? json_pack("{s:{s:s}}", "waiting", "reason", "ContainerCreating")
+                             : json_pack("{s:{s:s}}", "running", "startedAt", ts);
+        json_array_append_new(cs,
+                              json_pack("{s:s,s:s,s:s,s:b,s:b,s:I,s:o}", "name", name ? name : "",
+                                        "image", down && run_img ? run_img : (img ? img : ""),
+                                        "imageID", "", "ready", ready, "started", !down,
+                                        "restartCount", restarts + (down ? 1 : 0), "state", state));
+    }
+    json_object_set_new(st, "containerStatuses", cs);
+    json_object_set_new(st, "phase", json_string("Running"));
+    if (!json_object_get(st, "startTime")) {
+        json_object_set_new(st, "startTime", json_string(ts));
+        json_object_set_new(st, "podIP", json_string("10.244.0.1"));
+        json_object_set_new(st, "hostIP", json_string("127.0.0.1"));
+    }
+    json_t *conds = json_object_get(st, "conditions");
+    if (!json_is_array(conds)) {
+        conds = json_array();
+        json_object_set_new(st, "conditions", conds);
+    }
+    set_condition(conds, "PodScheduled", true, ts);
+    set_condition(conds, "Initialized", true, ts);
+    set_condition(conds, "ContainersReady", all_ready, ts);
+    set_condition(conds, "Ready", all_ready, ts);
+    return pod;
+}
+
+static void kubelet_fire(ks_controller *c, timer_kind k, const timer *t)
+{
+    kubelet_arg ka = {.k = k, .t = t, .never_ready = c->o.never_ready};
+    ks_err err = {0};
+    json_t *pod = ks_api_write_internal(c->s, &ks_resources[KS_RES_POD], t->ns, t->name,
+                                        mut_kubelet, &ka, &err);
+    if (pod && k == T_KDOWN) {
+        pthread_mutex_lock(&c->mu);
+        timer_push_locked(c, T_KUP, ks_now_ns() + c->o.restart_ms * 1000000, pod);
+        pthread_mutex_unlock(&c->mu);
+    }
+    json_decref(pod);
 }

@@ -46,6 +46,12 @@ json_t *ks_discovery_resources(const char *group, const char *version)
                                                   "/status", "singularName", "", "namespaced",
                                                   r->namespaced, "kind", r->kind, "verbs", "get",
                                                   "patch", "update"));
+        if (r->id == KS_RES_SANDBOXPOOL) /* the scale subresource (resource.c) */
+            json_array_append_new(list,
+                                  json_pack("{s:s+,s:s,s:b,s:s,s:s,s:s,s:[s,s,s]}", "name",
+                                            r->plural, "/scale", "singularName", "", "namespaced",
+                                            r->namespaced, "group", "autoscaling", "version", "v1",
+                                            "kind", "Scale", "verbs", "get", "patch", "update"));
     }
     if (!any) {
         json_decref(list);

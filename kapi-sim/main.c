@@ -42,6 +42,11 @@ static void usage(FILE *out)
           "  --warmup-ms MS         pool pod Starting -> Idle after MS (default 100)\n"
           "  --hold-ms MS           claimed pod -> Stopping after MS (default 500)\n"
           "  --stop-ms MS           Stopping -> Idle after MS (default 20)\n"
+          "  --kubelet-only         no pool controller: only run pods as a kubelet would\n"
+          "                         (Running+Ready after --warmup-ms; a changed image restarts\n"
+          "                         its container, Ready again after --restart-ms)\n"
+          "  --restart-ms MS        kubelet-only: container restart time (default 50)\n"
+          "  --kubelet-never-ready  kubelet-only: pods run but never become Ready\n"
           "  --history N            watch event history length (default 20000)\n"
           "  --bookmark-ms MS       watch bookmark interval when allowWatchBookmarks (default "
           "1000)\n"
@@ -169,7 +174,10 @@ enum {
     O_WATCH_BATCH,
     O_COMPACT_EVERY,
     O_CONN_TIMEOUT,
-    O_NO_POOLS
+    O_NO_POOLS,
+    O_KUBELET_ONLY,
+    O_RESTART,
+    O_NEVER_READY
 };
 
 int main(int argc, char **argv)
@@ -201,9 +209,12 @@ int main(int argc, char **argv)
                                              {"compact-every-ms", 1, 0, O_COMPACT_EVERY},
                                              {"conn-timeout-s", 1, 0, O_CONN_TIMEOUT},
                                              {"no-pool-controller", 0, 0, O_NO_POOLS},
+                                             {"kubelet-only", 0, 0, O_KUBELET_ONLY},
+                                             {"restart-ms", 1, 0, O_RESTART},
+                                             {"kubelet-never-ready", 0, 0, O_NEVER_READY},
                                              {0, 0, 0, 0}};
     ks_server_opts so = {.listen = "127.0.0.1:0", .bookmark_ms = 1000, .watch_batch_us = 500};
-    ks_controller_opts co = {.warmup_ms = 100, .hold_ms = 500, .stop_ms = 20};
+    ks_controller_opts co = {.warmup_ms = 100, .hold_ms = 500, .stop_ms = 20, .restart_ms = 50};
     ks_fault_cfg fc = {.retry_after_s = 1, .error_code = 500};
     const char *port_file = NULL, *objects = NULL;
     const char *pools[64];
@@ -249,6 +260,7 @@ int main(int argc, char **argv)
             NUM(O_WARMUP, 0, 3.6e6, co.warmup_ms)
             NUM(O_HOLD, 0, 3.6e6, co.hold_ms)
             NUM(O_STOP, 0, 3.6e6, co.stop_ms)
+            NUM(O_RESTART, 0, 3.6e6, co.restart_ms)
             NUM(O_HISTORY, 16, 1e7, history)
             NUM(O_BOOKMARK, 1, 3.6e6, so.bookmark_ms)
             NUM(O_CLAIMS_MAX, 1, 1e9, co.claims_max)
@@ -264,6 +276,12 @@ int main(int argc, char **argv)
             NUM(O_DROP_MS, 0, 8.64e7, fc.watch_drop_ms)
             NUM(O_DELAY_MS, 0, 3.6e6, fc.watch_delay_ms)
 #undef NUM
+        case O_KUBELET_ONLY:
+            co.kubelet_only = true;
+            break;
+        case O_NEVER_READY:
+            co.never_ready = true;
+            break;
         case O_LATENCY:
             if (ks_faults_parse_latency(&fc, optarg)) {
                 fprintf(stderr, "kapi-sim: --latency %s: want VERB=MS[+JITTER_MS]\n", optarg);

@@ -516,6 +516,19 @@ static const kr_handler routes[KS_RES_COUNT][KR_SUB_COUNT][KR_COUNT] = {
                                  [KR_STATUS] = {STATUS_VERBS}},
         [KS_RES_CRD] = {[KR_MAIN] = {MAIN_VERBS, [KR_DELETECOLLECTION] = h_deletecollection},
                         [KR_STATUS] = {STATUS_VERBS}},
+        /* Kinds deploy/ applies and the cluster components write (Events); kapi-sim stores
+         * them, nothing acts on them. */
+        [KS_RES_EVENT] = {[KR_MAIN] = {MAIN_VERBS, [KR_DELETECOLLECTION] = h_deletecollection}},
+        [KS_RES_SERVICEACCOUNT] = {[KR_MAIN] = {MAIN_VERBS, [KR_DELETECOLLECTION] =
+                                                                    h_deletecollection}},
+        [KS_RES_CONFIGMAP] = {[KR_MAIN] = {MAIN_VERBS, [KR_DELETECOLLECTION] = h_deletecollection}},
+        /* kube-apiserver's service storage has no DeleteCollection either. */
+        [KS_RES_SERVICE] = {[KR_MAIN] = {MAIN_VERBS}, [KR_STATUS] = {STATUS_VERBS}},
+        [KS_RES_DEPLOYMENT] = {[KR_MAIN] = {MAIN_VERBS, [KR_DELETECOLLECTION] = h_deletecollection},
+                               [KR_STATUS] = {STATUS_VERBS}},
+        [KS_RES_ROLE] = {[KR_MAIN] = {MAIN_VERBS, [KR_DELETECOLLECTION] = h_deletecollection}},
+        [KS_RES_ROLEBINDING] = {[KR_MAIN] = {MAIN_VERBS, [KR_DELETECOLLECTION] =
+                                                                 h_deletecollection}},
 };
 
 static bool sub_served(const ks_res *res, kr_sub sub)

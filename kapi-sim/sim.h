@@ -40,7 +40,16 @@
     XX(SANDBOXCLAIM, "podclaim.io", "v1alpha1", "sandboxclaims", "SandboxClaim", true, true, true, \
        "sbc", false)                                                                               \
     XX(CRD, "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", \
-       false, true, false, "crd", false)
+       false, true, false, "crd", false)                                                           \
+    XX(EVENT, "events.k8s.io", "v1", "events", "Event", true, false, false, "ev", true)            \
+    XX(SERVICEACCOUNT, "", "v1", "serviceaccounts", "ServiceAccount", true, false, false, "sa",    \
+       true)                                                                                       \
+    XX(CONFIGMAP, "", "v1", "configmaps", "ConfigMap", true, false, false, "cm", true)             \
+    XX(SERVICE, "", "v1", "services", "Service", true, true, false, "svc", true)                   \
+    XX(DEPLOYMENT, "apps", "v1", "deployments", "Deployment", true, true, false, "deploy", true)   \
+    XX(ROLE, "rbac.authorization.k8s.io", "v1", "roles", "Role", true, false, false, "", true)     \
+    XX(ROLEBINDING, "rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, false, \
+       false, "", true)
 
 typedef enum ks_res_id {
 #define XX(id, g, v, p, k, nsd, st, cr, sn, uu) KS_RES_##id,
@@ -401,6 +410,11 @@ typedef struct ks_controller_opts {
     size_t claims_max;        /* claim log bound; transitions beyond it are counted as dropped */
     int64_t compact_every_ms; /* injected fault: compact the whole history this often; 0 = never */
     bool no_pools;            /* --no-pool-controller: keep no replicas (the kubelet part stays) */
+    /* --kubelet-only: no pool controller; pods are started (after warmup_ms) and restarted on
+     * an image change (Ready again after restart_ms) as a kubelet would; see controller.c. */
+    bool kubelet_only;
+    int64_t restart_ms;
+    bool never_ready; /* kubelet mode: no pod ever becomes Ready */
 } ks_controller_opts;
 
 ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o);

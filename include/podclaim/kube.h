@@ -151,6 +151,38 @@ int pc_kube_conn_request(pc_kube_conn *k, const char *method, const char *path,
                          const char *content_type, const char *body, size_t body_len,
                          pc_kube_response *out);
 
+/* ---- streaming and interruption (watches outside the informer) -------------------------- */
+
+/* Called on the conn's thread after every wake-up of a transfer or sleep (data, a 1 s poll
+ * timeout, or pc_kube_conn_wakeup). Return true to abandon the transfer: the request then
+ * returns -ECANCELED. Keep it short. */
+typedef bool (*pc_kube_idle_fn)(void *arg);
+
+/* Install the idle hook for every later request, stream and sleep on k (NULL = none).
+ * Thread: the conn's owner, while no transfer runs. Cannot fail. */
+void pc_kube_conn_set_idle(pc_kube_conn *k, pc_kube_idle_fn fn, void *arg);
+
+/* Wake the conn's current or next wait so its idle hook runs now. Thread: any (the only conn
+ * function other threads may call). Blocking: no. Cannot fail. */
+void pc_kube_conn_wakeup(pc_kube_conn *k);
+
+/* One line of a streamed 2xx body (a watch event), without its newline; valid during the call
+ * only, not NUL-terminated. Return 0 to go on, anything else to stop the stream. */
+typedef int (*pc_kube_line_fn)(void *arg, const char *line, size_t len);
+
+/* GET path and hand each line of a 2xx body to on_line as it arrives (a non-2xx body is kept
+ * in out->body for its Status). max_line bounds one line (0 = 16 MiB); timeout_ns bounds the
+ * whole transfer (0 = none: a watch ends by its timeoutSeconds). Returns 0 when the response
+ * ended or on_line stopped it (*line_rc, may be NULL, gets on_line's value, else 0),
+ * -ECANCELED (idle hook), -EMSGSIZE (a line over max_line), or a transfer error as for
+ * pc_kube_conn_request (no 429 retry). Always call pc_kube_response_fini(out). Blocking: yes. */
+int pc_kube_conn_stream(pc_kube_conn *k, const char *path, size_t max_line, int64_t timeout_ns,
+                        pc_kube_line_fn on_line, void *arg, int *line_rc, pc_kube_response *out);
+
+/* Wait up to ns, returning early with -ECANCELED when the idle hook asks to stop (woken by
+ * pc_kube_conn_wakeup). Returns 0 after the full wait. Blocking: yes. */
+int pc_kube_conn_sleep(pc_kube_conn *k, int64_t ns);
+
 /* ---- helpers (pure functions, unit-tested) --------------------------------------------- */
 
 /* Describe an error response: "409 Conflict: <Status.message> (reason=Conflict)" when the body

@@ -1,0 +1,575 @@
+/* The SandboxPool controller's pod work: create from the template, Starting -> Idle, recycle
+ * released pods (InPlace reset or Replace), delete surplus, Failed and orphaned pods.
+ *
+ * Flow: reconcile(pool) -> [classify the pool's cached pods -> decide -> guarded writes].
+ *
+ * Kubernetes behaviour relied on:
+ * - metadata.resourceVersion in a patch is a precondition (409 if the pod moved): a write
+ *   decided on a stale cache fails instead of undoing someone's claim. The same holds for
+ *   DELETE with preconditions {uid, resourceVersion}.
+ * - A strategic merge patch merges spec.containers by name: only the named containers' images
+ *   change, and a label or annotation set to null is removed.
+ * - A pod's spec is immutable but for container images: an InPlace recycle can reset images
+ *   only; a template change beyond images means Replace for that pod.
+ * - generateName makes the server pick a unique name; the create answer carries it, which is
+ *   how the pass knows which creations the watch has not shown yet (expectations, as
+ *   client-go's ReplicaSet controller keeps them).
+ */
+#include "poolctl_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXPECT_NS (30LL * 1000000000LL) /* a create/delete not seen by then is forgotten */
+#define SMP "application/strategic-merge-patch+json"
+
+#define LOG(lvl, ...) pc__cl_log(&c->log, lvl, "poolctl", __VA_ARGS__)
+
+/* ---- pod predicates ------------------------------------------------------------------------ */
+
+void pc__poolctl_image_norm(const char *img, char *buf, size_t len)
+{
+    const char *s = img ? img : "";
+    if (strncmp(s, "docker.io/", 10) == 0)
+        s += 10;
+    if (strncmp(s, "library/", 8) == 0)
+        s += 8;
+    const char *slash = strrchr(s, '/');
+    const char *last = slash ? slash + 1 : s;
+    bool tagged = strchr(last, ':') || strchr(s, '@');
+    snprintf(buf, len, "%s%s", s, tagged ? "" : ":latest");
+}
+
+static bool same_image(const char *a, const char *b)
+{
+    char na[512], nb[512];
+    pc__poolctl_image_norm(a, na, sizeof(na));
+    pc__poolctl_image_norm(b, nb, sizeof(nb));
+    return strcmp(na, nb) == 0;
+}
+
+static const json_t *find_named(const json_t *arr, const char *name)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        const char *n = json_string_value(json_object_get(v, "name"));
+        if (n && strcmp(n, name) == 0)
+            return v;
+    }
+    return NULL;
+}
+
+static bool condition_true(const json_t *pod, const char *type)
+{
+    size_t i;
+    json_t *cd;
+    json_array_foreach(pc__cl_jget(pod, "status.conditions"), i, cd)
+    {
+        const char *t = json_string_value(json_object_get(cd, "type"));
+        const char *s = json_string_value(json_object_get(cd, "status"));
+        if (t && s && strcmp(t, type) == 0)
+            return strcmp(s, "True") == 0;
+    }
+    return false;
+}
+
+bool pc__poolctl_pod_ready(const json_t *pod)
+{
+    const char *phase = pc__cl_jstr(pod, "status.phase");
+    if (!phase || strcmp(phase, "Running") != 0 || !condition_true(pod, "Ready") ||
+        pc__cl_jget(pod, "metadata.deletionTimestamp"))
+        return false;
+    const json_t *cs = pc__cl_jget(pod, "status.containerStatuses");
+    if (!json_is_array(cs))
+        return true; /* a kubelet that reports no container status: Ready is all we have */
+    size_t i;
+    json_t *ct;
+    json_array_foreach(pc__cl_jget(pod, "spec.containers"), i, ct)
+    {
+        const char *name = json_string_value(json_object_get(ct, "name"));
+        const json_t *s = name ? find_named(cs, name) : NULL;
+        if (!s || !json_is_true(json_object_get(s, "ready")) ||
+            !same_image(json_string_value(json_object_get(s, "image")),
+                        json_string_value(json_object_get(ct, "image"))))
+            return false;
+    }
+    return true;
+}
+
+/* Images of the template's containers all equal in the pod's spec? */
+static bool images_match(const json_t *pod, const json_t *tspec)
+{
+    size_t i;
+    json_t *tc;
+    json_array_foreach(json_object_get(tspec, "containers"), i, tc)
+    {
+        const char *name = json_string_value(json_object_get(tc, "name"));
+        const json_t *pc = name ? find_named(pc__cl_jget(pod, "spec.containers"), name) : NULL;
+        if (pc && !json_equal(json_object_get(pc, "image"), json_object_get(tc, "image")))
+            return false;
+    }
+    return true;
+}
+
+static bool is_ours(const char *k)
+{
+    return strcmp(k, PC_CL_LABEL_POOL) == 0 || strcmp(k, PC_CL_LABEL_PHASE) == 0 ||
+           strcmp(k, PC_CL_LABEL_TEMPLATE_HASH) == 0;
+}
+
+/* Labels and annotations as the template wants them (ours aside)? */
+static bool meta_match(const json_t *pod, const json_t *tmeta)
+{
+    const json_t *tl = json_object_get(tmeta, "labels"),
+                 *ta = json_object_get(tmeta, "annotations");
+    const json_t *pl = pc__cl_jget(pod, "metadata.labels"),
+                 *pa = pc__cl_jget(pod, "metadata.annotations");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)pl, k, v)
+    {
+        if (!is_ours(k) && !json_equal(v, json_object_get(tl, k)))
+            return false;
+    }
+    json_object_foreach((json_t *)tl, k, v)
+    {
+        if (!is_ours(k) && !json_equal(v, json_object_get(pl, k)))
+            return false;
+    }
+    json_object_foreach((json_t *)pa, k, v)
+    {
+        if (!json_equal(v, json_object_get(ta, k)))
+            return false;
+    }
+    json_object_foreach((json_t *)ta, k, v)
+    {
+        if (!json_equal(v, json_object_get(pa, k)))
+            return false;
+    }
+    return true;
+}
+
+/* ---- writes -------------------------------------------------------------------------------- */
+
+static void pod_path(const json_t *pod, char *buf, size_t len)
+{
+    snprintf(buf, len, "/api/v1/namespaces/%s/pods/%s", pc__cl_jstr(pod, "metadata.namespace"),
+             pc__cl_jstr(pod, "metadata.name"));
+}
+
+/* PATCH pod with `patch` (stolen) guarded by its cached resourceVersion. Returns the status. */
+static long patch_pod(pc_poolctl *c, pc__pool_state *st, const json_t *pod, json_t *patch,
+                      const char *what)
+{
+    char path[600], err[512];
+    const char *rv = pc__cl_jstr(pod, "metadata.resourceVersion");
+    const char *uid = pc__cl_jstr(pod, "metadata.uid") ?: "";
+    json_t *md = json_object_get(patch, "metadata");
+    if (!md) {
+        md = json_object();
+        json_object_set_new(patch, "metadata", md);
+    }
+    json_object_set_new(md, "resourceVersion", json_string(rv ? rv : ""));
+    pod_path(pod, path, sizeof(path));
+    long status = 0;
+    int rc = pc__cl_request(c->conn, "PATCH", path, SMP, patch, &status, NULL, err, sizeof(err));
+    json_decref(patch);
+    if (rc == 0 && status == 200) {
+        json_object_set_new(st->acted, uid, json_string(rv ? rv : ""));
+        LOG(PC_KUBE_LOG_DEBUG, "pool=%s pod=%s action=%s rv=%s", st->key,
+            pc__cl_jstr(pod, "metadata.name"), what, rv ? rv : "");
+        return status;
+    }
+    if (rc == 0 && status == 409) {
+        /* the pod moved since the cache saw it: the watch brings the new version */
+        PC__PC_INC(c, conflicts);
+        return status;
+    }
+    LOG(PC_KUBE_LOG_WARN, "pool=%s pod=%s action=%s msg=\"%s\"", st->key,
+        pc__cl_jstr(pod, "metadata.name"), what, err);
+    return rc ? rc : status;
+}
+
+static bool delete_pod(pc_poolctl *c, pc__pool_state *st, const json_t *pod, const char *why)
+{
+    char path[600], err[512];
+    pod_path(pod, path, sizeof(path));
+    json_t *opts = json_pack("{s:s,s:s,s:{s:s,s:s}}", "kind", "DeleteOptions", "apiVersion", "v1",
+                             "preconditions", "uid", pc__cl_jstr(pod, "metadata.uid") ?: "",
+                             "resourceVersion", pc__cl_jstr(pod, "metadata.resourceVersion") ?: "");
+    long status = 0;
+    int rc = pc__cl_request(c->conn, "DELETE", path, NULL, opts, &status, NULL, err, sizeof(err));
+    json_decref(opts);
+    if (rc == 0 && (status == 200 || status == 202)) {
+        PC__PC_INC(c, deletes);
+        if (st)
+            json_object_set_new(st->deleting, pc__cl_jstr(pod, "metadata.uid") ?: "",
+                                json_integer(pc__cl_mono_ns() + EXPECT_NS));
+        LOG(PC_KUBE_LOG_INFO, "pool=%s/%s pod=%s action=delete why=%s",
+            pc__cl_jstr(pod, "metadata.namespace"), pc__cl_label(pod, PC_CL_LABEL_POOL) ?: "",
+            pc__cl_jstr(pod, "metadata.name"), why);
+        return true;
+    }
+    if (rc == 0 && status == 409)
+        PC__PC_INC(c, conflicts);
+    else if (!(rc == 0 && status == 404))
+        LOG(PC_KUBE_LOG_WARN, "pod=%s action=delete msg=\"%s\"", path, err);
+    return false;
+}
+
+/* POST a pod made from the pool's template. Returns true when created. */
+static bool create_pod(pc_poolctl *c, pc__pool_state *st, const json_t *pool, const json_t *tmpl,
+                       const char *hash)
+{
+    const json_t *tmeta = json_object_get(tmpl, "metadata");
+    json_t *labels = json_is_object(json_object_get(tmeta, "labels"))
+                             ? json_deep_copy(json_object_get(tmeta, "labels"))
+                             : json_object();
+    json_object_set_new(labels, PC_CL_LABEL_POOL, json_string(st->name));
+    json_object_set_new(labels, PC_CL_LABEL_PHASE, json_string("Starting"));
+    json_object_set_new(labels, PC_CL_LABEL_TEMPLATE_HASH, json_string(hash));
+    json_t *ann = json_is_object(json_object_get(tmeta, "annotations"))
+                          ? json_deep_copy(json_object_get(tmeta, "annotations"))
+                          : json_object();
+    char gen[PC_NAME_MAX];
+    snprintf(gen, sizeof(gen), "%.57s-", st->name);
+    json_t *pod = json_pack(
+            "{s:s,s:s,s:{s:s,s:s,s:o,s:o,s:[{s:s,s:s,s:s,s:s,s:b,s:b}]},s:O}", "apiVersion", "v1",
+            "kind", "Pod", "metadata", "generateName", gen, "namespace", st->ns, "labels", labels,
+            "annotations", ann, "ownerReferences", "apiVersion", PC_CL_API_VERSION, "kind",
+            "SandboxPool", "name", st->name, "uid", pc__cl_jstr(pool, "metadata.uid") ?: "",
+            "controller", 1, "blockOwnerDeletion", 1, "spec", json_object_get(tmpl, "spec"));
+    char path[300], err[512];
+    snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods", st->ns);
+    long status = 0;
+    json_t *made = NULL;
+    int rc = pc__cl_request(c->conn, "POST", path, NULL, pod, &status, &made, err, sizeof(err));
+    json_decref(pod);
+    if (rc == 0 && status == 201 && made) {
+        PC__PC_INC(c, creates);
+        json_object_set_new(st->pending_creates, pc__cl_jstr(made, "metadata.name") ?: "",
+                            json_integer(pc__cl_mono_ns() + EXPECT_NS));
+        json_decref(made);
+        st->create_failures = 0;
+        st->create_after_ns = 0;
+        st->rejected[0] = '\0';
+        return true;
+    }
+    json_decref(made);
+    PC__PC_INC(c, create_errors);
+    /* back off: 200 ms doubling to 30 s */
+    int64_t d = 200000000LL << (st->create_failures < 8 ? st->create_failures : 8);
+    if (d > 30000000000LL)
+        d = 30000000000LL;
+    st->create_failures++;
+    st->create_after_ns = pc__cl_mono_ns() + d;
+    pc__poolctl_requeue_after(c, st->key, d);
+    if (rc == 0 && (status == 400 || status == 422 || status == 403)) {
+        /* the server refuses what the template asks for: only the operator can fix it */
+        snprintf(st->rejected, sizeof(st->rejected), "%.299s", err);
+        if (pc_kevents_emit(c->events, c->conn, pool, NULL, "Warning", "FailedCreate", "Create",
+                            "pod from the template rejected: %s", err) == 0)
+            PC__PC_INC(c, events);
+    }
+    LOG(PC_KUBE_LOG_WARN, "pool=%s action=create msg=\"%s\" retry_ms=%lld", st->key, err,
+        (long long)(d / 1000000));
+    return false;
+}
+
+/* The InPlace reset of a released pod: template labels and annotations (the claim's removed),
+ * template images; phase Idle at once when no image changes and the pod is Ready. */
+static json_t *reset_patch(const json_t *pod, const json_t *tmpl, const char *hash, bool to_idle)
+{
+    const json_t *tmeta = json_object_get(tmpl, "metadata");
+    const json_t *tl = json_object_get(tmeta, "labels"),
+                 *ta = json_object_get(tmeta, "annotations");
+    json_t *labels = json_object(), *ann = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(pc__cl_jget(pod, "metadata.labels"), k, v)
+    {
+        if (!is_ours(k) && !json_object_get(tl, k))
+            json_object_set_new(labels, k, json_null());
+    }
+    json_object_foreach((json_t *)tl, k, v)
+    {
+        if (!is_ours(k))
+            json_object_set(labels, k, v);
+    }
+    json_object_set_new(labels, PC_CL_LABEL_TEMPLATE_HASH, json_string(hash));
+    json_object_set_new(labels, PC_CL_LABEL_PHASE, json_string(to_idle ? "Idle" : "Stopping"));
+    json_object_foreach(pc__cl_jget(pod, "metadata.annotations"), k, v)
+    {
+        if (!json_object_get(ta, k))
+            json_object_set_new(ann, k, json_null());
+    }
+    json_object_foreach((json_t *)ta, k, v) json_object_set(ann, k, v);
+    json_t *cts = json_array();
+    size_t i;
+    json_array_foreach(pc__cl_jget(tmpl, "spec.containers"), i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "name"));
+        const json_t *pc = name ? find_named(pc__cl_jget(pod, "spec.containers"), name) : NULL;
+        if (pc && !json_equal(json_object_get(pc, "image"), json_object_get(v, "image")))
+            json_array_append_new(cts, json_pack("{s:s,s:O}", "name", name, "image",
+                                                 json_object_get(v, "image")));
+    }
+    json_t *p = json_pack("{s:{s:o,s:o}}", "metadata", "labels", labels, "annotations", ann);
+    if (json_array_size(cts))
+        json_object_set_new(p, "spec", json_pack("{s:o}", "containers", cts));
+    else
+        json_decref(cts);
+    return p;
+}
+
+static json_t *phase_patch(const char *phase)
+{
+    return json_pack("{s:{s:{s:s}}}", "metadata", "labels", PC_CL_LABEL_PHASE, phase);
+}
+
+/* ---- the pass ------------------------------------------------------------------------------ */
+
+typedef struct cand {
+    const json_t *pod;
+    int rank; /* deletion order: lower goes first */
+    int64_t created_ns;
+} cand;
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->rank != y->rank)
+        return x->rank - y->rank;
+    return x->created_ns > y->created_ns ? -1 : x->created_ns < y->created_ns; /* youngest first */
+}
+
+/* Drop expectation entries whose deadline passed (or, for creates, whose pod is cached). */
+static void expire(json_t *map, const json_t *present, int64_t now)
+{
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(map, tmp, k, v)
+    {
+        if (json_integer_value(v) <= now || (present && json_object_get(present, k)))
+            json_object_del(map, k);
+    }
+}
+
+void pc__poolctl_sync_pods(pc_poolctl *c, pc__pool_state *st, const json_t *pool,
+                           const json_t *pods)
+{
+    int64_t now = pc__cl_mono_ns();
+    const json_t *spec = json_object_get(pool, "spec");
+    json_int_t want = json_integer_value(json_object_get(spec, "replicas"));
+    want = want < 0 ? 0 : want > 100000 ? 100000 : want;
+    json_t *ms = json_object_get(spec, "maxSurge");
+    json_int_t surge = json_is_integer(ms) ? json_integer_value(ms) : 1;
+    surge = surge < 0 ? 0 : surge;
+    const char *recycle = json_string_value(json_object_get(spec, "recycle"));
+    bool replace = recycle && strcmp(recycle, "Replace") == 0;
+    const json_t *tmpl = json_object_get(spec, "template");
+    const json_t *tspec = json_object_get(tmpl, "spec");
+    st->invalid_template = !json_is_array(json_object_get(tspec, "containers")) ||
+                           json_array_size(json_object_get(tspec, "containers")) == 0;
+    char hash[16];
+    pc_poolctl_template_hash(tmpl, hash, sizeof(hash));
+
+    /* names and uids present, for the expectations */
+    json_t *names = json_object(), *uids = json_object();
+    size_t i;
+    const json_t *pod;
+    json_array_foreach(pods, i, pod)
+    {
+        json_object_set_new(names, pc__cl_jstr(pod, "metadata.name") ?: "", json_true());
+        json_object_set_new(uids, pc__cl_jstr(pod, "metadata.uid") ?: "", json_true());
+    }
+    expire(st->pending_creates, names, now);
+    /* a delete we sent: forgotten once the pod is gone from the cache (or the deadline) */
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(st->deleting, tmp, k, v)
+    {
+        if (!json_object_get(uids, k) || json_integer_value(v) <= now)
+            json_object_del(st->deleting, k);
+    }
+    json_object_foreach_safe(st->acted, tmp, k, v)
+    {
+        if (!json_object_get(uids, k))
+            json_object_del(st->acted, k);
+    }
+    json_object_foreach_safe(st->since, tmp, k, v)
+    {
+        if (!json_object_get(uids, k))
+            json_object_del(st->since, k);
+    }
+    json_decref(names);
+    json_decref(uids);
+
+    size_t npods = json_array_size(pods);
+    cand *cands = calloc(npods ? npods : 1, sizeof(*cands));
+    size_t ncand = 0;
+    uint32_t idle = 0, starting = 0, recycling = 0, not_ready = 0, claimed = 0, outdated = 0;
+    int64_t next_check = 0; /* when a not-yet-ready pod crosses ready_timeout */
+    json_array_foreach(pods, i, pod)
+    {
+        const char *uid = pc__cl_jstr(pod, "metadata.uid") ?: "";
+        const char *rv = pc__cl_jstr(pod, "metadata.resourceVersion") ?: "";
+        if (json_object_get(st->deleting, uid) || pc__cl_jget(pod, "metadata.deletionTimestamp"))
+            continue;
+        const char *phase = pc__cl_label(pod, PC_CL_LABEL_PHASE) ?: "";
+        bool starting_p = strcmp(phase, "Starting") == 0, idle_p = strcmp(phase, "Idle") == 0,
+             stopping_p = strcmp(phase, "Stopping") == 0;
+        if (!starting_p && !idle_p && !stopping_p) {
+            claimed++; /* a caller's sandbox: not ours to count or touch */
+            continue;
+        }
+        const char *acted = json_string_value(json_object_get(st->acted, uid));
+        bool stale = acted && strcmp(acted, rv) == 0; /* we wrote; the watch has not shown it */
+        const char *sp = pc__cl_jstr(pod, "status.phase") ?: "";
+        if (strcmp(sp, "Failed") == 0 || strcmp(sp, "Succeeded") == 0) {
+            if (!stale)
+                delete_pod(c, st, pod, "failed");
+            continue;
+        }
+        const char *ph = pc__cl_label(pod, PC_CL_LABEL_TEMPLATE_HASH);
+        bool old = !ph || strcmp(ph, hash) != 0;
+        bool ready = pc__poolctl_pod_ready(pod);
+        int64_t created = pc__cl_parse_time(pc__cl_jstr(pod, "metadata.creationTimestamp"));
+        if (stopping_p && (replace || old || st->invalid_template)) {
+            if (!stale)
+                delete_pod(c, st, pod, replace ? "recycle Replace" : "template changed");
+            continue;
+        }
+        /* waiting to be Ready: Starting, or being recycled (reset and restarting) */
+        bool conformant = starting_p || (images_match(pod, tspec) &&
+                                         meta_match(pod, json_object_get(tmpl, "metadata")));
+        bool waiting = (starting_p || stopping_p) && !(ready && conformant);
+        if (waiting) {
+            json_t *s = json_object_get(st->since, uid);
+            if (!s) {
+                json_object_set_new(st->since, uid, json_integer(now));
+                s = json_object_get(st->since, uid);
+            }
+            int64_t due = (int64_t)json_integer_value(s) + c->ready_timeout_ns;
+            if (now >= due && !ready) {
+                not_ready++;
+                if (pc_kevents_emit(c->events, c->conn, pool, pod, "Warning", "PodNotReady",
+                                    "Start", "pod %s not Ready %lld ms after %s",
+                                    pc__cl_jstr(pod, "metadata.name"),
+                                    (long long)(c->ready_timeout_ns / 1000000LL),
+                                    starting_p ? "it started" : "its recycle") == 0)
+                    PC__PC_INC(c, events);
+            } else if (!next_check || due < next_check) {
+                next_check = due;
+            }
+        } else {
+            json_object_del(st->since, uid);
+        }
+        cand *cd = &cands[ncand++];
+        cd->pod = pod;
+        cd->created_ns = created;
+        if (idle_p) {
+            idle++;
+            outdated += old;
+            cd->rank = old ? 1 : 4;
+        } else if (starting_p) {
+            starting++;
+            outdated += old;
+            cd->rank = old ? 0 : 2;
+            if (ready && !stale && !st->invalid_template &&
+                patch_pod(c, st, pod, phase_patch("Idle"), "idle") == 200)
+                PC__PC_INC(c, idles);
+        } else {
+            recycling++;
+            cd->rank = 3;
+            if (stale)
+                continue;
+            bool imgs = images_match(pod, tspec);
+            bool meta = meta_match(pod, json_object_get(tmpl, "metadata")) && ph &&
+                        strcmp(ph, hash) == 0;
+            if (imgs && meta && ready) {
+                if (patch_pod(c, st, pod, phase_patch("Idle"), "idle") == 200)
+                    PC__PC_INC(c, idles);
+            } else if (!imgs || !meta) {
+                /* one write when nothing must restart; else reset now, Idle once Ready */
+                bool to_idle = imgs && ready;
+                if (patch_pod(c, st, pod, reset_patch(pod, tmpl, hash, to_idle),
+                              to_idle ? "reset+idle" : "reset") == 200) {
+                    PC__PC_INC(c, resets);
+                    if (to_idle)
+                        PC__PC_INC(c, idles);
+                }
+            }
+        }
+    }
+    uint32_t expected = (uint32_t)json_object_size(st->pending_creates);
+    json_int_t warm = (json_int_t)(idle + starting + recycling + expected);
+    json_int_t fresh = warm - outdated;
+    json_int_t max_warm = want + (outdated ? surge : 0);
+    json_int_t create = want - fresh;
+    if (create > max_warm - warm)
+        create = max_warm - warm;
+    json_int_t excess = warm - want;
+    if (excess > 0) {
+        /* old template first, then Starting (youngest first), then Stopping, then Idle */
+        qsort(cands, ncand, sizeof(*cands), cand_cmp);
+        for (size_t j = 0; j < ncand && excess > 0; j++) {
+            /* a rollout keeps its surge: only old-template pods go while new ones start */
+            if (outdated && cands[j].rank > 1)
+                break;
+            if (delete_pod(c, st, cands[j].pod, "surplus"))
+                excess--;
+        }
+    }
+    if (create > 0 && !st->invalid_template) {
+        if (now < st->create_after_ns) {
+            pc__poolctl_requeue_after(c, st->key, st->create_after_ns - now);
+        } else {
+            json_int_t n = create > c->max_creates ? c->max_creates : create;
+            for (json_int_t j = 0; j < n; j++)
+                if (!create_pod(c, st, pool, tmpl, hash))
+                    break;
+            if (create > n)
+                pc__poolctl_requeue_after(c, st->key, 0);
+        }
+    }
+    if (next_check)
+        pc__poolctl_requeue_after(c, st->key, next_check - now + 1000000);
+    st->warm = (uint32_t)warm;
+    st->idle = idle;
+    st->starting = starting;
+    st->recycling = recycling;
+    st->not_ready = not_ready;
+    st->claimed = claimed;
+    st->outdated = outdated;
+    free(cands);
+}
+
+void pc__poolctl_delete_orphans(pc_poolctl *c, const char *ns, const char *name)
+{
+    json_t *pods = pc_watch_list_index(c->pods, ns, name);
+    size_t i;
+    json_t *pod;
+    json_array_foreach(pods, i, pod)
+    {
+        size_t j;
+        json_t *ref;
+        json_array_foreach(pc__cl_jget(pod, "metadata.ownerReferences"), j, ref)
+        {
+            const char *kind = json_string_value(json_object_get(ref, "kind"));
+            const char *n = json_string_value(json_object_get(ref, "name"));
+            if (kind && n && strcmp(kind, "SandboxPool") == 0 && strcmp(n, name) == 0 &&
+                !pc__cl_jget(pod, "metadata.deletionTimestamp")) {
+                delete_pod(c, NULL, pod, "pool deleted");
+                break;
+            }
+        }
+    }
+    json_decref(pods);
+}

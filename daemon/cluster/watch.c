@@ -1,0 +1,525 @@
+/* A generic LIST+WATCH with an object cache (see watch.h).
+ *
+ * Flow: API server -> [LIST pages -> WATCH stream -> cache + index] -> on_change callbacks.
+ *
+ * Thread loop (one thread per watch), as src/informer does it:
+ *   rv == ""  -> paged LIST (one snapshot), objects absent from it are DELETED, rv = list rv
+ *   WATCH from rv with bookmarks; each event moves rv; timeoutSeconds ends it -> WATCH again
+ *   410 Gone (ERROR event or HTTP status), an event line over the limit -> relist
+ *   anything else (network, malformed or truncated event) -> backoff, WATCH from rv
+ * An event at the cached version is a replay (after a reconnect) and changes nothing; one at
+ * an older decimal version too.
+ *
+ * Locking: `mu` guards `cache` and `index` only; the watch thread is their only writer.
+ * Readers copy references out under it. No other lock is taken while `mu` is held.
+ */
+#include "watch.h"
+
+#include "util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PATH_MAX_ 8192
+#define STOP_GONE 1
+#define STOP_RESUME 2
+
+struct pc_watch {
+    /* fixed after new */
+    pc_kube_client *client;
+    char *path;
+    char *selector_enc; /* URL-encoded, "" = none */
+    char *index_label;
+    char *name;
+    uint32_t page_size, watch_timeout_s;
+    int64_t backoff_initial_ns, backoff_max_ns;
+    pc_watch_fn on_change;
+    pc_watch_sync_fn on_sync;
+    void *arg;
+    pc_cluster_log log;
+    pc_kube_conn *conn;
+
+    _Atomic bool stop;
+    _Atomic bool synced;
+    bool started;
+    pthread_t thread;
+
+    pthread_mutex_t mu;
+    json_t *cache; /* "ns/name" -> object */
+    json_t *index; /* "ns/value" -> {"ns/name": object} */
+
+    /* watch thread only */
+    char rv[64];
+    uint32_t backoff_attempt;
+    uint64_t rng;
+    bool got_event;
+
+    _Atomic uint64_t n_lists, n_relists, n_watches, n_events, n_bookmarks, n_errors;
+};
+
+#define INC(f) atomic_fetch_add_explicit(&w->f, 1, memory_order_relaxed)
+#define LOG(lvl, ...) pc__cl_log(&w->log, lvl, "watch", __VA_ARGS__)
+
+static void obj_key(const json_t *obj, char *buf, size_t len)
+{
+    const char *ns = pc__cl_jstr(obj, "metadata.namespace");
+    const char *name = pc__cl_jstr(obj, "metadata.name");
+    snprintf(buf, len, "%s/%s", ns ? ns : "", name ? name : "");
+}
+
+static bool index_key(const pc_watch *w, const json_t *obj, char *buf, size_t len)
+{
+    if (!w->index_label)
+        return false;
+    const char *v = pc__cl_label(obj, w->index_label);
+    if (!v)
+        return false;
+    const char *ns = pc__cl_jstr(obj, "metadata.namespace");
+    snprintf(buf, len, "%s/%s", ns ? ns : "", v);
+    return true;
+}
+
+/* Under mu: replace (obj != NULL) or remove the cached object at key, keeping the index. */
+static void cache_set_locked(pc_watch *w, const char *key, const json_t *old, json_t *obj)
+{
+    char ik[512];
+    if (old && index_key(w, old, ik, sizeof(ik))) {
+        json_t *set = json_object_get(w->index, ik);
+        json_object_del(set, key);
+        if (set && json_object_size(set) == 0)
+            json_object_del(w->index, ik);
+    }
+    if (obj) {
+        json_object_set(w->cache, key, obj);
+        if (index_key(w, obj, ik, sizeof(ik))) {
+            json_t *set = json_object_get(w->index, ik);
+            if (!set) {
+                set = json_object();
+                json_object_set_new(w->index, ik, set);
+            }
+            json_object_set(set, key, obj);
+        }
+    } else {
+        json_object_del(w->cache, key);
+    }
+}
+
+/* Apply one observed object (ADDED/MODIFIED, or from a LIST). Steals nothing. */
+static void apply(pc_watch *w, json_t *obj)
+{
+    char key[512];
+    obj_key(obj, key, sizeof(key));
+    const char *rv = pc__cl_jstr(obj, "metadata.resourceVersion");
+    pthread_mutex_lock(&w->mu);
+    json_t *old = json_incref(json_object_get(w->cache, key));
+    const char *orv = old ? pc__cl_jstr(old, "metadata.resourceVersion") : NULL;
+    if (old && orv && rv && (strcmp(orv, rv) == 0 || pc__cl_rv_older(rv, orv))) {
+        /* a replay after a reconnect, or an older version than the cache holds */
+        pthread_mutex_unlock(&w->mu);
+        json_decref(old);
+        return;
+    }
+    cache_set_locked(w, key, old, obj);
+    pthread_mutex_unlock(&w->mu);
+    if (w->on_change)
+        w->on_change(w->arg, old ? PC_WATCH_MODIFIED : PC_WATCH_ADDED, obj, old);
+    json_decref(old);
+}
+
+static void remove_obj(pc_watch *w, const json_t *obj)
+{
+    char key[512];
+    obj_key(obj, key, sizeof(key));
+    pthread_mutex_lock(&w->mu);
+    json_t *old = json_incref(json_object_get(w->cache, key));
+    if (old)
+        cache_set_locked(w, key, old, NULL);
+    pthread_mutex_unlock(&w->mu);
+    if (old && w->on_change)
+        w->on_change(w->arg, PC_WATCH_DELETED, obj, old);
+    json_decref(old);
+}
+
+static bool on_wake(void *arg)
+{
+    pc_watch *w = arg;
+    /* acquire: pairs with the release in pc_watch_stop */
+    return atomic_load_explicit(&w->stop, memory_order_acquire);
+}
+
+/* ---- LIST ---------------------------------------------------------------------------------- */
+
+static int do_list(pc_watch *w)
+{
+    char path[PATH_MAX_], enc[6144], cont[4096] = "";
+    json_t *seen = json_object();
+    int restarts = 0, rc = 0;
+    w->rv[0] = '\0';
+    for (;;) {
+        int n = snprintf(path, sizeof(path), "%s?limit=%u%s%s", w->path, w->page_size,
+                         w->selector_enc[0] ? "&labelSelector=" : "", w->selector_enc);
+        if (cont[0] && (pc__cl_urlenc(cont, enc, sizeof(enc)) ||
+                        snprintf(path + n, sizeof(path) - (size_t)n, "&continue=%s", enc) >=
+                                (int)(sizeof(path) - (size_t)n))) {
+            rc = -EMSGSIZE;
+            break;
+        }
+        long status;
+        json_t *page;
+        char err[512];
+        rc = pc__cl_request(w->conn, "GET", path, NULL, NULL, &status, &page, err, sizeof(err));
+        if (rc == 0 && status == 410) {
+            /* the continue token expired (compaction): start over */
+            if (++restarts > 3) {
+                rc = -EAGAIN;
+                break;
+            }
+            cont[0] = '\0';
+            json_object_clear(seen);
+            continue;
+        }
+        if (rc || status != 200 || !page) {
+            LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"list failed: %s\"", w->name, err);
+            json_decref(page);
+            rc = rc ? rc : -EIO;
+            break;
+        }
+        json_t *items = json_object_get(page, "items");
+        const char *prv = pc__cl_jstr(page, "metadata.resourceVersion");
+        const char *next = pc__cl_jstr(page, "metadata.continue");
+        if (!json_is_array(items) || !prv) {
+            LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"malformed list page\"", w->name);
+            json_decref(page);
+            rc = -EBADMSG;
+            break;
+        }
+        size_t i;
+        json_t *obj;
+        json_array_foreach(items, i, obj)
+        {
+            char key[512];
+            obj_key(obj, key, sizeof(key));
+            json_object_set_new(seen, key, json_true());
+            apply(w, obj);
+        }
+        char list_rv[64];
+        snprintf(list_rv, sizeof(list_rv), "%s", prv);
+        bool more = next && next[0];
+        if (more && strcmp(next, cont) == 0) {
+            json_decref(page);
+            rc = -EBADMSG;
+            break;
+        }
+        snprintf(cont, sizeof(cont), "%s", more ? next : "");
+        json_decref(page);
+        if (on_wake(w)) {
+            rc = -ECANCELED;
+            break;
+        }
+        if (!more) {
+            snprintf(w->rv, sizeof(w->rv), "%s", list_rv);
+            break;
+        }
+    }
+    if (rc == 0) {
+        /* sweep: cached objects the snapshot no longer has were deleted meanwhile */
+        json_t *gone = json_array();
+        pthread_mutex_lock(&w->mu);
+        const char *k;
+        json_t *v;
+        json_object_foreach(w->cache, k, v)
+        {
+            if (!json_object_get(seen, k))
+                json_array_append(gone, v);
+        }
+        pthread_mutex_unlock(&w->mu);
+        size_t i;
+        json_array_foreach(gone, i, v) remove_obj(w, v);
+        json_decref(gone);
+        INC(n_lists);
+        bool first = !atomic_load_explicit(&w->synced, memory_order_relaxed);
+        /* release: a reader that sees synced sees the cache filled before it */
+        atomic_store_explicit(&w->synced, true, memory_order_release);
+        if (first)
+            LOG(PC_KUBE_LOG_INFO, "watch=%s msg=\"synced\" objects=%zu rv=%s", w->name,
+                json_object_size(w->cache), w->rv);
+        if (w->on_sync)
+            w->on_sync(w->arg);
+    }
+    json_decref(seen);
+    return rc;
+}
+
+/* ---- WATCH --------------------------------------------------------------------------------- */
+
+static int on_line(void *arg, const char *line, size_t len)
+{
+    pc_watch *w = arg;
+    json_error_t je;
+    json_t *ev = json_loadb(line, len, 0, &je);
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    json_t *obj = json_object_get(ev, "object");
+    if (!type || !json_is_object(obj)) {
+        INC(n_errors);
+        LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"malformed watch event, resuming from rv %s: %s\"",
+            w->name, w->rv, ev ? "no type or object" : je.text);
+        json_decref(ev);
+        return STOP_RESUME;
+    }
+    int rc = 0;
+    const char *rv = pc__cl_jstr(obj, "metadata.resourceVersion");
+    if (strcmp(type, "ERROR") == 0) {
+        json_int_t code = json_integer_value(json_object_get(obj, "code"));
+        rc = code == 410 ? STOP_GONE : STOP_RESUME;
+        LOG(code == 410 ? PC_KUBE_LOG_INFO : PC_KUBE_LOG_WARN,
+            "watch=%s msg=\"watch error event: %lld %s\"", w->name, (long long)code,
+            json_string_value(json_object_get(obj, "message")) ?: "");
+    } else if (strcmp(type, "BOOKMARK") == 0) {
+        INC(n_bookmarks);
+        w->got_event = true;
+    } else if (strcmp(type, "ADDED") == 0 || strcmp(type, "MODIFIED") == 0) {
+        INC(n_events);
+        w->got_event = true;
+        apply(w, obj);
+    } else if (strcmp(type, "DELETED") == 0) {
+        INC(n_events);
+        w->got_event = true;
+        remove_obj(w, obj);
+    }
+    if (rc == 0 && rv)
+        snprintf(w->rv, sizeof(w->rv), "%s", rv);
+    json_decref(ev);
+    return rc;
+}
+
+/* One WATCH. Returns 0 (rotation), 1 (relist), -ECANCELED, or another negative errno. */
+static int do_watch(pc_watch *w)
+{
+    char path[PATH_MAX_], rv[200];
+    if (pc__cl_urlenc(w->rv, rv, sizeof(rv)))
+        return -EINVAL;
+    snprintf(path, sizeof(path),
+             "%s?watch=true&resourceVersion=%s&allowWatchBookmarks=true&timeoutSeconds=%u%s%s",
+             w->path, rv, w->watch_timeout_s, w->selector_enc[0] ? "&labelSelector=" : "",
+             w->selector_enc);
+    INC(n_watches);
+    w->got_event = false;
+    pc_kube_response r;
+    int line_rc = 0;
+    /* the server ends the watch after timeoutSeconds; this bound catches a silent dead peer */
+    int rc =
+            pc_kube_conn_stream(w->conn, path, 0, ((int64_t)w->watch_timeout_s + 30) * 1000000000LL,
+                                on_line, w, &line_rc, &r);
+    if (rc == 0 && r.status == 410)
+        rc = 1;
+    else if (rc == 0 && r.status != 200) {
+        LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"watch failed: %s\"", w->name, r.error);
+        rc = -EIO;
+    } else if (rc == 0 && line_rc == STOP_GONE)
+        rc = 1;
+    else if (rc == 0 && line_rc == STOP_RESUME)
+        rc = -EBADMSG;
+    else if (rc == -EMSGSIZE)
+        rc = 1; /* an event we cannot hold: resuming would hit it again */
+    else if (rc && rc != -ECANCELED)
+        LOG(PC_KUBE_LOG_INFO, "watch=%s msg=\"watch ended: %s\"", w->name, r.error);
+    pc_kube_response_fini(&r);
+    return rc;
+}
+
+static int backoff(pc_watch *w)
+{
+    int64_t d = w->backoff_initial_ns;
+    for (uint32_t i = 0; i < w->backoff_attempt && d < w->backoff_max_ns; i++)
+        d *= 2;
+    if (d > w->backoff_max_ns)
+        d = w->backoff_max_ns;
+    d = d / 2 + (int64_t)(pc__cl_rand(&w->rng) % (uint64_t)(d / 2 + 1));
+    w->backoff_attempt++;
+    return pc_kube_conn_sleep(w->conn, d);
+}
+
+static void *watch_main(void *arg)
+{
+    pc_watch *w = arg;
+    pthread_setname_np(pthread_self(), "pc-watch");
+    while (!on_wake(w)) {
+        int rc;
+        if (!w->rv[0]) {
+            rc = do_list(w);
+            if (rc == -ECANCELED)
+                break;
+            if (rc) {
+                INC(n_errors);
+                w->rv[0] = '\0';
+                if (backoff(w) == -ECANCELED)
+                    break;
+                continue;
+            }
+            w->backoff_attempt = 0;
+        }
+        int64_t began = pc__cl_mono_ns();
+        rc = do_watch(w);
+        if (rc == -ECANCELED)
+            break;
+        if (rc == 0 && !w->got_event && pc__cl_mono_ns() - began < 1000000000LL)
+            rc = -ECONNRESET; /* a watch closed at once: no hot reconnect loop */
+        if (w->got_event)
+            w->backoff_attempt = 0;
+        if (rc == 1) {
+            INC(n_relists);
+            w->rv[0] = '\0';
+            continue;
+        }
+        if (rc < 0) {
+            INC(n_errors);
+            if (backoff(w) == -ECANCELED)
+                break;
+        }
+    }
+    return NULL;
+}
+
+/* ---- public -------------------------------------------------------------------------------- */
+
+int pc_watch_new(const pc_watch_config *cfg, pc_watch **out)
+{
+    if (!cfg || !cfg->client || !cfg->path || cfg->path[0] != '/')
+        return -EINVAL;
+    pc_watch *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    char enc[1024] = "";
+    if (cfg->label_selector && pc__cl_urlenc(cfg->label_selector, enc, sizeof(enc))) {
+        free(w);
+        return -EINVAL;
+    }
+    w->client = cfg->client;
+    w->path = strdup(cfg->path);
+    w->selector_enc = strdup(enc);
+    w->index_label = cfg->index_label ? strdup(cfg->index_label) : NULL;
+    w->name = strdup(cfg->name ? cfg->name : cfg->path);
+    w->page_size = cfg->page_size ? cfg->page_size : 500;
+    w->watch_timeout_s = cfg->watch_timeout_s ? cfg->watch_timeout_s : 300;
+    w->backoff_initial_ns = cfg->backoff_initial_ns > 0 ? cfg->backoff_initial_ns : 100000000LL;
+    w->backoff_max_ns = cfg->backoff_max_ns > 0 ? cfg->backoff_max_ns : 10000000000LL;
+    if (w->backoff_max_ns < w->backoff_initial_ns)
+        w->backoff_max_ns = w->backoff_initial_ns;
+    w->on_change = cfg->on_change;
+    w->on_sync = cfg->on_sync;
+    w->arg = cfg->arg;
+    w->log = cfg->log;
+    w->rng = (uint64_t)pc__cl_mono_ns() ^ (uint64_t)(uintptr_t)w ^ 0x9e3779b97f4a7c15ULL;
+    w->cache = json_object();
+    w->index = json_object();
+    pthread_mutex_init(&w->mu, NULL);
+    if (!w->path || !w->selector_enc || !w->name || (cfg->index_label && !w->index_label) ||
+        !w->cache || !w->index || pc_kube_conn_new(w->client, &w->conn)) {
+        pc_watch_free(w);
+        return -ENOMEM;
+    }
+    pc_kube_conn_set_idle(w->conn, on_wake, w);
+    *out = w;
+    return 0;
+}
+
+int pc_watch_start(pc_watch *w)
+{
+    if (w->started)
+        return -EALREADY;
+    atomic_store_explicit(&w->stop, false, memory_order_relaxed);
+    int rc = pthread_create(&w->thread, NULL, watch_main, w);
+    if (rc)
+        return -rc;
+    w->started = true;
+    return 0;
+}
+
+void pc_watch_stop(pc_watch *w)
+{
+    if (!w || !w->started)
+        return;
+    /* release: pairs with the acquire in on_wake */
+    atomic_store_explicit(&w->stop, true, memory_order_release);
+    pc_kube_conn_wakeup(w->conn);
+    pthread_join(w->thread, NULL);
+    w->started = false;
+}
+
+void pc_watch_free(pc_watch *w)
+{
+    if (!w)
+        return;
+    pc_watch_stop(w);
+    pc_kube_conn_free(w->conn);
+    json_decref(w->cache);
+    json_decref(w->index);
+    pthread_mutex_destroy(&w->mu);
+    free(w->path);
+    free(w->selector_enc);
+    free(w->index_label);
+    free(w->name);
+    free(w);
+}
+
+bool pc_watch_synced(const pc_watch *w)
+{
+    /* acquire: pairs with the release after the first LIST */
+    return atomic_load_explicit(&((pc_watch *)w)->synced, memory_order_acquire);
+}
+
+json_t *pc_watch_get(pc_watch *w, const char *ns, const char *name)
+{
+    char key[512];
+    snprintf(key, sizeof(key), "%s/%s", ns ? ns : "", name);
+    pthread_mutex_lock(&w->mu);
+    json_t *o = json_incref(json_object_get(w->cache, key));
+    pthread_mutex_unlock(&w->mu);
+    return o;
+}
+
+static json_t *values_of(const json_t *map)
+{
+    json_t *arr = json_array();
+    const char *k;
+    json_t *v;
+    if (arr)
+        json_object_foreach((json_t *)map, k, v) json_array_append(arr, v);
+    return arr;
+}
+
+json_t *pc_watch_list(pc_watch *w)
+{
+    pthread_mutex_lock(&w->mu);
+    json_t *arr = values_of(w->cache);
+    pthread_mutex_unlock(&w->mu);
+    return arr;
+}
+
+json_t *pc_watch_list_index(pc_watch *w, const char *ns, const char *value)
+{
+    char key[512];
+    snprintf(key, sizeof(key), "%s/%s", ns ? ns : "", value);
+    pthread_mutex_lock(&w->mu);
+    json_t *set = json_object_get(w->index, key);
+    json_t *arr = set ? values_of(set) : json_array();
+    pthread_mutex_unlock(&w->mu);
+    return arr;
+}
+
+void pc_watch_stats_read(pc_watch *w, pc_watch_stats *o)
+{
+    o->lists = atomic_load_explicit(&w->n_lists, memory_order_relaxed);
+    o->relists = atomic_load_explicit(&w->n_relists, memory_order_relaxed);
+    o->watches = atomic_load_explicit(&w->n_watches, memory_order_relaxed);
+    o->events = atomic_load_explicit(&w->n_events, memory_order_relaxed);
+    o->bookmarks = atomic_load_explicit(&w->n_bookmarks, memory_order_relaxed);
+    o->errors = atomic_load_explicit(&w->n_errors, memory_order_relaxed);
+    pthread_mutex_lock(&w->mu);
+    o->objects = json_object_size(w->cache);
+    pthread_mutex_unlock(&w->mu);
+}
