@@ -155,6 +155,12 @@ func (k *Kubelet) writeStatusOnce(ctx context.Context, ns, name string, uid type
 	if p.UID != uid || p.DeletionTimestamp != nil {
 		return nil
 	}
+	if p.Status.Phase == corev1.PodRunning && podReady(p) && !imagesChanged(p) {
+		// Already what this write would report (a start or restart that another status write
+		// overtook): the kubelet writes nothing, so an idle pod keeps its version. A write
+		// here would only move timestamps and start a second version of one idle period.
+		return nil
+	}
 	now := metav1.Now()
 	st := &p.Status
 	st.Phase = corev1.PodRunning
@@ -189,6 +195,15 @@ func (k *Kubelet) writeStatusOnce(ctx context.Context, ns, name string, uid type
 	}
 	_, err = pods.UpdateStatus(ctx, p, metav1.UpdateOptions{})
 	return err
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 func ptr[T any](v T) *T { return &v }
