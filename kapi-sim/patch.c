@@ -57,33 +57,112 @@ json_t *ks_merge_patch(const json_t *doc, const json_t *patch)
 
 /* ---- strategic merge patch ---------------------------------------------------------------- */
 
-/* Lists merged by a key rather than replaced (patchMergeKey in the Kubernetes Go types). */
-static const struct {
-    const char *field, *key;
-} merge_keys[] = {
+/* Lists merged by a key rather than replaced: patchMergeKey in the Go types (k8s.io/api v0.34
+ * core/v1 and apps/v1, apimachinery's ObjectMeta), by path from the object's root. The same
+ * field name elsewhere is an ordinary list the patch replaces (a Service's spec.ports merge by
+ * port, a container's ports by containerPort; readinessGates, tolerations, containerStatuses
+ * are replaced whole). A path steps through map keys only; a list element adds no step. */
+typedef struct merge_list {
+    const char *path, *key;
+} merge_list;
+
+/* Relative to a PodSpec: a pod's spec, a Deployment's spec.template.spec. */
+static const merge_list pod_spec_lists[] = {
         {"containers", "name"},
+        {"containers/ports", "containerPort"},
+        {"containers/env", "name"},
+        {"containers/volumeMounts", "mountPath"},
+        {"containers/volumeDevices", "devicePath"},
         {"initContainers", "name"},
+        {"initContainers/ports", "containerPort"},
+        {"initContainers/env", "name"},
+        {"initContainers/volumeMounts", "mountPath"},
+        {"initContainers/volumeDevices", "devicePath"},
         {"ephemeralContainers", "name"},
+        {"ephemeralContainers/ports", "containerPort"},
+        {"ephemeralContainers/env", "name"},
+        {"ephemeralContainers/volumeMounts", "mountPath"},
+        {"ephemeralContainers/volumeDevices", "devicePath"},
         {"volumes", "name"},
-        {"env", "name"},
         {"imagePullSecrets", "name"},
-        {"volumeMounts", "mountPath"},
-        {"ports", "containerPort"},
-        {"conditions", "type"},
-        {"ownerReferences", "uid"},
         {"hostAliases", "ip"},
-        {"readinessGates", "conditionType"},
+        {"topologySpreadConstraints", "topologyKey"},
+        {"schedulingGates", "name"},
+        {"resourceClaims", "name"},
 };
 
-static const char *merge_key_for(const char *field)
+/* Relative to the object's root, by kind; ObjectMeta's lists hold for every kind. */
+static const merge_list pod_lists[] = {
+        {"status/conditions", "type"},
+        {"status/hostIPs", "ip"},
+        {"status/podIPs", "ip"},
+        {"status/resourceClaimStatuses", "name"},
+};
+static const merge_list status_condition_lists[] = {{"status/conditions", "type"}};
+static const merge_list service_lists[] = {{"spec/ports", "port"}, {"status/conditions", "type"}};
+
+static const char *lookup(const merge_list *l, size_t n, const char *path)
 {
-    for (size_t i = 0; i < sizeof merge_keys / sizeof merge_keys[0]; i++)
-        if (strcmp(field, merge_keys[i].field) == 0)
-            return merge_keys[i].key;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(path, l[i].path) == 0)
+            return l[i].key;
     return NULL;
 }
 
-static json_t *smp_map(const json_t *doc, const json_t *patch, ks_err *err);
+#define LOOKUP(tbl, path) lookup(tbl, sizeof(tbl) / sizeof((tbl)[0]), path)
+
+/* The merge key of the list at `path` in an object of `kind` (NULL: not a merge list). */
+static const char *merge_key_for(const char *kind, const char *path)
+{
+    if (strcmp(path, "metadata/ownerReferences") == 0)
+        return "uid";
+    if (!kind)
+        return NULL;
+    if (strcmp(kind, "Pod") == 0) {
+        if (strncmp(path, "spec/", 5) == 0)
+            return LOOKUP(pod_spec_lists, path + 5);
+        return LOOKUP(pod_lists, path);
+    }
+    if (strcmp(kind, "Deployment") == 0) {
+        if (strncmp(path, "spec/template/spec/", 19) == 0)
+            return LOOKUP(pod_spec_lists, path + 19);
+        return LOOKUP(status_condition_lists, path);
+    }
+    if (strcmp(kind, "Service") == 0)
+        return LOOKUP(service_lists, path);
+    if (strcmp(kind, "Namespace") == 0)
+        return LOOKUP(status_condition_lists, path);
+    return NULL;
+}
+
+/* Where the merge is in the object: its kind and the path of map keys down to here. */
+typedef struct smp_at {
+    const char *kind;
+    char path[256]; /* deeper paths hold no merge list: they are never looked up */
+    size_t len;
+} smp_at;
+
+/* Step into key k; false (path unchanged) when it does not fit, which only means "no list". */
+static bool at_push(smp_at *at, const char *k, size_t *saved)
+{
+    size_t kl = strlen(k), need = at->len + (at->len ? 1 : 0) + kl;
+    *saved = at->len;
+    if (need >= sizeof(at->path))
+        return false;
+    if (at->len)
+        at->path[at->len++] = '/';
+    memcpy(at->path + at->len, k, kl + 1);
+    at->len += kl;
+    return true;
+}
+
+static void at_pop(smp_at *at, size_t saved)
+{
+    at->len = saved;
+    at->path[saved] = '\0';
+}
+
+static json_t *smp_map(const json_t *doc, const json_t *patch, smp_at *at, ks_err *err);
 
 static long find_by_key(const json_t *arr, const char *key, const json_t *kv)
 {
@@ -121,7 +200,8 @@ static json_t *smp_union(const json_t *doc, const json_t *patch)
     return out;
 }
 
-static json_t *smp_list(const json_t *doc, const json_t *patch, const char *key, ks_err *err)
+static json_t *smp_list(const json_t *doc, const json_t *patch, const char *key, smp_at *where,
+                        ks_err *err)
 {
     size_t i;
     json_t *pe;
@@ -157,7 +237,7 @@ static json_t *smp_list(const json_t *doc, const json_t *patch, const char *key,
                 json_array_remove(out, (size_t)at);
             continue;
         }
-        json_t *merged = smp_map(at >= 0 ? json_array_get(out, (size_t)at) : NULL, pe, err);
+        json_t *merged = smp_map(at >= 0 ? json_array_get(out, (size_t)at) : NULL, pe, where, err);
         if (!merged) {
             json_decref(out);
             return NULL;
@@ -170,7 +250,7 @@ static json_t *smp_list(const json_t *doc, const json_t *patch, const char *key,
     return out;
 }
 
-static json_t *smp_map(const json_t *doc, const json_t *patch, ks_err *err)
+static json_t *smp_map(const json_t *doc, const json_t *patch, smp_at *at, ks_err *err)
 {
     const char *directive = json_string_value(json_object_get(patch, "$patch"));
     if (directive && strcmp(directive, "replace") == 0) {
@@ -212,15 +292,19 @@ static json_t *smp_map(const json_t *doc, const json_t *patch, ks_err *err)
         }
         json_t *cur = json_object_get(out, k);
         json_t *nv;
-        const char *mk = merge_key_for(k);
+        size_t saved;
+        bool placed = at_push(at, k, &saved);
+        const char *mk = placed ? merge_key_for(at->kind, at->path) : NULL;
         if (json_is_object(pv))
-            nv = smp_map(cur, pv, err);
+            nv = smp_map(cur, pv, at, err);
         else if (json_is_array(pv) && mk)
-            nv = smp_list(cur, pv, mk, err);
-        else if (json_is_array(pv) && strcmp(k, "finalizers") == 0 && json_is_array(cur))
+            nv = smp_list(cur, pv, mk, at, err);
+        else if (json_is_array(pv) && placed && strcmp(at->path, "metadata/finalizers") == 0 &&
+                 json_is_array(cur))
             nv = smp_union(cur, pv);
         else
             nv = json_deep_copy(pv);
+        at_pop(at, saved);
         if (!nv) {
             json_decref(out);
             return NULL;
@@ -236,7 +320,10 @@ json_t *ks_strategic_patch(const json_t *doc, const json_t *patch, ks_err *err)
         ks_err_set(err, 400, "BadRequest", "strategic merge patch must be a JSON object");
         return NULL;
     }
-    return smp_map(doc, patch, err);
+    /* The stored object says what it is; a patch may not change its kind. */
+    const char *kind = json_string_value(json_object_get(doc, "kind"));
+    smp_at at = {.kind = kind, .path = "", .len = 0};
+    return smp_map(doc, patch, &at, err);
 }
 
 /* ---- JSON patch ----------------------------------------------------------------------------- */

@@ -59,13 +59,15 @@ Test(patch, strategic_merges_containers_by_name)
     ks_err err = {0};
     json_t *r =
             apply(KS_PATCH_STRATEGIC,
-                  "{\"spec\":{\"containers\":[{\"name\":\"a\",\"image\":\"x\",\"args\":[\"1\"]},"
-                  "{\"name\":\"b\",\"image\":\"z\"}]},\"metadata\":{\"labels\":{\"k\":\"v\"}}}",
+                  "{\"kind\":\"Pod\",\"spec\":{\"containers\":[{\"name\":\"a\",\"image\":\"x\","
+                  "\"args\":[\"1\"]},{\"name\":\"b\",\"image\":\"z\"}]},\"metadata\":{\"labels\":{"
+                  "\"k\":\"v\"}}}",
                   "{\"spec\":{\"containers\":[{\"name\":\"a\",\"image\":\"y\"}]},\"metadata\":{"
                   "\"labels\":{\"n\":\"m\"}}}",
                   &err);
-    expect_json(r, "{\"spec\":{\"containers\":[{\"name\":\"a\",\"image\":\"y\",\"args\":[\"1\"]},"
-                   "{\"name\":\"b\",\"image\":\"z\"}]},\"metadata\":{\"labels\":{\"k\":\"v\","
+    expect_json(r, "{\"kind\":\"Pod\",\"spec\":{\"containers\":[{\"name\":\"a\",\"image\":\"y\","
+                   "\"args\":[\"1\"]},{\"name\":\"b\",\"image\":\"z\"}]},\"metadata\":{\"labels\":{"
+                   "\"k\":\"v\","
                    "\"n\":\"m\"}}}");
     json_decref(r);
 }
@@ -73,11 +75,14 @@ Test(patch, strategic_merges_containers_by_name)
 Test(patch, strategic_appends_new_containers_and_honours_delete_directive)
 {
     ks_err err = {0};
-    json_t *r = apply(KS_PATCH_STRATEGIC, "{\"containers\":[{\"name\":\"a\"},{\"name\":\"b\"}]}",
-                      "{\"containers\":[{\"name\":\"c\",\"image\":\"i\"},{\"name\":\"a\","
-                      "\"$patch\":\"delete\"}]}",
+    json_t *r = apply(KS_PATCH_STRATEGIC,
+                      "{\"kind\":\"Pod\",\"spec\":{\"containers\":[{\"name\":\"a\"},{\"name\":"
+                      "\"b\"}]}}",
+                      "{\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"i\"},{\"name\":\"a\","
+                      "\"$patch\":\"delete\"}]}}",
                       &err);
-    expect_json(r, "{\"containers\":[{\"name\":\"b\"},{\"name\":\"c\",\"image\":\"i\"}]}");
+    expect_json(r, "{\"kind\":\"Pod\",\"spec\":{\"containers\":[{\"name\":\"b\"},{\"name\":"
+                   "\"c\",\"image\":\"i\"}]}}");
     json_decref(r);
 }
 
@@ -94,10 +99,62 @@ Test(patch, strategic_ignores_set_element_order_and_replaces_unkeyed_lists)
 Test(patch, strategic_list_element_without_merge_key_is_400)
 {
     ks_err err = {0};
-    json_t *r = apply(KS_PATCH_STRATEGIC, "{\"containers\":[]}",
-                      "{\"containers\":[{\"image\":\"x\"}]}", &err);
+    json_t *r = apply(KS_PATCH_STRATEGIC, "{\"kind\":\"Pod\",\"spec\":{\"containers\":[]}}",
+                      "{\"spec\":{\"containers\":[{\"image\":\"x\"}]}}", &err);
     cr_expect_null(r);
     cr_expect_eq(err.code, 400, "code %d: %s", err.code, err.message);
+}
+
+/* kube-apiserver finds a list's merge key by its place in the Go type, not by its field
+ * name: a container's ports merge by containerPort, a Service's by port, and a list that is
+ * not a merge list in its place is replaced whole even if a merge list elsewhere shares its
+ * name. */
+Test(patch, strategic_merge_keys_follow_the_path_not_the_field_name)
+{
+    ks_err err = {0};
+    json_t *r = apply(KS_PATCH_STRATEGIC,
+                      "{\"kind\":\"Service\",\"spec\":{\"ports\":[{\"port\":80,\"name\":\"a\"},"
+                      "{\"port\":81,\"name\":\"b\"}]}}",
+                      "{\"spec\":{\"ports\":[{\"port\":81,\"name\":\"c\"}]}}", &err);
+    cr_assert_not_null(r, "%d %s", err.code, err.message);
+    expect_json(r, "{\"kind\":\"Service\",\"spec\":{\"ports\":[{\"port\":80,\"name\":\"a\"},"
+                   "{\"port\":81,\"name\":\"c\"}]}}");
+    json_decref(r);
+
+    /* a container's ports merge by containerPort; a "containers" list anywhere else (here
+     * under status, where PodStatus has none) is plain data, replaced */
+    r = apply(KS_PATCH_STRATEGIC,
+              "{\"kind\":\"Pod\",\"spec\":{\"containers\":[{\"name\":\"a\",\"ports\":[{"
+              "\"containerPort\":1,\"name\":\"x\"}]}]},\"status\":{\"containers\":[{\"n\":1},"
+              "{\"n\":2}]}}",
+              "{\"spec\":{\"containers\":[{\"name\":\"a\",\"ports\":[{\"containerPort\":2}]}]},"
+              "\"status\":{\"containers\":[{\"n\":3}]}}",
+              &err);
+    cr_assert_not_null(r, "%d %s", err.code, err.message);
+    expect_json(r, "{\"kind\":\"Pod\",\"spec\":{\"containers\":[{\"name\":\"a\",\"ports\":[{"
+                   "\"containerPort\":1,\"name\":\"x\"},{\"containerPort\":2}]}]},\"status\":{"
+                   "\"containers\":[{\"n\":3}]}}");
+    json_decref(r);
+
+    /* readinessGates has no patch strategy in PodSpec: replaced, not merged */
+    r = apply(KS_PATCH_STRATEGIC,
+              "{\"kind\":\"Pod\",\"spec\":{\"readinessGates\":[{\"conditionType\":\"a\"}]}}",
+              "{\"spec\":{\"readinessGates\":[{\"conditionType\":\"b\"}]}}", &err);
+    cr_assert_not_null(r, "%d %s", err.code, err.message);
+    expect_json(r, "{\"kind\":\"Pod\",\"spec\":{\"readinessGates\":[{\"conditionType\":\"b\"}]}}");
+    json_decref(r);
+
+    /* a Deployment's pod template merges containers by name as a pod does */
+    r = apply(KS_PATCH_STRATEGIC,
+              "{\"kind\":\"Deployment\",\"spec\":{\"template\":{\"spec\":{\"containers\":[{"
+              "\"name\":\"a\",\"image\":\"x\"},{\"name\":\"b\",\"image\":\"y\"}]}}}}",
+              "{\"spec\":{\"template\":{\"spec\":{\"containers\":[{\"name\":\"b\",\"image\":"
+              "\"z\"}]}}}}",
+              &err);
+    cr_assert_not_null(r, "%d %s", err.code, err.message);
+    expect_json(r, "{\"kind\":\"Deployment\",\"spec\":{\"template\":{\"spec\":{\"containers\":[{"
+                   "\"name\":\"a\",\"image\":\"x\"},{\"name\":\"b\",\"image\":\"z\"}]}}}}");
+    json_decref(r);
 }
 
 Test(patch, json_patch_add_remove_replace_test)
