@@ -74,7 +74,8 @@ up() {
   [ -f "$dir/env" ] || { echo "realk8s: no cluster after 120 s ($dir/up.log)" >&2; down "$dir"; return 1; }
   local kc
   kc=$(sed -n 's/^KUBECONFIG=//p' "$dir/env")
-  KUBECONFIG=$kc kubectl apply -f "$root/realk8s/crds/podclaim.io.yaml" >/dev/null
+  # the CRDs a cluster gets from deploy/ (kubectl apply -k deploy/ installs the same files)
+  KUBECONFIG=$kc kubectl apply -f "$root/deploy/crds/" >/dev/null
   KUBECONFIG=$kc kubectl wait --for condition=established --timeout=60s \
     crd/sandboxpools.podclaim.io crd/sandboxclaims.podclaim.io >/dev/null
   echo "realk8s: up; source $dir/env (KUBECONFIG=$kc)" >&2

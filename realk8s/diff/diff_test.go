@@ -454,7 +454,7 @@ func TestCustomResourcesStatusAndScale(t *testing.T) {
 		{method: "POST", path: "/apis/podclaim.io/v1alpha1/namespaces/{ns}/sandboxclaims", ctype: jsonCT,
 			body: `{"apiVersion":"podclaim.io/v1alpha1","kind":"SandboxClaim","metadata":{"name":"c1"},"spec":{"pool":"web","priority":1}}`},
 		{method: "PATCH", path: "/apis/podclaim.io/v1alpha1/namespaces/{ns}/sandboxclaims/c1/status", ctype: merge,
-			body: `{"status":{"phase":"Bound","podName":"p"}}`},
+			body: `{"status":{"phase":"Bound","pod":"p"}}`},
 	})
 }
 
