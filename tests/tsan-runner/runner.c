@@ -3,6 +3,7 @@
  * a Criterion-like synthesis line. Exit status: 0 if all passed. */
 #include <criterion/criterion.h>
 
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 static struct cr_tsan_test *tests, **tail = &tests;
 static struct cr_tsan_test *current;
 static int expect_failures;
+static jmp_buf skip_jmp; /* cr_tsan_skip jumps back to main's call of the running test */
 
 void cr_tsan_register(struct cr_tsan_test *t)
 {
@@ -48,6 +50,17 @@ void cr_tsan_log(const char *level, const char *fmt, ...)
     va_end(ap);
 }
 
+void cr_tsan_skip(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "[SKIP] %s::%s: ", current->suite, current->name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    longjmp(skip_jmp, 1);
+}
+
 static void on_alarm(int sig)
 {
     (void)sig;
@@ -76,10 +89,18 @@ int main(int argc, char **argv)
         int before = expect_failures;
         if (current->data.init)
             current->data.init();
-        current->fn();
+        volatile bool skip = false; /* set after a longjmp: volatile keeps it */
+        if (setjmp(skip_jmp) == 0)
+            current->fn();
+        else
+            skip = true;
         if (current->data.fini)
             current->data.fini();
         alarm(0);
+        if (skip) {
+            skipped++;
+            continue;
+        }
         if (expect_failures != before) {
             fprintf(stderr, "[====] Synthesis: test %s failed\n", full);
             return 1;
