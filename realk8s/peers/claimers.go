@@ -168,14 +168,17 @@ func (c *cacheClaimer) claimGuarded(ctx context.Context, id string, ack func()) 
 		"metadata": map[string]any{"name": id, "namespace": c.ns},
 		"spec":     map[string]any{"pool": c.pool},
 	}}
+	t0 := time.Now()
 	claim, err := claims.Create(ctx, obj, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("create claim: %w", err)
 	}
 	ack()
+	t1, tries := time.Now(), 0
 	backoff := 5 * time.Millisecond
 	var won *corev1.Pod
 	for won == nil {
+		tries++
 		p, err := c.pick(ctx, &backoff)
 		if err != nil {
 			return "", err
@@ -194,10 +197,17 @@ func (c *cacheClaimer) claimGuarded(ctx context.Context, id string, ack func()) 
 			return "", fmt.Errorf("update pod %s: %w", p.Name, err)
 		}
 	}
+	t2 := time.Now()
 	for {
 		claim.Object["status"] = map[string]any{"phase": "Bound", "podName": won.Name}
 		_, err := claims.UpdateStatus(ctx, claim, metav1.UpdateOptions{})
 		if err == nil {
+			if t3 := time.Now(); t3.Sub(t0) > 100*time.Millisecond {
+				// where a slow claim spent its time (the harness prints this at the end of a cell)
+				fmt.Fprintf(os.Stderr, "slow claim %s: create %v, pod %v (%d tries, last backoff %v), status %v\n",
+					id, t1.Sub(t0).Round(time.Millisecond), t2.Sub(t1).Round(time.Millisecond), tries, backoff,
+					t3.Sub(t2).Round(time.Millisecond))
+			}
 			return won.Name, nil
 		}
 		if !apierrors.IsConflict(err) {

@@ -27,6 +27,11 @@ func (h *harness) installCRDs(ctx context.Context, _ kubernetes.Interface) error
 			return fmt.Errorf("kubectl apply -f %s: %w: %s", f, err, out)
 		}
 	}
+	if h.cfg.AgentSandbox != nil {
+		if err := patchConversionNone(ctx, kc); err != nil {
+			return err
+		}
+	}
 	out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kc, "wait", "--for", "condition=established",
 		"--timeout=60s", "crd", "--all").CombinedOutput()
 	if err != nil {

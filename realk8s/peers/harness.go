@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -50,12 +51,14 @@ type Config struct {
 var systemNames = []string{"podclaim", "podclaimd", "client-go", "client-go-5qps", "unguarded", "agent-sandbox"}
 
 type harness struct {
-	cfg   Config
-	cl    *cluster.Cluster
-	pools *pools
-	audit *auditLog
-	ns    string
-	log   io.Writer
+	cfg        Config
+	harnessCS  kubernetes.Interface // user peers-harness: its writes are not any system's
+	harnessDyn dynamic.Interface
+	cl         *cluster.Cluster
+	pools      *pools
+	audit      *auditLog
+	ns         string
+	log        io.Writer
 }
 
 // Main is `realk8s peers`: the whole benchmark, one table.
@@ -174,6 +177,10 @@ func Run(ctx context.Context, cfg Config) (*report, error) {
 	rc.QPS, rc.UserAgent = -1, "peers-harness"
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
+		return nil, err
+	}
+	h.harnessCS = cs
+	if h.harnessDyn, err = dynamic.NewForConfig(rc); err != nil {
 		return nil, err
 	}
 	kctx, kcancel := context.WithCancel(ctx)
@@ -398,12 +405,16 @@ func (h *harness) run(ctx context.Context, s system, n int, hold time.Duration, 
 	if c.Writes, err = h.audit.count(mark, s.user); err != nil {
 		return nil, err
 	}
+	if d, ok := ss.(interface{ doubles() int }); ok {
+		c.Doubles = d.doubles()
+		return c, nil
+	}
 	// the harness's watch may trail the last answers by a moment
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		d, seen := h.pools.audit(tag)
 		c.Doubles = d
-		if seen >= c.OK || time.Now().After(deadline) || s.name == "agent-sandbox" {
+		if seen >= c.OK || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -196,6 +196,9 @@ func (s *pipeSession) close() {
 		_ = s.cmd.Process.Kill()
 		<-s.exited
 	}
+	if t := strings.TrimSpace(s.stderrText()); t != "" {
+		fmt.Fprintf(os.Stderr, "peers: %s said (last 2 KB):\n%s\n", filepath.Base(s.cmd.Path), t)
+	}
 }
 
 // procCPU reads utime+stime of a process from /proc (clock ticks of 1/100 s).
