@@ -120,3 +120,27 @@ func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
 }
+
+func TestSmokeCheckCatchesBrokenInvariants(t *testing.T) {
+	good := func(sys string, ok, total, conflicts int) *cell {
+		return &cell{System: sys, Pool: 20, Conc: 5, OK: ok, Writes: writes{Total: total, Conflicts: conflicts}}
+	}
+	for _, tc := range []struct {
+		name    string
+		cells   []*cell
+		wantErr string
+	}{
+		{"clean", []*cell{good("podclaim", 10, 12, 2), good("client-go", 10, 31, 1), good("unguarded", 10, 10, 0)}, ""},
+		{"podclaim double claim", []*cell{{System: "podclaim", OK: 10, Doubles: 1, Writes: writes{Total: 10}}}, "double claims"},
+		{"unguarded doubles are its nature", []*cell{{System: "unguarded", OK: 10, Doubles: 3, Writes: writes{Total: 10}}}, ""},
+		{"podclaim writing twice", []*cell{good("podclaim", 10, 20, 0)}, "one won write per claim"},
+		{"client-go skipping the status", []*cell{good("client-go", 10, 20, 0)}, "want 3 each"},
+		{"nothing claimed", []*cell{good("podclaimd", 0, 0, 0)}, "no claim answered"},
+	} {
+		r := &report{Closed: tc.cells}
+		err := r.smokeCheck(Config{})
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.wantErr)
+		}
+	}
+}
