@@ -111,7 +111,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		// response sees its line (batch mode would delay it by up to a second)
 		audit = []string{"--audit-policy-file", filepath.Join(d, "audit-policy.yaml"),
 			"--audit-log-path", c.AuditPath, "--audit-log-mode", "blocking", "--audit-log-format", "json",
-			"--audit-log-maxsize", "0"}
+			// 0 would mean lumberjack's default, 100 MB: a rotation in the middle of a
+			// benchmark cell would lose its lines (a megabyte-sized cap of 1 TB never rotates)
+			"--audit-log-maxsize", "1048576"}
 	}
 	c.api, c.apiDone, err = startProc(filepath.Join(cfg.BinDir, "kube-apiserver"), filepath.Join(d, "kube-apiserver.log"),
 		append([]string{"--etcd-servers", etcdURL,

@@ -56,6 +56,9 @@ func (a *auditLog) count(from int64, user string) (writes, error) {
 		return w, fmt.Errorf("audit log: %w", err)
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() < from {
+		return w, fmt.Errorf("audit log %s: shorter than the cell's mark (rotated?)", a.path)
+	}
 	if _, err := f.Seek(from, io.SeekStart); err != nil {
 		return w, fmt.Errorf("audit log: %w", err)
 	}

@@ -251,8 +251,12 @@ func Run(ctx context.Context, cfg Config) (*report, error) {
 		}
 	}
 	rep.Finished = time.Now()
-	if b, err := json.MarshalIndent(rep, "", " "); err == nil {
-		_ = os.WriteFile(filepath.Join(cfg.Dir, "results.json"), b, 0o644)
+	b, err := json.MarshalIndent(rep, "", " ")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(cfg.Dir, "results.json"), b, 0o644)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("results.json: %w", err)
 	}
 	return rep, nil
 }
@@ -321,6 +325,8 @@ type cell struct {
 	Doubles      int
 	CPUSeconds   float64
 	FailReasons  map[string]int `json:",omitempty"`
+	// the slowest claim sent in each second of the cell (+Inf: one went unanswered)
+	WorstBySecond dist
 }
 
 func (c *cell) writesPerClaim() float64 {
@@ -399,6 +405,19 @@ func (h *harness) run(ctx context.Context, s system, n int, hold time.Duration, 
 	}
 	if c.Unanswered == 0 && c.OK > 0 {
 		c.AllServed = last.Sub(first)
+	}
+	// the slowest claim sent in each second of the cell: a stall of the shared machine shows
+	// as a few bad seconds, a system that cannot keep up as a climb
+	for _, r := range results {
+		i := int(r.sent.Sub(first) / time.Second)
+		for len(c.WorstBySecond) <= i {
+			c.WorstBySecond = append(c.WorstBySecond, 0)
+		}
+		l := math.Inf(1)
+		if !r.done.IsZero() {
+			l = seconds(r.done.Sub(r.sent))
+		}
+		c.WorstBySecond[i] = math.Max(c.WorstBySecond[i], l)
 	}
 	c.Latency, c.Ack = c.Latency.sorted(), c.Ack.sorted()
 	h.audit.settle(5 * time.Second)

@@ -2,6 +2,7 @@ package peers
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -142,5 +143,15 @@ func TestSmokeCheckCatchesBrokenInvariants(t *testing.T) {
 		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.wantErr)
 		}
+	}
+}
+
+func TestResultsJSONHoldsCensoredLatencies(t *testing.T) {
+	b, err := json.Marshal(&cell{Latency: dist{0.5, math.Inf(1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"Latency":[0.5,-1]`) {
+		t.Errorf("got %s, want the unanswered claim as -1", b)
 	}
 }

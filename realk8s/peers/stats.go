@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"sort"
@@ -10,6 +11,18 @@ import (
 // dist is a latency distribution in seconds; +Inf marks a claim that got no answer before the
 // cell ended (censored: it counts as slower than anything measured).
 type dist []float64
+
+// MarshalJSON writes a censored value (+Inf, which JSON cannot hold) as -1.
+func (d dist) MarshalJSON() ([]byte, error) {
+	out := make([]float64, len(d))
+	for i, v := range d {
+		out[i] = v
+		if math.IsInf(v, 0) || math.IsNaN(v) {
+			out[i] = -1
+		}
+	}
+	return json.Marshal(out)
+}
 
 func (d dist) sorted() dist {
 	c := append(dist(nil), d...)
