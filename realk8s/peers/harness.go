@@ -397,7 +397,7 @@ func (h *harness) run(ctx context.Context, s system, n int, hold time.Duration, 
 			c.Latency = append(c.Latency, math.Inf(1))
 		default:
 			c.Failed++
-			c.FailReasons[trim(r.why)]++
+			c.FailReasons[reason(r.why)]++
 		}
 		if first.IsZero() || r.sent.Before(first) {
 			first = r.sent
@@ -441,9 +441,15 @@ func (h *harness) run(ctx context.Context, s system, n int, hold time.Duration, 
 	return c, nil
 }
 
-func trim(s string) string {
-	if len(s) > 80 {
-		return s[:80]
+// reason keeps what a failure says without the names in it ("update pod p300-x: client rate
+// limiter Wait returned an error" -> "client rate limiter Wait returned an error"), so equal
+// causes count together.
+func reason(s string) string {
+	if _, rest, ok := strings.Cut(s, ":_"); ok {
+		s = rest
+	}
+	if len(s) > 60 {
+		s = s[:60]
 	}
 	return s
 }

@@ -123,6 +123,13 @@ func (r *report) print(w io.Writer, cfg Config) {
 				}
 				return fmtMs(c.AllServed.Seconds(), 0), c.AllServed.Seconds()
 			}},
+			row{"  claims served / failed / unanswered", func(sys string) (string, float64) {
+				c := pick(sys)
+				if c == nil {
+					return "-", math.NaN()
+				}
+				return fmt.Sprintf("%d / %d / %d", c.OK, c.Failed, c.Unanswered), math.NaN()
+			}},
 			row{"  API writes per claim / double claims", func(sys string) (string, float64) {
 				c := pick(sys)
 				if c == nil {
