@@ -8,6 +8,11 @@
 #                                         CRDs; DIR/env then holds KUBECONFIG=... (for `source`)
 #   scripts/realk8s.sh down DIR           stop them (SIGTERM, wait)
 #   scripts/realk8s.sh run [BUILD] -- CMD run CMD with KUBECONFIG set to a fresh cluster, then stop
+#   scripts/realk8s.sh peers [BUILD] [-- FLAGS]
+#                                         the peers benchmark (docs/peers.md): builds podclaim
+#                                         (Release, default BUILD = build-bench) and the harness,
+#                                         then `realk8s peers` brings up its own cluster, runs
+#                                         every system on the same pools, prints one table
 #
 # Go builds run under `nice -n 15`: the machine is shared.
 set -euo pipefail
@@ -109,6 +114,18 @@ run() {
   "$@"
 }
 
+peers() {
+  local build=$root/build-bench
+  if [ -n "${1:-}" ] && [ "$1" != "--" ]; then build=$1; shift; fi
+  [ "${1:-}" = "--" ] && shift
+  build=$(abspath "$build")
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DPC_BUILD_TESTS=OFF -DPC_BUILD_BENCH=ON >/dev/null
+  nice -n 15 cmake --build "$build" -j "$(nproc)" --target pc_peer_claimer podclaimd >/dev/null
+  build "$build"
+  "$build/realk8s/bin/realk8s" peers --bin "$build/realk8s/bin" --build "$build" \
+    --crds "$root/realk8s/crds/podclaim.io.yaml" "$@"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -116,5 +133,6 @@ build) build "$@" ;;
 up) up "$@" ;;
 down) down "$@" ;;
 run) run "$@" ;;
-*) sed -n '2,13p' "$0" >&2; exit 2 ;;
+peers) peers "$@" ;;
+*) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac

@@ -38,6 +38,13 @@ type Config struct {
 	BinDir string    // holds kube-apiserver and etcd
 	Dir    string    // certificates, tokens, etcd data, logs, kubeconfig (created)
 	Log    io.Writer // progress lines; nil = discard
+	// AuditLog: kube-apiserver writes one JSON line per write request (create, update,
+	// patch, delete) to Dir/audit.log, so a benchmark can count API writes at the server,
+	// per user. Off for the test suites (it costs every write a synchronous log line).
+	AuditLog bool
+	// Users: extra bearer tokens, one per name (group system:masters), each with its own
+	// kubeconfig Dir/kubeconfig-NAME; the audit log tells their requests apart by name.
+	Users []string
 }
 
 // Cluster is a running etcd + kube-apiserver pair.
@@ -47,6 +54,8 @@ type Cluster struct {
 	CAFile     string // PEM of the CA that signed the serving certificate
 	Kubeconfig string // a kubeconfig for URL with Token
 	Dir        string
+	AuditPath  string            // Dir/audit.log when Config.AuditLog; "" otherwise
+	UserTokens map[string]string // Config.Users -> their tokens
 
 	etcd, api *exec.Cmd
 	etcdDone  chan error
@@ -62,8 +71,8 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster dir %s: %w", cfg.Dir, err)
 	}
-	c := &Cluster{Dir: cfg.Dir, CAFile: filepath.Join(cfg.Dir, "ca.crt")}
-	if err := c.writeSecrets(); err != nil {
+	c := &Cluster{Dir: cfg.Dir, CAFile: filepath.Join(cfg.Dir, "ca.crt"), UserTokens: map[string]string{}}
+	if err := c.writeSecrets(cfg.Users); err != nil {
 		return nil, err
 	}
 	etcdPort, peerPort, apiPort, err := freePorts3()
@@ -89,24 +98,40 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("etcd did not become healthy (see %s/etcd.log): %w", cfg.Dir, err)
 	}
 	c.URL = "https://127.0.0.1:" + strconv.Itoa(apiPort)
+	c.Kubeconfig = filepath.Join(cfg.Dir, "kubeconfig")
 	d := cfg.Dir
+	var audit []string
+	if cfg.AuditLog {
+		c.AuditPath = filepath.Join(d, "audit.log")
+		if err := os.WriteFile(filepath.Join(d, "audit-policy.yaml"), []byte(auditPolicy), 0o600); err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("write audit policy: %w", err)
+		}
+		// blocking mode: the line is written before the response, so a reader that saw a
+		// response sees its line (batch mode would delay it by up to a second)
+		audit = []string{"--audit-policy-file", filepath.Join(d, "audit-policy.yaml"),
+			"--audit-log-path", c.AuditPath, "--audit-log-mode", "blocking", "--audit-log-format", "json",
+			// 0 would mean lumberjack's default, 100 MB: a rotation in the middle of a
+			// benchmark cell would lose its lines (a megabyte-sized cap of 1 TB never rotates)
+			"--audit-log-maxsize", "1048576"}
+	}
 	c.api, c.apiDone, err = startProc(filepath.Join(cfg.BinDir, "kube-apiserver"), filepath.Join(d, "kube-apiserver.log"),
-		"--etcd-servers", etcdURL,
-		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-		"--secure-port", strconv.Itoa(apiPort),
-		"--tls-cert-file", filepath.Join(d, "serving.crt"),
-		"--tls-private-key-file", filepath.Join(d, "serving.key"),
-		"--client-ca-file", c.CAFile,
-		"--token-auth-file", filepath.Join(d, "tokens.csv"),
-		"--authorization-mode", "RBAC",
-		"--service-account-issuer", "https://kubernetes.default.svc",
-		"--service-account-key-file", filepath.Join(d, "sa.pub"),
-		"--service-account-signing-key-file", filepath.Join(d, "sa.key"),
-		"--service-cluster-ip-range", "10.96.0.0/24",
-		"--disable-admission-plugins", "ServiceAccount,DefaultTolerationSeconds",
-		"--endpoint-reconciler-type", "none",
-		"--profiling=false",
-		"-v", "0")
+		append([]string{"--etcd-servers", etcdURL,
+			"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+			"--secure-port", strconv.Itoa(apiPort),
+			"--tls-cert-file", filepath.Join(d, "serving.crt"),
+			"--tls-private-key-file", filepath.Join(d, "serving.key"),
+			"--client-ca-file", c.CAFile,
+			"--token-auth-file", filepath.Join(d, "tokens.csv"),
+			"--authorization-mode", "RBAC",
+			"--service-account-issuer", "https://kubernetes.default.svc",
+			"--service-account-key-file", filepath.Join(d, "sa.pub"),
+			"--service-account-signing-key-file", filepath.Join(d, "sa.key"),
+			"--service-cluster-ip-range", "10.96.0.0/24",
+			"--disable-admission-plugins", "ServiceAccount,DefaultTolerationSeconds",
+			"--endpoint-reconciler-type", "none",
+			"--profiling=false",
+			"-v", "0"}, audit...)...)
 	if err != nil {
 		c.Stop()
 		return nil, err
@@ -116,9 +141,15 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		c.Stop()
 		return nil, fmt.Errorf("kube-apiserver did not become ready (see %s/kube-apiserver.log): %w", d, err)
 	}
-	if err := c.writeKubeconfig(); err != nil {
+	if err := c.writeKubeconfig(c.Kubeconfig, c.Token); err != nil {
 		c.Stop()
 		return nil, err
+	}
+	for _, u := range cfg.Users {
+		if err := c.writeKubeconfig(c.UserKubeconfig(u), c.UserTokens[u]); err != nil {
+			c.Stop()
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -241,8 +272,23 @@ func freePorts3() (int, int, int, error) {
 	return ports[0], ports[1], ports[2], nil
 }
 
+// auditPolicy logs write requests only, at Metadata level (who, verb, object, status code).
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+`
+
+// UserKubeconfig is the kubeconfig of an extra user named in Config.Users.
+func (c *Cluster) UserKubeconfig(user string) string {
+	return filepath.Join(c.Dir, "kubeconfig-"+user)
+}
+
 // writeSecrets makes the CA, the serving certificate, the token file and the SA key pair.
-func (c *Cluster) writeSecrets() error {
+func (c *Cluster) writeSecrets(users []string) error {
 	d := c.Dir
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -313,14 +359,21 @@ func (c *Cluster) writeSecrets() error {
 		}
 	}
 	line := c.Token + ",realk8s-admin,realk8s-admin,\"system:masters\"\n"
+	for _, u := range users {
+		t := make([]byte, 24)
+		if _, err := rand.Read(t); err != nil {
+			return fmt.Errorf("token: %w", err)
+		}
+		c.UserTokens[u] = fmt.Sprintf("%x", t)
+		line += fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", c.UserTokens[u], u, u)
+	}
 	if err := os.WriteFile(filepath.Join(d, "tokens.csv"), []byte(line), 0o600); err != nil {
 		return fmt.Errorf("write tokens.csv: %w", err)
 	}
 	return nil
 }
 
-func (c *Cluster) writeKubeconfig() error {
-	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
+func (c *Cluster) writeKubeconfig(path, token string) error {
 	kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -339,8 +392,8 @@ contexts:
     user: realk8s-admin
     namespace: default
 current-context: realk8s
-`, c.URL, c.CAFile, c.Token)
-	if err := os.WriteFile(c.Kubeconfig, []byte(kc), 0o600); err != nil {
+`, c.URL, c.CAFile, token)
+	if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
 		return fmt.Errorf("write kubeconfig: %w", err)
 	}
 	return nil

@@ -5,6 +5,11 @@
 //	realk8s front --kubeconfig F [kapi-sim flags]
 //	                                     a kapi-sim-shaped front for one test: pools, faults,
 //	                                     /sim endpoints, proxied to the real server
+//	realk8s peers --bin DIR --build DIR --crds F [flags]
+//	                                     the peers benchmark (docs/peers.md): its own cluster,
+//	                                     every system on the same pools, one table
+//	realk8s peer-claimer --system S ...  one Go baseline of the peers benchmark, driven over
+//	                                     stdin/stdout by `realk8s peers`
 package main
 
 import (
@@ -24,11 +29,12 @@ import (
 	"podclaim.io/realk8s/cluster"
 	"podclaim.io/realk8s/front"
 	"podclaim.io/realk8s/kubelet"
+	"podclaim.io/realk8s/peers"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: realk8s up|front [flags]")
+		fmt.Fprintln(os.Stderr, "usage: realk8s up|front|peers|peer-claimer [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -39,8 +45,12 @@ func main() {
 		err = up(ctx, os.Args[2:])
 	case "front":
 		err = front.Main(ctx, os.Args[2:])
+	case "peers":
+		err = peers.Main(ctx, os.Args[2:])
+	case "peer-claimer":
+		err = peers.ClaimerMain(ctx, os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q (want up or front)", os.Args[1])
+		err = fmt.Errorf("unknown command %q (want up, front, peers or peer-claimer)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "realk8s %s: %v\n", os.Args[1], err)
