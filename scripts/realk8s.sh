@@ -123,7 +123,7 @@ peers() {
   nice -n 15 cmake --build "$build" -j "$(nproc)" --target pc_peer_claimer podclaimd >/dev/null
   build "$build"
   "$build/realk8s/bin/realk8s" peers --bin "$build/realk8s/bin" --build "$build" \
-    --crds "$root/realk8s/crds/podclaim.io.yaml" "$@"
+    --crds "$root/deploy/crds" "$@"
 }
 
 cmd=${1:-}

@@ -199,7 +199,7 @@ func (c *cacheClaimer) claimGuarded(ctx context.Context, id string, ack func()) 
 	}
 	t2 := time.Now()
 	for {
-		claim.Object["status"] = map[string]any{"phase": "Bound", "podName": won.Name}
+		claim.Object["status"] = map[string]any{"phase": "Bound", "pod": won.Name}
 		_, err := claims.UpdateStatus(ctx, claim, metav1.UpdateOptions{})
 		if err == nil {
 			if t3 := time.Now(); t3.Sub(t0) > 100*time.Millisecond {

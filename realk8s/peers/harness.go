@@ -30,7 +30,7 @@ type Config struct {
 	BuildDir string // the CMake build folder: bench/peers/pc_peer_claimer, daemon/podclaimd
 	Self     string // the realk8s binary (its peer-claimer command runs the Go baselines)
 	Dir      string // state: the cluster, logs, results.json
-	CRDs     string // realk8s/crds/podclaim.io.yaml
+	CRDs     string // deploy/crds (a file or a folder for kubectl apply -f)
 
 	Systems      []string      // names from systemNames, in column order; the first is the base
 	Pools        []int         // warm pool sizes of the closed-loop cells
@@ -69,7 +69,7 @@ func Main(ctx context.Context, args []string) error {
 	fs.StringVar(&c.BinDir, "bin", "", "folder with kube-apiserver and etcd")
 	fs.StringVar(&c.BuildDir, "build", "", "CMake build folder (pc_peer_claimer, podclaimd)")
 	fs.StringVar(&c.Dir, "dir", "", "state folder (created; default a temporary one)")
-	fs.StringVar(&c.CRDs, "crds", "", "podclaim's CRD manifest (realk8s/crds/podclaim.io.yaml)")
+	fs.StringVar(&c.CRDs, "crds", "", "podclaim's CRD manifests (deploy/crds)")
 	fs.StringVar(&systems, "systems", "podclaim,podclaimd,client-go,client-go-5qps,unguarded", "systems, the first is the ratios' base: "+strings.Join(systemNames, ","))
 	fs.StringVar(&poolsF, "pools", "100,1000", "warm pool sizes")
 	fs.StringVar(&conc, "conc", "1,20,200", "concurrent claimers")

@@ -92,7 +92,7 @@ func TestSmokeRealServer(t *testing.T) {
 		}
 		t.Skip("REALK8S_BIN / PODCLAIM_BUILD not set (scripts/realk8s-tests.sh sets them)")
 	}
-	crds, err := filepath.Abs("../crds/podclaim.io.yaml")
+	crds, err := filepath.Abs("../../deploy/crds")
 	if err != nil {
 		t.Fatal(err)
 	}
