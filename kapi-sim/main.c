@@ -133,9 +133,13 @@ static int add_pool(ks_store *s, const char *spec)
     snprintf(ns, sizeof ns, "%.*s", (int)(slash - spec), spec);
     snprintf(name, sizeof name, "%.*s", (int)(eq - slash - 1), slash + 1);
     ks_ensure_namespace(s, ns);
-    json_t *pool = json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:I}}", "apiVersion", "podclaim.io/v1alpha1",
-                             "kind", "SandboxPool", "metadata", "name", name, "namespace", ns,
-                             "spec", "replicas", (json_int_t)n);
+    /* a template of one container, so podclaimd's pool controller can make the pods */
+    json_t *pool =
+            json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:I,s:{s:{s:[{s:s,s:s}],s:s}}}}", "apiVersion",
+                      "podclaim.io/v1alpha1", "kind", "SandboxPool", "metadata", "name", name,
+                      "namespace", ns, "spec", "replicas", (json_int_t)n, "template", "spec",
+                      "containers", "name", "sandbox", "image",
+                      "registry.local/podclaim/sandbox:latest", "restartPolicy", "Always");
     ks_err err = {0};
     json_t *r = ks_api_create(s, &ks_resources[KS_RES_SANDBOXPOOL], ns, pool, &err, NULL, false);
     json_decref(pool);

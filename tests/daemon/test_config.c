@@ -114,7 +114,12 @@ Test(config, bad_values_exit_2_naming_key_and_value, .fini = cleanup)
         "envs[0].strategy", "fastest");
     snprintf(y, sizeof(y), "colour: blue\n%s", pool);
     bad(y, NULL, "colour", NULL);
-    bad("listen: 127.0.0.1:1\n", NULL, "pools", NULL);
+    /* no pool is fine when SandboxPools define them (controllers.pools, the default) */
+    bad("listen: 127.0.0.1:1\ncontrollers:\n  pools: false\n", NULL, "pools", NULL);
+    bad("leaderElection:\n  renewDeadline: 20s\n", NULL, "leaderElection.renewDeadline", "20000ms");
+    bad("leaderElection:\n  retryPeriod: 9s\n", NULL, "leaderElection.retryPeriod", "9000ms");
+    bad("pools:\n  - {namespace: a, name: b, webhookUrl: ftp://x}\n", NULL, "pools[0].webhookUrl",
+        "ftp://x");
     bad("pools: [\n", NULL, "c.yaml", NULL);
 }
 
