@@ -521,7 +521,8 @@ void pcd_cluster_metrics(pcd *d, char **buf, size_t *len, size_t *cap)
                  {"conflict", s.conflicts},
                  {"status_write", s.status_writes},
                  {"status_error", s.status_errors},
-                 {"event", s.events}};
+                 {"event", s.events},
+                 {"stale_skip", s.stale_skips}};
         for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++)
             mb_printf(&b, "podclaimd_pool_controller_total{action=\"%s\"} %llu\n", a[i].n,
                       (unsigned long long)a[i].v);
