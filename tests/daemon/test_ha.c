@@ -10,6 +10,8 @@
 #include <criterion/criterion.h>
 
 #include <fcntl.h>
+#include <microhttpd.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -563,4 +565,127 @@ Test(ha, status_writes_stay_within_the_rate_limit_under_load)
     /* one pool, at most one write per second (plus the one at either edge) */
     cr_assert_leq(w1 - w0, secs + 2, "%.0f status writes in %.1f s", w1 - w0, secs);
     cr_assert_geq(w1 - w0, 1, "the status was never written while it changed");
+}
+
+/* ---- webhooks: a receiver in the test process ------------------------------------------- */
+
+typedef struct hook_rx {
+    pthread_mutex_t mu;
+    json_t *got; /* array of the JSON bodies received */
+} hook_rx;
+
+typedef struct hook_req {
+    char body[4096];
+    size_t len;
+} hook_req;
+
+static enum MHD_Result hook(void *cls, struct MHD_Connection *conn, const char *url,
+                            const char *method, const char *version, const char *data, size_t *size,
+                            void **ctx)
+{
+    (void)url;
+    (void)method;
+    (void)version;
+    hook_rx *rx = cls;
+    hook_req *r = *ctx;
+    if (!r) {
+        *ctx = calloc(1, sizeof(hook_req));
+        return MHD_YES;
+    }
+    if (*size) {
+        size_t n = *size < sizeof(r->body) - 1 - r->len ? *size : sizeof(r->body) - 1 - r->len;
+        memcpy(r->body + r->len, data, n);
+        r->len += n;
+        *size = 0;
+        return MHD_YES;
+    }
+    json_t *j = json_loadb(r->body, r->len, 0, NULL);
+    pthread_mutex_lock(&rx->mu);
+    if (j)
+        json_array_append_new(rx->got, j);
+    pthread_mutex_unlock(&rx->mu);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret = MHD_queue_response(conn, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static void hook_done(void *cls, struct MHD_Connection *c, void **ctx,
+                      enum MHD_RequestTerminationCode t)
+{
+    (void)cls;
+    (void)c;
+    (void)t;
+    free(*ctx);
+    *ctx = NULL;
+}
+
+/* The outcome of claim id received, or NULL (a new reference). */
+static json_t *hook_find(hook_rx *rx, const char *id)
+{
+    json_t *found = NULL;
+    pthread_mutex_lock(&rx->mu);
+    size_t i;
+    json_t *e;
+    json_array_foreach(rx->got, i, e)
+    {
+        const char *c = json_string_value(json_object_get(e, "claimId"));
+        if (c && !strcmp(c, id))
+            found = json_incref(e);
+    }
+    pthread_mutex_unlock(&rx->mu);
+    return found;
+}
+
+Test(ha, claim_outcomes_are_posted_to_the_pools_webhook)
+{
+    hook_rx rx = {.got = json_array()};
+    pthread_mutex_init(&rx.mu, NULL);
+    struct MHD_Daemon *d = MHD_start_daemon(
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL, hook,
+            &rx, MHD_OPTION_NOTIFY_COMPLETED, hook_done, NULL, MHD_OPTION_END);
+    cr_assert_not_null(d);
+    int port = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port;
+    const char *extra[] = {"--pool", "default/web=1", "--pool", "default/obj=1", NULL};
+    start_sim(extra);
+    /* web: the URL from the file; obj: from the SandboxPool's spec.webhook.url */
+    char more[512], patch[256];
+    snprintf(more, sizeof(more),
+             "pools:\n  - namespace: default\n    name: web\n"
+             "    webhookUrl: http://127.0.0.1:%d/web\n",
+             port);
+    snprintf(patch, sizeof(patch), "{\"spec\":{\"webhook\":{\"url\":\"http://127.0.0.1:%d/obj\"}}}",
+             port);
+    merge_patch("/apis/podclaim.io/v1alpha1/namespaces/default/sandboxpools/obj", patch);
+    cr_assert_eq(pcd_start(&A, config(NULL, NULL, more), K.url, NULL, true), 0);
+    cr_assert(PC_WAIT(pool_idle(&A, "default", "web") == 1 && pool_idle(&A, "default", "obj") == 1,
+                      30000));
+    char pod[256], id[64], id2[64];
+    cr_assert_eq(claim(&A, "default", "web", NULL, pod, id), 200);
+    json_t *e = NULL;
+    cr_assert(PC_WAIT((e = hook_find(&rx, id)) != NULL, 20000), "no webhook for %s", id);
+    cr_assert_str_eq(json_string_value(json_object_get(e, "result")), "ok");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "pod")), pod);
+    cr_assert_str_eq(json_string_value(json_object_get(e, "pool")), "web");
+    cr_assert(json_is_number(json_object_get(e, "latencyMs")));
+    json_decref(e);
+    cr_assert_eq(claim(&A, "default", "obj", NULL, NULL, id2), 200);
+    cr_assert(PC_WAIT((e = hook_find(&rx, id2)) != NULL, 20000), "no webhook for %s", id2);
+    json_decref(e);
+    /* a claim that fails is an outcome too (no pod: its deadline passes) */
+    cr_assert(PC_WAIT(pool_idle(&A, "default", "web") == 1, 30000));
+    merge_patch("/apis/podclaim.io/v1alpha1/namespaces/default/sandboxpools/web",
+                "{\"spec\":{\"replicas\":0}}");
+    cr_assert(PC_WAIT(pool_idle(&A, "default", "web") == 0, 30000));
+    cr_assert_eq(
+            claim(&A, "default", "web", "{\"timeoutSeconds\":1,\"claimId\":\"late\"}", NULL, NULL),
+            504);
+    cr_assert(PC_WAIT((e = hook_find(&rx, "late")) != NULL, 20000), "no webhook for a 504");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "result")), "deadline");
+    json_decref(e);
+    cr_assert(pcd_wait_metric(&A, "podclaimd_webhook_total", "result=\"delivered\"", 3, 20000));
+    pcd_stop(&A, SIGTERM, 10000);
+    MHD_stop_daemon(d);
+    json_decref(rx.got);
+    pthread_mutex_destroy(&rx.mu);
 }
