@@ -40,7 +40,8 @@ static void fini(void)
     ksim_stop(&K);
 }
 
-TestSuite(ha, .fini = fini, .timeout = 120);
+/* every test: .fini = fini, .timeout = 120 (no TestSuite: the TSan build's runner has none) */
+#define HA .fini = fini, .timeout = 120
 
 static void start_sim(const char *const *extra)
 {
@@ -187,7 +188,7 @@ static json_t *sandboxpool(const char *ns, const char *name)
     return ksim_json(&K, "GET", path, NULL);
 }
 
-Test(ha, a_pool_comes_up_from_its_template_and_stays_at_n_idle_while_claims_run)
+Test(ha, a_pool_comes_up_from_its_template_and_stays_at_n_idle_while_claims_run, HA)
 {
     const char *extra[] = {"--pool", "default/web=4", NULL};
     start_sim(extra);
@@ -218,7 +219,7 @@ Test(ha, a_pool_comes_up_from_its_template_and_stays_at_n_idle_while_claims_run)
     cr_assert_eq(no_double_win(), 6);
 }
 
-Test(ha, release_recycles_in_place_or_replaces_as_the_pool_says)
+Test(ha, release_recycles_in_place_or_replaces_as_the_pool_says, HA)
 {
     const char *extra[] = {"--pool", "default/web=2", NULL};
     start_sim(extra);
@@ -268,7 +269,7 @@ Test(ha, release_recycles_in_place_or_replaces_as_the_pool_says)
     no_double_win();
 }
 
-Test(ha, kubectl_scale_resizes_the_pool)
+Test(ha, kubectl_scale_resizes_the_pool, HA)
 {
     const char *extra[] = {"--pool", "default/web=2", NULL};
     start_sim(extra);
@@ -296,7 +297,7 @@ Test(ha, kubectl_scale_resizes_the_pool)
             "%d pods after scale to 1", pods("default", "web", ""));
 }
 
-Test(ha, a_follower_answers_503_naming_the_leader_and_readyz_says_which)
+Test(ha, a_follower_answers_503_naming_the_leader_and_readyz_says_which, HA)
 {
     const char *extra[] = {"--pool", "default/web=2", NULL};
     start_sim(extra);
@@ -354,7 +355,7 @@ static json_t *load_result(pid_t pid, const char *out)
     return brace ? json_loads(brace, 0, NULL) : NULL;
 }
 
-Test(ha, kill_9_of_the_leader_hands_over_within_the_lease_and_no_idle_period_is_won_twice)
+Test(ha, kill_9_of_the_leader_hands_over_within_the_lease_and_no_idle_period_is_won_twice, HA)
 {
     const char *extra[] = {"--pool", "default/web=4", NULL};
     start_sim(extra);
@@ -393,7 +394,7 @@ Test(ha, kill_9_of_the_leader_hands_over_within_the_lease_and_no_idle_period_is_
     cr_assert_gt(won, 30u);
 }
 
-Test(ha, sigterm_of_the_leader_hands_over_at_once)
+Test(ha, sigterm_of_the_leader_hands_over_at_once, HA)
 {
     const char *extra[] = {"--pool", "default/web=2", NULL};
     start_sim(extra);
@@ -452,7 +453,7 @@ static int pods_owned_by(const char *owner)
     return n;
 }
 
-Test(ha, sandboxclaims_bind_survive_a_restart_and_deleting_one_cancels_it)
+Test(ha, sandboxclaims_bind_survive_a_restart_and_deleting_one_cancels_it, HA)
 {
     const char *extra[] = {"--pool", "default/web=2", "--pool", "default/empty=0", NULL};
     start_sim(extra);
@@ -493,7 +494,7 @@ Test(ha, sandboxclaims_bind_survive_a_restart_and_deleting_one_cancels_it)
     no_double_win();
 }
 
-Test(ha, a_pod_that_never_becomes_ready_makes_an_event_and_a_degraded_condition)
+Test(ha, a_pod_that_never_becomes_ready_makes_an_event_and_a_degraded_condition, HA)
 {
     const char *extra[] = {"--pool", "default/web=1", "--kubelet-never-ready", NULL};
     start_sim(extra);
@@ -543,7 +544,7 @@ Test(ha, a_pod_that_never_becomes_ready_makes_an_event_and_a_degraded_condition)
     json_decref(ev);
 }
 
-Test(ha, status_writes_stay_within_the_rate_limit_under_load)
+Test(ha, status_writes_stay_within_the_rate_limit_under_load, HA)
 {
     const char *extra[] = {"--pool", "default/web=8", NULL};
     start_sim(extra);
@@ -637,7 +638,7 @@ static json_t *hook_find(hook_rx *rx, const char *id)
     return found;
 }
 
-Test(ha, claim_outcomes_are_posted_to_the_pools_webhook)
+Test(ha, claim_outcomes_are_posted_to_the_pools_webhook, HA)
 {
     hook_rx rx = {.got = json_array()};
     pthread_mutex_init(&rx.mu, NULL);
