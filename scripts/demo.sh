@@ -10,7 +10,7 @@
 # and recycled, and kapi-sim's check that no pod idle period was won twice, then stops.
 #
 #   scripts/demo.sh                      the daemon demo (above)
-#   scripts/demo.sh --rate R             offered rate of the sustainable phase (default 1000/s)
+#   scripts/demo.sh --rate R             offered rate of the sustainable phase (default 200/s)
 #   scripts/demo.sh --pods N             warm pods in the pool (default 256)
 #   scripts/demo.sh --in-process [ARGS]  the library alone, in one process (podclaim-demo ARGS;
 #                                        --in-process --help lists them)
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 
 build=build-demo # its own folder: scripts/test.sh configures build/ with other options
-rate=1000
+rate=200
 pods=256
 seconds=5
 if [ "${1:-}" = "--in-process" ]; then

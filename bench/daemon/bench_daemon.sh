@@ -66,8 +66,25 @@ wait_pods() { # api ns/pool n field
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 patches() { curl -s "$1/sim/stats" | python3 -c "import json,sys; print(sum(json.load(sys.stdin)['requests']['patch'].values()))"; }
 
+# N Idle pods of bench/POOL as kapi-sim --objects (pods the baseline PATCHes, or an informer
+# caches, without any pool controller): seeds FILE POOL N
+seeds() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+path, pool, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+pods = [{"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": "%s-%d" % (pool, i), "namespace": "bench",
+                      "labels": {"podclaim.io/pool": pool, "podclaim.io/phase": "Idle"}},
+         "spec": {"containers": [{"name": "sandbox", "image": "registry.local/podclaim/sandbox:latest"}]}}
+        for i in range(n)]
+json.dump([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}] + pods, open(path, "w"))
+PY
+}
+
 echo "bench_daemon: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), ${secs} s per row" >&2
-kapi=$(sim main bench/sandboxes=512 bench/raw=64)
+seeds "$tmp/raw.json" raw 64
+# bench/sandboxes: a SandboxPool of 512 whose pods podclaimd's pool controller makes
+kapi=$(sim main --objects "$tmp/raw.json" bench/sandboxes=512)
 sleep 0.5
 sim_pid=$(head -1 "$tmp/pids")
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; } # utime+stime, 1/100 s
@@ -96,24 +113,20 @@ done
 p1=$(patches "$kapi")
 c1=$(cas "$api")
 recycled=$(curl -s "$api/metrics" | awk -F'[ ]' '/^podclaimd_pool_controller_total\{action="reset"\}/{print $2}')
+# the same flat out with claims that keep the template's image: no container restart, and the
+# recycle is one PATCH (reset and Idle together), as the claim cycle was before issue 13
+noimg=$("$B/daemon/podclaimctl" --server "$api" load bench/sandboxes --rate max --connections 64 \
+  --duration "${secs}s" --json --name "max, no image change" --label bench=noimage --release-after 20ms)
 rss_loaded=$(rss_kb "$pcd_pid")
 curl -s "$api/metrics" >"$tmp/metrics.txt"
 cp "$tmp/metrics.txt" /tmp/bench_daemon.metrics.txt
 kill -TERM "$pcd_pid"
 while kill -0 "$pcd_pid" 2>/dev/null; do sleep 0.05; done
 
-python3 - "$tmp/big.json" <<'PY'
-import json, sys
-pods = [{"apiVersion": "v1", "kind": "Pod",
-         "metadata": {"name": "big-%d" % i, "namespace": "bench",
-                      "labels": {"podclaim.io/pool": "big", "podclaim.io/phase": "Idle"}},
-         "spec": {"containers": [{"name": "sandbox", "image": "registry.local/podclaim/sandbox:latest"}]}}
-        for i in range(10000)]
-json.dump([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}] + pods, open(sys.argv[1], "w"))
-PY
+seeds "$tmp/big.json" big 10000
 kapi2=$(sim rss --objects "$tmp/big.json")
 read -r idle_pid api_idle < <(pcd idle "$kapi2" bench/empty false)
-wait_pods "$api_idle" bench/empty 0 "['synced'] and 1"
+wait_pods "$api_idle" bench/empty 0 "['synced'] * 1"
 sleep 1
 rss_idle=$(rss_kb "$idle_pid")
 read -r big_pid api_big < <(pcd big "$kapi2" bench/big false)
@@ -141,7 +154,7 @@ threads_wait=$(threads "$idle_pid")
 rss_wait=$(rss_kb "$idle_pid")
 kill -TERM "$load_pid" 2>/dev/null || true
 
-python3 - "$raw" "$inproc" "$top" "$p0" "$p1" "$rss_idle" "$rss_big" "$rss_loaded" "$w" "$threads_idle" "$threads_wait" "$rss_wait" "$t0" "$t1" "$t2" "$t3" "$tmp/metrics.txt" "$c0" "$c1" "${recycled:-0}" "${rows[@]}" <<'PY'
+python3 - "$raw" "$inproc" "$top" "$p0" "$p1" "$rss_idle" "$rss_big" "$rss_loaded" "$w" "$threads_idle" "$threads_wait" "$rss_wait" "$t0" "$t1" "$t2" "$t3" "$tmp/metrics.txt" "$c0" "$c1" "${recycled:-0}" "$noimg" "${rows[@]}" <<'PY'
 import json, sys
 raw = json.loads(sys.argv[1]); inproc = float(sys.argv[2]); top = float(sys.argv[3])
 p0, p1, rss_idle, rss_big, rss_loaded = map(int, sys.argv[4:9])
@@ -150,7 +163,8 @@ t0, t1, t2, t3 = map(int, sys.argv[13:17])
 metrics = open(sys.argv[17]).read()
 c0, c1 = float(sys.argv[18]), float(sys.argv[19])
 recycled = int(float(sys.argv[20]))
-rows = [json.loads(r) for r in sys.argv[21:]]
+noimg = json.loads(sys.argv[21])
+rows = [json.loads(r) for r in sys.argv[22:]]
 def mean(name):
     tot = cnt = 0.0
     for line in metrics.splitlines():
@@ -171,6 +185,7 @@ for r in rows:
     bad = r["503"] + r["504"] + r["4xx"] + r["other"] + r["errors"]
     if bad:
         print("   (not won: 503=%d 504=%d 4xx=%d other=%d errors=%d)" % (r["503"], r["504"], r["4xx"], r["other"], r["errors"]))
+print("%-44s %10.0f %8.3f %8.3f %8.3f %8.2f" % ("podclaimd, closed loop, no image change", noimg["claimsPerSecond"], noimg["p50Ms"], noimg["p90Ms"], noimg["p99Ms"], noimg["claimsPerSecond"] / rp))
 print("%-44s %10.2f" % ("claim PATCHes (CAS) per claim won", (c1 - c0) / max(won, 1)))
 print("%-44s %10.2f   (claim, release, recycle; kubelet writes not counted)" % ("API PATCHes per claim cycle", (p1 - p0) / max(won, 1)))
 print("%-44s %10d   (InPlace, by podclaimd's pool controller)" % ("released pods recycled", recycled))
