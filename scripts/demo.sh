@@ -109,16 +109,17 @@ ctl load demo/sandboxes --rate max --duration "${seconds}s" --connections 64 \
   --image sandbox=python:3.12-slim --label sandbox.example/owner=demo --name saturation \
   --release-after 20ms
 echo
-for _ in $(seq 1 1000); do # the last releases recycle
+for _ in $(seq 1 1000); do # the last releases recycle, the replacements made meanwhile go
   idle=$(ctl pools | awk '$1=="demo/sandboxes"{print $3}')
-  [ "${idle:-0}" -ge "$pods" ] && break
+  [ "${idle:-0}" -eq "$pods" ] && break
   sleep 0.01
 done
 echo "== pools after the load"
 ctl pools
 echo
 echo "== podclaimd's pool controller (every write guarded by the pod's resourceVersion)"
-echo "   pods created:               $(metric 'podclaimd_pool_controller_total{action="create"}')"
+echo "   pods created:               $(metric 'podclaimd_pool_controller_total{action="create"}')   (the $pods, and replacements: a claimed pod is the caller's,"
+echo "                               so the pool makes another to keep $pods warm; once released pods come back the surplus goes)"
 echo "   released pods reset in place (template images and labels back): $(metric 'podclaimd_pool_controller_total{action="reset"}')"
 echo "   pods turned Idle (first start + each recycle): $(metric 'podclaimd_pool_controller_total{action="idle"}')"
 echo "   pods deleted:               $(metric 'podclaimd_pool_controller_total{action="delete"}')"
