@@ -67,7 +67,25 @@ Test(config, help_lists_every_key_with_its_default, .fini = cleanup)
                           "pools[].resyncPeriod",
                           "pools[].tags",
                           "envs[].strategy",
-                          "most-idle"};
+                          "most-idle",
+                          "leaderElection.enabled",
+                          "leaderElection.leaseName",
+                          "leaderElection.leaseNamespace",
+                          "leaderElection.identity",
+                          "leaderElection.leaseDuration",
+                          "leaderElection.renewDeadline",
+                          "leaderElection.retryPeriod",
+                          "leaderElection.perPool",
+                          "PODCLAIM_LEADER_ELECTION_LEASE_DURATION",
+                          "--leader-election-renew-deadline",
+                          "controllers.pools",
+                          "controllers.claims",
+                          "controllers.namespace",
+                          "controllers.statusInterval",
+                          "controllers.readyTimeout",
+                          "controllers.emptyGrace",
+                          "webhook.queueCapacity",
+                          "pools[].webhookUrl"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         cr_assert(strstr(out, keys[i]), "--help does not mention %s", keys[i]);
 }
