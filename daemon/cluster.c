@@ -159,8 +159,12 @@ pcd_lease *pcd_cluster_lease_for(pcd *d, const char *ns, const char *name)
     pthread_mutex_unlock(&cl->mu);
     if (!l)
         l = lease_make(d, lname);
+    /* under mu: pcd_cluster_start starts the leases made before it under mu too, so an
+     * elector is started by one thread at a time */
+    pthread_mutex_lock(&cl->mu);
     if (l && cl->started)
         lease_start(l);
+    pthread_mutex_unlock(&cl->mu);
     return l;
 }
 

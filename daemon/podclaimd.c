@@ -216,12 +216,13 @@ int main(int argc, char **argv)
      * at once (not a lease duration later); the claims waiting here end with 503 naming no
      * leader yet, and their clients retry on the new one. Without: waiting claims may still
      * win a pod for the grace period. */
+    pcd_pools_stop(d); /* no pool change from here on: nor a per-pool Lease stopped by it, so
+                        * each elector is stopped by this thread alone */
     pcd_cluster_step_down(d);
     int64_t left = wait_until(d, t0 + d->cfg.shutdown_grace_ns, &d->waiting);
     if (left)
         pcd_logf(PCD_INFO, "waiting=%lld msg=\"grace over: shutting the pools down\"",
                  (long long)left);
-    pcd_pools_stop(d);     /* no new pool from a SandboxPool change while draining */
     pcd_pools_shutdown(d); /* every claim still waiting: SHUTDOWN -> 503 */
     /* every claim/release request answered and written (MHD completed it) */
     left = wait_until(d, w.deadline_ns, &d->open_reqs);
