@@ -10,6 +10,9 @@
  *   deletionTimestamp set        after stop_ms: the pod is deleted (grace 0) unless it still
  *                                has finalizers (graceful deletion, the kubelet's part)
  *
+ * --no-kubelet: no pod is started or restarted (a cluster without nodes, as the differential
+ * suite's real server); graceful deletions are still finished and claims logged.
+ *
  * Ready stays False for every pod with --kubelet-never-ready, and for a pod annotated
  * kapi-sim.podclaim.io/never-ready=true (so one test can mix healthy and broken pools). The
  * podclaim.io labels are never touched here.
@@ -350,8 +353,8 @@ static void kubelet_on_event(ks_controller *c, const ks_event *e)
     bool claimed = e->type == KS_EV_MODIFIED && label(e->obj, LABEL_POOL) && ophase &&
                    strcmp(ophase, "Idle") == 0 && (!phase || strcmp(phase, "Idle") != 0);
     const char *sp = json_string_value(json_object_get(json_object_get(e->obj, "status"), "phase"));
-    bool start = e->type == KS_EV_ADDED && (!sp || strcmp(sp, "Running") != 0);
-    bool restart = e->type == KS_EV_MODIFIED && images_changed(e->old, e->obj);
+    bool start = !c->o.no_kubelet && e->type == KS_EV_ADDED && (!sp || strcmp(sp, "Running") != 0);
+    bool restart = !c->o.no_kubelet && e->type == KS_EV_MODIFIED && images_changed(e->old, e->obj);
     if (!claimed && !start && !restart)
         return;
     int64_t now = ks_now_ns();

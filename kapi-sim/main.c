@@ -49,8 +49,11 @@ static void usage(FILE *out)
           "  --stop-ms MS           a pod with a deletionTimestamp is deleted after MS, unless\n"
           "                         it has finalizers (graceful deletion; default 20)\n"
           "  --kubelet-never-ready  pods run but never become Ready\n"
-          "  --kubelet-only, --no-pool-controller\n"
-          "                         accepted for older command lines: kapi-sim has had no pool\n"
+          "  --no-kubelet           no pod is ever started or restarted (a cluster without\n"
+          "                         nodes); graceful deletions are still finished\n"
+          "  --no-pool-controller   the same as --no-kubelet (its old name: the differential\n"
+          "                         suite's real cluster has neither)\n"
+          "  --kubelet-only         accepted for older command lines: kapi-sim has had no pool\n"
           "                         controller since issue 13 (no effect)\n"
           "  --hold-ms MS           no effect (nothing recycles claimed pods but podclaimd)\n"
           "  --history N            watch event history length (default 20000)\n"
@@ -186,7 +189,8 @@ enum {
     O_NO_POOLS,
     O_KUBELET_ONLY,
     O_RESTART,
-    O_NEVER_READY
+    O_NEVER_READY,
+    O_NO_KUBELET
 };
 
 int main(int argc, char **argv)
@@ -221,6 +225,7 @@ int main(int argc, char **argv)
                                              {"kubelet-only", 0, 0, O_KUBELET_ONLY},
                                              {"restart-ms", 1, 0, O_RESTART},
                                              {"kubelet-never-ready", 0, 0, O_NEVER_READY},
+                                             {"no-kubelet", 0, 0, O_NO_KUBELET},
                                              {0, 0, 0, 0}};
     ks_server_opts so = {.listen = "127.0.0.1:0", .bookmark_ms = 1000, .watch_batch_us = 500};
     ks_controller_opts co = {.warmup_ms = 100, .stop_ms = 20, .restart_ms = 50};
@@ -258,7 +263,10 @@ int main(int argc, char **argv)
         case O_OBJECTS:
             objects = optarg;
             break;
-        case O_NO_POOLS:
+        case O_NO_POOLS: /* its old meaning (a cluster without podclaimd) left pods unstarted */
+        case O_NO_KUBELET:
+            co.no_kubelet = true;
+            break;
         case O_KUBELET_ONLY:
             break; /* the only mode there is */
 #define NUM(o, lo, hi, dst)                                                                        \

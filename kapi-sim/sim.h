@@ -411,6 +411,7 @@ typedef struct ks_controller_opts {
     int64_t stop_ms;
     int64_t restart_ms;
     bool never_ready;         /* no pod ever becomes Ready */
+    bool no_kubelet;          /* no pod is started or restarted (a cluster without nodes) */
     size_t claims_max;        /* claim log bound; transitions beyond it are counted as dropped */
     int64_t compact_every_ms; /* injected fault: compact the whole history this often; 0 = never */
 } ks_controller_opts;

@@ -690,3 +690,59 @@ Test(ha, claim_outcomes_are_posted_to_the_pools_webhook, HA)
     json_decref(rx.got);
     pthread_mutex_destroy(&rx.mu);
 }
+
+/* perPool: one Lease per pool, so two replicas share the pools; a dead replica's pools move. */
+static bool leads_pool(const pcd_proc *p, const char *pool)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/pools/default/%s", pool);
+    json_t *j = get(p, path);
+    bool l = j && json_is_true(json_object_get(j, "leading"));
+    json_decref(j);
+    return l;
+}
+
+Test(ha, per_pool_leases_share_the_pools_and_a_dead_replicas_pools_move, HA)
+{
+    const char *extra[] = {"--pool", "default/p1=1", "--pool", "default/p2=1",
+                           "--pool", "default/p3=1", NULL};
+    start_sim(extra);
+    /* config() ends inside the leaderElection mapping: perPool joins it */
+    char ca[2048], cb[2048];
+    snprintf(ca, sizeof(ca), "%s", config("replica-a", "3s", NULL));
+    snprintf(cb, sizeof(cb), "%s", config("replica-b", "3s", NULL));
+    strcat(ca, "  perPool: true\n");
+    strcat(cb, "  perPool: true\n");
+    cr_assert_eq(pcd_start(&A, ca, K.url, NULL, true), 0);
+    cr_assert_eq(pcd_start(&B, cb, K.url, NULL, true), 0);
+    const char *pools[] = {"p1", "p2", "p3"};
+    /* every pool has exactly one leader */
+    cr_assert(PC_WAIT(({
+                          bool ok = true;
+                          for (int i = 0; i < 3; i++)
+                              ok &= leads_pool(&A, pools[i]) != leads_pool(&B, pools[i]);
+                          ok;
+                      }),
+                      20000),
+              "a pool without exactly one leader");
+    for (int i = 0; i < 3; i++) {
+        pcd_proc *l = leads_pool(&A, pools[i]) ? &A : &B, *f = l == &A ? &B : &A;
+        cr_assert(PC_WAIT(pool_idle(l, "default", pools[i]) == 1, 30000));
+        char u[256];
+        snprintf(u, sizeof(u), "%s/v1/pools/default/%s/claims", f->url, pools[i]);
+        pcd_http h;
+        cr_assert_eq(pcd_req("POST", u, "{}", NULL, &h), 0);
+        cr_assert_eq(h.status, 503, "the follower of %s: %s", pools[i], h.body);
+        cr_assert_eq(claim(l, "default", pools[i], NULL, NULL, NULL), 200);
+    }
+    /* kill -9 of A: its pools move to B within the lease duration (+ slack) */
+    pcd_stop(&A, SIGKILL, 2000);
+    cr_assert(PC_WAIT(leads_pool(&B, "p1") && leads_pool(&B, "p2") && leads_pool(&B, "p3"), 20000),
+              "B does not lead every pool");
+    char u[256];
+    snprintf(u, sizeof(u), "%s/readyz", B.url);
+    pcd_http h;
+    cr_assert_eq(pcd_req("GET", u, NULL, NULL, &h), 0);
+    cr_assert(strstr(h.body, "leader of 3/3 pools"), "%s", h.body);
+    no_double_win();
+}
