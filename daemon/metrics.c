@@ -321,10 +321,11 @@ static json_t *pool_json(const pcd_pool *p)
             (double)pcd_hist_quantile_ns(&p->request_latency, 0.99) / 1e6);
     json_object_set_new(j, "leading", json_boolean(pcd_may_write(p)));
     json_object_set_new(j, "leader", json_string(leader));
+    bool obj = atomic_load_explicit(&p->from_object, memory_order_relaxed);
     json_object_set_new(j, "source",
-                        json_string(p->from_file && p->from_object ? "file+object"
-                                    : p->from_object               ? "object"
-                                                                   : "file"));
+                        json_string(p->from_file && obj ? "file+object"
+                                    : obj               ? "object"
+                                                        : "file"));
     return j;
 }
 

@@ -97,7 +97,8 @@ typedef struct pcd_pool {
     _Atomic uint64_t env_routed; /* claims an env sent here */
     _Atomic uint64_t not_leader; /* CAS calls the leadership gate refused */
     pcd_lease *lease;            /* the Lease deciding for this pool; NULL = always lead */
-    bool from_file, from_object; /* where its definition came from */
+    bool from_file;              /* in the file (fixed) */
+    _Atomic bool from_object;    /* a SandboxPool defines it now (manager writes; relaxed) */
     _Atomic bool gone;           /* retired: shut down, no longer in the table */
     pthread_mutex_t wh_mu;       /* guards webhook (read by claim callbacks) */
     char webhook[512];           /* "" = none */

@@ -266,7 +266,7 @@ static pcd_pool *pool_make(pcd *d, const pcd_pool_cfg *cfg, const json_t *obj, b
     pcd_pool_cfg_copy(&p->cfg, cfg);
     p->d = d;
     p->from_file = from_file;
-    p->from_object = obj != NULL;
+    atomic_store_explicit(&p->from_object, obj != NULL, memory_order_relaxed);
     snprintf(p->webhook, sizeof(p->webhook), "%s", cfg->webhook_url ? cfg->webhook_url : "");
     pcd_pool_cfg *pc = &p->cfg;
     snprintf(p->key, sizeof(p->key), "%s/%s", pc->namespace_, pc->name);
@@ -513,6 +513,7 @@ static void apply(pcd *d, const char *ns, const char *name, const json_t *obj)
     if (want_cfg(d, ns, name, file, obj, &want) != 0)
         return;
     if (live && same_identity(&live->cfg, &want)) {
+        atomic_store_explicit(&live->from_object, obj != NULL, memory_order_relaxed);
         pthread_mutex_lock(&live->wh_mu);
         snprintf(live->webhook, sizeof(live->webhook), "%s", want.webhook_url);
         pthread_mutex_unlock(&live->wh_mu);

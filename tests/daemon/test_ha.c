@@ -661,6 +661,13 @@ Test(ha, claim_outcomes_are_posted_to_the_pools_webhook, HA)
     cr_assert_eq(pcd_start(&A, config(NULL, NULL, more), K.url, NULL, true), 0);
     cr_assert(PC_WAIT(pool_idle(&A, "default", "web") == 1 && pool_idle(&A, "default", "obj") == 1,
                       30000));
+    /* web is in the file and a SandboxPool; obj only a SandboxPool */
+    json_t *src = get(&A, "/v1/pools/default/web");
+    cr_assert_str_eq(json_string_value(json_object_get(src, "source")), "file+object");
+    json_decref(src);
+    src = get(&A, "/v1/pools/default/obj");
+    cr_assert_str_eq(json_string_value(json_object_get(src, "source")), "object");
+    json_decref(src);
     char pod[256], id[64], id2[64];
     cr_assert_eq(claim(&A, "default", "web", NULL, pod, id), 200);
     json_t *e = NULL;
