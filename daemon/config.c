@@ -83,6 +83,42 @@ static const keydef global_keys[] = {
          "exit after this long whatever is left (exit status 1)"},
         {"claims.maxTracked", K_UINT, "1048576", G(max_tracked), 16, 1ull << 30, NULL,
          "claims remembered for DELETE (oldest forgotten first)"},
+        {"leaderElection.enabled", K_BOOL, "false", G(le_enabled), 0, 0, NULL,
+         "elect a leader on a coordination.k8s.io Lease: only the leader dispatches and writes "
+         "(run 2 replicas); false = this process always leads"},
+        {"leaderElection.leaseName", K_STR, "podclaimd", G(le_lease_name), 0, 0, NULL,
+         "the Lease's name (per-pool Leases: NAME-NAMESPACE-POOL)"},
+        {"leaderElection.leaseNamespace", K_STR, "", G(le_lease_namespace), 0, 0, NULL,
+         "the Lease's namespace (\"\" = $POD_NAMESPACE, else default)"},
+        {"leaderElection.identity", K_STR, "", G(le_identity), 0, 0, NULL,
+         "this replica's holderIdentity (\"\" = $POD_NAME, else HOSTNAME-PID)"},
+        {"leaderElection.leaseDuration", K_DUR, "15s", G(le_lease_ns), 1000, 3600000, NULL,
+         "a follower takes a lease not renewed for this long (client-go's default)"},
+        {"leaderElection.renewDeadline", K_DUR, "10s", G(le_renew_ns), 100, 3600000, NULL,
+         "the leader stops dispatching when it could not renew for this long (< leaseDuration)"},
+        {"leaderElection.retryPeriod", K_DUR, "2s", G(le_retry_ns), 50, 3600000, NULL,
+         "renew / acquire attempts this often (1.2x < renewDeadline)"},
+        {"leaderElection.perPool", K_BOOL, "false", G(le_per_pool), 0, 0, NULL,
+         "one Lease per pool instead of one for everything: replicas share the pools"},
+        {"controllers.pools", K_BOOL, "true", G(ctl_pools), 0, 0, NULL,
+         "run the SandboxPool controller: serve every SandboxPool, create its pods from the "
+         "template, Idle when Ready, recycle released pods, write status"},
+        {"controllers.claims", K_BOOL, "true", G(ctl_claims), 0, 0, NULL,
+         "run the SandboxClaim controller (declarative claims)"},
+        {"controllers.namespace", K_STR, "", G(ctl_namespace), 0, 0, NULL,
+         "watch SandboxPools and SandboxClaims of this namespace (\"\" = all namespaces)"},
+        {"controllers.statusInterval", K_DUR, "1s", G(ctl_status_interval_ns), 100, 3600000, NULL,
+         "at most one SandboxPool status write per pool per interval (only when changed)"},
+        {"controllers.readyTimeout", K_DUR, "5m", G(ctl_ready_timeout_ns), 100, MS_DAY, NULL,
+         "a pod not Ready this long after start or recycle: Event PodNotReady + Degraded"},
+        {"controllers.emptyGrace", K_DUR, "10s", G(ctl_empty_grace_ns), 100, MS_DAY, NULL,
+         "claims waiting with no idle pod this long: Event PoolEmpty + Degraded"},
+        {"webhook.queueCapacity", K_UINT, "4096", G(wh_queue), 1, 1u << 24, NULL,
+         "claim outcomes waiting to be POSTed (more are dropped and counted)"},
+        {"webhook.maxAttempts", K_UINT, "5", G(wh_attempts), 1, 100, NULL,
+         "POST attempts per outcome (jittered backoff 200ms doubling to 10s)"},
+        {"webhook.timeout", K_DUR, "5s", G(wh_timeout_ns), 10, 600000, NULL,
+         "timeout of one webhook POST"},
 };
 
 static const keydef pool_keys[] = {
@@ -115,6 +151,9 @@ static const keydef pool_keys[] = {
          "claims queued in the pool (inbox + waiting) before new ones get 503 (0 = no bound)"},
         {"claimTimeout", K_DUR, "30s", P(claim_timeout_ns), 1, MS_DAY, NULL,
          "deadline of a claim that gives no timeoutSeconds (504 after)"},
+        {"webhookUrl", K_STR, "", P(webhook_url), 0, 0, NULL,
+         "POST each claim outcome here (http:// or https://; a SandboxPool's "
+         "spec.webhook.url wins)"},
 };
 
 static const keydef env_keys[] = {
@@ -430,10 +469,10 @@ static int finish(cerr *e, pcd_config *c)
         if (strcmp(c->log_level, levels[i]) == 0)
             c->log_level_num = i;
     c->log_json = strcmp(c->log_format, "json") == 0;
-    if (c->n_pools == 0)
+    if (c->n_pools == 0 && !c->ctl_pools)
         return fail(e, "config", "pools", NULL,
                     "missing: want at least one pool (pools: in the file, PODCLAIM_POOLS=NS/NAME "
-                    "or --pool NS/NAME)");
+                    "or --pool NS/NAME), or controllers.pools: true (pools from SandboxPools)");
     char key[64];
     for (size_t i = 0; i < c->n_pools; i++) {
         pcd_pool_cfg *p = &c->pools[i];
@@ -451,6 +490,11 @@ static int finish(cerr *e, pcd_config *c)
                 strcmp(c->pools[k].name, p->name) == 0)
                 return fail(e, "config", key, p->name, "pool %s/%s is configured twice",
                             p->namespace_, p->name);
+        if (p->webhook_url[0] && strncmp(p->webhook_url, "http://", 7) != 0 &&
+            strncmp(p->webhook_url, "https://", 8) != 0) {
+            snprintf(key, sizeof(key), "pools[%zu].webhookUrl", i);
+            return fail(e, "config", key, p->webhook_url, "want an http:// or https:// URL");
+        }
         if (p->env[0] && !label_value(p->env)) {
             snprintf(key, sizeof(key), "pools[%zu].env", i);
             return fail(e, "config", key, p->env, "want a label value (as a pool name)");
@@ -479,6 +523,80 @@ static int finish(cerr *e, pcd_config *c)
     if (c->server[0] && c->in_cluster)
         return fail(e, "config", "kube.server", c->server,
                     "set either kube.server or kube.inCluster, not both");
+    if (c->ctl_namespace[0] && !dns_label(c->ctl_namespace))
+        return fail(e, "config", "controllers.namespace", c->ctl_namespace, "want a DNS label");
+    if (c->le_lease_namespace[0] && !dns_label(c->le_lease_namespace))
+        return fail(e, "config", "leaderElection.leaseNamespace", c->le_lease_namespace,
+                    "want a DNS label");
+    if (!dns_label(c->le_lease_name) || strlen(c->le_lease_name) > 40)
+        return fail(e, "config", "leaderElection.leaseName", c->le_lease_name,
+                    "want a DNS label of at most 40 (per-pool Leases append -NAMESPACE-POOL)");
+    /* client-go's order: the leader gives up (renew deadline) before a follower may take the
+     * lease (lease duration), and it tries to renew more than once within the deadline */
+    char v[64];
+    if (c->le_renew_ns >= c->le_lease_ns) {
+        snprintf(v, sizeof(v), "%lldms", (long long)(c->le_renew_ns / 1000000));
+        return fail(e, "config", "leaderElection.renewDeadline", v,
+                    "want less than leaderElection.leaseDuration (%lldms)",
+                    (long long)(c->le_lease_ns / 1000000));
+    }
+    if (c->le_retry_ns * 12 >= c->le_renew_ns * 10) {
+        snprintf(v, sizeof(v), "%lldms", (long long)(c->le_retry_ns / 1000000));
+        return fail(e, "config", "leaderElection.retryPeriod", v,
+                    "want 1.2x less than leaderElection.renewDeadline (%lldms)",
+                    (long long)(c->le_renew_ns / 1000000));
+    }
+    return 0;
+}
+
+bool pcd_dns_label(const char *s)
+{
+    return dns_label(s);
+}
+
+bool pcd_label_value(const char *s)
+{
+    return label_value(s);
+}
+
+int pcd_pool_cfg_defaults(pcd_pool_cfg *p)
+{
+    cerr e = {.out = stderr};
+    memset(p, 0, sizeof(*p));
+    return apply_defaults(&e, pool_keys, NKEYS(pool_keys), p) != 0 ? -ENOMEM : 0;
+}
+
+void pcd_pool_cfg_fini(pcd_pool_cfg *p)
+{
+    for (size_t i = 0; i < NKEYS(pool_keys); i++) {
+        const keydef *k = &pool_keys[i];
+        void *f = (char *)p + k->off;
+        if (k->type == K_LIST)
+            free_list(*(char ***)f, *(size_t *)((char *)f + sizeof(char **)));
+        else if (k->type == K_STR)
+            free(*(char **)f);
+    }
+    memset(p, 0, sizeof(*p));
+}
+
+int pcd_pool_cfg_copy(pcd_pool_cfg *dst, const pcd_pool_cfg *src)
+{
+    *dst = *src;
+    for (size_t i = 0; i < NKEYS(pool_keys); i++) {
+        const keydef *k = &pool_keys[i];
+        void *f = (char *)dst + k->off;
+        if (k->type == K_STR) {
+            char **sp = f;
+            *sp = strdup(*sp ? *sp : "");
+        } else if (k->type == K_LIST) {
+            char ***lp = f;
+            size_t n = *(size_t *)((char *)f + sizeof(char **));
+            char **l = n ? calloc(n, sizeof(char *)) : NULL;
+            for (size_t j = 0; l && j < n; j++)
+                l[j] = strdup((*lp)[j]);
+            *lp = l;
+        }
+    }
     return 0;
 }
 
@@ -806,16 +924,8 @@ void pcd_config_fini(pcd_config *c)
         if (k->type == K_STR || k->type == K_ENUM || k->type == K_ADDR)
             free(*(char **)((char *)c + k->off));
     }
-    for (size_t p = 0; p < c->n_pools; p++) {
-        for (size_t i = 0; i < NKEYS(pool_keys); i++) {
-            const keydef *k = &pool_keys[i];
-            void *f = (char *)&c->pools[p] + k->off;
-            if (k->type == K_LIST)
-                free_list(*(char ***)f, *(size_t *)((char *)f + sizeof(char **)));
-            else if (k->type == K_STR)
-                free(*(char **)f);
-        }
-    }
+    for (size_t p = 0; p < c->n_pools; p++)
+        pcd_pool_cfg_fini(&c->pools[p]);
     for (size_t v = 0; v < c->n_envs; v++) {
         free(c->envs[v].name);
         free(c->envs[v].strategy_name);

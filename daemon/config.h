@@ -27,6 +27,7 @@ typedef struct pcd_pool_cfg {
     int64_t resync_period_ns; /* 0 = never */
     int64_t claim_timeout_ns; /* deadline of a claim that names no timeoutSeconds */
     uint64_t max_waiting;     /* claims waiting in the pool before new ones get 503; 0 = no bound */
+    char *webhook_url;        /* claim outcomes POSTed here; "" = none */
 } pcd_pool_cfg;
 
 typedef struct pcd_env_cfg {
@@ -53,6 +54,16 @@ typedef struct pcd_config {
     int64_t shutdown_grace_ns, shutdown_timeout_ns;
     uint64_t max_tracked;
 
+    /* leader election (one Lease, or one per pool) and the cluster controllers */
+    bool le_enabled, le_per_pool;
+    char *le_lease_name, *le_lease_namespace, *le_identity; /* "" = from the environment */
+    int64_t le_lease_ns, le_renew_ns, le_retry_ns;
+    bool ctl_pools, ctl_claims;
+    char *ctl_namespace; /* SandboxPools/SandboxClaims of this namespace; "" = all */
+    int64_t ctl_status_interval_ns, ctl_ready_timeout_ns, ctl_empty_grace_ns;
+    uint64_t wh_queue, wh_attempts;
+    int64_t wh_timeout_ns;
+
     pcd_pool_cfg *pools;
     size_t n_pools;
     pcd_env_cfg *envs;
@@ -68,6 +79,17 @@ enum { PCD_RUN, PCD_EXIT_OK, PCD_EXIT_BAD };
 int pcd_config_load(int argc, char **argv, char **env, pcd_config *cfg, FILE *err_out);
 
 void pcd_config_fini(pcd_config *cfg);
+
+/* A pool's settings at their defaults (a pool defined by a SandboxPool object and not in the
+ * file). Cannot fail but for memory (-ENOMEM). */
+int pcd_pool_cfg_defaults(pcd_pool_cfg *p);
+/* Deep copy of src into dst (dst's old contents are not freed). Returns 0 or -ENOMEM. */
+int pcd_pool_cfg_copy(pcd_pool_cfg *dst, const pcd_pool_cfg *src);
+/* Free the strings and lists of p (not p). */
+void pcd_pool_cfg_fini(pcd_pool_cfg *p);
+/* Whether s is a DNS-1123 label / a label value (the checks the file gets). */
+bool pcd_dns_label(const char *s);
+bool pcd_label_value(const char *s);
 
 /* --help text: usage and every key with its default. */
 void pcd_config_usage(FILE *out);

@@ -88,21 +88,36 @@ enum MHD_Result pcd_reply_error(pcd_req *q, int code, const char *fmt, ...)
     return pcd_reply(q, code, body, ra);
 }
 
-pcd_pool *pcd_find_pool(pcd *d, const char *ns, const char *name)
+enum MHD_Result pcd_reply_not_leader(pcd_req *q, const pcd_pool *p)
 {
-    for (size_t i = 0; i < d->n_pools; i++)
-        if (strcmp(d->pools[i].cfg->namespace_, ns) == 0 &&
-            strcmp(d->pools[i].cfg->name, name) == 0)
-            return &d->pools[i];
-    return NULL;
-}
-
-pcd_env *pcd_find_env(pcd *d, const char *name)
-{
-    for (size_t i = 0; i < d->n_envs; i++)
-        if (strcmp(d->envs[i].cfg->name, name) == 0)
-            return &d->envs[i];
-    return NULL;
+    char leader[256] = "";
+    pcd_leader_of(q->d, p, leader, sizeof(leader));
+    char msg[512];
+    snprintf(msg, sizeof(msg),
+             "this replica does not lead %s%s; retry%s%s (the leader dispatches every claim)",
+             p ? "pool " : "these pools", p ? p->key : "", leader[0] ? " on " : " later", leader);
+    json_t *j = json_pack("{s:s,s:i,s:s}", "error", msg, "code", 503, "leader", leader);
+    char *body = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!body)
+        return MHD_NO;
+    size_t len = strlen(body);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    char ra[16];
+    snprintf(ra, sizeof(ra), "%u", (unsigned)q->d->cfg.retry_after_s);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    if (leader[0])
+        MHD_add_response_header(resp, "X-Podclaim-Leader", leader);
+    enum MHD_Result rc = MHD_queue_response(q->conn, 503, resp);
+    MHD_destroy_response(resp);
+    pcd_count_response(q->d, q->route, 503);
+    q->answered = true;
+    return rc;
 }
 
 /* Constant-time comparison, so the token cannot be guessed byte by byte from timings. */
@@ -190,11 +205,21 @@ static enum MHD_Result handle_get(pcd_req *q, route_match *m)
     switch (m->route) {
     case PCD_ROUTE_HEALTHZ:
         return reply_text(q, 200, "text/plain", strdup("ok\n"), 3);
-    case PCD_ROUTE_READYZ:
-        if (pcd_ready(d))
-            return reply_text(q, 200, "text/plain", strdup("ok\n"), 3);
-        body = strdup(atomic_load(&d->draining) ? "shutting down\n" : "informers not synced\n");
-        return reply_text(q, 503, "text/plain", body, strlen(body));
+    case PCD_ROUTE_READYZ: {
+        /* ready: every informer and controller cache synced; the body says whether this
+         * replica leads (a follower is ready too: it answers claims with 503 naming the
+         * leader, and takes over within the lease duration) */
+        char role[300], text[400];
+        pcd_cluster_role(d, role, sizeof(role));
+        bool ready = pcd_ready(d);
+        snprintf(text, sizeof(text), "%s%s\n",
+                 ready                       ? "ok "
+                 : atomic_load(&d->draining) ? "shutting down; "
+                                             : "not synced; ",
+                 role);
+        body = strdup(text);
+        return reply_text(q, ready ? 200 : 503, "text/plain", body, strlen(body));
+    }
     case PCD_ROUTE_METRICS:
         body = pcd_metrics_render(d, &len);
         if (!body)

@@ -8,6 +8,9 @@
  *                busy the due claims wait, and their latency is counted from when they were
  *                due, not from when they could be sent: otherwise a stalled server would hide
  *                its stall in the client's queue (coordinated omission, as wrk2 corrects it).
+ * --release-after D: every won claim is released (DELETE) D after its answer, over the same
+ * connections (a due release goes before the next claim), so the pool recycles its pods and a
+ * long run does not drain it; the releases still owed when the run ends are sent at once.
  */
 #include "ctl.h"
 
@@ -35,17 +38,30 @@ static int64_t now_ns(void)
 typedef struct conn {
     int fd;
     bool busy, connected;
+    bool releasing; /* the request in flight is a release (rel), not a claim */
+    char rel[1024];
+    size_t rel_len;
     size_t sent;    /* bytes of the request written */
     int64_t due_ns; /* when this claim was due (open loop) or sent (closed loop) */
     char in[65536];
     size_t in_len;
 } conn;
 
+typedef struct rel_item {
+    struct rel_item *next;
+    int64_t due_ns;
+    char path[600];
+} rel_item;
+
 typedef struct load {
     struct sockaddr_in sa;
     int ep;
     char *req;
     size_t req_len;
+    char hosthdr[300];             /* "Host: ...\r\n" + auth, for releases */
+    int64_t release_after_ns;      /* < 0: no releases */
+    rel_item *rel_head, *rel_tail; /* FIFO; one fixed delay, so sorted by due */
+    uint64_t released, release_failed;
     conn *c;
     int n;
     int64_t *lat;
@@ -85,8 +101,10 @@ static void conn_reset(load *L, conn *c, bool count_error)
 
 static void conn_send(load *L, conn *c)
 {
-    while (c->sent < L->req_len) {
-        ssize_t w = send(c->fd, L->req + c->sent, L->req_len - c->sent, MSG_NOSIGNAL);
+    const char *buf = c->releasing ? c->rel : L->req;
+    size_t len = c->releasing ? c->rel_len : L->req_len;
+    while (c->sent < len) {
+        ssize_t w = send(c->fd, buf + c->sent, len - c->sent, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno != EAGAIN)
                 conn_reset(L, c, true);
@@ -98,12 +116,61 @@ static void conn_send(load *L, conn *c)
 
 static void start(load *L, conn *c, int64_t due)
 {
+    c->releasing = false;
     c->busy = true;
     c->sent = 0;
     c->due_ns = due;
     c->in_len = 0;
     if (c->connected)
         conn_send(L, c);
+}
+
+/* The next due release onto idle connection c; false when none is due. */
+static bool start_release(load *L, conn *c, int64_t now)
+{
+    rel_item *r = L->rel_head;
+    if (!r || r->due_ns > now)
+        return false;
+    L->rel_head = r->next;
+    if (!L->rel_head)
+        L->rel_tail = NULL;
+    int n = snprintf(c->rel, sizeof(c->rel), "DELETE %s HTTP/1.1\r\n%s\r\n", r->path, L->hosthdr);
+    free(r);
+    if (n <= 0 || (size_t)n >= sizeof(c->rel)) {
+        L->release_failed++;
+        return false;
+    }
+    c->rel_len = (size_t)n;
+    c->releasing = true;
+    c->busy = true;
+    c->sent = 0;
+    c->due_ns = now;
+    c->in_len = 0;
+    if (c->connected)
+        conn_send(L, c);
+    return true;
+}
+
+/* A claim was won: queue its release (the answer names pool, namespace and claim id). */
+static void queue_release(load *L, const char *body, size_t len, int64_t now)
+{
+    json_t *j = json_loadb(body, len, 0, NULL);
+    const char *ns = json_string_value(json_object_get(j, "namespace"));
+    const char *pool = json_string_value(json_object_get(j, "pool"));
+    const char *id = json_string_value(json_object_get(j, "claimId"));
+    rel_item *r = ns && pool && id ? calloc(1, sizeof(*r)) : NULL;
+    if (r) {
+        snprintf(r->path, sizeof(r->path), "/v1/pools/%s/%s/claims/%s", ns, pool, id);
+        r->due_ns = now + L->release_after_ns;
+        if (L->rel_tail)
+            L->rel_tail->next = r;
+        else
+            L->rel_head = r;
+        L->rel_tail = r;
+    } else {
+        L->release_failed++;
+    }
+    json_decref(j);
 }
 
 static void record(load *L, int status, int64_t lat)
@@ -156,8 +223,17 @@ static bool conn_read(load *L, conn *c)
         return false;
     int status = atoi(c->in + 9);
     int64_t t = now_ns();
-    record(L, status, t - c->due_ns);
-    L->last_done_ns = t;
+    if (c->releasing) {
+        if (status == 200)
+            L->released++;
+        else
+            L->release_failed++;
+    } else {
+        record(L, status, t - c->due_ns);
+        L->last_done_ns = t;
+        if (status == 200 && L->release_after_ns >= 0)
+            queue_release(L, hend + 4, clen, t);
+    }
     bool close_after = strcasestr(c->in, "\r\nconnection: close") != NULL;
     c->busy = false;
     c->in_len = 0;
@@ -183,7 +259,7 @@ static double q_ms(const load *L, double q)
 int ctl_load(const char *server, const char *token, int argc, char **argv)
 {
     const char *env = NULL, *pool = NULL, *label = NULL, *body_arg = NULL;
-    double rate = 0, duration = 10;
+    double rate = 0, duration = 10, release_after = -1;
     int nconn = 64;
     bool as_json = false;
     json_t *body = json_object();
@@ -194,6 +270,13 @@ int ctl_load(const char *server, const char *token, int argc, char **argv)
             i += 2;
         } else if (!strcmp(a, "--duration") && v) {
             duration = ctl_parse_duration(v);
+            i += 2;
+        } else if (!strcmp(a, "--release-after") && v) {
+            release_after = ctl_parse_duration(v);
+            if (release_after < 0) {
+                fprintf(stderr, "podclaimctl load: --release-after %s: want a duration\n", v);
+                return 2;
+            }
             i += 2;
         } else if (!strcmp(a, "--connections") && v) {
             nconn = atoi(v);
@@ -250,6 +333,8 @@ int ctl_load(const char *server, const char *token, int argc, char **argv)
         snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", token);
     size_t cap = strlen(bodys) + strlen(path) + 1024;
     L.req = malloc(cap);
+    L.release_after_ns = release_after < 0 ? -1 : (int64_t)(release_after * 1e9);
+    snprintf(L.hosthdr, sizeof(L.hosthdr), "Host: %s:%d\r\n%s", host, port, auth);
     L.req_len = (size_t)snprintf(L.req, cap,
                                  "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: "
                                  "application/json\r\nContent-Length: %zu\r\n%s\r\n%s",
@@ -283,8 +368,14 @@ int ctl_load(const char *server, const char *token, int argc, char **argv)
         int busy = 0;
         for (int i = 0; i < L.n; i++)
             busy += L.c[i].busy;
-        if (stopping && (busy == 0 || now >= drain_until))
+        if (stopping && ((busy == 0 && !L.rel_head) || now >= drain_until))
             break;
+        /* releases first: the due ones, and when stopping all that are owed */
+        for (int i = 0; i < L.n && L.rel_head; i++) {
+            conn *c = &L.c[i];
+            if (!c->busy && c->fd >= 0)
+                start_release(&L, c, stopping ? INT64_MAX : now);
+        }
         if (!stopping) {
             /* hand due claims (open loop) or every idle connection (closed loop) a request */
             for (int k = 0; k < L.n; k++) {
@@ -306,10 +397,14 @@ int ctl_load(const char *server, const char *token, int argc, char **argv)
         /* sleep until the next claim is due, to the microsecond: a millisecond timeout would
          * spin (0 ms) on the cores the server needs */
         struct timespec ts = {0, 100000000};
+        int64_t wake = INT64_MAX;
         if (!stopping && interval && next_due > now)
-            ts = (struct timespec){(next_due - now) / 1000000000, (next_due - now) % 1000000000};
-        else if (!stopping && interval)
-            ts = (struct timespec){0, 100000000}; /* behind: wait for an answer */
+            wake = next_due;
+        if (L.rel_head && L.rel_head->due_ns > now && L.rel_head->due_ns < wake)
+            wake = L.rel_head->due_ns; /* a release falls due (one already due waits for a
+                                        * connection: an answer wakes us) */
+        if (wake != INT64_MAX && wake - now < 100000000)
+            ts = (struct timespec){(wake - now) / 1000000000, (wake - now) % 1000000000};
         int n = epoll_pwait2(L.ep, evs, 512, &ts, NULL);
         for (int e = 0; e < n; e++) {
             conn *c = evs[e].data.ptr;
@@ -341,12 +436,14 @@ int ctl_load(const char *server, const char *token, int argc, char **argv)
         printf("{\"label\":\"%s\",\"targetRate\":%.1f,\"connections\":%d,\"seconds\":%.3f,"
                "\"claimsPerSecond\":%.1f,\"answersPerSecond\":%.1f,\"p50Ms\":%.3f,\"p90Ms\":%.3f,"
                "\"p99Ms\":%.3f,\"maxMs\":%.3f,\"ok\":%llu,\"503\":%llu,\"504\":%llu,"
-               "\"4xx\":%llu,\"other\":%llu,\"errors\":%llu}\n",
+               "\"4xx\":%llu,\"other\":%llu,\"errors\":%llu,\"released\":%llu,"
+               "\"releaseFailed\":%llu}\n",
                label ? label : "", rate, nconn, secs, cps, all_ps, q_ms(&L, 0.5), q_ms(&L, 0.9),
                q_ms(&L, 0.99), L.nlat ? (double)L.lat[L.nlat - 1] / 1e6 : 0,
                (unsigned long long)L.ok, (unsigned long long)L.c503, (unsigned long long)L.c504,
                (unsigned long long)L.c4xx, (unsigned long long)L.other,
-               (unsigned long long)L.errors);
+               (unsigned long long)L.errors, (unsigned long long)L.released,
+               (unsigned long long)L.release_failed);
     } else {
         printf("load%s%s%s: POST %s%s, %d connections, %.1f s, %s", label ? " [" : "",
                label ? label : "", label ? "]" : "", server, path, nconn, duration,
@@ -362,6 +459,15 @@ int ctl_load(const char *server, const char *token, int argc, char **argv)
                (unsigned long long)L.ok, (unsigned long long)L.c503, (unsigned long long)L.c504,
                (unsigned long long)L.c4xx, (unsigned long long)L.other,
                (unsigned long long)L.errors);
+        if (L.release_after_ns >= 0)
+            printf("  releases   %llu released %.0f ms after their claim, %llu failed\n",
+                   (unsigned long long)L.released, (double)L.release_after_ns / 1e6,
+                   (unsigned long long)L.release_failed);
+    }
+    while (L.rel_head) {
+        rel_item *r = L.rel_head;
+        L.rel_head = r->next;
+        free(r);
     }
     for (int i = 0; i < L.n; i++)
         if (L.c[i].fd >= 0)
@@ -371,5 +477,5 @@ int ctl_load(const char *server, const char *token, int argc, char **argv)
     free(L.lat);
     free(L.req);
     free(bodys);
-    return L.errors || L.other ? 1 : 0;
+    return L.errors || L.other || L.release_failed ? 1 : 0;
 }

@@ -186,8 +186,11 @@ static char *pool_render(const pc_pool *p)
 char *pcd_metrics_render(pcd *d, size_t *len)
 {
     families fs = {0};
-    for (size_t i = 0; i < d->n_pools; i++) {
-        char *t = pool_render(d->pools[i].pool);
+    pcd_table *pt = pcd_pools_now(d); /* the live pools now; the table stays valid memory */
+    size_t n_pools = pt->n;
+    pcd_pool **pools = (pcd_pool **)pt->item;
+    for (size_t i = 0; i < n_pools; i++) {
+        char *t = pool_render(pools[i]->pool);
         if (t)
             merge(&fs, t);
         free(t);
@@ -196,39 +199,37 @@ char *pcd_metrics_render(pcd *d, size_t *len)
     sb_printf(&own, "# HELP podclaimd_claim_request_seconds From a claim request's headers to "
                     "its answer (HTTP, per pool).\n# TYPE podclaimd_claim_request_seconds "
                     "histogram\n");
-    for (size_t i = 0; i < d->n_pools; i++)
-        hist(&own, "podclaimd_claim_request_seconds", d->pools[i].labels,
-             &d->pools[i].request_latency);
+    for (size_t i = 0; i < n_pools; i++)
+        hist(&own, "podclaimd_claim_request_seconds", pools[i]->labels, &pools[i]->request_latency);
     sb_printf(&own, "# HELP podclaim_idle_to_claimable_seconds From the watch bytes saying a pod "
                     "is idle to its offer to the pool.\n# TYPE "
                     "podclaim_idle_to_claimable_seconds histogram\n");
-    for (size_t i = 0; i < d->n_pools; i++)
-        hist(&own, "podclaim_idle_to_claimable_seconds", d->pools[i].labels,
-             &d->pools[i].idle_to_claimable);
+    for (size_t i = 0; i < n_pools; i++)
+        hist(&own, "podclaim_idle_to_claimable_seconds", pools[i]->labels,
+             &pools[i]->idle_to_claimable);
     sb_printf(&own, "# HELP podclaim_cas_round_trip_seconds From a CAS's start to its outcome "
                     "(one PATCH, measured around the backend).\n# TYPE "
                     "podclaim_cas_round_trip_seconds histogram\n");
-    for (size_t i = 0; i < d->n_pools; i++)
-        hist(&own, "podclaim_cas_round_trip_seconds", d->pools[i].labels,
-             &d->pools[i].cas_round_trip);
+    for (size_t i = 0; i < n_pools; i++)
+        hist(&own, "podclaim_cas_round_trip_seconds", pools[i]->labels, &pools[i]->cas_round_trip);
     sb_printf(&own, "# HELP podclaimd_informer_synced 1 once the pool's informer listed its pods."
                     "\n# TYPE podclaimd_informer_synced gauge\n");
-    for (size_t i = 0; i < d->n_pools; i++)
-        sb_printf(&own, "podclaimd_informer_synced{%s} %d\n", d->pools[i].labels,
-                  pc_informer_has_synced(d->pools[i].informer) ? 1 : 0);
+    for (size_t i = 0; i < n_pools; i++)
+        sb_printf(&own, "podclaimd_informer_synced{%s} %d\n", pools[i]->labels,
+                  pc_informer_has_synced(pools[i]->informer) ? 1 : 0);
     sb_printf(&own, "# HELP podclaimd_informer_pods Pods in the informer's cache.\n# TYPE "
                     "podclaimd_informer_pods gauge\n");
-    for (size_t i = 0; i < d->n_pools; i++) {
+    for (size_t i = 0; i < n_pools; i++) {
         pc_informer_stats st;
-        pc_informer_stats_read(d->pools[i].informer, &st);
-        sb_printf(&own, "podclaimd_informer_pods{%s} %llu\n", d->pools[i].labels,
+        pc_informer_stats_read(pools[i]->informer, &st);
+        sb_printf(&own, "podclaimd_informer_pods{%s} %llu\n", pools[i]->labels,
                   (unsigned long long)st.pods);
     }
     sb_printf(&own, "# HELP podclaimd_env_routed_total Claims an env routed to the pool.\n"
                     "# TYPE podclaimd_env_routed_total counter\n");
-    for (size_t i = 0; i < d->n_pools; i++)
-        sb_printf(&own, "podclaimd_env_routed_total{%s} %llu\n", d->pools[i].labels,
-                  (unsigned long long)atomic_load_explicit(&d->pools[i].env_routed,
+    for (size_t i = 0; i < n_pools; i++)
+        sb_printf(&own, "podclaimd_env_routed_total{%s} %llu\n", pools[i]->labels,
+                  (unsigned long long)atomic_load_explicit(&pools[i]->env_routed,
                                                            memory_order_relaxed));
     sb_printf(&own, "# HELP podclaimd_http_responses_total HTTP answers by route and status.\n"
                     "# TYPE podclaimd_http_responses_total counter\n");
@@ -266,6 +267,7 @@ char *pcd_metrics_render(pcd *d, size_t *len)
               "# HELP podclaimd_ready 1 when every informer has synced and the daemon is "
               "not shutting down.\n# TYPE podclaimd_ready gauge\npodclaimd_ready %d\n",
               pcd_ready(d) ? 1 : 0);
+    pcd_cluster_metrics(d, &own.p, &own.len, &own.cap);
     if (own.p)
         merge(&fs, own.p);
     free(own.p);
@@ -290,30 +292,40 @@ bool pcd_ready(pcd *d)
 {
     if (atomic_load_explicit(&d->draining, memory_order_relaxed))
         return false;
-    for (size_t i = 0; i < d->n_pools; i++)
-        if (!pc_informer_has_synced(d->pools[i].informer))
+    pcd_table *t = pcd_pools_now(d);
+    for (size_t i = 0; i < t->n; i++)
+        if (!pc_informer_has_synced(((pcd_pool *)t->item[i])->informer))
             return false;
-    return true;
+    return pcd_cluster_synced(d) && pcd_pools_settled(d);
 }
 
 static json_t *pool_json(const pcd_pool *p)
 {
+    char leader[256];
+    pcd_leader_of(p->d, p, leader, sizeof(leader));
     pc_snapshot s = pc_pool_snapshot(p->pool);
     pc_informer_stats st;
     pc_informer_stats_read(p->informer, &st);
     json_t *tags = json_array();
-    for (size_t i = 0; i < p->cfg->n_tags; i++)
-        json_array_append_new(tags, json_string(p->cfg->tags[i]));
+    for (size_t i = 0; i < p->cfg.n_tags; i++)
+        json_array_append_new(tags, json_string(p->cfg.tags[i]));
     json_t *j = json_pack(
             "{s:s,s:s,s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:f,s:b,s:{s:I,s:I},s:f,s:f}", "namespace",
-            p->cfg->namespace_, "name", p->cfg->name, "team", p->cfg->team, "user", p->cfg->user,
-            "env", p->cfg->env, "tags", tags, "idleReady", (json_int_t)s.idle_ready, "queueLength",
+            p->cfg.namespace_, "name", p->cfg.name, "team", p->cfg.team, "user", p->cfg.user, "env",
+            p->cfg.env, "tags", tags, "idleReady", (json_int_t)s.idle_ready, "queueLength",
             (json_int_t)s.queue_len, "reserved", (json_int_t)s.reserved, "inflightCas",
             (json_int_t)s.inflight_cas, "lastDispatchAt", (double)s.last_dispatch_at / 1e9,
             "synced", pc_informer_has_synced(p->informer), "informer", "pods", (json_int_t)st.pods,
             "idle", (json_int_t)st.idle, "requestP50Ms",
             (double)pcd_hist_quantile_ns(&p->request_latency, 0.5) / 1e6, "requestP99Ms",
             (double)pcd_hist_quantile_ns(&p->request_latency, 0.99) / 1e6);
+    json_object_set_new(j, "leading", json_boolean(pcd_may_write(p)));
+    json_object_set_new(j, "leader", json_string(leader));
+    bool obj = atomic_load_explicit(&p->from_object, memory_order_relaxed);
+    json_object_set_new(j, "source",
+                        json_string(p->from_file && obj ? "file+object"
+                                    : obj               ? "object"
+                                                        : "file"));
     return j;
 }
 
@@ -324,8 +336,9 @@ char *pcd_pools_json(pcd *d, const pcd_pool *only, size_t *len)
         j = pool_json(only);
     } else {
         json_t *arr = json_array();
-        for (size_t i = 0; i < d->n_pools; i++)
-            json_array_append_new(arr, pool_json(&d->pools[i]));
+        pcd_table *t = pcd_pools_now(d);
+        for (size_t i = 0; i < t->n; i++)
+            json_array_append_new(arr, pool_json(t->item[i]));
         j = json_pack("{s:o}", "pools", arr);
     }
     char *s = json_dumps(j, JSON_COMPACT);
@@ -337,14 +350,18 @@ char *pcd_pools_json(pcd *d, const pcd_pool *only, size_t *len)
 char *pcd_envs_json(pcd *d, size_t *len)
 {
     json_t *arr = json_array();
-    for (size_t i = 0; i < d->n_envs; i++) {
+    pcd_table *et = pcd_envs_now(d), *pt = pcd_pools_now(d);
+    for (size_t i = 0; i < et->n; i++) {
+        pcd_env *e = et->item[i];
         json_t *pools = json_array();
-        for (size_t k = 0; k < d->n_pools; k++)
-            if (strcmp(d->pools[k].cfg->env, d->envs[i].cfg->name) == 0)
-                json_array_append_new(pools, json_string(d->pools[k].key));
-        json_array_append_new(
-                arr, json_pack("{s:s,s:s,s:o}", "name", d->envs[i].cfg->name, "strategy",
-                               pc_env_strategy_name(d->envs[i].cfg->strategy), "pools", pools));
+        for (size_t k = 0; k < pt->n; k++) {
+            pcd_pool *p = pt->item[k];
+            if (strcmp(p->cfg.env, e->cfg.name) == 0)
+                json_array_append_new(pools, json_string(p->key));
+        }
+        json_array_append_new(arr,
+                              json_pack("{s:s,s:s,s:o}", "name", e->cfg.name, "strategy",
+                                        pc_env_strategy_name(e->cfg.strategy), "pools", pools));
     }
     json_t *j = json_pack("{s:o}", "envs", arr);
     char *s = json_dumps(j, JSON_COMPACT);

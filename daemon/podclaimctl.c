@@ -37,7 +37,9 @@ static void usage(FILE *f)
           "  pools                                            one line per pool\n"
           "  top [--interval 1s] [--iterations N]             live view, refreshed each second\n"
           "  load NS/POOL | --env ENV [--rate R|max] [--duration 10s] [--connections 64]\n"
-          "       [--body JSON] [--json] [--name NAME] [claim options]\n",
+          "       [--release-after D] [--body JSON] [--json] [--name NAME] [claim options]\n"
+          "       --release-after D: release each won claim D after its answer (0 = at once),\n"
+          "       so the pool recycles the pods\n",
           f);
 }
 

@@ -73,10 +73,16 @@ extern const int pcd_codes[]; /* the status codes counted; the last slot counts 
 /* ---- pools ---------------------------------------------------------------------------------- */
 
 typedef struct pcd pcd;
+typedef struct pcd_lease pcd_lease;
 
+/* One pool this daemon serves: its scheduler (pc_pool), informer and figures. Made by the pool
+ * manager (pools.c) from a `pools:` entry of the file and/or a SandboxPool object; immutable
+ * once published but for `gone` and the webhook URL. A change of team, user, env or tags makes
+ * a new generation (a new pcd_pool) and retires the old one: retired pools are shut down and
+ * stay allocated until exit (readers find them without locks, see pcd_table). */
 typedef struct pcd_pool {
     pcd *d;
-    pcd_pool_cfg *cfg;
+    pcd_pool_cfg cfg;                             /* own copy */
     char key[PC_NAMESPACE_MAX + PC_NAME_MAX + 2]; /* "ns/name" */
     char labels[1024];                            /* namespace=..,pool=..,team=..,user=..,env=.. */
     pc_pool *pool;
@@ -89,13 +95,33 @@ typedef struct pcd_pool {
     pc_backend backend;         /* the kube backend wrapped to time each CAS (podclaimd.c) */
     pc_backend *inner;
     _Atomic uint64_t env_routed; /* claims an env sent here */
+    _Atomic uint64_t not_leader; /* CAS calls the leadership gate refused */
+    pcd_lease *lease;            /* the Lease deciding for this pool; NULL = always lead */
+    bool from_file;              /* in the file (fixed) */
+    _Atomic bool from_object;    /* a SandboxPool defines it now (manager writes; relaxed) */
+    _Atomic bool gone;           /* retired: shut down, no longer in the table */
+    pthread_mutex_t wh_mu;       /* guards webhook (read by claim callbacks) */
+    char webhook[512];           /* "" = none */
+    struct pcd_pool *all_next;   /* every pool ever made (manager; freed at exit) */
 } pcd_pool;
 
 typedef struct pcd_env {
-    pcd_env_cfg *cfg;
-    pc_env *env;
+    pcd_env_cfg cfg;          /* own copy (name, strategy) */
+    _Atomic(pc_env *) env;    /* rebuilt when members change; old ones retired until exit */
     _Atomic uint64_t no_pool; /* claims no member could take (tags) */
 } pcd_env;
+
+/* The published set of live pools (or envs): an immutable array swapped with one release
+ * store by the pool manager and read with one acquire load by anyone (HTTP threads, metrics,
+ * controller callbacks), without a lock. A replaced array and a retired pool are never freed
+ * while the daemon runs, so a reader holding an old pointer never touches freed memory; the
+ * cost is the memory of each retired pool until exit (pool changes are rare operator
+ * actions; ck_epoch would let them be reclaimed, not done yet). */
+typedef struct pcd_table {
+    struct pcd_table *retired_next;
+    size_t n;
+    void *item[]; /* pcd_pool * or pcd_env * */
+} pcd_table;
 
 /* ---- registry: won claims, for DELETE (registry.c) ------------------------------------------ */
 
@@ -131,6 +157,7 @@ size_t pcd_registry_size(pcd_registry *r);
 #define PCD_REQ_HUNG 1u     /* the client hung up while its claim waited (waker) */
 #define PCD_REQ_DONE 2u     /* the claim's result (or the release's) is in (callback) */
 #define PCD_REQ_ENQUEUED 4u /* the claim is in its pool: pc_claim_cancel may be called (MHD) */
+#define PCD_REQ_DEPOSED 8u  /* cancelled because this replica stopped leading (waker) */
 
 typedef struct pcd_req {
     pc_claim claim; /* first: the pool callback gets &claim */
@@ -160,6 +187,8 @@ typedef struct pcd_req {
     char rel_msg[512];
     bool rel_already;
     struct pcd_req *rel_next;
+    struct pcd_req *wprev, *wnext; /* d->waiting_list while enqueued (wait_mu) */
+    bool wlinked;
 } pcd_req;
 
 /* A release with no HTTP request behind it (a client hung up after its claim won). */
@@ -177,11 +206,11 @@ struct pcd {
     char *token; /* API token ("" = none); never logged */
     pc_kube_client *client;
     pc_kube_backend *kb;
-    pcd_pool *pools;
-    size_t n_pools;
-    pcd_env *envs;
-    size_t n_envs;
+    _Atomic(pcd_table *) pools; /* live pools (pcd_pool *), see pcd_table */
+    _Atomic(pcd_table *) envs;  /* envs (pcd_env *); only ever grows */
     pcd_registry *registry;
+    struct pcd_mgr *mgr;    /* pool manager (pools.c) */
+    struct pcd_cluster *cl; /* leases, controllers, webhooks (cluster.c) */
     struct MHD_Daemon *mhd;
     int port;
 
@@ -201,6 +230,11 @@ struct pcd {
     bool rel_stop;
     size_t n_releasers;
     pthread_t releasers[4];
+
+    /* claims waiting in a pool (HTTP), so a replica that stops leading can end them */
+    pthread_mutex_t wait_mu;
+    pcd_req *waiting_list;
+    _Atomic bool stepdown; /* the waker sweeps waiting_list (set by an elector's on_stop) */
 
     _Atomic bool draining;
     _Atomic int64_t waiting;    /* claims suspended waiting for a pool */
@@ -232,9 +266,53 @@ enum MHD_Result pcd_release_answer(pcd_req *q);
 enum MHD_Result pcd_reply(pcd_req *q, int code, char *body, int retry_after);
 enum MHD_Result pcd_reply_error(pcd_req *q, int code, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
+void pcd_req_free(pcd_req *q);
+/* An answer to a claim this replica may not serve (a follower): 503, Retry-After, the
+ * leader's identity in the body ("leader") and in header X-Podclaim-Leader. */
+enum MHD_Result pcd_reply_not_leader(pcd_req *q, const pcd_pool *p);
+/* Ask the waker to end the claims waiting in pools this replica no longer leads. Thread: any. */
+void pcd_waker_stepdown(pcd *d);
+
+/* pools.c: the pool table and its manager thread */
+/* The live pool ns/name or NULL. Thread: any; lock-free. The pointer stays valid memory until
+ * exit (a pool retired meanwhile answers enqueue with -ESHUTDOWN). */
 pcd_pool *pcd_find_pool(pcd *d, const char *ns, const char *name);
 pcd_env *pcd_find_env(pcd *d, const char *name);
-void pcd_req_free(pcd_req *q);
+pcd_table *pcd_pools_now(pcd *d); /* acquire load; never NULL after pcd_pools_init */
+pcd_table *pcd_envs_now(pcd *d);
+int pcd_pools_init(pcd *d);  /* the file's pools, made at once (main) */
+int pcd_pools_start(pcd *d); /* the manager thread */
+/* A SandboxPool appeared, changed or went (obj NULL): queued for the manager. Thread: any. */
+void pcd_pools_object(pcd *d, const char *ns, const char *name, const json_t *obj);
+bool pcd_pools_settled(pcd *d);  /* no object change waiting for the manager */
+void pcd_pools_stop(pcd *d);     /* stop the manager (before teardown) */
+void pcd_pools_shutdown(pcd *d); /* every live pool: pc_pool_shutdown (drain) */
+void pcd_pools_free(pcd *d);     /* informers stopped, pools and envs freed (teardown) */
+
+/* cluster.c: leases, the SandboxPool/SandboxClaim controllers, webhooks */
+int pcd_cluster_new(pcd *d);   /* electors, controllers, webhook sender (not started) */
+int pcd_cluster_start(pcd *d); /* controllers, then electors */
+/* SIGTERM: stop leading and release the Lease(s) at once (the follower takes over). */
+void pcd_cluster_step_down(pcd *d);
+void pcd_cluster_stop(pcd *d); /* controllers stopped (after the pools shut down) */
+void pcd_cluster_free(pcd *d);
+/* The Lease of one pool (per-pool leases: made on first use and kept; else the daemon's one;
+ * NULL when leader election is off). Manager thread. */
+pcd_lease *pcd_cluster_lease_for(pcd *d, const char *ns, const char *name);
+/* A pool left for good: stop its own Lease (released), if it has one. Manager thread. */
+void pcd_cluster_lease_drop(pcd *d, pcd_lease *l);
+/* May this replica dispatch and write for pool p now? Lock-free (a clock read). */
+bool pcd_may_write(const pcd_pool *p);
+/* The holder this replica last saw of p's Lease (p NULL: the daemon's Lease; "" = unknown),
+ * into buf. */
+const char *pcd_leader_of(pcd *d, const pcd_pool *p, char *buf, size_t len);
+/* "leader", "follower" or "leader of 2/3 pools" for /readyz. */
+void pcd_cluster_role(pcd *d, char *buf, size_t len);
+bool pcd_cluster_synced(pcd *d);
+/* Post a claim outcome to the pool's webhook, if it has one. Thread: any; never blocks. */
+void pcd_webhook_outcome(pcd_pool *p, const pc_claim_result *r, const char *claim_id);
+/* Cluster metrics (leases, controllers, webhooks) appended to the exposition. */
+void pcd_cluster_metrics(pcd *d, char **buf, size_t *len, size_t *cap);
 
 /* metrics.c */
 char *pcd_metrics_render(pcd *d, size_t *len);

@@ -5,9 +5,12 @@
  *
  * --backend kapi-sim (default): starts kapi-sim on an ephemeral loopback port with one
  *   SandboxPool; the informer lists and watches its pods and offers the idle ones; each
- *   claim is one strategic-merge PATCH with the resourceVersion precondition; kapi-sim's
- *   pool controller recycles claimed pods after --hold-ms. The check for a double win reads
- *   kapi-sim's log of Idle -> claimed transitions (GET /sim/claims).
+ *   claim is one strategic-merge PATCH with the resourceVersion precondition. kapi-sim plays
+ *   the kubelet only (issue 13), so the demo plays the pool controller: it seeds the pods
+ *   (--objects) and its recycler thread turns a claimed pod back to Idle --hold-ms after the
+ *   claim, with one PATCH guarded by the version the claim left (a GET first only when the
+ *   kubelet moved the pod meanwhile). The check for a double win reads kapi-sim's log of
+ *   Idle -> claimed transitions (GET /sim/claims).
  * --backend memory: the in-memory backend with a simulated API latency; a won pod is
  *   recycled when its claim ends and offered again by the backend's idle hook.
  *
@@ -68,11 +71,29 @@ typedef struct producer {
 } producer;
 
 /* What the run is made of; only the fields of the chosen backend are set. */
+/* A claimed pod for the recycler (kapi-sim backend). */
+typedef struct recycle_item {
+    struct recycle_item *next;
+    int64_t due_ns;
+    char pod[PC_NAME_MAX];
+    char rv[PC_RV_MAX];
+} recycle_item;
+
 typedef struct demo {
     pc_pool *pool;
     pc_membackend *mem;
     pid_t sim_pid;
     char sim_log[64];
+    char sim_objects[64];
+    /* recycler: FIFO (one fixed delay, so sorted by due time), mu + cv */
+    pthread_t recycler;
+    bool recycler_started;
+    pthread_mutex_t rmu;
+    pthread_cond_t rcv;
+    recycle_item *rhead, *rtail;
+    bool rstop;
+    int64_t hold_ns;
+    _Atomic long recycled, recycle_conflicts;
     char server[64];
     pc_kube_client *client;
     pc_kube_backend *kb;
@@ -100,10 +121,26 @@ static void on_result(pc_claim *c, const pc_claim_result *r, void *arg)
     long n = atomic_fetch_add_explicit(&answered, 1, memory_order_relaxed);
     latencies[n] = r->latency_ns;
     atomic_fetch_add_explicit(&by_status[r->status], 1, memory_order_relaxed);
-    /* The sandbox is done at once. With kapi-sim its pool controller recycles the pod
-     * after --hold-ms; in memory, the demo plays the controller. */
+    /* The sandbox is done at once; the demo plays the pool controller and recycles the pod:
+     * in memory at once, with kapi-sim --hold-ms later through the recycler thread. */
     if (r->status == PC_CLAIM_OK && use_memory)
         pc_membackend_release_pod(D.mem, r->pod_namespace, r->pod_name);
+    else if (r->status == PC_CLAIM_OK) {
+        recycle_item *it = calloc(1, sizeof(*it));
+        if (it) {
+            snprintf(it->pod, sizeof(it->pod), "%s", r->pod_name);
+            snprintf(it->rv, sizeof(it->rv), "%s", r->resource_version);
+            it->due_ns = pc_now_ns() + D.hold_ns;
+            pthread_mutex_lock(&D.rmu); /* a list push: short enough for a pool callback */
+            if (D.rtail)
+                D.rtail->next = it;
+            else
+                D.rhead = it;
+            D.rtail = it;
+            pthread_cond_signal(&D.rcv);
+            pthread_mutex_unlock(&D.rmu);
+        }
+    }
     atomic_store_explicit(&pr->free[s->index], 1, memory_order_release);
     sem_post(&pr->free_slots);
 }
@@ -207,30 +244,180 @@ static size_t verify_memory(size_t *won)
     return dup;
 }
 
+/* ---- the recycler (kapi-sim backend): the pool controller's part ----------------------------- */
+
+/* Running, and every container Ready on its spec's image (the kubelet's restart for the image
+ * a claim set is over): only then is Idle true. */
+static bool settled(const json_t *p)
+{
+    const json_t *st = json_object_get(p, "status");
+    const char *ph = json_string_value(json_object_get(st, "phase"));
+    if (!ph || strcmp(ph, "Running") != 0)
+        return false;
+    size_t i, j;
+    json_t *ct, *cs;
+    json_array_foreach(json_object_get(json_object_get(p, "spec"), "containers"), i, ct)
+    {
+        bool ok = false;
+        json_array_foreach(json_object_get(st, "containerStatuses"), j, cs)
+        {
+            if (json_equal(json_object_get(cs, "name"), json_object_get(ct, "name")))
+                ok = json_is_true(json_object_get(cs, "ready")) &&
+                     json_equal(json_object_get(cs, "image"), json_object_get(ct, "image"));
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* One PATCH back to Idle at it->rv; on 409 (the kubelet restarted the container for the claim's
+ * image) read the pod and, once settled, try at its version. Returns false to retry later. */
+static bool recycle_one(pc_kube_conn *k, recycle_item *it)
+{
+    char path[400], body[512];
+    snprintf(path, sizeof(path), "/api/v1/namespaces/demo/pods/%s", it->pod);
+    if (it->rv[0]) {
+        snprintf(body, sizeof(body),
+                 "{\"metadata\":{\"resourceVersion\":\"%s\",\"labels\":{\"podclaim.io/phase\":"
+                 "\"Idle\"},\"annotations\":{\"podclaim.io/claim-id\":null}}}",
+                 it->rv);
+        pc_kube_response r;
+        int rc = pc_kube_conn_request(k, "PATCH", path, "application/strategic-merge-patch+json",
+                                      body, strlen(body), &r);
+        long st = r.status;
+        pc_kube_response_fini(&r);
+        if (rc == 0 && (st == 200 || st == 404))
+            return true;
+        atomic_fetch_add_explicit(&D.recycle_conflicts, rc == 0 && st == 409, memory_order_relaxed);
+        it->rv[0] = '\0';
+    }
+    pc_kube_response r;
+    if (pc_kube_conn_request(k, "GET", path, NULL, NULL, 0, &r) != 0 || r.status != 200) {
+        bool gone = r.status == 404;
+        pc_kube_response_fini(&r);
+        return gone;
+    }
+    json_t *p = json_loadb(r.body ? r.body : "", r.body_len, 0, NULL);
+    pc_kube_response_fini(&r);
+    if (p && settled(p))
+        snprintf(it->rv, sizeof(it->rv), "%s",
+                 json_string_value(
+                         json_object_get(json_object_get(p, "metadata"), "resourceVersion"))
+                         ?: "");
+    json_decref(p);
+    return false;
+}
+
+static void *recycler_main(void *arg)
+{
+    (void)arg;
+    pc_kube_conn *k;
+    if (pc_kube_conn_new(D.client, &k) != 0)
+        return NULL;
+    pthread_mutex_lock(&D.rmu);
+    while (!D.rstop) {
+        int64_t now = pc_now_ns();
+        recycle_item *it = D.rhead;
+        if (!it || it->due_ns > now) {
+            if (it) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                int64_t at = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (it->due_ns - now);
+                ts = (struct timespec){at / 1000000000, at % 1000000000};
+                pthread_cond_timedwait(&D.rcv, &D.rmu, &ts);
+            } else {
+                pthread_cond_wait(&D.rcv, &D.rmu);
+            }
+            continue;
+        }
+        D.rhead = it->next;
+        if (!D.rhead)
+            D.rtail = NULL;
+        pthread_mutex_unlock(&D.rmu);
+        it->next = NULL;
+        bool done = recycle_one(k, it);
+        pthread_mutex_lock(&D.rmu);
+        if (done) {
+            atomic_fetch_add_explicit(&D.recycled, 1, memory_order_relaxed);
+            free(it);
+        } else { /* not settled yet: again in 2 ms, at the back (the order is not a promise) */
+            it->due_ns = pc_now_ns() + 2000000;
+            if (D.rtail)
+                D.rtail->next = it;
+            else
+                D.rhead = it;
+            D.rtail = it;
+        }
+    }
+    pthread_mutex_unlock(&D.rmu);
+    pc_kube_conn_free(k);
+    return NULL;
+}
+
+static void stop_recycler(void)
+{
+    if (!D.recycler_started)
+        return;
+    pthread_mutex_lock(&D.rmu);
+    D.rstop = true;
+    pthread_cond_signal(&D.rcv);
+    pthread_mutex_unlock(&D.rmu);
+    pthread_join(D.recycler, NULL);
+    D.recycler_started = false;
+    while (D.rhead) {
+        recycle_item *it = D.rhead;
+        D.rhead = it->next;
+        free(it);
+    }
+}
+
 /* ---- kapi-sim ------------------------------------------------------------------------------ */
+
+/* The pool's pods, loaded by kapi-sim at start: Idle from the start (the kubelet makes them
+ * Running and Ready after its warm-up), one container "sandbox". */
+static int write_pods(const char *path, int n)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -errno;
+    fputs("[{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"demo\"}}", f);
+    for (int i = 0; i < n; i++)
+        fprintf(f,
+                ",{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"sandboxes-%d\","
+                "\"namespace\":\"demo\",\"labels\":{\"podclaim.io/pool\":\"sandboxes\","
+                "\"podclaim.io/phase\":\"Idle\"}},\"spec\":{\"containers\":[{\"name\":\"sandbox\","
+                "\"image\":\"registry.local/podclaim/sandbox:latest\"}]}}",
+                i);
+    fputs("]", f);
+    return fclose(f) == 0 ? 0 : -EIO;
+}
 
 static int start_kapi_sim(const options *o)
 {
-    char port_file[64], pool_arg[64], hold[32], conflict[32];
+    char port_file[64], conflict[32];
     snprintf(port_file, sizeof(port_file), "/tmp/podclaim-demo.%d.port", (int)getpid());
     snprintf(D.sim_log, sizeof(D.sim_log), "/tmp/podclaim-demo.%d.kapi-sim.log", (int)getpid());
-    snprintf(pool_arg, sizeof(pool_arg), "demo/sandboxes=%d", o->pods);
-    snprintf(hold, sizeof(hold), "%d", o->hold_ms);
+    snprintf(D.sim_objects, sizeof(D.sim_objects), "/tmp/podclaim-demo.%d.pods.json",
+             (int)getpid());
     snprintf(conflict, sizeof(conflict), "%g", o->conflict_rate);
     unlink(port_file);
+    int werr = write_pods(D.sim_objects, o->pods);
+    if (werr) {
+        fprintf(stderr, "podclaim-demo: %s: %s\n", D.sim_objects, strerror(-werr));
+        return werr;
+    }
     char *argv[] = {(char *)o->kapi_sim,
                     "--listen",
                     "127.0.0.1:0",
                     "--port-file",
                     port_file,
-                    "--pool",
-                    pool_arg,
+                    "--objects",
+                    D.sim_objects,
                     "--warmup-ms",
                     "100",
-                    "--hold-ms",
-                    hold,
-                    "--stop-ms",
-                    "5",
+                    "--restart-ms",
+                    "20",
                     "--conflict-rate",
                     conflict,
                     NULL};
@@ -277,6 +464,8 @@ static void stop_kapi_sim(void)
         waitpid(D.sim_pid, NULL, 0);
         D.sim_pid = 0;
     }
+    if (D.sim_objects[0])
+        unlink(D.sim_objects);
 }
 
 static int setup_kapi(const options *o, pc_pool_config *pc)
@@ -316,9 +505,17 @@ static int setup_kapi(const options *o, pc_pool_config *pc)
         fprintf(stderr, "podclaim-demo: informer start: %s\n", pc_strerror(err));
         return err;
     }
+    D.hold_ns = (int64_t)o->hold_ms * 1000000;
+    pthread_mutex_init(&D.rmu, NULL);
+    pthread_cond_init(&D.rcv, NULL);
+    if ((err = pthread_create(&D.recycler, NULL, recycler_main, NULL)) != 0) {
+        fprintf(stderr, "podclaim-demo: recycler thread: %s\n", strerror(err));
+        return -err;
+    }
+    D.recycler_started = true;
     printf("podclaim demo: kapi-sim at %s (log %s), SandboxPool demo/sandboxes with %d pods\n",
            D.server, D.sim_log, o->pods);
-    /* The pool's pods start Starting and turn Idle after kapi-sim's warm-up. */
+    /* The pool's pods turn Ready after kapi-sim's kubelet warm-up. */
     int64_t until = pc_now_ns() + 30 * (int64_t)1000000000;
     while (pc_pool_snapshot(D.pool).idle_ready < (uint64_t)o->pods && pc_now_ns() < until)
         sleep_ms(10);
@@ -384,6 +581,7 @@ static void teardown(void)
     if (D.informer)
         pc_informer_stop(D.informer);
     pc_pool_free(D.pool); /* drains: every claim answered, every CAS reported */
+    stop_recycler();      /* after the pool: no callback queues a pod any more */
     pc_informer_free(D.informer);
     if (D.kb)
         pc_kube_backend_free(D.kb);
@@ -408,7 +606,8 @@ static void usage(FILE *f)
                "  --conflict-rate R  injected CAS conflicts, 0..1 (default 0.01 kapi-sim, 0.05 "
                "memory)\n"
                "  --workers N        ignored (the pool's scheduler starts every CAS itself)\n"
-               "  --hold-ms H        kapi-sim: a claimed pod is recycled after H ms (default 20)\n"
+               "  --hold-ms H        kapi-sim: the demo's recycler (the pool controller's part)\n"
+               "                     turns a claimed pod Idle again H ms later (default 20)\n"
                "  --kapi-sim PATH    kapi-sim: the binary (default: the one built with this demo)\n"
                "  --latency-ms L     memory: simulated API latency per CAS (default 1.0)\n"
                "  --jitter-ms J      memory: + uniform jitter (default 1.0)\n"
@@ -606,6 +805,9 @@ int main(int argc, char **argv)
         printf("idle periods won (kapi-sim /sim/claims): %zu (by this demo's claims: %ld), "
                "won twice: %zu\n",
                won, ours, dup);
+        printf("pods recycled by the demo's recycler: %ld (409s from the kubelet's restarts: "
+               "%ld)\n",
+               atomic_load(&D.recycled), atomic_load(&D.recycle_conflicts));
     }
     pc_snapshot s = pc_pool_snapshot(D.pool);
     printf("final snapshot: idle_ready=%llu queue_len=%llu reserved=%llu inflight_cas=%llu\n",

@@ -37,7 +37,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     ks_faults_init(&faults);
     clean = ks_faults_get(&faults);
-    ks_controller_opts co = {.warmup_ms = 0, .hold_ms = 5, .stop_ms = 1};
+    ks_controller_opts co = {.warmup_ms = 0, .stop_ms = 1};
     if (!(ctl = ks_controller_new(&store, &co)))
         abort();
     ks_ensure_namespace(&store, "default");

@@ -10,8 +10,10 @@ sim=build/kapi-sim/kapi-sim
 c=fuzz/corpus
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-"$sim" --listen 127.0.0.1:0 --port-file "$tmp/port" --pool f/p=3 --warmup-ms 0 \
-  --hold-ms 50 --stop-ms 10 >"$tmp/log" 2>&1 &
+# kapi-sim plays the kubelet only (issue 13): the pool's three pods come from an objects file
+python3 -c 'import json; print(json.dumps([{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"f"}}]+[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p-%d"%i,"namespace":"f","labels":{"podclaim.io/pool":"p","podclaim.io/phase":"Idle"}},"spec":{"containers":[{"name":"sandbox","image":"registry.local/podclaim/sandbox:latest"}]}} for i in range(3)]))' >"$tmp/pods.json"
+"$sim" --listen 127.0.0.1:0 --port-file "$tmp/port" --objects "$tmp/pods.json" --pool f/p=3 \
+  --warmup-ms 0 --stop-ms 10 >"$tmp/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.05; done
 u="http://127.0.0.1:$(cat "$tmp/port")"
@@ -26,7 +28,7 @@ cp "$c/pod/seed-gen-pod.json" "$c/jscan/seed-gen-pod.json"
 cp "$c/pod/seed-gen-list.json" "$c/jscan/seed-gen-list.json"
 rv=$(get "/api/v1/namespaces/f/pods/$name" | sed 's/.*"resourceVersion":"\([0-9]*\)".*/\1/')
 
-# a watch stream with a claim, bookmarks and the recycling that follows
+# a watch stream with a claim, bookmarks and the kubelet's restart for the new image
 (curl -s -N --max-time 1 "$u/api/v1/namespaces/f/pods?labelSelector=podclaim.io%2Fpool%3Dp&watch=true&resourceVersion=$rv&allowWatchBookmarks=true" >"$tmp/watch") &
 wpid=$!
 sleep 0.2

@@ -1,17 +1,26 @@
-/* kapi-sim pool controller: keeps spec.replicas warm pods per SandboxPool and recycles claimed
- * ones, and logs every Idle -> other phase transition (the claim log that proves DESIGN.md §4
- * invariant 1: no idle period is won twice).
+/* kapi-sim kubelet: runs pods as a kubelet would, and logs every Idle -> other phase transition
+ * of a pool pod (the claim log that proves DESIGN.md §4 invariant 1: no idle period is won
+ * twice). There is no pool controller here: podclaimd's pool controller creates the pods of a
+ * SandboxPool, turns them Idle and recycles them, as in a real cluster (issue 13).
  *
- *   reconcile creates   phase Starting, status.phase Pending, Ready=False
- *   after warmup_ms     phase Idle, status.phase Running, Ready=True        (pod is claimable)
- *   a client's claim    Idle -> Running (or any phase): logged with the rv it was idle at
- *   after hold_ms       Running -> Stopping, Ready=False
- *   after stop_ms       Stopping -> Idle, claim labels/annotations/images reset to the template
+ *   pod created (not Running)    after warmup_ms: status.phase Running, Ready=True, each
+ *                                container's status running with the spec's image
+ *   a container's image changed  at once: Ready=False, that container waiting (restarting);
+ *                                after restart_ms: running the new image, Ready=True again
+ *   deletionTimestamp set        after stop_ms: the pod is deleted (grace 0) unless it still
+ *                                has finalizers (graceful deletion, the kubelet's part)
  *
- * The store hook runs under the store mutex and only records work (timers, dirty pools, log
- * entries) under the controller mutex; the controller thread does the writes later, taking the
- * store mutex with the controller mutex released. Lock order: store -> controller.
- * Timer delays are fixed per kind, so each kind's queue is a FIFO already sorted by deadline.
+ * --no-kubelet: no pod is started or restarted (a cluster without nodes, as the differential
+ * suite's real server); graceful deletions are still finished and claims logged.
+ *
+ * Ready stays False for every pod with --kubelet-never-ready, and for a pod annotated
+ * kapi-sim.podclaim.io/never-ready=true (so one test can mix healthy and broken pools). The
+ * podclaim.io labels are never touched here.
+ *
+ * The store hook runs under the store mutex and only records work (timers, log entries) under
+ * the controller mutex; the controller thread does the writes later, taking the store mutex
+ * with the controller mutex released. Lock order: store -> controller. Timer delays are fixed
+ * per kind, so each kind's queue is a FIFO already sorted by deadline.
  */
 #include "sim.h"
 
@@ -25,14 +34,10 @@
 #define LABEL_POOL "podclaim.io/pool"
 #define LABEL_PHASE "podclaim.io/phase"
 #define ANN_CLAIM_ID "podclaim.io/claim-id"
-#define DEFAULT_IMAGE "registry.local/podclaim/sandbox:latest"
 
-/* T_TERM: the kubelet's part of a graceful pod deletion (containers stopped -> delete with
- * grace 0), stop_ms after the deletionTimestamp was set; in both modes.
- * T_K*: the --kubelet-only timers (see the kubelet part below). */
-typedef enum { T_WARM, T_HOLD, T_STOP, T_TERM, T_KSTART, T_KDOWN, T_KUP, T_COUNT } timer_kind;
-
-#define CREATE_BATCH 200 /* pods created per reconcile pass, so the store mutex is let go */
+/* T_TERM: graceful deletion (containers stopped -> delete with grace 0), stop_ms after the
+ * deletionTimestamp was set. T_KSTART: start; T_KDOWN/T_KUP: restart for a new image. */
+typedef enum { T_TERM, T_KSTART, T_KDOWN, T_KUP, T_COUNT } timer_kind;
 
 typedef struct timer {
     struct timer *next;
@@ -55,12 +60,10 @@ struct ks_controller {
     pthread_cond_t cv;  /* CLOCK_MONOTONIC; signalled when work is added or on stop */
     bool stop;
     timer *head[T_COUNT], *tail[T_COUNT];
-    json_t *dirty;           /* set of "ns/pool" to reconcile */
     int64_t next_compact_ns; /* CLOCK_MONOTONIC; 0 = no periodic compaction */
     claim_rec *claims;
     size_t nclaims, capclaims;
     uint64_t dropped;
-    uint64_t name_seq; /* controller thread only */
 };
 
 static const char *label(const json_t *obj, const char *k)
@@ -91,13 +94,6 @@ static void timer_free(timer *t)
     free(t->name);
     free(t->uid);
     free(t);
-}
-
-static void mark_dirty_locked(ks_controller *c, const char *ns, const char *pool)
-{
-    char key[600];
-    snprintf(key, sizeof key, "%s/%s", ns ? ns : "", pool);
-    json_object_set_new(c->dirty, key, json_true());
 }
 
 static void log_claim_locked(ks_controller *c, const ks_event *e, const char *phase)
@@ -136,18 +132,6 @@ static void kubelet_on_event(ks_controller *c, const ks_event *e);
 static void on_event(void *arg, const ks_event *e)
 {
     ks_controller *c = arg;
-    if (e->res == KS_RES_SANDBOXPOOL && (c->o.no_pools || c->o.kubelet_only))
-        return;
-    if (e->res == KS_RES_SANDBOXPOOL) {
-        if (e->type == KS_EV_MODIFIED &&
-            json_equal(json_object_get(e->old, "spec"), json_object_get(e->obj, "spec")))
-            return; /* a status write (podclaimd's snapshot) changes nothing to reconcile */
-        pthread_mutex_lock(&c->mu);
-        mark_dirty_locked(c, ks_meta_str(e->obj, "namespace"), ks_meta_str(e->obj, "name"));
-        pthread_cond_signal(&c->cv);
-        pthread_mutex_unlock(&c->mu);
-        return;
-    }
     if (e->res != KS_RES_POD)
         return;
     if (e->type == KS_EV_MODIFIED && ks_meta_str(e->obj, "deletionTimestamp") &&
@@ -159,36 +143,7 @@ static void on_event(void *arg, const ks_event *e)
         pthread_cond_signal(&c->cv);
         pthread_mutex_unlock(&c->mu);
     }
-    if (c->o.kubelet_only) {
-        kubelet_on_event(c, e);
-        return;
-    }
-    const char *pool = label(e->obj, LABEL_POOL);
-    if (!pool)
-        return;
-    const char *phase = label(e->obj, LABEL_PHASE);
-    const char *ophase = e->old ? label(e->old, LABEL_PHASE) : NULL;
-    bool deleted = e->type == KS_EV_DELETED;
-    bool starting = e->type == KS_EV_ADDED && phase && strcmp(phase, "Starting") == 0;
-    bool claimed = e->type == KS_EV_MODIFIED && ophase && strcmp(ophase, "Idle") == 0 &&
-                   (!phase || strcmp(phase, "Idle") != 0);
-    if (!deleted && e->type != KS_EV_ADDED && !claimed)
-        return; /* the common case (any other pod write) costs no lock and no wake-up */
-    int64_t now = ks_now_ns();
-    pthread_mutex_lock(&c->mu);
-    if ((deleted || e->type == KS_EV_ADDED) && !c->o.no_pools)
-        mark_dirty_locked(c, ks_meta_str(e->obj, "namespace"), pool);
-    if (starting)
-        timer_push_locked(c, T_WARM, now + c->o.warmup_ms * 1000000, e->obj);
-    if (claimed) {
-        log_claim_locked(c, e, phase);
-        if (phase && strcmp(phase, "Stopping") == 0)
-            timer_push_locked(c, T_STOP, now + c->o.stop_ms * 1000000, e->obj);
-        else if (!phase || strcmp(phase, "Starting") != 0)
-            timer_push_locked(c, T_HOLD, now + c->o.hold_ms * 1000000, e->obj);
-    }
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
+    kubelet_on_event(c, e);
 }
 
 ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o)
@@ -200,7 +155,6 @@ ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o)
     c->o = *o;
     if (!c->o.claims_max)
         c->o.claims_max = 1000000;
-    c->dirty = json_object();
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -212,259 +166,6 @@ ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o)
     s->hook_arg = c;
     pthread_mutex_unlock(&s->mu);
     return c;
-}
-
-/* ---- actions, on the controller thread with the store mutex held ------------------------- */
-
-/* pod is a shallow copy of a stored pod (see fire): what is changed is copied first. */
-static void set_ready(json_t *pod, bool ready)
-{
-    json_t *st = json_object_get(pod, "status");
-    st = json_is_object(st) ? json_copy(st) : json_object();
-    json_object_set_new(pod, "status", st);
-    char ts[40];
-    ks_rfc3339_now(ts, sizeof ts);
-    const char *b = ready ? "True" : "False";
-    json_object_set_new(
-            st, "phase",
-            json_string(ready || json_object_get(st, "startTime") ? "Running" : "Pending"));
-    json_object_set_new(st, "conditions",
-                        json_pack("[{s:s,s:s},{s:s,s:s},{s:s,s:s,s:s},{s:s,s:s,s:s}]", "type",
-                                  "PodScheduled", "status", "True", "type", "Initialized", "status",
-                                  "True", "type", "ContainersReady", "status", b,
-                                  "lastTransitionTime", ts, "type", "Ready", "status", b,
-                                  "lastTransitionTime", ts));
-    if (ready && !json_object_get(st, "startTime")) {
-        json_object_set_new(st, "startTime", json_string(ts));
-        json_object_set_new(st, "podIP", json_string("10.244.0.1"));
-        json_object_set_new(st, "hostIP", json_string("127.0.0.1"));
-    }
-}
-
-static json_t *own_metadata(json_t *pod)
-{
-    json_t *md = json_object_get(pod, "metadata");
-    md = json_is_object(md) ? json_copy(md) : json_object();
-    json_object_set_new(pod, "metadata", md);
-    return md;
-}
-
-static void set_phase_label(json_t *pod, const char *phase)
-{
-    json_t *md = own_metadata(pod);
-    json_t *l = json_object_get(md, "labels");
-    l = json_is_object(l) ? json_copy(l) : json_object();
-    json_object_set_new(md, "labels", l);
-    json_object_set_new(l, LABEL_PHASE, json_string(phase));
-}
-
-static json_t *pool_template(const json_t *pool)
-{
-    json_t *spec =
-            json_object_get(json_object_get(json_object_get(pool, "spec"), "template"), "spec");
-    if (json_is_object(spec) && json_is_array(json_object_get(spec, "containers")))
-        return json_deep_copy(spec);
-    return json_pack("{s:[{s:s,s:s}],s:s}", "containers", "name", "sandbox", "image", DEFAULT_IMAGE,
-                     "restartPolicy", "Always");
-}
-
-static json_t *template_labels(const json_t *pool, const char *pool_name)
-{
-    json_t *tl = json_object_get(
-            json_object_get(json_object_get(json_object_get(pool, "spec"), "template"), "metadata"),
-            "labels");
-    json_t *l = json_is_object(tl) ? json_deep_copy(tl) : json_object();
-    json_object_set_new(l, LABEL_POOL, json_string(pool_name));
-    return l;
-}
-
-static void create_pod_locked(ks_controller *c, const json_t *pool, const char *ns,
-                              const char *pool_name)
-{
-    char name[300];
-    do {
-        uint64_t x = ++c->name_seq * 0x9e3779b97f4a7c15ull;
-        static const char al[] = "bcdfghjklmnpqrstvwxz2456789";
-        char sfx[6];
-        for (int i = 0; i < 5; i++, x /= 27)
-            sfx[i] = al[x % 27];
-        sfx[5] = '\0';
-        snprintf(name, sizeof name, "%.240s-%s", pool_name, sfx);
-    } while (ks_store_get_locked(c->s, &ks_resources[KS_RES_POD], ns, name));
-    char ts[40], uid[48];
-    ks_rfc3339_now(ts, sizeof ts);
-    ks_new_uid_locked(c->s, uid, sizeof uid);
-    json_t *labels = template_labels(pool, pool_name);
-    json_object_set_new(labels, LABEL_PHASE, json_string("Starting"));
-    json_t *spec = pool_template(pool);
-    json_object_set_new(spec, "nodeName", json_string("kapi-sim-node"));
-    json_t *pod =
-            json_pack("{s:s,s:s,s:{s:s,s:s,s:s,s:s,s:o,s:[{s:s,s:s,s:s,s:s,s:b,s:b}]},s:o}",
-                      "apiVersion", "v1", "kind", "Pod", "metadata", "name", name, "namespace", ns,
-                      "uid", uid, "creationTimestamp", ts, "labels", labels, "ownerReferences",
-                      "apiVersion", "podclaim.io/v1alpha1", "kind", "SandboxPool", "name",
-                      pool_name, "uid", ks_meta_str(pool, "uid") ? ks_meta_str(pool, "uid") : "",
-                      "controller", 1, "blockOwnerDeletion", 1, "spec", spec);
-    ks_apply_defaults(&ks_resources[KS_RES_POD], pod); /* as any created pod */
-    set_ready(pod, false);
-    json_object_set_new(json_object_get(pod, "status"), "qosClass",
-                        json_string(ks_pod_qos_class(json_object_get(pod, "spec"))));
-    ks_store_commit_locked(c->s, &ks_resources[KS_RES_POD], ns, name, pod);
-}
-
-static bool owned_by(const json_t *pod, const char *pool_name)
-{
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(json_object_get(pod, "metadata"), "ownerReferences"), i, r)
-    {
-        const char *k = json_string_value(json_object_get(r, "kind"));
-        const char *n = json_string_value(json_object_get(r, "name"));
-        if (k && n && strcmp(k, "SandboxPool") == 0 && strcmp(n, pool_name) == 0)
-            return true;
-    }
-    return false;
-}
-
-static int phase_rank(const json_t *pod) /* which surplus pods go first */
-{
-    const char *p = label(pod, LABEL_PHASE);
-    if (!p || strcmp(p, "Starting") == 0)
-        return 0;
-    if (strcmp(p, "Idle") == 0)
-        return 1;
-    if (strcmp(p, "Stopping") == 0)
-        return 2;
-    return 3;
-}
-
-static void reconcile_locked(ks_controller *c, const char *key)
-{
-    const char *slash = strchr(key, '/');
-    if (!slash)
-        return;
-    char ns[300];
-    snprintf(ns, sizeof ns, "%.*s", (int)(slash - key), key);
-    const char *pool_name = slash + 1;
-    ks_store *s = c->s;
-    const json_t *pool = ks_store_get_locked(s, &ks_resources[KS_RES_SANDBOXPOOL], ns, pool_name);
-    json_int_t want =
-            pool ? json_integer_value(json_object_get(json_object_get(pool, "spec"), "replicas"))
-                 : 0;
-    if (want < 0)
-        want = 0;
-    if (want > 100000)
-        want = 100000;
-    char pfx[310];
-    size_t pl = (size_t)snprintf(pfx, sizeof pfx, "%s/", ns);
-    json_t *mine = json_array(); /* owned pods, candidates for removal */
-    json_int_t have = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(s->objs[KS_RES_POD], k, v)
-    {
-        if (strncmp(k, pfx, pl) != 0)
-            continue;
-        const char *p = label(v, LABEL_POOL);
-        if (!p || strcmp(p, pool_name) != 0 || ks_meta_str(v, "deletionTimestamp"))
-            continue; /* a terminating pod is on its way out, as for a ReplicaSet */
-        have++;
-        if (owned_by(v, pool_name))
-            json_array_append(mine, v);
-    }
-    if (have < want && pool) {
-        json_int_t n = want - have < CREATE_BATCH ? want - have : CREATE_BATCH;
-        for (json_int_t i = 0; i < n; i++)
-            create_pod_locked(c, pool, ns, pool_name);
-        if (have + n < want) { /* the rest in the next pass (lock order store -> controller) */
-            pthread_mutex_lock(&c->mu);
-            mark_dirty_locked(c, ns, pool_name);
-            pthread_mutex_unlock(&c->mu);
-        }
-    }
-    for (int rank = 0; rank < 4 && have > want; rank++) {
-        size_t i;
-        json_array_foreach(mine, i, v)
-        {
-            if (have <= want)
-                break;
-            if (phase_rank(v) != rank)
-                continue;
-            ks_store_commit_locked(s, &ks_resources[KS_RES_POD], ns, ks_meta_str(v, "name"), NULL);
-            have--;
-        }
-    }
-    json_decref(mine);
-}
-
-typedef struct fire_arg {
-    timer_kind k;
-    const timer *t;
-    const json_t *pool; /* T_STOP: the pod's SandboxPool, or NULL */
-} fire_arg;
-
-/* Build the pod's next state for timer t, from a shallow copy: only the parts that change are
- * copied, the rest is shared with the stored (immutable) version. */
-static json_t *mut_fire(const json_t *cur, const void *arg, ks_err *err)
-{
-    (void)err;
-    const fire_arg *fa = arg;
-    const char *uid = ks_meta_str(cur, "uid");
-    if (!uid || strcmp(uid, fa->t->uid) != 0)
-        return NULL; /* deleted and re-created meanwhile */
-    const char *phase = label(cur, LABEL_PHASE);
-    if (!phase)
-        return NULL;
-    json_t *pod = NULL;
-    if (fa->k == T_WARM && strcmp(phase, "Starting") == 0) {
-        pod = json_copy((json_t *)cur);
-        set_phase_label(pod, "Idle");
-        set_ready(pod, true);
-    } else if (fa->k == T_HOLD && strcmp(phase, "Idle") != 0 && strcmp(phase, "Starting") != 0 &&
-               strcmp(phase, "Stopping") != 0) {
-        pod = json_copy((json_t *)cur);
-        set_phase_label(pod, "Stopping");
-        set_ready(pod, false);
-    } else if (fa->k == T_STOP && strcmp(phase, "Stopping") == 0) {
-        /* Back to a fresh sandbox: the pool's labels, no claim annotations, template images. */
-        const char *pool_name = label(cur, LABEL_POOL);
-        pod = json_copy((json_t *)cur);
-        json_t *md = own_metadata(pod);
-        json_t *labels = template_labels(fa->pool, pool_name);
-        json_object_set_new(labels, LABEL_PHASE, json_string("Idle"));
-        json_object_set_new(md, "labels", labels);
-        json_object_set_new(md, "annotations", json_object());
-        json_t *tmpl = pool_template(fa->pool);
-        json_t *spec = json_copy(json_object_get(pod, "spec"));
-        json_t *cts = json_copy(json_object_get(spec, "containers"));
-        size_t i;
-        json_t *ct;
-        json_array_foreach(cts, i, ct)
-        {
-            size_t j;
-            json_t *tc;
-            json_array_foreach(json_object_get(tmpl, "containers"), j, tc)
-            {
-                json_t *img = json_object_get(tc, "image");
-                if (img && json_equal(json_object_get(tc, "name"), json_object_get(ct, "name")) &&
-                    !json_equal(img, json_object_get(ct, "image"))) {
-                    json_t *nct = json_copy(ct);
-                    json_object_set(nct, "image", img);
-                    json_array_set_new(cts, i, nct);
-                    ct = nct;
-                }
-            }
-        }
-        if (spec && cts)
-            json_object_set_new(spec, "containers", cts);
-        else
-            json_decref(cts);
-        if (spec)
-            json_object_set_new(pod, "spec", spec);
-        json_decref(tmpl);
-        set_ready(pod, true);
-    }
-    return pod;
 }
 
 /* One timer: an internal write, outside the store mutex like any client's PATCH. */
@@ -483,32 +184,7 @@ static void fire(ks_controller *c, timer_kind k, const timer *t)
         pthread_mutex_unlock(&s->mu);
         return;
     }
-    if (k >= T_KSTART) {
-        kubelet_fire(c, k, t);
-        return;
-    }
-    fire_arg fa = {.k = k, .t = t};
-    json_t *pool = NULL;
-    if (k == T_STOP) {
-        pthread_mutex_lock(&s->mu);
-        const json_t *cur = ks_store_get_locked(s, &ks_resources[KS_RES_POD], t->ns, t->name);
-        const char *pool_name = cur ? label(cur, LABEL_POOL) : NULL;
-        if (pool_name)
-            pool = json_incref((json_t *)ks_store_get_locked(s, &ks_resources[KS_RES_SANDBOXPOOL],
-                                                             t->ns, pool_name));
-        pthread_mutex_unlock(&s->mu);
-        fa.pool = pool;
-    }
-    ks_err err = {0};
-    json_t *pod = ks_api_write_internal(s, &ks_resources[KS_RES_POD], t->ns, t->name, mut_fire, &fa,
-                                        &err);
-    if (pod && k == T_HOLD) {
-        pthread_mutex_lock(&c->mu);
-        timer_push_locked(c, T_STOP, ks_now_ns() + c->o.stop_ms * 1000000, pod);
-        pthread_mutex_unlock(&c->mu);
-    }
-    json_decref(pod);
-    json_decref(pool);
+    kubelet_fire(c, k, t);
 }
 
 static void *run(void *arg)
@@ -541,15 +217,10 @@ static void *run(void *arg)
         }
         if (c->next_compact_ns && (!wake || c->next_compact_ns < wake))
             wake = c->next_compact_ns;
-        json_t *dirty = NULL;
-        if (json_object_size(c->dirty)) {
-            dirty = c->dirty;
-            c->dirty = json_object();
-        }
         bool any_due = false;
         for (int k = 0; k < T_COUNT; k++)
             any_due |= due[k] != NULL;
-        if (!dirty && !any_due && !compact) {
+        if (!any_due && !compact) {
             if (wake) {
                 struct timespec ts = {.tv_sec = wake / 1000000000, .tv_nsec = wake % 1000000000};
                 pthread_cond_timedwait(&c->cv, &c->mu, &ts);
@@ -561,13 +232,6 @@ static void *run(void *arg)
         pthread_mutex_unlock(&c->mu);
         if (compact)
             ks_store_compact(c->s, 0); /* injected fault: resumes from before now get 410 */
-        if (dirty) {
-            pthread_mutex_lock(&c->s->mu);
-            const char *key;
-            json_t *v;
-            json_object_foreach(dirty, key, v) reconcile_locked(c, key);
-            pthread_mutex_unlock(&c->s->mu);
-        }
         for (int k = 0; k < T_COUNT; k++) {
             while (due[k]) {
                 timer *t = due[k];
@@ -576,7 +240,6 @@ static void *run(void *arg)
                 timer_free(t);
             }
         }
-        json_decref(dirty);
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
@@ -620,7 +283,6 @@ void ks_controller_free(ks_controller *c)
         free(c->claims[i].phase);
     }
     free(c->claims);
-    json_decref(c->dirty);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -648,19 +310,7 @@ json_t *ks_controller_claims_json(ks_controller *c, size_t since)
                      (json_int_t)dropped);
 }
 
-/* ---- --kubelet-only: the kubelet's part, no pool controller --------------------------------
- *
- * In a real cluster nobody but podclaimd creates pool pods or marks them Idle; the kubelet only
- * runs them. In this mode kapi-sim does just that for every pod:
- *
- *   pod created (not Running)    after warmup_ms: status.phase Running, Ready=True, each
- *                                container's status running with the spec's image
- *   a container's image changed  at once: Ready=False, that container waiting (restarting);
- *                                after restart_ms: running the new image, Ready=True again
- *
- * Ready stays False for every pod with --kubelet-never-ready, and for a pod annotated
- * kapi-sim.podclaim.io/never-ready=true (so one test can mix healthy and broken pools).
- * The podclaim.io labels are never touched here; the claim log is kept as in the default mode. */
+/* ---- the kubelet (see the top of the file) ---------------------------------------------- */
 
 #define ANN_NEVER_READY "kapi-sim.podclaim.io/never-ready"
 
@@ -703,8 +353,8 @@ static void kubelet_on_event(ks_controller *c, const ks_event *e)
     bool claimed = e->type == KS_EV_MODIFIED && label(e->obj, LABEL_POOL) && ophase &&
                    strcmp(ophase, "Idle") == 0 && (!phase || strcmp(phase, "Idle") != 0);
     const char *sp = json_string_value(json_object_get(json_object_get(e->obj, "status"), "phase"));
-    bool start = e->type == KS_EV_ADDED && (!sp || strcmp(sp, "Running") != 0);
-    bool restart = e->type == KS_EV_MODIFIED && images_changed(e->old, e->obj);
+    bool start = !c->o.no_kubelet && e->type == KS_EV_ADDED && (!sp || strcmp(sp, "Running") != 0);
+    bool restart = !c->o.no_kubelet && e->type == KS_EV_MODIFIED && images_changed(e->old, e->obj);
     if (!claimed && !start && !restart)
         return;
     int64_t now = ks_now_ns();

@@ -1,7 +1,8 @@
 /* kapi-sim: a Kubernetes API server stand-in for loopback (DESIGN.md §5).
  *
- * main wires the pieces: store (objects, revisions, history) <- http (MHD) <- clients, the pool
- * controller reacting to store writes, fault injection; then waits for SIGTERM/SIGINT with the
+ * main wires the pieces: store (objects, revisions, history) <- http (MHD) <- clients, the
+ * kubelet reacting to store writes (controller.c; no pool controller: podclaimd is that), fault
+ * injection; then waits for SIGTERM/SIGINT with the
  * signals blocked in every thread (sigwait), and tears down in reverse order.
  */
 #include "sim.h"
@@ -35,18 +36,26 @@ static void usage(FILE *out)
           "  --token TOKEN          require 'Authorization: Bearer TOKEN' (401 Status otherwise)\n"
           "  --tls-cert FILE        serve HTTPS with this PEM certificate (needs --tls-key)\n"
           "  --tls-key FILE         PEM private key for --tls-cert\n"
-          "  --pool NS/NAME=N       create SandboxPool NAME in namespace NS with N replicas\n"
-          "                         (repeatable; the namespace is created when missing)\n"
+          "  --pool NS/NAME=N       create SandboxPool NAME in namespace NS with N replicas and a\n"
+          "                         one-container template (repeatable; the namespace is created\n"
+          "                         when missing). kapi-sim makes no pods for it: podclaimd's\n"
+          "                         pool controller does, as in a real cluster\n"
           "  --objects FILE         initial objects, YAML (multi-document) or JSON, Lists "
           "flattened\n"
-          "  --warmup-ms MS         pool pod Starting -> Idle after MS (default 100)\n"
-          "  --hold-ms MS           claimed pod -> Stopping after MS (default 500)\n"
-          "  --stop-ms MS           Stopping -> Idle after MS (default 20)\n"
-          "  --kubelet-only         no pool controller: only run pods as a kubelet would\n"
-          "                         (Running+Ready after --warmup-ms; a changed image restarts\n"
-          "                         its container, Ready again after --restart-ms)\n"
-          "  --restart-ms MS        kubelet-only: container restart time (default 50)\n"
-          "  --kubelet-never-ready  kubelet-only: pods run but never become Ready\n"
+          "the kubelet (every pod; kapi-sim has no pool controller):\n"
+          "  --warmup-ms MS         a new pod is Running and Ready after MS (default 100)\n"
+          "  --restart-ms MS        a container whose image changed is Ready again after MS\n"
+          "                         (default 50)\n"
+          "  --stop-ms MS           a pod with a deletionTimestamp is deleted after MS, unless\n"
+          "                         it has finalizers (graceful deletion; default 20)\n"
+          "  --kubelet-never-ready  pods run but never become Ready\n"
+          "  --no-kubelet           no pod is ever started or restarted (a cluster without\n"
+          "                         nodes); graceful deletions are still finished\n"
+          "  --no-pool-controller   the same as --no-kubelet (its old name: the differential\n"
+          "                         suite's real cluster has neither)\n"
+          "  --kubelet-only         accepted for older command lines: kapi-sim has had no pool\n"
+          "                         controller since issue 13 (no effect)\n"
+          "  --hold-ms MS           no effect (nothing recycles claimed pods but podclaimd)\n"
           "  --history N            watch event history length (default 20000)\n"
           "  --bookmark-ms MS       watch bookmark interval when allowWatchBookmarks (default "
           "1000)\n"
@@ -56,8 +65,7 @@ static void usage(FILE *out)
           "                         (default 500; 0 = send every event at once)\n"
           "  --conn-timeout-s S     close a connection that sends nothing for S seconds\n"
           "                         (default 90; an open watch is not affected)\n"
-          "  --no-pool-controller   keep no pool replicas (as a cluster without podclaimd);\n"
-          "                         pods are still warmed, claims logged, deletions finished\n"
+
           "fault injection (also at runtime: PUT /sim/faults):\n"
           "  --latency VERB=MS[+JITTER]  delay VERB (get list watch create update patch delete\n"
           "                         other, or all) by MS plus uniform [0,JITTER) ms; repeatable\n"
@@ -133,9 +141,13 @@ static int add_pool(ks_store *s, const char *spec)
     snprintf(ns, sizeof ns, "%.*s", (int)(slash - spec), spec);
     snprintf(name, sizeof name, "%.*s", (int)(eq - slash - 1), slash + 1);
     ks_ensure_namespace(s, ns);
-    json_t *pool = json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:I}}", "apiVersion", "podclaim.io/v1alpha1",
-                             "kind", "SandboxPool", "metadata", "name", name, "namespace", ns,
-                             "spec", "replicas", (json_int_t)n);
+    /* a template of one container, so podclaimd's pool controller can make the pods */
+    json_t *pool =
+            json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:I,s:{s:{s:[{s:s,s:s}],s:s}}}}", "apiVersion",
+                      "podclaim.io/v1alpha1", "kind", "SandboxPool", "metadata", "name", name,
+                      "namespace", ns, "spec", "replicas", (json_int_t)n, "template", "spec",
+                      "containers", "name", "sandbox", "image",
+                      "registry.local/podclaim/sandbox:latest", "restartPolicy", "Always");
     ks_err err = {0};
     json_t *r = ks_api_create(s, &ks_resources[KS_RES_SANDBOXPOOL], ns, pool, &err, NULL, false);
     json_decref(pool);
@@ -177,7 +189,8 @@ enum {
     O_NO_POOLS,
     O_KUBELET_ONLY,
     O_RESTART,
-    O_NEVER_READY
+    O_NEVER_READY,
+    O_NO_KUBELET
 };
 
 int main(int argc, char **argv)
@@ -212,9 +225,11 @@ int main(int argc, char **argv)
                                              {"kubelet-only", 0, 0, O_KUBELET_ONLY},
                                              {"restart-ms", 1, 0, O_RESTART},
                                              {"kubelet-never-ready", 0, 0, O_NEVER_READY},
+                                             {"no-kubelet", 0, 0, O_NO_KUBELET},
                                              {0, 0, 0, 0}};
     ks_server_opts so = {.listen = "127.0.0.1:0", .bookmark_ms = 1000, .watch_batch_us = 500};
-    ks_controller_opts co = {.warmup_ms = 100, .hold_ms = 500, .stop_ms = 20, .restart_ms = 50};
+    ks_controller_opts co = {.warmup_ms = 100, .stop_ms = 20, .restart_ms = 50};
+    double ignored;
     ks_fault_cfg fc = {.retry_after_s = 1, .error_code = 500};
     const char *port_file = NULL, *objects = NULL;
     const char *pools[64];
@@ -248,9 +263,12 @@ int main(int argc, char **argv)
         case O_OBJECTS:
             objects = optarg;
             break;
-        case O_NO_POOLS:
-            co.no_pools = true;
+        case O_NO_POOLS: /* its old meaning (a cluster without podclaimd) left pods unstarted */
+        case O_NO_KUBELET:
+            co.no_kubelet = true;
             break;
+        case O_KUBELET_ONLY:
+            break; /* the only mode there is */
 #define NUM(o, lo, hi, dst)                                                                        \
     case o:                                                                                        \
         if (parse_num(argv[optind - 1], optarg, lo, hi, &d))                                       \
@@ -258,7 +276,12 @@ int main(int argc, char **argv)
         dst = d;                                                                                   \
         break;
             NUM(O_WARMUP, 0, 3.6e6, co.warmup_ms)
-            NUM(O_HOLD, 0, 3.6e6, co.hold_ms)
+        case O_HOLD:
+            if (parse_num(argv[optind - 1], optarg, 0, 3.6e6, &ignored))
+                return 2;
+            fprintf(stderr, "kapi-sim: --hold-ms has no effect: kapi-sim recycles no claimed "
+                            "pod (podclaimd's pool controller does)\n");
+            break;
             NUM(O_STOP, 0, 3.6e6, co.stop_ms)
             NUM(O_RESTART, 0, 3.6e6, co.restart_ms)
             NUM(O_HISTORY, 16, 1e7, history)
@@ -276,9 +299,6 @@ int main(int argc, char **argv)
             NUM(O_DROP_MS, 0, 8.64e7, fc.watch_drop_ms)
             NUM(O_DELAY_MS, 0, 3.6e6, fc.watch_delay_ms)
 #undef NUM
-        case O_KUBELET_ONLY:
-            co.kubelet_only = true;
-            break;
         case O_NEVER_READY:
             co.never_ready = true;
             break;
@@ -349,7 +369,7 @@ int main(int argc, char **argv)
         if (add_pool(&store, pools[i]))
             goto out;
     if (ks_controller_start(ctl)) {
-        fprintf(stderr, "kapi-sim: cannot start the pool controller thread\n");
+        fprintf(stderr, "kapi-sim: cannot start the kubelet thread\n");
         goto out;
     }
     char err[256];

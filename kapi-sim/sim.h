@@ -404,17 +404,16 @@ void ks_faults_count(ks_faults *f, ks_verb v, int code);
 
 typedef struct ks_controller ks_controller;
 typedef struct ks_controller_opts {
-    int64_t warmup_ms;        /* Starting -> Idle */
-    int64_t hold_ms;          /* claimed (phase Running) -> Stopping */
-    int64_t stop_ms;          /* Stopping -> Idle */
+    /* the kubelet (controller.c): a pod starts (Running + Ready) warmup_ms after its creation,
+     * restarts a container whose image changed (Ready again after restart_ms), and is deleted
+     * stop_ms after its deletionTimestamp (graceful deletion). No pool controller. */
+    int64_t warmup_ms;
+    int64_t stop_ms;
+    int64_t restart_ms;
+    bool never_ready;         /* no pod ever becomes Ready */
+    bool no_kubelet;          /* no pod is started or restarted (a cluster without nodes) */
     size_t claims_max;        /* claim log bound; transitions beyond it are counted as dropped */
     int64_t compact_every_ms; /* injected fault: compact the whole history this often; 0 = never */
-    bool no_pools;            /* --no-pool-controller: keep no replicas (the kubelet part stays) */
-    /* --kubelet-only: no pool controller; pods are started (after warmup_ms) and restarted on
-     * an image change (Ready again after restart_ms) as a kubelet would; see controller.c. */
-    bool kubelet_only;
-    int64_t restart_ms;
-    bool never_ready; /* kubelet mode: no pod ever becomes Ready */
 } ks_controller_opts;
 
 ks_controller *ks_controller_new(ks_store *s, const ks_controller_opts *o);

@@ -4,10 +4,14 @@
 #      resourceVersion precondition, 64 keep-alive connections, closed loop, no podclaim at all)
 #   2. the in-process claim rate (podclaim-demo: the library, informer and CAS backend in one
 #      process against its own kapi-sim started with the same flags)
-#   3. claims through podclaimd (podclaimctl load, 64 keep-alive connections): flat out, then
-#      open loop at 10/25/50/75/90 % of that maximum; API writes per claim from kapi-sim's
-#      request counters
-#   4. podclaimd's RSS serving an empty pool, and serving a pool of 10,000 cached pods
+#   3. claims through podclaimd (podclaimctl load, 64 keep-alive connections, each claim released
+#      20 ms after its answer): flat out, then open loop at 10/25/50/75/90 % of that maximum.
+#      kapi-sim plays the kubelet only; podclaimd's pool controller makes the pool's pods and
+#      recycles the released ones (issue 13). CAS PATCHes per claim from podclaimd's counters,
+#      API writes per claim cycle (claim, release, recycle) from kapi-sim's
+#   4. podclaimd's RSS serving an empty pool, and serving a pool of 10,000 cached pods (the pods
+#      seeded through kapi-sim --objects; that podclaimd runs no controllers, so the figure is
+#      the scheduler's and informer's)
 #   5. 10,000 claims waiting at once on the empty pool (10,000 connections): threads and RSS
 # usage: bench/daemon/bench_daemon.sh [SECONDS_PER_ROW]   (default 5; build folder build-bench)
 set -euo pipefail
@@ -26,22 +30,24 @@ cleanup() {
 trap cleanup EXIT
 j() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 wait_port() { for _ in $(seq 1 2000); do [ -s "$1" ] && cat "$1" && return; sleep 0.01; done; echo "no port in $1" >&2; exit 1; }
-sim() { # name pools...
+sim() { # name [--objects FILE] pools...
   local name=$1; shift
   local args=()
+  if [ "${1:-}" = --objects ]; then args+=(--objects "$2"); shift 2; fi
   for p in "$@"; do args+=(--pool "$p"); done
   "$B/kapi-sim/kapi-sim" --listen 127.0.0.1:0 --port-file "$tmp/sim-$name.port" "${args[@]}" \
-    --warmup-ms 50 --hold-ms 20 --stop-ms 5 >"$tmp/sim-$name.log" 2>&1 &
+    --warmup-ms 50 --restart-ms 20 >"$tmp/sim-$name.log" 2>&1 &
   echo $! >>"$tmp/pids"
   echo "http://127.0.0.1:$(wait_port "$tmp/sim-$name.port")"
 }
-pcd() { # name server ns/pool
+pcd() { # name server ns/pool [controllers: true|false]
   cat >"$tmp/$1.yaml" <<YAML
 listen: 127.0.0.1:0
 log:
   level: warn
 kube:
   server: $2
+controllers: {pools: ${4:-true}, claims: ${4:-true}}
 pools:
   - {namespace: ${3%/*}, name: ${3#*/}}
 YAML
@@ -60,8 +66,25 @@ wait_pods() { # api ns/pool n field
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 patches() { curl -s "$1/sim/stats" | python3 -c "import json,sys; print(sum(json.load(sys.stdin)['requests']['patch'].values()))"; }
 
+# N Idle pods of bench/POOL as kapi-sim --objects (pods the baseline PATCHes, or an informer
+# caches, without any pool controller): seeds FILE POOL N
+seeds() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+path, pool, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+pods = [{"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": "%s-%d" % (pool, i), "namespace": "bench",
+                      "labels": {"podclaim.io/pool": pool, "podclaim.io/phase": "Idle"}},
+         "spec": {"containers": [{"name": "sandbox", "image": "registry.local/podclaim/sandbox:latest"}]}}
+        for i in range(n)]
+json.dump([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}] + pods, open(path, "w"))
+PY
+}
+
 echo "bench_daemon: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), ${secs} s per row" >&2
-kapi=$(sim main bench/sandboxes=512 bench/raw=64)
+seeds "$tmp/raw.json" raw 64
+# bench/sandboxes: a SandboxPool of 512 whose pods podclaimd's pool controller makes
+kapi=$(sim main --objects "$tmp/raw.json" bench/sandboxes=512)
 sleep 0.5
 sim_pid=$(head -1 "$tmp/pids")
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; } # utime+stime, 1/100 s
@@ -72,32 +95,41 @@ inproc=$("$B/demo/podclaim-demo" --claims $((secs * 4000)) --pods 512 --conflict
   | awk '/^claims\/s/{print $2}')
 read -r pcd_pid api < <(pcd main "$kapi" bench/sandboxes)
 wait_pods "$api" bench/sandboxes 512 "['idleReady']"
+cas() { curl -s "$1/metrics" | awk '/^podclaim_cas_total/{s+=$2} END{print s+0}'; }
 p0=$(patches "$kapi")
+c0=$(cas "$api")
 t2=$(ticks "$sim_pid")
 rows=()
 max=$("$B/daemon/podclaimctl" --server "$api" load bench/sandboxes --rate max --connections 64 \
-  --duration "${secs}s" --json --name max --image sandbox=python:3.12-slim)
+  --duration "${secs}s" --json --name max --image sandbox=python:3.12-slim --release-after 20ms)
 rows+=("$max")
 t3=$(ticks "$sim_pid")
 top=$(j "$max" claimsPerSecond)
 for f in 0.1 0.25 0.5 0.75 0.9; do
   r=$(python3 -c "print(round($top*$f))")
   rows+=("$("$B/daemon/podclaimctl" --server "$api" load bench/sandboxes --rate "$r" --connections 64 \
-    --duration "${secs}s" --json --name "$f x max" --image sandbox=python:3.12-slim)")
+    --duration "${secs}s" --json --name "$f x max" --image sandbox=python:3.12-slim --release-after 20ms)")
 done
 p1=$(patches "$kapi")
+c1=$(cas "$api")
+recycled=$(curl -s "$api/metrics" | awk -F'[ ]' '/^podclaimd_pool_controller_total\{action="reset"\}/{print $2}')
+# the same flat out with claims that keep the template's image: no container restart, and the
+# recycle is one PATCH (reset and Idle together), as the claim cycle was before issue 13
+noimg=$("$B/daemon/podclaimctl" --server "$api" load bench/sandboxes --rate max --connections 64 \
+  --duration "${secs}s" --json --name "max, no image change" --label bench=noimage --release-after 20ms)
 rss_loaded=$(rss_kb "$pcd_pid")
 curl -s "$api/metrics" >"$tmp/metrics.txt"
 cp "$tmp/metrics.txt" /tmp/bench_daemon.metrics.txt
 kill -TERM "$pcd_pid"
 while kill -0 "$pcd_pid" 2>/dev/null; do sleep 0.05; done
 
-kapi2=$(sim rss bench/empty=0 bench/big=10000)
-read -r idle_pid api_idle < <(pcd idle "$kapi2" bench/empty)
-wait_pods "$api_idle" bench/empty 0 "['synced'] and 1"
+seeds "$tmp/big.json" big 10000
+kapi2=$(sim rss --objects "$tmp/big.json")
+read -r idle_pid api_idle < <(pcd idle "$kapi2" bench/empty false)
+wait_pods "$api_idle" bench/empty 0 "['synced'] * 1"
 sleep 1
 rss_idle=$(rss_kb "$idle_pid")
-read -r big_pid api_big < <(pcd big "$kapi2" bench/big)
+read -r big_pid api_big < <(pcd big "$kapi2" bench/big false)
 wait_pods "$api_big" bench/big 10000 "['informer']['pods']"
 sleep 1
 rss_big=$(rss_kb "$big_pid")
@@ -122,14 +154,17 @@ threads_wait=$(threads "$idle_pid")
 rss_wait=$(rss_kb "$idle_pid")
 kill -TERM "$load_pid" 2>/dev/null || true
 
-python3 - "$raw" "$inproc" "$top" "$p0" "$p1" "$rss_idle" "$rss_big" "$rss_loaded" "$w" "$threads_idle" "$threads_wait" "$rss_wait" "$t0" "$t1" "$t2" "$t3" "$tmp/metrics.txt" "${rows[@]}" <<'PY'
+python3 - "$raw" "$inproc" "$top" "$p0" "$p1" "$rss_idle" "$rss_big" "$rss_loaded" "$w" "$threads_idle" "$threads_wait" "$rss_wait" "$t0" "$t1" "$t2" "$t3" "$tmp/metrics.txt" "$c0" "$c1" "${recycled:-0}" "$noimg" "${rows[@]}" <<'PY'
 import json, sys
 raw = json.loads(sys.argv[1]); inproc = float(sys.argv[2]); top = float(sys.argv[3])
 p0, p1, rss_idle, rss_big, rss_loaded = map(int, sys.argv[4:9])
 waiting, th_idle, th_wait, rss_wait = map(int, sys.argv[9:13])
 t0, t1, t2, t3 = map(int, sys.argv[13:17])
 metrics = open(sys.argv[17]).read()
-rows = [json.loads(r) for r in sys.argv[18:]]
+c0, c1 = float(sys.argv[18]), float(sys.argv[19])
+recycled = int(float(sys.argv[20]))
+noimg = json.loads(sys.argv[21])
+rows = [json.loads(r) for r in sys.argv[22:]]
 def mean(name):
     tot = cnt = 0.0
     for line in metrics.splitlines():
@@ -150,10 +185,13 @@ for r in rows:
     bad = r["503"] + r["504"] + r["4xx"] + r["other"] + r["errors"]
     if bad:
         print("   (not won: 503=%d 504=%d 4xx=%d other=%d errors=%d)" % (r["503"], r["504"], r["4xx"], r["other"], r["errors"]))
-print("%-44s %10.2f" % ("API writes (PATCH) per claim won", (p1 - p0) / max(won, 1)))
+print("%-44s %10.0f %8.3f %8.3f %8.3f %8.2f" % ("podclaimd, closed loop, no image change", noimg["claimsPerSecond"], noimg["p50Ms"], noimg["p90Ms"], noimg["p99Ms"], noimg["claimsPerSecond"] / rp))
+print("%-44s %10.2f" % ("claim PATCHes (CAS) per claim won", (c1 - c0) / max(won, 1)))
+print("%-44s %10.2f   (claim, release, recycle; kubelet writes not counted)" % ("API PATCHes per claim cycle", (p1 - p0) / max(won, 1)))
+print("%-44s %10d   (InPlace, by podclaimd's pool controller)" % ("released pods recycled", recycled))
 print("%-44s %10.2f" % ("podclaimd / raw PATCH, max", top / rp))
 print("%-44s %10.1f" % ("kapi-sim CPU us per raw PATCH", (t1 - t0) * 1e4 / max(raw["ok"], 1)))
-print("%-44s %10.1f   (claim + its recycle: 3 writes, watch events)" % ("kapi-sim CPU us per claim (max row)", (t3 - t2) * 1e4 / max(rows[0]["ok"], 1)))
+print("%-44s %10.1f   (claim, release, recycle and 4 kubelet writes; watch events)" % ("kapi-sim CPU us per claim (max row)", (t3 - t2) * 1e4 / max(rows[0]["ok"], 1)))
 print("%-44s %10.2f" % ("podclaimd / in-process, max", top / inproc))
 http_ms, pool_ms, disp_ms = mean("podclaimd_claim_request_seconds"), mean("podclaim_claim_latency_seconds"), mean("podclaim_dispatch_latency_seconds")
 print("%-44s %10.3f ms" % ("mean claim, HTTP request in -> answer ready", http_ms))

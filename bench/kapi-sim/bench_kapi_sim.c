@@ -299,7 +299,7 @@ int main(int argc, char **argv)
     if (ks_store_init(&st, 20000 + replay))
         return 1;
     ks_faults_init(&fl);
-    ks_controller_opts co = {.warmup_ms = 100, .hold_ms = 500, .stop_ms = 20};
+    ks_controller_opts co = {.warmup_ms = 100, .stop_ms = 20};
     ks_controller *ctl = ks_controller_new(&st, &co);
     ks_ensure_namespace(&st, "default");
     make_pods(nconn);

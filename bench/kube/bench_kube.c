@@ -18,6 +18,7 @@
 #include <podclaim/kube.h>
 #include <podclaim/podclaim.h>
 
+#include "ksim.h"
 #include "kube_internal.h"
 
 #include <errno.h>
@@ -34,13 +35,13 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- kapi-sim launcher ------------------------------------------------------------------- */
+/* ---- kapi-sim launcher -------------------------------------------------------------------
+ *
+ * The tests' fixture (tests/kube/ksim.c): kapi-sim plays the kubelet only, so for each --pool the
+ * fixture's pod-filler makes the pods and recycles claimed ones (--hold-ms, --stop-ms), as
+ * kapi-sim's own controller did before issue 13. */
 
-typedef struct sim {
-    pid_t pid;
-    char url[64];
-    char dir[64];
-} sim;
+typedef ksim sim;
 
 static void pause_ms(int ms)
 {
@@ -50,52 +51,12 @@ static void pause_ms(int ms)
 
 static int sim_start(sim *s, const char *const *args)
 {
-    snprintf(s->dir, sizeof(s->dir), "/tmp/pc-bench-kube-XXXXXX");
-    if (!mkdtemp(s->dir))
-        return -1;
-    char pf[128];
-    snprintf(pf, sizeof(pf), "%s/port", s->dir);
-    const char *argv[32] = {KAPI_SIM_PATH, "--listen", "127.0.0.1:0", "--port-file", pf};
-    size_t n = 5;
-    for (size_t i = 0; args[i] && n < 31; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    s->pid = fork();
-    if (s->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    for (int i = 0; i < 5000; i++) {
-        FILE *f = fopen(pf, "r");
-        int port = 0;
-        if (f) {
-            if (fscanf(f, "%d", &port) != 1)
-                port = 0;
-            fclose(f);
-        }
-        if (port > 0) {
-            snprintf(s->url, sizeof(s->url), "http://127.0.0.1:%d", port);
-            return 0;
-        }
-        pause_ms(2);
-    }
-    return -1;
+    return ksim_start(s, args, false, NULL, NULL);
 }
 
 static void sim_stop(sim *s)
 {
-    if (s->pid > 0) {
-        kill(s->pid, SIGTERM);
-        waitpid(s->pid, NULL, 0);
-    }
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", s->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", s->dir);
+    ksim_stop(s);
 }
 
 static json_t *get_json(pc_kube_conn *k, const char *method, const char *path, const char *body)

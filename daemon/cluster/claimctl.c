@@ -73,6 +73,7 @@ struct pc_claimctl {
     json_t *deleted; /* array of deleted claim objects */
     rec *done;       /* finished records (LIFO; order does not matter) */
     bool all;
+    bool step_down; /* cancel enqueued claims of pools this replica no longer leads */
 
     rec *table[NBUCKET]; /* by uid; controller thread only */
 
@@ -298,8 +299,11 @@ static json_t *failed_status(const char *claim_id, const char *reason, const cha
 /* A record whose result is in: write Bound/Failed, or release what a deleted claim won. */
 static void finish(pc_claimctl *c, rec *r)
 {
-    if (r->r.status == PC_CLAIM_SHUTDOWN) {
-        /* the pool is going away: the claim stays Pending for the next leader or restart */
+    if (r->r.status == PC_CLAIM_SHUTDOWN ||
+        (!r->deleted && c->may_write && !c->may_write(c->arg, r->ns, r->pool))) {
+        /* the pool is going away, or this replica stopped leading: the claim stays Pending for
+         * the next leader or restart (a pod it won meanwhile carries its uid label, so the
+         * next leader binds that pod rather than claiming another) */
         rec_free(c, r);
         return;
     }
@@ -587,6 +591,16 @@ static void *controller_main(void *arg)
             }
             json_decref(all);
         }
+        if (c->step_down) {
+            c->step_down = false;
+            /* under mu: callbacks only push on done; records are the controller thread's, and
+             * this is it. pc_claim_cancel does not block. */
+            for (int b = 0; b < NBUCKET; b++)
+                for (rec *r = c->table[b]; r; r = r->hnext)
+                    if (r->state == R_ENQUEUED && c->may_write &&
+                        !c->may_write(c->arg, r->ns, r->pool))
+                        pc_claim_cancel(&r->c);
+        }
         rec *done = c->done;
         c->done = NULL;
         json_t *deleted = NULL;
@@ -752,6 +766,14 @@ void pc_claimctl_resync(pc_claimctl *c)
 {
     pthread_mutex_lock(&c->mu);
     c->all = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void pc_claimctl_step_down(pc_claimctl *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->step_down = true;
     pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }

@@ -84,6 +84,10 @@ bool pc_claimctl_synced(const pc_claimctl *c);
  * appears). Thread: any. */
 void pc_claimctl_resync(pc_claimctl *c);
 
+/* This replica stopped leading (for some pools): claims enqueued into pools it no longer may
+ * write for are cancelled and left Pending for the next leader. Thread: any. */
+void pc_claimctl_step_down(pc_claimctl *c);
+
 typedef struct pc_claimctl_stats {
     uint64_t enqueued, bound, failed, recovered, cancelled, released, status_writes, conflicts,
             errors;

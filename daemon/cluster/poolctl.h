@@ -97,10 +97,11 @@ json_t *pc_poolctl_get_pool(pc_poolctl *c, const char *ns, const char *name);
 typedef struct pc_poolctl_stats {
     uint64_t reconciles;
     uint64_t creates, create_errors;
-    uint64_t idles;     /* Starting/Stopping -> Idle PATCHes that won */
-    uint64_t resets;    /* InPlace resets (labels/images) that won */
-    uint64_t deletes;   /* pod deletions that won */
-    uint64_t conflicts; /* 409 on a guarded write */
+    uint64_t idles;       /* Starting/Stopping -> Idle PATCHes that won */
+    uint64_t resets;      /* InPlace resets (labels/images) that won */
+    uint64_t deletes;     /* pod deletions that won */
+    uint64_t conflicts;   /* 409 on a guarded write */
+    uint64_t stale_skips; /* writes not sent: the cache had moved past the pass's snapshot */
     uint64_t status_writes, status_errors;
     uint64_t events;
 } pc_poolctl_stats;

@@ -38,7 +38,7 @@ typedef struct pc__pool_state {
 
 typedef struct pc__poolctl_counters {
     _Atomic uint64_t reconciles, creates, create_errors, idles, resets, deletes, conflicts,
-            status_writes, status_errors, events;
+            status_writes, status_errors, events, stale_skips;
 } pc__poolctl_counters;
 
 struct pc_poolctl {

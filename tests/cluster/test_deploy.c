@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static ksim sim;
 static char kubeconfig[128];
@@ -164,6 +165,49 @@ Test(deploy, every_object_is_accepted_by_the_server)
     cr_assert_eq(json_integer_value(json_object_get(json_object_get(dep, "spec"), "replicas")), 2);
     json_decref(dep);
     json_decref(got);
+    json_decref(want);
+}
+
+/* The ConfigMap's file is podclaimd's real configuration: `podclaimd --check-config` accepts
+ * it, and the Deployment mounts it where its --config points. */
+Test(deploy, the_configmap_is_a_config_podclaimd_accepts)
+{
+    start_sim();
+    json_t *want = rendered();
+    json_t *cm = find_kind(want, "ConfigMap", "podclaimd");
+    cr_assert(cm, "deploy/ has no ConfigMap podclaimd");
+    const char *text =
+            json_string_value(json_object_get(json_object_get(cm, "data"), "podclaimd.yaml"));
+    cr_assert(text, "ConfigMap podclaimd has no podclaimd.yaml");
+    char path[160], cmd[600];
+    snprintf(path, sizeof(path), "%s/podclaimd.yaml", sim.dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs(text, f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "%s --check-config %s 2>&1", PODCLAIMD_PATH, path);
+    FILE *p = popen(cmd, "r");
+    char out[1024] = "";
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "podclaimd --check-config: %s", out);
+    cr_assert(strstr(out, ": ok ("), "%s", out);
+    /* the file sets what a cluster needs (not left to defaults by mistake) */
+    cr_assert(strstr(text, "inCluster: true") && strstr(text, "enabled: true"), "%s", text);
+    json_t *dep = find_kind(want, "Deployment", "podclaimd");
+    json_t *ct = json_array_get(
+            json_object_get(
+                    json_object_get(json_object_get(json_object_get(dep, "spec"), "template"),
+                                    "spec"),
+                    "containers"),
+            0);
+    char *args = json_dumps(json_object_get(ct, "args"), JSON_COMPACT);
+    char *mounts = json_dumps(json_object_get(ct, "volumeMounts"), JSON_COMPACT);
+    cr_assert(strstr(args, "\"--config\",\"/etc/podclaimd/podclaimd.yaml\""), "args %s", args);
+    cr_assert(strstr(mounts, "\"/etc/podclaimd\""), "mounts %s", mounts);
+    free(args);
+    free(mounts);
     json_decref(want);
 }
 

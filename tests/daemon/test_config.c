@@ -67,7 +67,25 @@ Test(config, help_lists_every_key_with_its_default, .fini = cleanup)
                           "pools[].resyncPeriod",
                           "pools[].tags",
                           "envs[].strategy",
-                          "most-idle"};
+                          "most-idle",
+                          "leaderElection.enabled",
+                          "leaderElection.leaseName",
+                          "leaderElection.leaseNamespace",
+                          "leaderElection.identity",
+                          "leaderElection.leaseDuration",
+                          "leaderElection.renewDeadline",
+                          "leaderElection.retryPeriod",
+                          "leaderElection.perPool",
+                          "PODCLAIM_LEADER_ELECTION_LEASE_DURATION",
+                          "--leader-election-renew-deadline",
+                          "controllers.pools",
+                          "controllers.claims",
+                          "controllers.namespace",
+                          "controllers.statusInterval",
+                          "controllers.readyTimeout",
+                          "controllers.emptyGrace",
+                          "webhook.queueCapacity",
+                          "pools[].webhookUrl"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         cr_assert(strstr(out, keys[i]), "--help does not mention %s", keys[i]);
 }
@@ -114,7 +132,12 @@ Test(config, bad_values_exit_2_naming_key_and_value, .fini = cleanup)
         "envs[0].strategy", "fastest");
     snprintf(y, sizeof(y), "colour: blue\n%s", pool);
     bad(y, NULL, "colour", NULL);
-    bad("listen: 127.0.0.1:1\n", NULL, "pools", NULL);
+    /* no pool is fine when SandboxPools define them (controllers.pools, the default) */
+    bad("listen: 127.0.0.1:1\ncontrollers:\n  pools: false\n", NULL, "pools", NULL);
+    bad("leaderElection:\n  renewDeadline: 20s\n", NULL, "leaderElection.renewDeadline", "20000ms");
+    bad("leaderElection:\n  retryPeriod: 9s\n", NULL, "leaderElection.retryPeriod", "9000ms");
+    bad("pools:\n  - {namespace: a, name: b, webhookUrl: ftp://x}\n", NULL, "pools[0].webhookUrl",
+        "ftp://x");
     bad("pools: [\n", NULL, "c.yaml", NULL);
 }
 

@@ -18,7 +18,7 @@ static void setup(void)
 {
     cr_assert_eq(ks_store_init(&st, 1024), 0);
     ks_faults_init(&fl);
-    ks_controller_opts co = {.warmup_ms = 10, .hold_ms = 1000, .stop_ms = 10};
+    ks_controller_opts co = {.warmup_ms = 10, .stop_ms = 10};
     ctl = ks_controller_new(&st, &co);
     ks_ensure_namespace(&st, "default");
     ks_server_opts so = {.listen = "127.0.0.1:0", .bookmark_ms = 1000};

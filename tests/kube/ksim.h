@@ -12,16 +12,31 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+typedef struct ksim_filler ksim_filler;
+
 typedef struct ksim {
     pid_t pid;
     int port;
     char url[128];         /* http(s)://127.0.0.1:<port> */
     char dir[64];          /* scratch folder (port file, certificates) */
     pc_kube_client *admin; /* plain client for /sim and API calls by the test itself */
+    ksim_filler *filler;   /* the pod-filler, or NULL */
 } ksim;
 
 /* Start kapi-sim with extra args (NULL-terminated); tls: serve https (args must carry
  * --tls-cert/--tls-key), token: the --token given (the admin client uses it).
+ *
+ * kapi-sim plays the kubelet only: nothing in it creates or recycles pool pods (podclaimd's
+ * pool controller does, issue 13). For kube-level tests that need idle pods without podclaimd,
+ * the fixture plays a small pool controller of its own, the pod-filler: for each
+ * `--pool NS/NAME=N` it creates N pods labelled podclaim.io/pool=NAME, phase Idle (kapi-sim's
+ * kubelet makes them Running and Ready after --warmup-ms), replaces deleted ones, and turns a
+ * claimed pod back to Idle --hold-ms + --stop-ms after its claim, once Ready on the claim's
+ * images (defaults 500 and 20, as
+ * kapi-sim's old controller; the claim log /sim/claims tells it which pods were claimed), with
+ * one PATCH guarded by the pod's resourceVersion. `--kubelet-only` turns the filler off (tests
+ * where podclaimd makes the pods, or nobody does). Against the real server the front gets the
+ * arguments unchanged and plays this part itself.
  * Returns 0 or -1 (message printed). */
 int ksim_start(ksim *k, const char *const *args, bool tls, const char *ca_file, const char *token);
 void ksim_stop(ksim *k);
