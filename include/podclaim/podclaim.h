@@ -161,6 +161,13 @@ struct pc_claim {
         int64_t retry_at_ns; /* CLOCK_MONOTONIC: when a backing-off claim may run again */
         int64_t retry_after_ns;
         ck_stack_entry_t cancel_entry; /* cancel inbox linkage */
+        /* Recognition of a CAS whose answer was lost (pc_pool_observe_claimed): */
+        bool suspect;             /* in the pool's map of ids whose CAS was answered RETRYABLE */
+        uint64_t id_hash;         /* of the claim id, while suspect */
+        struct pc_claim *id_next; /* that map's chain */
+        struct pc__pod *seen_pod; /* INFLIGHT: the informer showed this pod claimed with our
+                                      * id (held until the CAS reports); NULL = none */
+        char seen_rv[PC_RV_MAX];  /* the version it showed */
         char pod_uid[PC_UID_MAX];
         char id_buf[PC_CLAIM_ID_MAX];
         char message[192];
@@ -239,6 +246,22 @@ int pc_pool_offer_idle(pc_pool *p, const pc_pod_ref *pod);
  * remove it from the ready-queue and release its reservation. resource_version may be
  * NULL. Same contract as pc_pool_offer_idle. */
 int pc_pool_withdraw(pc_pool *p, const pc_pod_ref *pod);
+
+/* The informer saw `pod` leave idle carrying annotation podclaim.io/claim-id = claim_id, at
+ * pod->resource_version (the version of that change). The pod is withdrawn as by
+ * pc_pool_withdraw; and if a claim of this pool with that id has not ended, the pod is
+ * recognised as its own: a PATCH whose answer was lost (a timeout, a dropped connection) that
+ * the server applied all the same. A claim waiting (backing off after a retryable failure, or
+ * pending) ends OK with this pod at that version; a claim whose CAS is in flight keeps the
+ * observation and ends OK with this pod when that CAS reports anything but WON (if it wins
+ * another pod, the result names that pod and this one is counted in
+ * podclaim_pods_orphaned_total). An unknown id, or a claim that has ended, changes nothing
+ * more than the withdrawal. Ids are matched as given: caller-set ids (pc_claim.id) must be
+ * unique in the pool for this to be right; generated ones are.
+ * Thread: any. Blocking: no. Owns: copies pod and claim_id. Returns 0, -EINVAL (as
+ * pc_pool_offer_idle, or a claim id empty or of PC_CLAIM_ID_MAX bytes or more), -EAGAIN,
+ * -ENOMEM, -ESHUTDOWN. */
+int pc_pool_observe_claimed(pc_pool *p, const pc_pod_ref *pod, const char *claim_id);
 
 /* Ask the scheduler to run the resync hook now (e.g. after the informer relisted).
  * Thread: any. Blocking: no. Cannot fail. */

@@ -77,6 +77,13 @@ size_t pc_pool_metrics_render(const pc_pool *p, char *buf, size_t len)
     counter(&t, l, "podclaim_reservations_expired_total",
             "Reservations that reached their TTL before the pod was seen again.",
             &p->m.reservations_expired);
+    counter(&t, l, "podclaim_claims_recognized_total",
+            "Claims ended OK because the informer showed their claim id on a pod after their "
+            "CAS answer was lost (a timed-out PATCH the server applied).",
+            &p->m.recognized);
+    counter(&t, l, "podclaim_pods_orphaned_total",
+            "Pods shown claimed by a claim that won another pod meanwhile (claimed by nobody).",
+            &p->m.orphaned);
 
     pc__prom_header(&t, "podclaim_dispatch_latency_seconds",
                     "From enqueue to the start of the claim's first CAS.", "histogram");

@@ -31,6 +31,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    if (src == NULL)
+        src = "";
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 /* ---- pending claims ---------------------------------------------------------------------- */
 
 static int effective_level(const pc_pool *p, const pc_claim *c, int64_t now)
@@ -94,9 +105,16 @@ static void retry_take(pc_pool *p, pc_claim *c)
 
 /* ---- taking in what other threads pushed ------------------------------------------------- */
 
+static void claimed_event(pc_pool *p, const pc__pod_key *k, const char *uid, const char *rv,
+                          const char *claim_id, int64_t now);
+
 void pc__scheduler_pod_event(pc_pool *p, int kind, const pc__pod_key *k, const char *uid,
-                             const char *rv, int64_t now)
+                             const char *rv, const char *claim_id, int64_t now)
 {
+    if (kind == POD_MSG_CLAIMED) {
+        claimed_event(p, k, uid, rv, claim_id, now);
+        return;
+    }
     if (kind == POD_MSG_WITHDRAW) {
         pc__count1(&p->m.withdrawals, 1);
         pc__podtable_withdraw(&p->pods, k, now);
@@ -118,9 +136,58 @@ void pc__scheduler_pod_event(pc_pool *p, int kind, const pc__pod_key *k, const c
     }
 }
 
+/* The informer showed the pod claimed with claim_id at rv (pc_pool_observe_claimed). */
+static void claimed_event(pc_pool *p, const pc__pod_key *k, const char *uid, const char *rv,
+                          const char *claim_id, int64_t now)
+{
+    pc__count1(&p->m.withdrawals, 1);
+    pc__pod *pod = pc__podtable_find(&p->pods, k);
+    if (pod != NULL && pod->state != PC__POD_GONE)
+        pc__podtable_withdraw(&p->pods, k, now);
+    /* Whose id is it? The claim whose CAS on this very pod is in flight (the usual case: the
+     * watch event of our own write, or a PATCH that is timing out), else one whose CAS was
+     * answered RETRYABLE. Other claims are no candidates: a claim only ever sent its id in
+     * a CAS, and every CAS either is in flight or has answered. */
+    pc_claim *c = NULL;
+    if (pod != NULL && pod->cas_claim != NULL &&
+        strcmp(pc__claim_id(pod->cas_claim), claim_id) == 0)
+        c = pod->cas_claim;
+    else
+        c = pc__suspect_find(p, claim_id);
+    if (c == NULL)
+        return;
+    int st = c->priv.state;
+    if (st != CLAIM_INFLIGHT && st != CLAIM_PENDING && st != CLAIM_RETRY_WAIT)
+        return; /* ended (DEFERRED: its result is decided) */
+    if (st == CLAIM_INFLIGHT && c->priv.seen_pod != NULL)
+        return; /* the first sighting stands */
+    if (pod == NULL && (pod = pc__podtable_gone_record(&p->pods, k, uid, rv, now)) == NULL) {
+        fprintf(stderr,
+                "level=error pool=%s/%s pod=%s/%s claim=%s msg=\"pod table: out of memory; "
+                "the pod claimed by this claim is not recognised\"\n",
+                p->ns, p->name, k->ns, k->name, claim_id);
+        return;
+    }
+    pod->refs++; /* held by the claim until its result names the pod */
+    if (st == CLAIM_INFLIGHT) {
+        /* Not touched now: its CAS reports later, and a WON there is as good as this. */
+        c->priv.seen_pod = pod;
+        copy_str(c->priv.seen_rv, sizeof(c->priv.seen_rv), rv);
+        return;
+    }
+    if (st == CLAIM_PENDING)
+        pending_take(p, c, now);
+    else
+        retry_take(p, c);
+    c->priv.pod = pod;
+    copy_str(c->priv.new_rv, sizeof(c->priv.new_rv), rv);
+    pc__count1(&p->m.recognized, 1);
+    pc__claim_finish(p, c, PC_CLAIM_OK, NULL);
+}
+
 static void take_pod_msg(pc_pool *p, pc__pod_msg *m, int64_t now)
 {
-    pc__scheduler_pod_event(p, m->kind, &m->key, m->uid, m->rv, now);
+    pc__scheduler_pod_event(p, m->kind, &m->key, m->uid, m->rv, m->claim_id, now);
     /* Back to the free list. It holds every message there can be, so this cannot fail. */
     pc__spmc_ring_push(&p->free_msgs, m);
 }
@@ -170,12 +237,42 @@ int64_t pc__retry_delay_ns(int64_t backoff_ns, uint32_t retries, int64_t retry_a
     return d > retry_after_ns ? d : retry_after_ns;
 }
 
-/* A claim whose CAS reported (its fields written by cas_done). */
-static void take_result(pc_pool *p, pc_claim *c, int64_t now)
+/* A claim whose CAS reported (its fields written by cas_done). sent: the CAS reached the
+ * backend (false: cas_start refused it, so a RETRYABLE cannot have been applied). */
+static void take_result(pc_pool *p, pc_claim *c, int64_t now, bool sent)
 {
     pc_cas_outcome o = c->priv.outcome;
     p->inflight_n--;
     pc__count1(&p->m.cas[o], 1);
+    if (c->priv.pod->cas_claim == c)
+        c->priv.pod->cas_claim = NULL;
+    pc__pod *seen = c->priv.seen_pod;
+    if (seen != NULL) {
+        /* While this CAS was in flight the informer showed `seen` claimed with our id: an
+         * earlier CAS of ours whose answer was lost was applied (or this one was, and the
+         * watch event beat the answer, which the outcome then confirms). */
+        c->priv.seen_pod = NULL;
+        if (o == PC_CAS_WON) {
+            if (seen != c->priv.pod) {
+                pc__count1(&p->m.orphaned, 1);
+                fprintf(stderr,
+                        "level=warn pool=%s/%s claim=%s pod=%s/%s msg=\"claimed by an earlier "
+                        "CAS of this claim whose answer was lost, and this claim won pod %s/%s: "
+                        "the first pod is claimed by nobody\"\n",
+                        p->ns, p->name, pc__claim_id(c), seen->ns, seen->name, c->priv.pod->ns,
+                        c->priv.pod->name);
+            }
+            pc__podtable_unref(seen);
+        } else {
+            pc__podtable_cas_done(&p->pods, c->priv.pod, c->priv.pod_gen, o, now);
+            pc__podtable_unref(c->priv.pod);
+            c->priv.pod = seen; /* its reference moves with it */
+            copy_str(c->priv.new_rv, sizeof(c->priv.new_rv), c->priv.seen_rv);
+            pc__count1(&p->m.recognized, 1);
+            pc__claim_finish(p, c, PC_CLAIM_OK, NULL);
+            return;
+        }
+    }
     if (o == PC_CAS_WON) {
         /* The pod is the caller's. Its reservation stays until the informer shows the pod
          * at another version (offer or withdraw) or the TTL passes. */
@@ -201,6 +298,10 @@ static void take_result(pc_pool *p, pc_claim *c, int64_t now)
                  c->priv.message);
         pc__claim_finish(p, c, PC_CLAIM_DEADLINE, why);
     } else if (o == PC_CAS_RETRYABLE) {
+        /* A timeout may have been applied: from now on the informer showing a pod claimed
+         * with this id ends the claim OK (claimed_event). */
+        if (sent)
+            pc__suspect_add(p, c);
         if (++c->priv.retries > p->cfg.retry_limit) {
             snprintf(why, sizeof(why), "gave up after %u retries: %s", p->cfg.retry_limit,
                      c->priv.message);
@@ -275,17 +376,6 @@ static void count_expired(pc__pod *pod, void *arg)
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
 
-static void copy_str(char *dst, size_t cap, const char *src)
-{
-    if (src == NULL)
-        src = "";
-    size_t n = strlen(src);
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
 /* The backend's completion: any thread, exactly once per started CAS, maybe inside
  * cas_start. It only fills the claim's outcome fields and hands the claim back. */
 static void cas_done(void *token, pc_cas_outcome outcome, const char *new_rv, const char *message,
@@ -335,6 +425,7 @@ static void dispatch(pc_pool *p, int64_t now)
         pc__pod *pod = pc__podtable_reserve(&p->pods, now);
         c->priv.pod = pod;
         c->priv.pod_gen = pod->gen;
+        pod->cas_claim = c;
         /* Copies: an offer may change the record's version and uid while the CAS is in
          * flight, and the backend may read the request's strings until it reports. */
         copy_str(c->priv.pod_rv, sizeof(c->priv.pod_rv), pod->rv);
@@ -364,7 +455,7 @@ static void dispatch(pc_pool *p, int64_t now)
             c->priv.outcome = PC_CAS_RETRYABLE;
             copy_str(c->priv.message, sizeof(c->priv.message), msg);
             c->priv.retry_after_ns = 0;
-            take_result(p, c, now);
+            take_result(p, c, now, false);
         }
         /* c may be answered already (a backend that completes inside cas_start). */
     }
@@ -383,10 +474,10 @@ static void drain(pc_pool *p, int64_t now)
         p->local_results.head = e->next;
         if (p->local_results.head == NULL)
             p->local_results.tail = NULL;
-        take_result(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
+        take_result(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now, true);
     }
     while ((e = pc__mpsc_pop(&p->results)) != NULL)
-        take_result(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
+        take_result(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now, true);
     while ((e = pc__mpsc_pop(&p->claims)) != NULL)
         admit(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
     /* After the claims: a cancel message for a claim still in the claims inbox would find
@@ -540,6 +631,7 @@ int pc__scheduler_init(pc_pool *p)
 
 void pc__scheduler_fini(pc_pool *p)
 {
+    pc__suspects_fini(p);
     pc__podtable_fini(&p->pods);
     pc__claim_heap_fini(&p->timers);
     for (int l = 0; l < PC_PRIORITY_LEVELS; l++)
