@@ -146,11 +146,12 @@ struct pc_claim {
         int state;
         int level_base; /* priority after clamping */
         uint32_t attempts;
-        uint64_t seq;        /* the order the scheduler took claims in (FIFO tie-break) */
-        size_t level_index;  /* in its level: heap position, PC__IN_LIST; SIZE_MAX = none */
-        size_t timer_index;  /* position in the scheduler's timer heap; SIZE_MAX = none */
-        struct pc__pod *pod; /* the pod record of the CAS (held until the callback) */
-        uint32_t pod_gen;    /* the reservation the CAS was made under */
+        uint64_t seq;           /* the order the scheduler took claims in (FIFO tie-break) */
+        int64_t admitted_at_ns; /* CLOCK_MONOTONIC: when the scheduler took it in */
+        size_t level_index;     /* in its level: heap position, PC__IN_LIST; SIZE_MAX = none */
+        size_t timer_index;     /* position in the scheduler's timer heap; SIZE_MAX = none */
+        struct pc__pod *pod;    /* the pod record of the CAS (held until the callback) */
+        uint32_t pod_gen;       /* the reservation the CAS was made under */
         pc_cas_outcome outcome;
         char pod_rv[PC_RV_MAX]; /* the version the CAS is made at */
         char new_rv[PC_RV_MAX]; /* the version after a won CAS */

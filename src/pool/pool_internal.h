@@ -97,7 +97,9 @@ typedef struct pc__pool_metrics {
     _Atomic uint64_t reservations_expired;
     _Atomic uint64_t recognized;    /* claims ended OK by pc_pool_observe_claimed */
     _Atomic uint64_t orphaned;      /* pods shown claimed by a claim that won another one */
-    pc__histogram dispatch_latency; /* enqueued_at -> CAS start */
+    pc__histogram dispatch_latency; /* enqueued_at -> first CAS start (= the two below) */
+    pc__histogram inbox_wait;       /* enqueued_at -> taken in by the scheduler */
+    pc__histogram pending_wait;     /* taken in -> first CAS start */
     pc__histogram claim_latency;    /* enqueued_at -> result */
 } pc__pool_metrics;
 

@@ -208,6 +208,11 @@ static void admit(pc_pool *p, pc_claim *c, int64_t now)
     if (c->id == NULL)
         make_claim_id(p, c);
     c->priv.seq = p->admit_seq++;
+    /* The stages a dispatch latency is made of, each from a timestamp the scheduler takes
+     * anyway (the round's `now`): the inbox (producers -> this round), then the wait for a
+     * pod (here -> the first CAS). */
+    c->priv.admitted_at_ns = now;
+    pc__histogram_observe_1w(&p->m.inbox_wait, pc__sub_sat(now, c->enqueued_at_ns));
     pc__count1(&p->m.enqueued, 1);
     int prio = c->priority;
     c->priv.level_base = prio < PC_PRIORITY_HIGHEST  ? PC_PRIORITY_HIGHEST
@@ -433,8 +438,10 @@ static void dispatch(pc_pool *p, int64_t now)
 
         if (now_real == 0)
             now_real = pc__realtime_ns();
-        if (c->priv.attempts++ == 0)
+        if (c->priv.attempts++ == 0) {
             pc__histogram_observe_1w(&p->m.dispatch_latency, pc__sub_sat(now, c->enqueued_at_ns));
+            pc__histogram_observe_1w(&p->m.pending_wait, now - c->priv.admitted_at_ns);
+        }
         pc_cas_request req = {
                 .pod = {.namespace_ = pod->ns,
                         .name = pod->name,
