@@ -122,8 +122,8 @@ struct pc__pod; /* the pool's record of a pod (private) */
  * from its first instruction the pool no longer touches `c`, so the callback may free it. */
 typedef void (*pc_claim_cb)(pc_claim *c, const pc_claim_result *r, void *arg);
 
-/* A claim lives in caller storage (no allocation on the hot path). Zero it (or use
- * pc_claim_init), fill the public fields, enqueue. Public fields are read by the pool
+/* A claim lives in caller storage (no allocation on the hot path). Initialise it with
+ * pc_claim_init (or zero it), fill the public fields, enqueue. Public fields are read by the pool
  * from enqueue until the callback starts; do not change them in between. */
 struct pc_claim {
     /* public */
@@ -175,7 +175,8 @@ struct pc_claim {
     } priv;
 };
 
-/* Zero `c` and set priority. Cannot fail. */
+/* Zero the public fields of `c` (the pool initialises the private ones at enqueue) and set
+ * priority, callback and its argument. Cannot fail. */
 void pc_claim_init(pc_claim *c, int priority, pc_claim_cb cb, void *cb_arg);
 
 /* Check claim options against the Kubernetes rules for what they become on the pod, as

@@ -84,7 +84,10 @@ const char *pc_cas_outcome_name(pc_cas_outcome o)
 
 void pc_claim_init(pc_claim *c, int priority, pc_claim_cb cb, void *cb_arg)
 {
-    memset(c, 0, sizeof(*c));
+    /* The public part only: the pool initialises its private part (enqueue, admit), and
+     * zeroing all of it would pull every line of a reused claim back from the scheduler's
+     * core for nothing. */
+    memset(c, 0, offsetof(pc_claim, priv));
     c->priority = priority;
     c->cb = cb;
     c->cb_arg = cb_arg;
@@ -320,18 +323,13 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c)
     }
     if (c->enqueued_at_ns == 0)
         c->enqueued_at_ns = pc_now_ns();
+    /* Only what a cancel may read before admission; the scheduler sets the rest when it
+     * takes the claim in (admit). Every line of the claim the producer writes moves to the
+     * scheduler's core afterwards; lines only the scheduler writes stay in its cache when
+     * the caller reuses the claim's memory. */
     c->priv.pool = p;
     atomic_init(&c->priv.flags, 0);
     c->priv.state = CLAIM_INBOX; /* the one state set outside pc__claim_move: the start */
-    c->priv.timer_index = SIZE_MAX;
-    c->priv.level_index = SIZE_MAX;
-    c->priv.attempts = 0;
-    c->priv.retries = 0;
-    c->priv.timer_at_ns = 0;
-    c->priv.id_buf[0] = '\0';
-    c->priv.pod = NULL;
-    c->priv.seen_pod = NULL;
-    c->priv.suspect = false;
     pc__mpsc_push(&p->claims, &c->priv.entry);
     pc__parker_unpark(&p->parker);
     return 0;

@@ -184,6 +184,8 @@ struct pc_pool {
     } suspects;
     uint64_t next_claim_seq;
     int64_t next_resync_at;
+    int64_t real_offset;    /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns (see realtime_from) */
+    int64_t real_offset_at; /* CLOCK_MONOTONIC when it was read; 0 = never */
     uint64_t rng;
     size_t inflight_n; /* CAS calls started, results not yet taken in */
     struct {
