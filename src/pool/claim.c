@@ -9,6 +9,7 @@
  * of the same pool.
  *
  *   INBOX ---admit---> PENDING ---dispatch---> INFLIGHT ---lost CAS---> PENDING
+ *     '---admit, the only claim and a pod idle--->'
  *     |                 |    ^                   |   \\---retryable---> RETRY_WAIT --timer--> PENDING
  *     |                 |    '-------------------|---------------------------'
  *     '--------+--------+-------------+----------'  (and from RETRY_WAIT)
