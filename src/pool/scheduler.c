@@ -145,8 +145,8 @@ static void claimed_event(pc_pool *p, const pc__pod_key *k, const char *uid, con
 {
     pc__count1(&p->m.withdrawals, 1);
     pc__pod *pod = pc__podtable_find(&p->pods, k);
-    if (pod != NULL && pod->state != PC__POD_GONE)
-        pc__podtable_withdraw(&p->pods, k, now);
+    if (pod != NULL)
+        pc__podtable_withdraw_record(&p->pods, pod, now);
     /* Whose id is it? The claim whose CAS on this very pod is in flight (the usual case: the
      * watch event of our own write, or a PATCH that is timing out), else one whose CAS was
      * answered RETRYABLE. Other claims are no candidates: a claim only ever sent its id in

@@ -190,11 +190,17 @@ static void make_gone(pc__podtable *t, pc__pod *p, int64_t now_ns)
     move_pod(t, p, PC__POD_GONE, false);
 }
 
+void pc__podtable_withdraw_record(pc__podtable *t, pc__pod *p, int64_t now_ns)
+{
+    if (p->state != PC__POD_GONE)
+        make_gone(t, p, now_ns);
+}
+
 void pc__podtable_withdraw(pc__podtable *t, const pc__pod_key *k, int64_t now_ns)
 {
     pc__pod *p = find(t, k);
-    if (p != NULL && p->state != PC__POD_GONE)
-        make_gone(t, p, now_ns);
+    if (p != NULL)
+        pc__podtable_withdraw_record(t, p, now_ns);
 }
 
 pc__pod *pc__podtable_gone_record(pc__podtable *t, const pc__pod_key *k, const char *uid,

@@ -101,6 +101,10 @@ void pc__podtable_withdraw(pc__podtable *t, const pc__pod_key *k, int64_t now_ns
 /* The record of k, or NULL. */
 pc__pod *pc__podtable_find(pc__podtable *t, const pc__pod_key *k);
 
+/* A record found with pc__podtable_find is not idle any more: as pc__podtable_withdraw,
+ * without a second lookup. */
+void pc__podtable_withdraw_record(pc__podtable *t, pc__pod *p, int64_t now_ns);
+
 /* The pod is not idle any more and a claim needs its record (the informer showed it claimed):
  * the record of k, made GONE if it was not, or a new GONE record (uid and rv copied) when the
  * table had forgotten the pod. NULL: out of memory. */
