@@ -6,6 +6,7 @@
 #include "../core/common.h"
 
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,46 @@ static bool all_offered(json_t *set)
     return ok;
 }
 
+/* On the real server an idle period can take more than one version of the pod: the harness's
+ * kubelet may write the pod's status once more after it turned Idle (seen: 1159 then 1172,
+ * both Idle, Ready, the claim logged at 1172), and the informer rightly offers both. The claim
+ * log names only the last. So there an offer pod@rv counts when a logged idle version of the
+ * same pod (claimed or final) is the first at or after rv with no claim of that pod between:
+ * an earlier version of the same period. (kapi-sim writes an idle pod once: exact match.) */
+static bool earlier_version_of_a_period(json_t *log, json_t *truth, const char *offer)
+{
+    char pod[300];
+    snprintf(pod, sizeof(pod), "%s", offer);
+    char *at = strchr(pod, '@');
+    if (!at)
+        return false;
+    *at = '\0';
+    unsigned long long rv = strtoull(at + 1, NULL, 10), next = ULLONG_MAX;
+    const char *k;
+    json_t *v;
+    size_t plen = strlen(pod);
+    json_object_foreach(truth, k, v)
+    {
+        if (strncmp(k, pod, plen) == 0 && k[plen] == '@') {
+            unsigned long long t = strtoull(k + plen + 1, NULL, 10);
+            if (t >= rv && t < next)
+                next = t;
+        }
+    }
+    if (next == ULLONG_MAX)
+        return false;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(log, "claims"), i, e)
+    {
+        unsigned long long c =
+                strtoull(json_string_value(json_object_get(e, "resourceVersion")), NULL, 10);
+        if (strcmp(json_string_value(json_object_get(e, "pod")), pod) == 0 && c > rv && c < next)
+            return false;
+    }
+    return true;
+}
+
 static void wait_claims(run *r, int64_t ms)
 {
     cr_assert(PC_TEST_WAIT_UNTIL(atomic_load_explicit(&r->done, memory_order_acquire) >= r->n, ms),
@@ -194,7 +235,8 @@ Test(informer, resumes_dropped_watches_without_missing_or_repeating_a_transition
     pc_informer_stop(st.informer);
     check_claim_log(&sim, &r, "drop");
 
-    /* Every offer is one real idle period: a claimed one (claim log) or a final one. */
+    /* Every offer is one real idle period: a claimed one (claim log) or a final one (on the
+     * real server, or an earlier version of one: earlier_version_of_a_period). */
     json_t *log = ksim_json(&sim, "GET", "/sim/claims", NULL);
     json_t *truth = json_deep_copy(fin);
     size_t i;
@@ -215,7 +257,9 @@ Test(informer, resumes_dropped_watches_without_missing_or_repeating_a_transition
     }
     json_object_foreach(sn.offers, k, v)
     {
-        cr_assert_not_null(json_object_get(truth, k), "offer %s is no idle period", k);
+        cr_assert(json_object_get(truth, k) ||
+                          (ksim_real() && earlier_version_of_a_period(log, truth, k)),
+                  "offer %s is no idle period", k);
         cr_assert_eq(json_integer_value(v), 1, "offer %s made %lld times", k,
                      (long long)json_integer_value(v));
     }
