@@ -7,7 +7,7 @@
  * them against a minimal in-process runner instead (runner.c): each Test() runs in the
  * same process, one after the other, with its .init/.fini and .timeout. Supported: the
  * Test() fields .init .fini .timeout .disabled .description, and the cr_assert_* /
- * cr_expect_* / cr_log_* macros below. A failed assertion ends the process with status 1.
+ * cr_expect_* / cr_log_* / cr_skip_test macros below. A failed assertion ends the process with status 1.
  */
 #ifndef PODCLAIM_TSAN_CRITERION_H
 #define PODCLAIM_TSAN_CRITERION_H
@@ -94,6 +94,13 @@ void cr_tsan_log(const char *level, const char *fmt, ...) __attribute__((format(
     CR_TSAN_CHECK(true, memcmp((a), (b), (n)) == 0, #a " equals " #b, __VA_ARGS__)
 #define cr_assert_float_eq(a, b, eps, ...)                                                         \
     CR_TSAN_CHECK(true, ((a) - (b) <= (eps)) && ((b) - (a) <= (eps)), #a " ~= " #b, __VA_ARGS__)
+
+/* Criterion marks the test skipped and ends it; here: say so and return (the .fini runs). */
+#define cr_skip_test(...)                                                                          \
+    do {                                                                                           \
+        cr_tsan_log("skip", "" __VA_ARGS__);                                                       \
+        return;                                                                                    \
+    } while (0)
 
 #define cr_log_info(...) cr_tsan_log("info", __VA_ARGS__)
 #define cr_log_warn(...) cr_tsan_log("warn", __VA_ARGS__)
