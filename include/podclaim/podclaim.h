@@ -122,8 +122,8 @@ struct pc__pod; /* the pool's record of a pod (private) */
  * from its first instruction the pool no longer touches `c`, so the callback may free it. */
 typedef void (*pc_claim_cb)(pc_claim *c, const pc_claim_result *r, void *arg);
 
-/* A claim lives in caller storage (no allocation on the hot path). Zero it (or use
- * pc_claim_init), fill the public fields, enqueue. Public fields are read by the pool
+/* A claim lives in caller storage (no allocation on the hot path). Initialise it with
+ * pc_claim_init (or zero it), fill the public fields, enqueue. Public fields are read by the pool
  * from enqueue until the callback starts; do not change them in between. */
 struct pc_claim {
     /* public */
@@ -144,30 +144,42 @@ struct pc_claim {
         struct pc_claim *prev, *next; /* its level's in-order list */
         _Atomic unsigned flags;       /* cancel requested / queued, result final */
         int state;
+        /* Set when the scheduler takes the claim in (all on the lines above and below, so
+         * that admission touches as few lines as a claim has: a backlog of 200k waiting
+         * claims does not fit in any cache). */
         int level_base; /* priority after clamping */
         uint32_t attempts;
-        uint64_t seq;        /* the order the scheduler took claims in (FIFO tie-break) */
-        size_t level_index;  /* in its level: heap position, PC__IN_LIST; SIZE_MAX = none */
-        size_t timer_index;  /* position in the scheduler's timer heap; SIZE_MAX = none */
-        struct pc__pod *pod; /* the pod record of the CAS (held until the callback) */
-        uint32_t pod_gen;    /* the reservation the CAS was made under */
+        uint32_t retries;
+        bool suspect;             /* in the pool's map of ids whose CAS was answered RETRYABLE */
+        uint64_t seq;             /* the order the scheduler took claims in (FIFO tie-break) */
+        int64_t admitted_at_ns;   /* CLOCK_MONOTONIC: when the scheduler took it in */
+        size_t level_index;       /* in its level: heap position, PC__IN_LIST; SIZE_MAX = none */
+        size_t timer_index;       /* position in the scheduler's timer heap; SIZE_MAX = none */
+        int64_t timer_at_ns;      /* next timer of this claim (deadline or retry); 0 = none */
+        struct pc__pod *pod;      /* the pod record of the CAS (held until the callback) */
+        struct pc__pod *seen_pod; /* INFLIGHT: the informer showed this pod claimed with our
+                                   * id (held until the CAS reports); NULL = none */
+        uint32_t pod_gen;         /* the reservation the CAS was made under */
         pc_cas_outcome outcome;
         char pod_rv[PC_RV_MAX]; /* the version the CAS is made at */
         char new_rv[PC_RV_MAX]; /* the version after a won CAS */
         /* rarer */
-        uint32_t retries;
         int final_status;    /* the result decided while a cancel was on its way */
-        int64_t timer_at_ns; /* next timer of this claim (deadline or retry); 0 = none */
         int64_t retry_at_ns; /* CLOCK_MONOTONIC: when a backing-off claim may run again */
         int64_t retry_after_ns;
         ck_stack_entry_t cancel_entry; /* cancel inbox linkage */
+        /* Recognition of a CAS whose answer was lost (pc_pool_observe_claimed): */
+        uint64_t id_hash;         /* of the claim id, while suspect */
+        struct pc_claim *id_next; /* that map's chain */
+        char seen_rv[PC_RV_MAX];  /* the version seen_pod showed */
         char pod_uid[PC_UID_MAX];
         char id_buf[PC_CLAIM_ID_MAX];
         char message[192];
     } priv;
 };
 
-/* Zero `c` and set priority. Cannot fail. */
+/* Zero the public fields of `c` (the pool initialises the private ones at enqueue) and set
+ * priority, callback and its argument. Cannot fail. */
 void pc_claim_init(pc_claim *c, int priority, pc_claim_cb cb, void *cb_arg);
 
 /* Check claim options against the Kubernetes rules for what they become on the pod, as
@@ -239,6 +251,22 @@ int pc_pool_offer_idle(pc_pool *p, const pc_pod_ref *pod);
  * remove it from the ready-queue and release its reservation. resource_version may be
  * NULL. Same contract as pc_pool_offer_idle. */
 int pc_pool_withdraw(pc_pool *p, const pc_pod_ref *pod);
+
+/* The informer saw `pod` leave idle carrying annotation podclaim.io/claim-id = claim_id, at
+ * pod->resource_version (the version of that change). The pod is withdrawn as by
+ * pc_pool_withdraw; and if a claim of this pool with that id has not ended, the pod is
+ * recognised as its own: a PATCH whose answer was lost (a timeout, a dropped connection) that
+ * the server applied all the same. A claim waiting (backing off after a retryable failure, or
+ * pending) ends OK with this pod at that version; a claim whose CAS is in flight keeps the
+ * observation and ends OK with this pod when that CAS reports anything but WON (if it wins
+ * another pod, the result names that pod and this one is counted in
+ * podclaim_pods_orphaned_total). An unknown id, or a claim that has ended, changes nothing
+ * more than the withdrawal. Ids are matched as given: caller-set ids (pc_claim.id) must be
+ * unique in the pool for this to be right; generated ones are.
+ * Thread: any. Blocking: no. Owns: copies pod and claim_id. Returns 0, -EINVAL (as
+ * pc_pool_offer_idle, or a claim id empty or of PC_CLAIM_ID_MAX bytes or more), -EAGAIN,
+ * -ENOMEM, -ESHUTDOWN. */
+int pc_pool_observe_claimed(pc_pool *p, const pc_pod_ref *pod, const char *claim_id);
 
 /* Ask the scheduler to run the resync hook now (e.g. after the informer relisted).
  * Thread: any. Blocking: no. Cannot fail. */

@@ -76,7 +76,10 @@ void pc__informer_set_state(pc_informer *inf, pc__inf_state s, const char *why)
 
 /* ---- pool notifications ------------------------------------------------------------------ */
 
-static void notify(pc_informer *inf, pc_informer_change ch, const pc__pod *p)
+/* claimed: a withdrawal of a pod that has just taken a claim id (p->claim_id): the pool
+ * also learns whose, so a claim whose PATCH timed out but was applied ends OK with it. The
+ * observer sees a WITHDRAW either way. */
+static void notify(pc_informer *inf, pc_informer_change ch, const pc__pod *p, bool claimed)
 {
     pc_pod_ref ref = {p->namespace_, p->name, p->uid[0] ? p->uid : NULL, p->rv};
     int rc = 0;
@@ -87,7 +90,8 @@ static void notify(pc_informer *inf, pc_informer_change ch, const pc__pod *p)
     } else {
         INC(withdrawals);
         if (inf->target)
-            rc = pc_pool_withdraw(inf->target, &ref);
+            rc = claimed ? pc_pool_observe_claimed(inf->target, &ref, p->claim_id)
+                         : pc_pool_withdraw(inf->target, &ref);
     }
     if (rc)
         pc__kube_log(inf->client, PC_KUBE_LOG_DEBUG, "informer=%s/%s pod=%s rv=%s %s=%d",
@@ -142,10 +146,15 @@ void pc__informer_apply(pc_informer *inf, pc__pod *np, bool from_list)
     }
     bool was_idle = old && pc__pod_is_idle(old);
     bool is_idle = pc__pod_is_idle(np);
+    /* A pod we knew, not idle now, carrying a claim id it did not carry before: someone's
+     * claim was just applied to it (ours, maybe one whose answer was lost). Pods first seen
+     * already claimed (a LIST at start) are no news to this pool's claims. */
+    bool claimed = !is_idle && np->claim_id != NULL && old != NULL && !other_uid(old, np) &&
+                   (old->claim_id == NULL || strcmp(old->claim_id, np->claim_id) != 0);
     if (old && other_uid(old, np)) {
         /* Same name, new pod: the old incarnation is gone. Withdrawn whatever its state:
          * a pod that is not idle may still hold a reservation from a claim. */
-        notify(inf, PC_INFORMER_WITHDRAW, old);
+        notify(inf, PC_INFORMER_WITHDRAW, old, false);
         if (was_idle)
             atomic_fetch_sub_explicit(&inf->n.idle, 1, memory_order_relaxed);
         was_idle = false;
@@ -176,9 +185,9 @@ void pc__informer_apply(pc_informer *inf, pc__pod *np, bool from_list)
     /* An idle pod at a new version is offered again: the pool drops the old queue entry and
      * releases a reservation taken at the old version. */
     if (is_idle)
-        notify(inf, PC_INFORMER_OFFER, old);
-    else if (was_idle)
-        notify(inf, PC_INFORMER_WITHDRAW, old);
+        notify(inf, PC_INFORMER_OFFER, old, false);
+    else if (was_idle || claimed)
+        notify(inf, PC_INFORMER_WITHDRAW, old, claimed);
 }
 
 void pc__informer_drop(pc_informer *inf, pc__pod *p)
@@ -186,7 +195,7 @@ void pc__informer_drop(pc_informer *inf, pc__pod *p)
     if (pc__pod_is_idle(p))
         atomic_fetch_sub_explicit(&inf->n.idle, 1, memory_order_relaxed);
     /* Withdraw even a pod that was not idle: it may hold a reservation from a claim. */
-    notify(inf, PC_INFORMER_WITHDRAW, p);
+    notify(inf, PC_INFORMER_WITHDRAW, p, false);
     pc__podcache_remove(&inf->cache, p);
     atomic_fetch_sub_explicit(&inf->n.pods, 1, memory_order_relaxed);
     pc__pod_clear(p);
@@ -214,7 +223,7 @@ static void resync(pc_informer *inf)
     for (pc__pod *p = pc__podcache_first(&inf->cache, &it); p;
          p = pc__podcache_next(&inf->cache, &it))
         if (pc__pod_is_idle(p))
-            notify(inf, PC_INFORMER_OFFER, p);
+            notify(inf, PC_INFORMER_OFFER, p, false);
 }
 
 /* The conn's idle hook: runs on the informer thread between chunks and during waits. */

@@ -49,6 +49,8 @@ void pc__pod_clear(pc__pod *p)
     free(p->containers);
     p->containers = NULL;
     p->n_containers = p->containers_cap = 0;
+    free(p->claim_id);
+    p->claim_id = NULL;
 }
 
 /* Read a string field into a fixed buffer; over-long is a semantic error (-EINVAL). */
@@ -125,6 +127,39 @@ static int worst(int a, int b)
     return a ? a : b;
 }
 
+/* metadata.annotations: only podclaim.io/claim-id is kept (which claim wrote the pod; the
+ * pool recognises a claim whose PATCH timed out by it). Every other value is skipped, still
+ * checked as JSON. A value that cannot be one of our ids (empty, PC_CLAIM_ID_MAX bytes or
+ * more, holding a NUL) counts as no claim id. */
+static int scan_annotations(pc__js *js, pc__pod *p, char *err, size_t errlen)
+{
+    char ak[320], v[PC_CLAIM_ID_MAX];
+    int rc, res = 0;
+    pc__js_obj_begin(js);
+    while ((rc = pc__js_obj_key(js, ak, sizeof(ak))) == 1) {
+        if (strcmp(ak, "podclaim.io/claim-id") != 0 || pc__js_peek(js) != '"') {
+            if (pc__js_skip(js))
+                return -EBADMSG;
+            continue;
+        }
+        int n = pc__js_str(js, v, sizeof(v));
+        if (n == -EBADMSG)
+            return n;
+        if (p->claim_id != NULL) {
+            /* Go keeps the last of duplicate keys, we would keep the first: an object that
+             * can name two claims is refused, as a phase given twice is. */
+            snprintf(err, errlen, "pod annotation podclaim.io/claim-id given twice");
+            res = worst(res, -EINVAL);
+            continue;
+        }
+        if (n <= 0)
+            continue;
+        if ((p->claim_id = strdup(v)) == NULL)
+            res = worst(res, -ENOMEM);
+    }
+    return rc < 0 ? -EBADMSG : res;
+}
+
 static int scan_metadata(pc__js *js, pc__pod *p, bool *have_name, bool *have_ns, bool *have_rv,
                          char *err, size_t errlen)
 {
@@ -146,6 +181,8 @@ static int scan_metadata(pc__js *js, pc__pod *p, bool *have_name, bool *have_ns,
             *have_rv = r == 0 && p->rv[0];
         } else if (!strcmp(key, "uid")) {
             r = field(js, p->uid, sizeof(p->uid), "metadata.uid", err, errlen);
+        } else if (!strcmp(key, "annotations") && pc__js_peek(js) == '{') {
+            r = scan_annotations(js, p, err, errlen);
         } else if (!strcmp(key, "deletionTimestamp")) {
             p->deleting = pc__js_peek(js) != 'n';
             r = pc__js_skip(js);

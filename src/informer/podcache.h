@@ -34,6 +34,7 @@ typedef struct pc__pod {
     size_t n_labels;
     size_t labels_cap; /* entries allocated: kept with the array, since a document may carry
                          * "labels" (or "metadata") more than once and each adds to it */
+    char *claim_id;    /* annotation podclaim.io/claim-id (who claimed it); owned; NULL = none */
     char **containers; /* spec.containers[].name; owned */
     size_t n_containers;
     size_t containers_cap;
@@ -45,12 +46,13 @@ bool pc__pod_is_idle(const pc__pod *p);
 /* Fill `p` (zeroed by the caller) from the Pod object at the scanner's cursor, consuming it.
  * Returns 0; -EINVAL with err set for well-formed JSON that is no usable pod (no
  * metadata.name/namespace/resourceVersion, a name that is no DNS subdomain or a namespace no
- * DNS label, an over-long field, podclaim.io/phase given twice), the object consumed all the
+ * DNS label, an over-long field, podclaim.io/phase or podclaim.io/claim-id given twice), the
+ * object consumed all the
  * same; -EBADMSG for malformed JSON (err says where); -ENOMEM. On failure p holds nothing to
  * free beyond pc__pod_clear. */
 int pc__pod_scan(pc__js *js, pc__pod *p, char *err, size_t errlen);
 
-/* Free what a pod owns (labels, containers); keeps the fixed fields. Cannot fail. */
+/* Free what a pod owns (labels, containers, claim id); keeps the fixed fields. Cannot fail. */
 void pc__pod_clear(pc__pod *p);
 
 /* Label value or NULL. */

@@ -31,26 +31,31 @@ int64_t pc__histogram_bound_ns(size_t i)
     return i < PC__HIST_BOUNDS ? bounds_ns[i] : INT64_MAX;
 }
 
-/* The bucket of v: the first bound >= v (Prometheus `le` is inclusive), or the +Inf
- * bucket. Binary search: 5 comparisons for 22 bounds. */
-static size_t bucket_of(int64_t v)
+/* The first bucket whose bound is >= 2^k, for k = 0..63: where a value of bit length k+1
+ * can fall. The bounds grow by 2x or 2.5x per step, so a value in [2^k, 2^(k+1)) is in that
+ * bucket or the next: one comparison, not a binary search (observe runs on the scheduler's
+ * hot path, three times per claim). tests/core/test_metrics.c checks it against the bounds. */
+static const unsigned char first_bucket_of_bit[64] = {
+        0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  1,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 10,
+        11, 12, 13, 14, 15, 16, 17, 18, 19, 19, 20, 21, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22,
+        22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22,
+};
+
+/* The bucket of v (>= 0): the first bound >= v (Prometheus `le` is inclusive), or the +Inf
+ * bucket (PC__HIST_BOUNDS). */
+size_t pc__histogram_bucket(int64_t v)
 {
-    size_t lo = 0, hi = PC__HIST_BOUNDS; /* answer in [lo, hi] */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (v <= bounds_ns[mid])
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return lo;
+    if (v <= 0)
+        return 0;
+    size_t i = first_bucket_of_bit[63 - __builtin_clzll((unsigned long long)v)];
+    return i < PC__HIST_BOUNDS && v > bounds_ns[i] ? i + 1 : i;
 }
 
 void pc__histogram_observe(pc__histogram *h, int64_t value_ns)
 {
     if (value_ns < 0)
         value_ns = 0;
-    atomic_fetch_add_explicit(&h->buckets[bucket_of(value_ns)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->buckets[pc__histogram_bucket(value_ns)], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)value_ns, memory_order_relaxed);
 }
@@ -65,7 +70,7 @@ void pc__histogram_observe_1w(pc__histogram *h, int64_t value_ns)
 {
     if (value_ns < 0)
         value_ns = 0;
-    add_1w(&h->buckets[bucket_of(value_ns)], 1);
+    add_1w(&h->buckets[pc__histogram_bucket(value_ns)], 1);
     add_1w(&h->count, 1);
     add_1w(&h->sum_ns, (uint64_t)value_ns);
 }

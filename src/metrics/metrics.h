@@ -31,7 +31,11 @@ typedef struct pc__histogram {
 /* The upper bound of bucket i in ns (i < PC__HIST_BOUNDS). */
 int64_t pc__histogram_bound_ns(size_t i);
 
-/* Record one value (negative values count as 0). Lock-free, O(log bounds). */
+/* The bucket a value (ns) counts in: the first whose bound is >= it, or PC__HIST_BOUNDS
+ * (+Inf). Negative values count as 0. O(1). */
+size_t pc__histogram_bucket(int64_t value_ns);
+
+/* Record one value (negative values count as 0). Lock-free, O(1). */
 void pc__histogram_observe(pc__histogram *h, int64_t value_ns);
 
 /* The same for a histogram only one thread ever records into: plain loads and stores (still

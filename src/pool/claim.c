@@ -9,6 +9,7 @@
  * of the same pool.
  *
  *   INBOX ---admit---> PENDING ---dispatch---> INFLIGHT ---lost CAS---> PENDING
+ *     '---admit, the only claim and a pod idle--->'
  *     |                 |    ^                   |   \\---retryable---> RETRY_WAIT --timer--> PENDING
  *     |                 |    '-------------------|---------------------------'
  *     '--------+--------+-------------+----------'  (and from RETRY_WAIT)
@@ -19,6 +20,7 @@
 
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const state_names[] = {
@@ -88,6 +90,8 @@ static void deliver(pc_pool *p, pc_claim *c, pc_claim_status st, const char *err
 
 void pc__claim_finish(pc_pool *p, pc_claim *c, pc_claim_status st, const char *error)
 {
+    if (c->priv.suspect) /* ended: an observation of its id must find nothing from now on */
+        pc__suspect_remove(p, c);
     /* acq_rel: pairs with the CAS in pc_claim_cancel that sets QUEUED; whichever comes
      * second sees the other's bit. */
     unsigned old = atomic_fetch_or_explicit(&c->priv.flags, CLAIM_F_FINAL, memory_order_acq_rel);
@@ -109,4 +113,84 @@ void pc__claim_deliver_deferred(pc_pool *p, pc_claim *c)
 {
     p->deferred_n--;
     deliver(p, c, (pc_claim_status)c->priv.final_status, c->priv.message);
+}
+
+/* ---- claims whose CAS answer was lost, by id ------------------------------------------------
+ *
+ * A chained hash table holding only the claims whose CAS was answered RETRYABLE (at most the
+ * waiting claims; in a healthy cluster almost none), so a claim that never met a timeout
+ * pays nothing. Grows by doubling at load 1; freed when it empties, so a burst of timeouts
+ * leaves no memory behind. */
+
+static uint64_t id_hash(const char *id)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const unsigned char *s = (const unsigned char *)id; *s; s++)
+        h = (h ^ *s) * 1099511628211ULL;
+    return h;
+}
+
+static bool suspects_grow(pc_pool *p)
+{
+    size_t nb = p->suspects.nb ? p->suspects.nb * 2 : 64;
+    pc_claim **b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return false;
+    for (size_t i = 0; i < p->suspects.nb; i++) {
+        for (pc_claim *c = p->suspects.b[i], *next; c; c = next) {
+            next = c->priv.id_next;
+            c->priv.id_next = b[c->priv.id_hash & (nb - 1)];
+            b[c->priv.id_hash & (nb - 1)] = c;
+        }
+    }
+    free(p->suspects.b);
+    p->suspects.b = b;
+    p->suspects.nb = nb;
+    return true;
+}
+
+void pc__suspect_add(pc_pool *p, pc_claim *c)
+{
+    if (c->priv.suspect)
+        return;
+    if (p->suspects.n >= p->suspects.nb && !suspects_grow(p) && p->suspects.nb == 0)
+        return; /* no table at all: this claim cannot be recognised */
+    c->priv.id_hash = id_hash(pc__claim_id(c));
+    pc_claim **head = &p->suspects.b[c->priv.id_hash & (p->suspects.nb - 1)];
+    c->priv.id_next = *head;
+    *head = c;
+    c->priv.suspect = true;
+    p->suspects.n++;
+}
+
+void pc__suspect_remove(pc_pool *p, pc_claim *c)
+{
+    pc_claim **pp = &p->suspects.b[c->priv.id_hash & (p->suspects.nb - 1)];
+    while (*pp != c)
+        pp = &(*pp)->priv.id_next;
+    *pp = c->priv.id_next;
+    c->priv.suspect = false;
+    if (--p->suspects.n == 0) {
+        free(p->suspects.b);
+        p->suspects.b = NULL;
+        p->suspects.nb = 0;
+    }
+}
+
+pc_claim *pc__suspect_find(pc_pool *p, const char *id)
+{
+    if (p->suspects.n == 0)
+        return NULL;
+    uint64_t h = id_hash(id);
+    for (pc_claim *c = p->suspects.b[h & (p->suspects.nb - 1)]; c; c = c->priv.id_next)
+        if (c->priv.id_hash == h && strcmp(pc__claim_id(c), id) == 0)
+            return c;
+    return NULL;
+}
+
+void pc__suspects_fini(pc_pool *p)
+{
+    free(p->suspects.b);
+    p->suspects.b = NULL;
+    p->suspects.nb = p->suspects.n = 0;
 }

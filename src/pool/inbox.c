@@ -27,6 +27,12 @@ ck_stack_entry_t *pc__mpsc_pop(pc__mpsc *q)
 {
     ck_stack_entry_t *e = q->batch;
     if (e == NULL) {
+        /* A plain load first: the scheduler looks at four inboxes every round and most are
+         * empty; the exchange is a locked instruction that takes the line from the
+         * producers' caches, the load leaves it shared. A push it misses is found by the
+         * next look (the parker's has_work re-checks after announcing sleep). */
+        if (ck_pr_load_ptr(&q->shared.head) == NULL)
+            return NULL;
         /* Take everything at once (one atomic exchange), newest first, and reverse it so
          * the consumer sees arrival order. */
         ck_stack_entry_t *top = ck_stack_batch_pop_upmc(&q->shared);

@@ -38,6 +38,13 @@ void pc__mpsc_push(pc__mpsc *q, ck_stack_entry_t *e);
 /* Oldest entry not yet taken, or NULL. Consumer only. */
 ck_stack_entry_t *pc__mpsc_pop(pc__mpsc *q);
 
+/* True when the batch the consumer took holds nothing more (the shared stack may).
+ * Consumer only. */
+static inline bool pc__mpsc_batch_empty(const pc__mpsc *q)
+{
+    return q->batch == NULL;
+}
+
 /* True when neither the taken batch nor the shared stack holds anything. Consumer only. */
 bool pc__mpsc_empty(pc__mpsc *q);
 

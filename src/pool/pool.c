@@ -84,7 +84,10 @@ const char *pc_cas_outcome_name(pc_cas_outcome o)
 
 void pc_claim_init(pc_claim *c, int priority, pc_claim_cb cb, void *cb_arg)
 {
-    memset(c, 0, sizeof(*c));
+    /* The public part only: the pool initialises its private part (enqueue, admit), and
+     * zeroing all of it would pull every line of a reused claim back from the scheduler's
+     * core for nothing. */
+    memset(c, 0, offsetof(pc_claim, priv));
     c->priority = priority;
     c->cb = cb;
     c->cb_arg = cb_arg;
@@ -320,16 +323,13 @@ int pc_pool_enqueue(pc_pool *p, pc_claim *c)
     }
     if (c->enqueued_at_ns == 0)
         c->enqueued_at_ns = pc_now_ns();
+    /* Only what a cancel may read before admission; the scheduler sets the rest when it
+     * takes the claim in (admit). Every line of the claim the producer writes moves to the
+     * scheduler's core afterwards; lines only the scheduler writes stay in its cache when
+     * the caller reuses the claim's memory. */
     c->priv.pool = p;
     atomic_init(&c->priv.flags, 0);
     c->priv.state = CLAIM_INBOX; /* the one state set outside pc__claim_move: the start */
-    c->priv.timer_index = SIZE_MAX;
-    c->priv.level_index = SIZE_MAX;
-    c->priv.attempts = 0;
-    c->priv.retries = 0;
-    c->priv.timer_at_ns = 0;
-    c->priv.id_buf[0] = '\0';
-    c->priv.pod = NULL;
     pc__mpsc_push(&p->claims, &c->priv.entry);
     pc__parker_unpark(&p->parker);
     return 0;
@@ -385,7 +385,7 @@ static pc__pod_msg *take_msg(pc_pool *p, int *err)
     return m;
 }
 
-static int push_pod_msg(pc_pool *p, const pc_pod_ref *pod, int kind)
+static int push_pod_msg(pc_pool *p, const pc_pod_ref *pod, int kind, const char *claim_id)
 {
     if (pod == NULL || pod->namespace_ == NULL || pod->name == NULL || pod->name[0] == '\0' ||
         pod->namespace_[0] == '\0')
@@ -395,9 +395,14 @@ static int push_pod_msg(pc_pool *p, const pc_pod_ref *pod, int kind)
     if ((kind == POD_MSG_OFFER && rv[0] == '\0') || !fits(pod->namespace_, PC_NAMESPACE_MAX) ||
         !fits(pod->name, PC_NAME_MAX) || !fits(uid, PC_UID_MAX) || !fits(rv, PC_RV_MAX))
         return -EINVAL;
+    if (kind == POD_MSG_CLAIMED &&
+        (claim_id == NULL || claim_id[0] == '\0' || !fits(claim_id, PC_CLAIM_ID_MAX)))
+        return -EINVAL;
     if (atomic_load_explicit(&p->stopping, memory_order_acquire))
         return -ESHUTDOWN;
-    if (pc__on_scheduler(p) && pc__mpsc_empty(&p->offers)) {
+    /* CLAIMED always takes the message path: it may end a claim, and a callback must not run
+     * inside another callback or inside cas_start. */
+    if (kind != POD_MSG_CLAIMED && pc__on_scheduler(p) && pc__mpsc_empty(&p->offers)) {
         /* Made on the scheduler thread (a callback recycling a pod, a backend reporting a
          * moved version inside cas_start): the table is ours to change right now, between
          * two steps of the scheduler; no message, no wake-up. Only with no message waiting:
@@ -406,7 +411,7 @@ static int push_pod_msg(pc_pool *p, const pc_pod_ref *pod, int kind)
          * exited scheduler: it exits only after `stopping`, checked above.) */
         pc__pod_key k = {pc__pod_key_hash(pod->namespace_, pod->name, 0), pod->namespace_,
                          pod->name};
-        pc__scheduler_pod_event(p, kind, &k, uid, rv, pc_now_ns());
+        pc__scheduler_pod_event(p, kind, &k, uid, rv, NULL, pc_now_ns());
         return 0;
     }
     int err = 0;
@@ -421,6 +426,8 @@ static int push_pod_msg(pc_pool *p, const pc_pod_ref *pod, int kind)
     strcpy(m->name, pod->name);
     strcpy(m->uid, uid);
     strcpy(m->rv, rv);
+    if (kind == POD_MSG_CLAIMED)
+        strcpy(m->claim_id, claim_id);
     /* The hash here, on the offering thread: the scheduler's share is one lookup. */
     m->key = (pc__pod_key){pc__pod_key_hash(m->ns, m->name, 0), m->ns, m->name};
     pc__mpsc_push(&p->offers, &m->entry);
@@ -430,12 +437,17 @@ static int push_pod_msg(pc_pool *p, const pc_pod_ref *pod, int kind)
 
 int pc_pool_offer_idle(pc_pool *p, const pc_pod_ref *pod)
 {
-    return push_pod_msg(p, pod, POD_MSG_OFFER);
+    return push_pod_msg(p, pod, POD_MSG_OFFER, NULL);
 }
 
 int pc_pool_withdraw(pc_pool *p, const pc_pod_ref *pod)
 {
-    return push_pod_msg(p, pod, POD_MSG_WITHDRAW);
+    return push_pod_msg(p, pod, POD_MSG_WITHDRAW, NULL);
+}
+
+int pc_pool_observe_claimed(pc_pool *p, const pc_pod_ref *pod, const char *claim_id)
+{
+    return push_pod_msg(p, pod, POD_MSG_CLAIMED, claim_id);
 }
 
 void pc_pool_notify_idle(pc_pool *p)

@@ -71,10 +71,12 @@ typedef struct pc__pod_msg {
     char ns[PC_NAMESPACE_MAX];
     char name[PC_NAME_MAX];
     char uid[PC_UID_MAX];
-    char rv[PC_RV_MAX]; /* "" for a withdraw without version */
+    char rv[PC_RV_MAX];             /* "" for a withdraw without version */
+    char claim_id[PC_CLAIM_ID_MAX]; /* POD_MSG_CLAIMED only */
 } pc__pod_msg;
 
-enum { POD_MSG_OFFER = 1, POD_MSG_WITHDRAW };
+/* OFFER: pc_pool_offer_idle; WITHDRAW: pc_pool_withdraw; CLAIMED: pc_pool_observe_claimed. */
+enum { POD_MSG_OFFER = 1, POD_MSG_WITHDRAW, POD_MSG_CLAIMED };
 
 /* One gauge per cache line: they are written by different threads. */
 /* A gauge: one value the scheduler writes (once per round) and snapshot readers load. */
@@ -93,7 +95,11 @@ typedef struct pc__pool_metrics {
     _Atomic uint64_t offers_stale; /* offers ignored: reserved at that version */
     _Atomic uint64_t withdrawals;
     _Atomic uint64_t reservations_expired;
-    pc__histogram dispatch_latency; /* enqueued_at -> CAS start */
+    _Atomic uint64_t recognized;    /* claims ended OK by pc_pool_observe_claimed */
+    _Atomic uint64_t orphaned;      /* pods shown claimed by a claim that won another one */
+    pc__histogram dispatch_latency; /* enqueued_at -> first CAS start (= the two below) */
+    pc__histogram inbox_wait;       /* enqueued_at -> taken in by the scheduler */
+    pc__histogram pending_wait;     /* taken in -> first CAS start */
     pc__histogram claim_latency;    /* enqueued_at -> result */
 } pc__pool_metrics;
 
@@ -168,8 +174,18 @@ struct pc_pool {
     uint64_t admit_seq;   /* numbers claims in the order they are taken in */
     pc__claim_heap timers;
     pc__podtable pods; /* ready-queue and reservations, one record per pod */
+    /* Claims whose CAS was answered RETRYABLE (maybe applied: a timeout), by claim id, so
+     * that the informer showing a pod claimed with that id finds them. Chained through
+     * priv.id_next; holds only those claims, so the common path never touches it. */
+    struct {
+        pc_claim **b;
+        size_t nb; /* buckets: 0 or a power of two */
+        size_t n;
+    } suspects;
     uint64_t next_claim_seq;
     int64_t next_resync_at;
+    int64_t real_offset;    /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns (see realtime_from) */
+    int64_t real_offset_at; /* CLOCK_MONOTONIC when it was read; 0 = never */
     uint64_t rng;
     size_t inflight_n; /* CAS calls started, results not yet taken in */
     struct {
@@ -182,7 +198,7 @@ void *pc__scheduler_main(void *arg);
 /* An offer or withdrawal taken in (from its message, or directly when made on the
  * scheduler thread itself: from a callback, or a backend inside cas_start). */
 void pc__scheduler_pod_event(pc_pool *p, int kind, const pc__pod_key *k, const char *uid,
-                             const char *rv, int64_t now);
+                             const char *rv, const char *claim_id, int64_t now);
 int pc__scheduler_init(pc_pool *p);
 void pc__scheduler_fini(pc_pool *p);
 /* Drain without threads: for a pool shut down before it was started. */
@@ -204,6 +220,17 @@ void pc__claim_move(pc_pool *p, pc_claim *c, unsigned from, int to);
  * on its way, keep the result (DEFERRED) until pc__claim_deliver_deferred. */
 void pc__claim_finish(pc_pool *p, pc_claim *c, pc_claim_status st, const char *error);
 void pc__claim_deliver_deferred(pc_pool *p, pc_claim *c);
+/* The claim id written to the pod (the caller's or the generated one). */
+static inline const char *pc__claim_id(const pc_claim *c)
+{
+    return c->id ? c->id : c->priv.id_buf;
+}
+/* The map of suspect claims (see pc_pool.suspects). add: no-op when out of memory (the claim
+ * is then not recognised); remove: only a claim that was added; find: NULL = none. */
+void pc__suspect_add(pc_pool *p, pc_claim *c);
+void pc__suspect_remove(pc_pool *p, pc_claim *c);
+pc_claim *pc__suspect_find(pc_pool *p, const char *id);
+void pc__suspects_fini(pc_pool *p);
 
 /* pool.c */
 int64_t pc__realtime_ns(void);

@@ -77,10 +77,27 @@ size_t pc_pool_metrics_render(const pc_pool *p, char *buf, size_t len)
     counter(&t, l, "podclaim_reservations_expired_total",
             "Reservations that reached their TTL before the pod was seen again.",
             &p->m.reservations_expired);
+    counter(&t, l, "podclaim_claims_recognized_total",
+            "Claims ended OK because the informer showed their claim id on a pod after their "
+            "CAS answer was lost (a timed-out PATCH the server applied).",
+            &p->m.recognized);
+    counter(&t, l, "podclaim_pods_orphaned_total",
+            "Pods shown claimed by a claim that won another pod meanwhile (claimed by nobody).",
+            &p->m.orphaned);
 
     pc__prom_header(&t, "podclaim_dispatch_latency_seconds",
                     "From enqueue to the start of the claim's first CAS.", "histogram");
     pc__prom_histogram(&t, "podclaim_dispatch_latency_seconds", l, &p->m.dispatch_latency);
+    pc__prom_header(&t, "podclaim_inbox_wait_seconds",
+                    "From enqueue to the scheduler taking the claim in (the inbox stage of the "
+                    "dispatch latency).",
+                    "histogram");
+    pc__prom_histogram(&t, "podclaim_inbox_wait_seconds", l, &p->m.inbox_wait);
+    pc__prom_header(&t, "podclaim_pending_wait_seconds",
+                    "From the scheduler taking the claim in to its first CAS start (waiting for a "
+                    "pod, or for room under max_inflight).",
+                    "histogram");
+    pc__prom_histogram(&t, "podclaim_pending_wait_seconds", l, &p->m.pending_wait);
     pc__prom_header(&t, "podclaim_claim_latency_seconds", "From enqueue to the claim's result.",
                     "histogram");
     pc__prom_histogram(&t, "podclaim_claim_latency_seconds", l, &p->m.claim_latency);

@@ -31,12 +31,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    if (src == NULL)
+        src = "";
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 /* ---- pending claims ---------------------------------------------------------------------- */
 
 static int effective_level(const pc_pool *p, const pc_claim *c, int64_t now)
 {
+    if (c->priv.level_base == 0)
+        return 0;
     int64_t waited = pc__sub_sat(now, c->enqueued_at_ns);
-    int64_t steps = waited > 0 ? waited / p->cfg.promote_after_ns : 0;
+    /* A division is ~40 cycles, twice per dispatch; most claims have not waited a period. */
+    int64_t steps = waited >= p->cfg.promote_after_ns ? waited / p->cfg.promote_after_ns : 0;
     return steps >= c->priv.level_base ? 0 : c->priv.level_base - (int)steps;
 }
 
@@ -94,9 +108,16 @@ static void retry_take(pc_pool *p, pc_claim *c)
 
 /* ---- taking in what other threads pushed ------------------------------------------------- */
 
+static void claimed_event(pc_pool *p, const pc__pod_key *k, const char *uid, const char *rv,
+                          const char *claim_id, int64_t now);
+
 void pc__scheduler_pod_event(pc_pool *p, int kind, const pc__pod_key *k, const char *uid,
-                             const char *rv, int64_t now)
+                             const char *rv, const char *claim_id, int64_t now)
 {
+    if (kind == POD_MSG_CLAIMED) {
+        claimed_event(p, k, uid, rv, claim_id, now);
+        return;
+    }
     if (kind == POD_MSG_WITHDRAW) {
         pc__count1(&p->m.withdrawals, 1);
         pc__podtable_withdraw(&p->pods, k, now);
@@ -118,9 +139,58 @@ void pc__scheduler_pod_event(pc_pool *p, int kind, const pc__pod_key *k, const c
     }
 }
 
+/* The informer showed the pod claimed with claim_id at rv (pc_pool_observe_claimed). */
+static void claimed_event(pc_pool *p, const pc__pod_key *k, const char *uid, const char *rv,
+                          const char *claim_id, int64_t now)
+{
+    pc__count1(&p->m.withdrawals, 1);
+    pc__pod *pod = pc__podtable_find(&p->pods, k);
+    if (pod != NULL)
+        pc__podtable_withdraw_record(&p->pods, pod, now);
+    /* Whose id is it? The claim whose CAS on this very pod is in flight (the usual case: the
+     * watch event of our own write, or a PATCH that is timing out), else one whose CAS was
+     * answered RETRYABLE. Other claims are no candidates: a claim only ever sent its id in
+     * a CAS, and every CAS either is in flight or has answered. */
+    pc_claim *c = NULL;
+    if (pod != NULL && pod->cas_claim != NULL &&
+        strcmp(pc__claim_id(pod->cas_claim), claim_id) == 0)
+        c = pod->cas_claim;
+    else
+        c = pc__suspect_find(p, claim_id);
+    if (c == NULL)
+        return;
+    int st = c->priv.state;
+    if (st != CLAIM_INFLIGHT && st != CLAIM_PENDING && st != CLAIM_RETRY_WAIT)
+        return; /* ended (DEFERRED: its result is decided) */
+    if (st == CLAIM_INFLIGHT && c->priv.seen_pod != NULL)
+        return; /* the first sighting stands */
+    if (pod == NULL && (pod = pc__podtable_gone_record(&p->pods, k, uid, rv, now)) == NULL) {
+        fprintf(stderr,
+                "level=error pool=%s/%s pod=%s/%s claim=%s msg=\"pod table: out of memory; "
+                "the pod claimed by this claim is not recognised\"\n",
+                p->ns, p->name, k->ns, k->name, claim_id);
+        return;
+    }
+    pod->refs++; /* held by the claim until its result names the pod */
+    if (st == CLAIM_INFLIGHT) {
+        /* Not touched now: its CAS reports later, and a WON there is as good as this. */
+        c->priv.seen_pod = pod;
+        copy_str(c->priv.seen_rv, sizeof(c->priv.seen_rv), rv);
+        return;
+    }
+    if (st == CLAIM_PENDING)
+        pending_take(p, c, now);
+    else
+        retry_take(p, c);
+    c->priv.pod = pod;
+    copy_str(c->priv.new_rv, sizeof(c->priv.new_rv), rv);
+    pc__count1(&p->m.recognized, 1);
+    pc__claim_finish(p, c, PC_CLAIM_OK, NULL);
+}
+
 static void take_pod_msg(pc_pool *p, pc__pod_msg *m, int64_t now)
 {
-    pc__scheduler_pod_event(p, m->kind, &m->key, m->uid, m->rv, now);
+    pc__scheduler_pod_event(p, m->kind, &m->key, m->uid, m->rv, m->claim_id, now);
     /* Back to the free list. It holds every message there can be, so this cannot fail. */
     pc__spmc_ring_push(&p->free_msgs, m);
 }
@@ -136,11 +206,28 @@ static void make_claim_id(pc_pool *p, pc_claim *c)
              (unsigned long long)++p->next_claim_seq);
 }
 
+static int64_t realtime_from(pc_pool *p, int64_t now);
+static void start_cas(pc_pool *p, pc_claim *c, int64_t now, int64_t now_real);
+
 static void admit(pc_pool *p, pc_claim *c, int64_t now)
 {
+    /* The private fields enqueue left to us (see pc_pool_enqueue). */
+    c->priv.timer_index = SIZE_MAX;
+    c->priv.level_index = SIZE_MAX;
+    c->priv.attempts = 0;
+    c->priv.retries = 0;
+    c->priv.timer_at_ns = 0;
+    c->priv.pod = NULL;
+    c->priv.seen_pod = NULL;
+    c->priv.suspect = false;
     if (c->id == NULL)
         make_claim_id(p, c);
     c->priv.seq = p->admit_seq++;
+    /* The stages a dispatch latency is made of, each from a timestamp the scheduler takes
+     * anyway (the round's `now`): the inbox (producers -> this round), then the wait for a
+     * pod (here -> the first CAS). */
+    c->priv.admitted_at_ns = now;
+    pc__histogram_observe_1w(&p->m.inbox_wait, pc__sub_sat(now, c->enqueued_at_ns));
     pc__count1(&p->m.enqueued, 1);
     int prio = c->priority;
     c->priv.level_base = prio < PC_PRIORITY_HIGHEST  ? PC_PRIORITY_HIGHEST
@@ -152,8 +239,18 @@ static void admit(pc_pool *p, pc_claim *c, int64_t now)
         pc__claim_finish(p, c, PC_CLAIM_CANCELLED, "cancelled while waiting");
     else if (c->deadline_ns > 0 && now >= c->deadline_ns)
         pc__claim_finish(p, c, PC_CLAIM_DEADLINE, "deadline passed while waiting for a pod");
-    else
+    else if (p->pending_len == 0 && pc__mpsc_batch_empty(&p->claims) && p->pods.ready.head &&
+             p->inflight_n < p->cfg.max_inflight) {
+        /* The only claim waiting (none pending, none behind it in this batch) and a pod
+         * idle: what the round's dispatch would pick, started now, without joining a level
+         * and leaving it again. This is the wake-up path: one claim, an idle pool. */
+        pc__claim_move(p, c, CLAIM_S(INBOX), CLAIM_INFLIGHT);
+        int64_t now_real = realtime_from(p, now);
+        start_cas(p, c, now, now_real);
+        pc__gauge_set(&p->last_dispatch_at, now_real);
+    } else {
         pending_add(p, c);
+    }
 }
 
 int64_t pc__retry_delay_ns(int64_t backoff_ns, uint32_t retries, int64_t retry_after_ns,
@@ -170,12 +267,42 @@ int64_t pc__retry_delay_ns(int64_t backoff_ns, uint32_t retries, int64_t retry_a
     return d > retry_after_ns ? d : retry_after_ns;
 }
 
-/* A claim whose CAS reported (its fields written by cas_done). */
-static void take_result(pc_pool *p, pc_claim *c, int64_t now)
+/* A claim whose CAS reported (its fields written by cas_done). sent: the CAS reached the
+ * backend (false: cas_start refused it, so a RETRYABLE cannot have been applied). */
+static void take_result(pc_pool *p, pc_claim *c, int64_t now, bool sent)
 {
     pc_cas_outcome o = c->priv.outcome;
     p->inflight_n--;
     pc__count1(&p->m.cas[o], 1);
+    if (c->priv.pod->cas_claim == c)
+        c->priv.pod->cas_claim = NULL;
+    pc__pod *seen = c->priv.seen_pod;
+    if (seen != NULL) {
+        /* While this CAS was in flight the informer showed `seen` claimed with our id: an
+         * earlier CAS of ours whose answer was lost was applied (or this one was, and the
+         * watch event beat the answer, which the outcome then confirms). */
+        c->priv.seen_pod = NULL;
+        if (o == PC_CAS_WON) {
+            if (seen != c->priv.pod) {
+                pc__count1(&p->m.orphaned, 1);
+                fprintf(stderr,
+                        "level=warn pool=%s/%s claim=%s pod=%s/%s msg=\"claimed by an earlier "
+                        "CAS of this claim whose answer was lost, and this claim won pod %s/%s: "
+                        "the first pod is claimed by nobody\"\n",
+                        p->ns, p->name, pc__claim_id(c), seen->ns, seen->name, c->priv.pod->ns,
+                        c->priv.pod->name);
+            }
+            pc__podtable_unref(seen);
+        } else {
+            pc__podtable_cas_done(&p->pods, c->priv.pod, c->priv.pod_gen, o, now);
+            pc__podtable_unref(c->priv.pod);
+            c->priv.pod = seen; /* its reference moves with it */
+            copy_str(c->priv.new_rv, sizeof(c->priv.new_rv), c->priv.seen_rv);
+            pc__count1(&p->m.recognized, 1);
+            pc__claim_finish(p, c, PC_CLAIM_OK, NULL);
+            return;
+        }
+    }
     if (o == PC_CAS_WON) {
         /* The pod is the caller's. Its reservation stays until the informer shows the pod
          * at another version (offer or withdraw) or the TTL passes. */
@@ -201,6 +328,10 @@ static void take_result(pc_pool *p, pc_claim *c, int64_t now)
                  c->priv.message);
         pc__claim_finish(p, c, PC_CLAIM_DEADLINE, why);
     } else if (o == PC_CAS_RETRYABLE) {
+        /* A timeout may have been applied: from now on the informer showing a pod claimed
+         * with this id ends the claim OK (claimed_event). */
+        if (sent)
+            pc__suspect_add(p, c);
         if (++c->priv.retries > p->cfg.retry_limit) {
             snprintf(why, sizeof(why), "gave up after %u retries: %s", p->cfg.retry_limit,
                      c->priv.message);
@@ -275,17 +406,6 @@ static void count_expired(pc__pod *pod, void *arg)
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
 
-static void copy_str(char *dst, size_t cap, const char *src)
-{
-    if (src == NULL)
-        src = "";
-    size_t n = strlen(src);
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
 /* The backend's completion: any thread, exactly once per started CAS, maybe inside
  * cas_start. It only fills the claim's outcome fields and hands the claim back. */
 static void cas_done(void *token, pc_cas_outcome outcome, const char *new_rv, const char *message,
@@ -325,6 +445,59 @@ static void cas_done(void *token, pc_cas_outcome outcome, const char *new_rv, co
     atomic_fetch_sub_explicit(&p->completions_running, 1, memory_order_release);
 }
 
+/* Wall-clock time (claimed-at, last_dispatch_at) from the round's monotonic `now` and an
+ * offset read at most every 100 ms: a clock read costs 40-80 ns on this project's VMs,
+ * a third of a dispatch. The offset moves only when the wall clock is stepped or slewed;
+ * a step shows within 100 ms, a slew is microseconds per second. */
+static int64_t realtime_from(pc_pool *p, int64_t now)
+{
+    if (p->real_offset_at == 0 || now - p->real_offset_at >= 100000000) {
+        p->real_offset = pc__realtime_ns() - pc_now_ns();
+        p->real_offset_at = now;
+    }
+    return now + p->real_offset;
+}
+
+/* Start the CAS of c (just moved to INFLIGHT) on the ready-queue's head. */
+static void start_cas(pc_pool *p, pc_claim *c, int64_t now, int64_t now_real)
+{
+    pc__pod *pod = pc__podtable_reserve(&p->pods, now);
+    c->priv.pod = pod;
+    c->priv.pod_gen = pod->gen;
+    pod->cas_claim = c;
+    /* Copies: an offer may change the record's version and uid while the CAS is in
+     * flight, and the backend may read the request's strings until it reports. */
+    copy_str(c->priv.pod_rv, sizeof(c->priv.pod_rv), pod->rv);
+    copy_str(c->priv.pod_uid, sizeof(c->priv.pod_uid), pod->uid);
+    if (c->priv.attempts++ == 0) {
+        pc__histogram_observe_1w(&p->m.dispatch_latency, pc__sub_sat(now, c->enqueued_at_ns));
+        pc__histogram_observe_1w(&p->m.pending_wait, now - c->priv.admitted_at_ns);
+    }
+    pc_cas_request req = {
+            .pod = {.namespace_ = pod->ns,
+                    .name = pod->name,
+                    .uid = c->priv.pod_uid,
+                    .resource_version = c->priv.pod_rv},
+            .opts = &c->opts,
+            .target_phase = c->opts.target_phase ? c->opts.target_phase : "Running",
+            .claim_id = pc__claim_id(c),
+            .claimed_at_unix_ns = now_real,
+            .deadline_ns = c->deadline_ns,
+    };
+    p->inflight_n++;
+    int err = p->backend->cas_start(p->backend, &req, cas_done, c);
+    if (err != 0) {
+        /* Never started: the claim backs off like after a retryable answer. */
+        char msg[96];
+        snprintf(msg, sizeof(msg), "backend could not start the CAS: %s", pc_strerror(err));
+        c->priv.outcome = PC_CAS_RETRYABLE;
+        copy_str(c->priv.message, sizeof(c->priv.message), msg);
+        c->priv.retry_after_ns = 0;
+        take_result(p, c, now, false);
+    }
+    /* c may be answered already (a backend that completes inside cas_start). */
+}
+
 static void dispatch(pc_pool *p, int64_t now)
 {
     int64_t now_real = 0;
@@ -332,41 +505,9 @@ static void dispatch(pc_pool *p, int64_t now)
         pc_claim *c = pending_best(p, now);
         pending_take(p, c, now);
         pc__claim_move(p, c, CLAIM_S(PENDING), CLAIM_INFLIGHT);
-        pc__pod *pod = pc__podtable_reserve(&p->pods, now);
-        c->priv.pod = pod;
-        c->priv.pod_gen = pod->gen;
-        /* Copies: an offer may change the record's version and uid while the CAS is in
-         * flight, and the backend may read the request's strings until it reports. */
-        copy_str(c->priv.pod_rv, sizeof(c->priv.pod_rv), pod->rv);
-        copy_str(c->priv.pod_uid, sizeof(c->priv.pod_uid), pod->uid);
-
         if (now_real == 0)
-            now_real = pc__realtime_ns();
-        if (c->priv.attempts++ == 0)
-            pc__histogram_observe_1w(&p->m.dispatch_latency, pc__sub_sat(now, c->enqueued_at_ns));
-        pc_cas_request req = {
-                .pod = {.namespace_ = pod->ns,
-                        .name = pod->name,
-                        .uid = c->priv.pod_uid,
-                        .resource_version = c->priv.pod_rv},
-                .opts = &c->opts,
-                .target_phase = c->opts.target_phase ? c->opts.target_phase : "Running",
-                .claim_id = c->id ? c->id : c->priv.id_buf,
-                .claimed_at_unix_ns = now_real,
-                .deadline_ns = c->deadline_ns,
-        };
-        p->inflight_n++;
-        int err = p->backend->cas_start(p->backend, &req, cas_done, c);
-        if (err != 0) {
-            /* Never started: the claim backs off like after a retryable answer. */
-            char msg[96];
-            snprintf(msg, sizeof(msg), "backend could not start the CAS: %s", pc_strerror(err));
-            c->priv.outcome = PC_CAS_RETRYABLE;
-            copy_str(c->priv.message, sizeof(c->priv.message), msg);
-            c->priv.retry_after_ns = 0;
-            take_result(p, c, now);
-        }
-        /* c may be answered already (a backend that completes inside cas_start). */
+            now_real = realtime_from(p, now);
+        start_cas(p, c, now, now_real);
     }
     if (now_real)
         pc__gauge_set(&p->last_dispatch_at, now_real);
@@ -383,10 +524,10 @@ static void drain(pc_pool *p, int64_t now)
         p->local_results.head = e->next;
         if (p->local_results.head == NULL)
             p->local_results.tail = NULL;
-        take_result(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
+        take_result(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now, true);
     }
     while ((e = pc__mpsc_pop(&p->results)) != NULL)
-        take_result(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
+        take_result(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now, true);
     while ((e = pc__mpsc_pop(&p->claims)) != NULL)
         admit(p, (pc_claim *)((char *)e - offsetof(pc_claim, priv.entry)), now);
     /* After the claims: a cancel message for a claim still in the claims inbox would find
@@ -486,7 +627,8 @@ void *pc__scheduler_main(void *arg)
          * informer re-offers the pod if it is still idle, instead of a period later. */
         /* The request flag is consumed every round, hook or not: a flag only the hook
          * cleared kept has_work() true and the thread spinning in a pool without one. */
-        bool resync = atomic_exchange_explicit(&p->resync_now, false, memory_order_acq_rel);
+        bool resync = atomic_load_explicit(&p->resync_now, memory_order_relaxed) &&
+                      atomic_exchange_explicit(&p->resync_now, false, memory_order_acq_rel);
         if (pc__podtable_sweep(&p->pods, now, count_expired, p) > 0)
             resync = true;
 
@@ -540,6 +682,7 @@ int pc__scheduler_init(pc_pool *p)
 
 void pc__scheduler_fini(pc_pool *p)
 {
+    pc__suspects_fini(p);
     pc__podtable_fini(&p->pods);
     pc__claim_heap_fini(&p->timers);
     for (int l = 0; l < PC_PRIORITY_LEVELS; l++)

@@ -123,27 +123,42 @@ static pc__pod *find(pc__podtable *t, const pc__pod_key *k)
     return ck_hs_get(&t->hs, k->hash, k);
 }
 
+pc__pod *pc__podtable_find(pc__podtable *t, const pc__pod_key *k)
+{
+    return find(t, k);
+}
+
+/* A record for a pod the table does not hold (the caller checked), stored, on no list yet.
+ * NULL: out of memory. */
+static pc__pod *new_record(pc__podtable *t, const pc__pod_key *k, const char *uid, const char *rv)
+{
+    pc__pod *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    strcpy(p->ns, k->ns);
+    strcpy(p->name, k->name);
+    p->key = (pc__pod_key){k->hash, p->ns, p->name};
+    p->gen = 0;
+    p->refs = 0;
+    p->until_ns = 0;
+    p->cas_claim = NULL;
+    /* put_unique: the caller's lookup proved the key absent, so skip ck_hs's second probe. */
+    if (!ck_hs_put_unique(&t->hs, p->key.hash, p)) {
+        free(p);
+        return NULL;
+    }
+    strcpy(p->uid, uid);
+    strcpy(p->rv, rv);
+    return p;
+}
+
 pc__offer_result pc__podtable_offer(pc__podtable *t, const pc__pod_key *k, const char *uid,
                                     const char *rv)
 {
     pc__pod *p = find(t, k);
     if (p == NULL) {
-        p = malloc(sizeof(*p));
-        if (p == NULL)
+        if ((p = new_record(t, k, uid, rv)) == NULL)
             return PC__OFFER_NOMEM;
-        strcpy(p->ns, k->ns);
-        strcpy(p->name, k->name);
-        p->key = (pc__pod_key){k->hash, p->ns, p->name};
-        p->gen = 0;
-        p->refs = 0;
-        p->until_ns = 0;
-        /* put_unique: the get above proved the key absent, so skip ck_hs's second probe. */
-        if (!ck_hs_put_unique(&t->hs, p->key.hash, p)) {
-            free(p);
-            return PC__OFFER_NOMEM;
-        }
-        strcpy(p->uid, uid);
-        strcpy(p->rv, rv);
         link_pod(t, p, PC__POD_IDLE, false);
         return PC__OFFER_QUEUED;
     }
@@ -175,11 +190,32 @@ static void make_gone(pc__podtable *t, pc__pod *p, int64_t now_ns)
     move_pod(t, p, PC__POD_GONE, false);
 }
 
+void pc__podtable_withdraw_record(pc__podtable *t, pc__pod *p, int64_t now_ns)
+{
+    if (p->state != PC__POD_GONE)
+        make_gone(t, p, now_ns);
+}
+
 void pc__podtable_withdraw(pc__podtable *t, const pc__pod_key *k, int64_t now_ns)
 {
     pc__pod *p = find(t, k);
-    if (p != NULL && p->state != PC__POD_GONE)
+    if (p != NULL)
+        pc__podtable_withdraw_record(t, p, now_ns);
+}
+
+pc__pod *pc__podtable_gone_record(pc__podtable *t, const pc__pod_key *k, const char *uid,
+                                  const char *rv, int64_t now_ns)
+{
+    pc__pod *p = find(t, k);
+    if (p == NULL) {
+        if ((p = new_record(t, k, uid, rv)) == NULL)
+            return NULL;
+        p->until_ns = add_sat(now_ns, t->ttl_ns);
+        link_pod(t, p, PC__POD_GONE, false);
+    } else if (p->state != PC__POD_GONE) {
         make_gone(t, p, now_ns);
+    }
+    return p;
 }
 
 pc__pod *pc__podtable_reserve(pc__podtable *t, int64_t now_ns)

@@ -38,6 +38,8 @@
 
 enum { PC__POD_IDLE = 1, PC__POD_RESERVED, PC__POD_GONE };
 
+struct pc_claim;
+
 /* What the table compares: the first member of a record, and the probe of a lookup. */
 typedef struct pc__pod_key {
     unsigned long hash; /* pc__pod_key_hash(ns, name, 0) */
@@ -53,7 +55,11 @@ typedef struct pc__pod {
     uint32_t refs;    /* claims holding a pointer to this record (CAS in flight or result) */
     int64_t until_ns; /* RESERVED: expiry; GONE: when it is forgotten (CLOCK_MONOTONIC) */
     struct pc__pod *prev, *next; /* the list of its state */
-    char rv[PC_RV_MAX];          /* IDLE: the version offered; RESERVED: the version dispatched */
+    /* The claim whose CAS on this record is in flight (set at dispatch, cleared when its
+     * result is taken in); NULL = none. Lets the informer's "claimed, claim id X" find the
+     * claim without a lookup (the pool's business: the table only stores it). */
+    struct pc_claim *cas_claim;
+    char rv[PC_RV_MAX]; /* IDLE: the version offered; RESERVED: the version dispatched */
     char ns[PC_NAMESPACE_MAX];
     char name[PC_NAME_MAX];
     char uid[PC_UID_MAX];
@@ -91,6 +97,19 @@ pc__offer_result pc__podtable_offer(pc__podtable *t, const pc__pod_key *k, const
 /* The pod is not idle any more: out of the ready-queue, reservation released; GONE.
  * Unknown pods are ignored. */
 void pc__podtable_withdraw(pc__podtable *t, const pc__pod_key *k, int64_t now_ns);
+
+/* The record of k, or NULL. */
+pc__pod *pc__podtable_find(pc__podtable *t, const pc__pod_key *k);
+
+/* A record found with pc__podtable_find is not idle any more: as pc__podtable_withdraw,
+ * without a second lookup. */
+void pc__podtable_withdraw_record(pc__podtable *t, pc__pod *p, int64_t now_ns);
+
+/* The pod is not idle any more and a claim needs its record (the informer showed it claimed):
+ * the record of k, made GONE if it was not, or a new GONE record (uid and rv copied) when the
+ * table had forgotten the pod. NULL: out of memory. */
+pc__pod *pc__podtable_gone_record(pc__podtable *t, const pc__pod_key *k, const char *uid,
+                                  const char *rv, int64_t now_ns);
 
 /* Take the ready-queue's head, reserve it at its version until now + TTL, and take a
  * reference for the caller. NULL when no pod is idle. */

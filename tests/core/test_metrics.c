@@ -40,6 +40,42 @@ Test(metrics, a_value_on_a_bound_lands_in_that_bucket, .timeout = 10)
     }
 }
 
+/* The bucket by definition: the first bound >= v, or +Inf. */
+static size_t bucket_by_scan(int64_t v)
+{
+    size_t i = 0;
+    while (i < PC__HIST_BOUNDS && v > pc__histogram_bound_ns(i))
+        i++;
+    return i;
+}
+
+Test(metrics, the_constant_time_bucket_agrees_with_the_bounds_everywhere, .timeout = 10)
+{
+    /* Every power of two and its neighbours, every bound and its neighbours, and a sweep of
+     * pseudo-random values of every bit length. */
+    for (int k = 0; k < 63; k++) {
+        int64_t p2 = (int64_t)1 << k;
+        for (int64_t d = -1; d <= 1; d++) {
+            int64_t v = p2 + d;
+            cr_assert_eq(pc__histogram_bucket(v), bucket_by_scan(v), "v=%lld", (long long)v);
+        }
+    }
+    for (size_t i = 0; i < PC__HIST_BOUNDS; i++) {
+        int64_t b = pc__histogram_bound_ns(i);
+        for (int64_t d = -1; d <= 1; d++)
+            cr_assert_eq(pc__histogram_bucket(b + d), bucket_by_scan(b + d), "v=%lld",
+                         (long long)(b + d));
+    }
+    uint64_t x = 88172645463325252ULL;
+    for (int n = 0; n < 200000; n++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int64_t v = (int64_t)(x >> (1 + n % 63));
+        cr_assert_eq(pc__histogram_bucket(v), bucket_by_scan(v), "v=%lld", (long long)v);
+    }
+    cr_assert_eq(pc__histogram_bucket(INT64_MAX), (size_t)PC__HIST_BOUNDS);
+    cr_assert_eq(pc__histogram_bucket(-7), 0u);
+}
+
 Test(metrics, zero_negative_and_huge_values_land_in_the_end_buckets, .timeout = 10)
 {
     pc__histogram h = {0};

@@ -7,8 +7,10 @@
 
 #include "../core/common.h"
 #include "fakeapi.h"
+#include "podcache.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -351,4 +353,169 @@ Test(informer_faults, drops_a_pod_whose_new_incarnation_is_unusable, .fini = tea
     cr_assert_str_eq(events(), "offer a@5, withdraw a@5");
     WAIT(stats().pods == 0, 5000);
     cr_assert_eq(stats().skipped, 1u);
+}
+
+/* ---- the claim id annotation: decoder, and the informer telling the pool whose claim a pod
+ * took (pc_pool_observe_claimed) ---- */
+
+/* A pod whose metadata carries `annotations` (a JSON object's members). */
+static const char *pod_ann(const char *name, const char *rv, const char *phase, const char *ann)
+{
+    return fmt("{\"kind\":\"Pod\",\"metadata\":{\"name\":\"%s\",\"namespace\":\"g\","
+               "\"uid\":\"u%s\",\"resourceVersion\":\"%s\",\"labels\":{\"podclaim.io/pool\":"
+               "\"p\",\"podclaim.io/phase\":\"%s\"},\"annotations\":{%s}},\"spec\":{"
+               "\"containers\":[{\"name\":\"c\"}]},\"status\":{\"phase\":\"Running\","
+               "\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}",
+               name, name, rv, phase, ann);
+}
+
+static int scan_pod(const char *text, pc__pod *p, char *err, size_t errlen)
+{
+    pc__js js;
+    memset(p, 0, sizeof(*p));
+    pc__js_init(&js, text, strlen(text));
+    int rc = pc__pod_scan(&js, p, err, errlen);
+    return rc == 0 && pc__js_end(&js) ? -EBADMSG : rc;
+}
+
+Test(podcache_claim_id, reads_the_claim_id_annotation_and_skips_the_others, .fini = teardown)
+{
+    pc__pod p;
+    char err[160] = "";
+    const char *t =
+            pod_ann("a", "5", "Running",
+                    "\"kubectl.kubernetes.io/last-applied-configuration\":\"{\\\"x\\\":[1]}\","
+                    "\"podclaim.io/claim-id\":\"pool-1f2e3d4c-17\",\"podclaim.io/"
+                    "claimed-at\":\"2026-12-01T09:00:00Z\"");
+    cr_assert_eq(scan_pod(t, &p, err, sizeof(err)), 0, "%s", err);
+    cr_assert_not_null(p.claim_id);
+    cr_assert_str_eq(p.claim_id, "pool-1f2e3d4c-17");
+    pc__pod_clear(&p);
+    cr_assert_null(p.claim_id, "cleared");
+
+    t = pod_ann("a", "5", "Idle", "\"other\":\"v\"");
+    cr_assert_eq(scan_pod(t, &p, err, sizeof(err)), 0, "%s", err);
+    cr_assert_null(p.claim_id, "no annotation, no claim id");
+    pc__pod_clear(&p);
+}
+
+Test(podcache_claim_id, ignores_ids_that_cannot_be_ours_and_refuses_two, .fini = teardown)
+{
+    pc__pod p;
+    char err[160] = "";
+    char big[PC_CLAIM_ID_MAX + 8];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    const char *cases[] = {fmt("\"podclaim.io/claim-id\":\"%s\"", big),
+                           "\"podclaim.io/claim-id\":\"\"",
+                           "\"podclaim.io/claim-id\":\"a\\u0000b\"", "\"podclaim.io/claim-id\":17"};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cr_assert_eq(scan_pod(pod_ann("a", "5", "Running", cases[i]), &p, err, sizeof(err)), 0,
+                     "case %zu: %s", i, err);
+        cr_assert_null(p.claim_id, "case %zu: no claim id", i);
+        pc__pod_clear(&p);
+    }
+    const char *twice =
+            pod_ann("a", "5", "Running",
+                    "\"podclaim.io/claim-id\":\"p-1\",\"podclaim.io/claim-id\":\"p-2\"");
+    cr_assert_eq(scan_pod(twice, &p, err, sizeof(err)), -EINVAL);
+    cr_assert(strstr(err, "twice"), "message: %s", err);
+    pc__pod_clear(&p);
+    /* still a validating decoder: a broken annotations object is malformed JSON */
+    const char *broken = pod_ann("a", "5", "Running", "\"podclaim.io/claim-id\":\"p-1\",\"k\":}");
+    cr_assert_eq(scan_pod(broken, &p, err, sizeof(err)), -EBADMSG);
+    pc__pod_clear(&p);
+}
+
+/* A backend that holds every CAS until the test answers it. */
+typedef struct held {
+    pthread_mutex_t mu;
+    int n;
+    char pod[8][PC_NAME_MAX];
+    pc_cas_done_fn done[8];
+    void *token[8];
+} held;
+
+static held H = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int held_cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn done,
+                          void *token)
+{
+    (void)b;
+    pthread_mutex_lock(&H.mu);
+    int i = H.n < 8 ? H.n++ : -1;
+    if (i >= 0) {
+        snprintf(H.pod[i], sizeof(H.pod[i]), "%s", req->pod.name);
+        H.done[i] = done;
+        H.token[i] = token;
+    }
+    pthread_mutex_unlock(&H.mu);
+    return i >= 0 ? 0 : -EAGAIN;
+}
+
+static int held_n(void)
+{
+    pthread_mutex_lock(&H.mu);
+    int n = H.n;
+    pthread_mutex_unlock(&H.mu);
+    return n;
+}
+
+static pc_claim_result res;
+static _Atomic int res_calls;
+
+static void on_claim(pc_claim *c, const pc_claim_result *r, void *arg)
+{
+    (void)c;
+    (void)arg;
+    res = *r;
+    atomic_fetch_add_explicit(&res_calls, 1, memory_order_release);
+}
+
+Test(informer_faults, tells_the_pool_whose_claim_a_pod_took, .fini = teardown, .timeout = 30)
+{
+    /* A claim's PATCH on pod a timed out (RETRYABLE) and it backs off; then the watch shows a
+     * claimed with the claim's id: the server had applied it. The informer says so and the
+     * claim ends OK on a at the version of that event. */
+    pc_backend be = {.cas_start = held_cas_start};
+    pc_pool *pool;
+    pc_pool_config pc = {.namespace_ = "g",
+                         .name = "p",
+                         .retry_backoff_ns = 3600 * 1000000000LL,
+                         .resync_period_ns = -1};
+    cr_assert_eq(pc_pool_new(&pc, &be, &pool), 0);
+    cr_assert_eq(pc_pool_start(pool), 0);
+    pc_claim c;
+    pc_claim_init(&c, 0, on_claim, NULL);
+    c.id = "p-claim-1";
+    cr_assert_eq(pc_pool_enqueue(pool, &c), 0);
+    pc_pod_ref a = {.namespace_ = "g", .name = "a", .uid = "ua", .resource_version = "5"};
+    cr_assert_eq(pc_pool_offer_idle(pool, &a), 0);
+    cr_assert(PC_TEST_WAIT_UNTIL(held_n() == 1, 5000));
+    H.done[0](H.token[0], PC_CAS_RETRYABLE, NULL, "timeout", 0);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_pool_snapshot(pool).inflight_cas == 0, 5000));
+
+    fake_resp script[] = {
+            {.body = list_of("5", pod_ann("a", "5", "Idle", ""))},
+            {.body = fmt("%s%s",
+                         event("MODIFIED", pod_ann("a", "6", "Running",
+                                                   "\"podclaim.io/claim-id\":\"p-claim-1\"")),
+                         /* a later change of the claimed pod: no news */
+                         event("MODIFIED", pod_ann("a", "7", "Running",
+                                                   "\"podclaim.io/claim-id\":\"p-claim-1\""))),
+             .hold = true},
+    };
+    pc_informer_config ic = {.target = pool};
+    start(script, 2, &ic);
+    cr_assert(PC_TEST_WAIT_UNTIL(atomic_load_explicit(&res_calls, memory_order_acquire) == 1, 5000),
+              "no result: %s", events());
+    cr_assert_eq(res.status, PC_CLAIM_OK, "%s: %s", pc_claim_status_name(res.status), res.error);
+    cr_assert_str_eq(res.pod_name, "a");
+    cr_assert_str_eq(res.resource_version, "6");
+    WAIT(has_event("withdraw a@7") || stats().watch_events >= 2, 5000);
+    cr_assert_str_eq(events(), "offer a@5, withdraw a@6", "reported once");
+    cr_assert_eq(held_n(), 1, "no second CAS");
+    pc_informer_stop(inf);
+    pc_pool_free(pool);
+    cr_assert_eq(atomic_load(&res_calls), 1);
 }
