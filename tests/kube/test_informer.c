@@ -6,7 +6,6 @@
 #include "../core/common.h"
 
 #include <criterion/criterion.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
