@@ -6,6 +6,12 @@
  * sides of the ratio pay the same client cost.
  *
  * usage: rawpatch URL NAMESPACE POOL CONNECTIONS SECONDS   -> one JSON line on stdout
+ *        rawpatch --reset URL NAMESPACE POOL CONNECTIONS
+ *   --reset: between bench_daemon's claim-path rows, turn every claimed pod of the pool back to
+ *   Idle (phase label, the claim's label `bench` and annotations removed), each with its
+ *   resourceVersion precondition, over CONNECTIONS connections; prints {"reset":N,"failed":F}.
+ *   It plays the pool controller's recycle outside the measured window, so each row starts
+ *   from a full pool and claims nothing but one CAS PATCH per claim.
  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -13,6 +19,7 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +31,7 @@
 
 typedef struct conn {
     int fd;
+    bool reset; /* --reset: the next pod comes from the shared list, not this connection's */
     char pod[256];
     char rv[32];
     char in[65536];
@@ -39,14 +47,26 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf;
+
+/* Linear growth bookkeeping: a 40,000-pod list is tens of MB. */
 static size_t on_data(char *p, size_t s, size_t n, void *arg)
 {
-    char **b = arg;
-    size_t old = *b ? strlen(*b) : 0;
-    char *nb = realloc(*b, old + s * n + 1);
-    memcpy(nb + old, p, s * n);
-    nb[old + s * n] = '\0';
-    *b = nb;
+    buf *b = arg;
+    if (b->len + s * n + 1 > b->cap) {
+        size_t nc = (b->cap ? b->cap * 2 : 65536) + s * n;
+        char *np = realloc(b->p, nc);
+        if (!np)
+            return 0;
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->len, p, s * n);
+    b->len += s * n;
+    b->p[b->len] = '\0';
     return s * n;
 }
 
@@ -62,10 +82,17 @@ static int port;
 static void send_patch(conn *c)
 {
     char body[512], req[1024];
-    int bl = snprintf(body, sizeof(body),
-                      "{\"metadata\":{\"resourceVersion\":\"%s\",\"labels\":{\"bench\":\"raw\"},"
-                      "\"annotations\":{\"podclaim.io/claim-id\":\"raw-%ld\"}}}",
-                      c->rv, c->n++);
+    int bl = c->reset ? snprintf(body, sizeof(body),
+                                 "{\"metadata\":{\"resourceVersion\":\"%s\",\"labels\":{"
+                                 "\"podclaim.io/phase\":\"Idle\",\"bench\":null},"
+                                 "\"annotations\":{\"podclaim.io/claim-id\":null,"
+                                 "\"podclaim.io/claimed-at\":null}}}",
+                                 c->rv)
+                      : snprintf(body, sizeof(body),
+                                 "{\"metadata\":{\"resourceVersion\":\"%s\",\"labels\":{"
+                                 "\"bench\":\"raw\"},\"annotations\":{\"podclaim.io/"
+                                 "claim-id\":\"raw-%ld\"}}}",
+                                 c->rv, c->n++);
     int rl = snprintf(req, sizeof(req),
                       "PATCH /api/v1/namespaces/%s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: "
                       "application/strategic-merge-patch+json\r\nContent-Length: %d\r\n\r\n%s",
@@ -78,30 +105,63 @@ static void send_patch(conn *c)
     }
 }
 
+/* --reset: the claimed pods still to turn Idle, shared by every connection. */
+static json_t *todo;
+static size_t todo_next;
+
+/* Give c the next claimed pod to reset; false when none is left. */
+static bool next_reset(conn *c, const char *ns)
+{
+    json_t *md = json_object_get(json_array_get(todo, todo_next), "metadata");
+    if (!md)
+        return false;
+    todo_next++;
+    snprintf(c->pod, sizeof(c->pod), "%s/pods/%s", ns,
+             json_string_value(json_object_get(md, "name")));
+    snprintf(c->rv, sizeof(c->rv), "%s", json_string_value(json_object_get(md, "resourceVersion")));
+    return true;
+}
+
 int main(int argc, char **argv)
 {
+    bool reset = argc == 6 && strcmp(argv[1], "--reset") == 0;
     if (argc != 6) {
-        fprintf(stderr, "usage: rawpatch URL NAMESPACE POOL CONNECTIONS SECONDS\n");
+        fprintf(stderr, "usage: rawpatch URL NAMESPACE POOL CONNECTIONS SECONDS\n"
+                        "       rawpatch --reset URL NAMESPACE POOL CONNECTIONS\n");
         return 2;
     }
+    if (reset)
+        argv++;
     const char *url = argv[1], *ns = argv[2], *pool = argv[3];
     int nconn = atoi(argv[4]);
-    double secs = atof(argv[5]);
+    double secs = reset ? 0 : atof(argv[5]);
     if (sscanf(url, "http://%63[^:]:%d", host, &port) != 2)
         return 2;
     char list[512];
+    /* --reset: only the pods not Idle (the claimed ones) */
     snprintf(list, sizeof(list),
-             "%s/api/v1/namespaces/%s/pods?labelSelector=podclaim.io%%2Fpool%%3D%s", url, ns, pool);
+             "%s/api/v1/namespaces/%s/pods?labelSelector=podclaim.io%%2Fpool%%3D%s%s", url, ns,
+             pool, reset ? "%2Cpodclaim.io%2Fphase%21%3DIdle" : "");
     CURL *cu = curl_easy_init();
-    char *body = NULL;
+    buf body = {0};
     curl_easy_setopt(cu, CURLOPT_URL, list);
     curl_easy_setopt(cu, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(cu, CURLOPT_WRITEDATA, &body);
-    if (curl_easy_perform(cu) != CURLE_OK || !body)
+    if (curl_easy_perform(cu) != CURLE_OK || !body.p)
         return 1;
     curl_easy_cleanup(cu);
-    json_t *items = json_object_get(json_loads(body, 0, NULL), "items");
-    if ((int)json_array_size(items) < nconn) {
+    json_t *doc = json_loadb(body.p, body.len, 0, NULL);
+    free(body.p);
+    json_t *items = json_object_get(doc, "items");
+    if (reset) {
+        todo = items;
+        if (nconn > (int)json_array_size(items))
+            nconn = (int)json_array_size(items);
+        if (nconn == 0) {
+            printf("{\"reset\":0,\"failed\":0}\n");
+            return 0;
+        }
+    } else if ((int)json_array_size(items) < nconn) {
         fprintf(stderr, "rawpatch: %zu pods, want %d\n", json_array_size(items), nconn);
         return 1;
     }
@@ -110,11 +170,16 @@ int main(int argc, char **argv)
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, host, &sa.sin_addr);
     for (int i = 0; i < nconn; i++) {
-        json_t *md = json_object_get(json_array_get(items, (size_t)i), "metadata");
-        snprintf(cs[i].pod, sizeof(cs[i].pod), "%s/pods/%s", ns,
-                 json_string_value(json_object_get(md, "name")));
-        snprintf(cs[i].rv, sizeof(cs[i].rv), "%s",
-                 json_string_value(json_object_get(md, "resourceVersion")));
+        cs[i].reset = reset;
+        if (reset) {
+            next_reset(&cs[i], ns);
+        } else {
+            json_t *md = json_object_get(json_array_get(items, (size_t)i), "metadata");
+            snprintf(cs[i].pod, sizeof(cs[i].pod), "%s/pods/%s", ns,
+                     json_string_value(json_object_get(md, "name")));
+            snprintf(cs[i].rv, sizeof(cs[i].rv), "%s",
+                     json_string_value(json_object_get(md, "resourceVersion")));
+        }
         cs[i].fd = socket(AF_INET, SOCK_STREAM, 0);
         int one = 1;
         setsockopt(cs[i].fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -160,11 +225,15 @@ int main(int argc, char **argv)
             }
             if (nlat < cap)
                 lat[nlat++] = now_ns() - c->sent_ns;
-            if (now_ns() < end)
+            if (reset ? next_reset(c, ns) : now_ns() < end)
                 send_patch(c);
             else
                 busy--;
         }
+    }
+    if (reset) {
+        printf("{\"reset\":%ld,\"failed\":%ld}\n", ok, failed);
+        return failed ? 1 : 0;
     }
     double el = (double)(now_ns() - t0) / 1e9;
     qsort(lat, nlat, sizeof(*lat), cmp);
