@@ -121,10 +121,12 @@ wait_pods "$api" bench/sandboxes 512 "['idleReady']"
 
 claim_row() { # name rate -> one JSON line with the load's figures and the row's costs
   local w0 c0 s0 d0 out w1 c1 s1 d1
+  curl -s "$api/metrics" >"$tmp/m-$1-0.txt"
   w0=$(writes "$kapi"); c0=$(cas "$api" claim); s0=$(ticks "$sim_pid"); d0=$(ticks "$pcd_pid")
   out=$("$B/daemon/podclaimctl" --server "$api" load bench/claim --rate "$2" --connections 64 \
     --duration "${secs}s" --json --name "$1" --label bench=claim)
   w1=$(writes "$kapi"); c1=$(cas "$api" claim); s1=$(ticks "$sim_pid"); d1=$(ticks "$pcd_pid")
+  curl -s "$api/metrics" >"$tmp/m-$1-1.txt"
   "$B/bench/daemon/rawpatch" --reset "$kapi" bench claim 64 >/dev/null
   wait_pods "$api" bench/claim "$claim_pods" "['idleReady']"
   python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(writes=$w1-$w0, cas=$c1-$c0, sim_ticks=$s1-$s0, pcd_ticks=$d1-$d0); print(json.dumps(d))" "$out"
@@ -137,6 +139,8 @@ for f in 0.1 0.25 0.5 0.75 0.9; do
   crows+=("$(claim_row "$f x max" "$(python3 -c "print(round($ctop*$f))")")")
 done
 curl -s "$api/metrics" >"$tmp/metrics-claim.txt"
+# the tail's baseline: raw PATCHes offered at the rate of the half-maximum row, same connections
+raw_half=$("$B/bench/daemon/rawpatch" "$kapi" bench raw 64 "$secs" "$(python3 -c "print(round($ctop*0.5))")")
 
 # ---- B. the claim cycle ----
 p0=$(patches "$kapi")
@@ -212,7 +216,7 @@ rss_wait=$(rss_kb "$idle_pid")
 kill -TERM "$load_pid" 2>/dev/null || true
 
 cat >"$tmp/figures.json" <<JSON
-{"raw": $raw, "inproc": $inproc, "inproc_cycle": $inproc_cycle, "claim_pods": $claim_pods,
+{"raw": $raw, "raw_half": $raw_half, "inproc": $inproc, "inproc_cycle": $inproc_cycle, "claim_pods": $claim_pods,
  "crows": [$(IFS=,; echo "${crows[*]}")], "rows": [$(IFS=,; echo "${rows[*]}")], "noimg": $noimg,
  "p0": $p0, "p1": $p1, "recycled": ${recycled:-0}, "t0": $t0, "t1": $t1, "t2": $t2, "t3": $t3,
  "rss_idle": $rss_idle, "anon_idle": $anon_idle, "rss_idle_on": $rss_idle_on, "anon_idle_on": $anon_idle_on,
@@ -220,10 +224,11 @@ cat >"$tmp/figures.json" <<JSON
  "rss_loaded": $rss_loaded, "waiting": $w, "th_idle": $threads_idle, "th_wait": $threads_wait,
  "rss_wait": $rss_wait}
 JSON
-python3 - "$tmp/figures.json" "$tmp/metrics-claim.txt" "$tmp/metrics.txt" <<'PY'
+python3 - "$tmp/figures.json" "$tmp/metrics-claim.txt" "$tmp/metrics.txt" "$tmp/m-0.5 x max-0.txt" "$tmp/m-0.5 x max-1.txt" <<'PY'
 import json, sys
 F = json.load(open(sys.argv[1]))
 mclaim, mcycle = open(sys.argv[2]).read(), open(sys.argv[3]).read()
+half0, half1 = open(sys.argv[4]).read(), open(sys.argv[5]).read()
 raw, rp = F["raw"], F["raw"]["patchesPerSecond"]
 def mean(metrics, name, pool):
     tot = cnt = 0.0
@@ -268,6 +273,27 @@ print("%-46s %10.1f" % ("kapi-sim CPU us per raw PATCH", (F["t1"] - F["t0"]) * 1
 print("%-46s %10.1f" % ("kapi-sim CPU us per claim (max row)", cm["sim_ticks"] * 1e4 / max(cm["ok"], 1)))
 print("%-46s %10.1f" % ("podclaimd CPU us per claim (max row)", cm["pcd_ticks"] * 1e4 / max(cm["ok"], 1)))
 breakdown(mclaim, "claim")
+rh = F["raw_half"]
+print("%-46s %10.0f %8.3f %8.3f %8.3f %8s" % ("tail baseline: raw PATCH offered at 0.5 x max", rh["patchesPerSecond"], rh["p50Ms"], rh["p90Ms"], rh["p99Ms"], "-"))
+def buckets(metrics, name, pool):
+    b = {}
+    for line in metrics.splitlines():
+        if line.startswith(name + "_bucket{") and 'pool="%s"' % pool in line:
+            le = line.split('le="')[1].split('"')[0]
+            b[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return b
+print("  the 0.5 x max row by stage (podclaimd's histograms): claims, p99 bucket, share > 2.5 ms")
+for title, name in (("HTTP request in -> answer ready", "podclaimd_claim_request_seconds"),
+                    ("in the pool (enqueue -> result)", "podclaim_claim_latency_seconds"),
+                    ("enqueue -> CAS start", "podclaim_dispatch_latency_seconds"),
+                    ("one CAS round trip (PATCH)", "podclaim_cas_round_trip_seconds")):
+    b0, b1 = buckets(half0, name, "claim"), buckets(half1, name, "claim")
+    d = {le: b1[le] - b0.get(le, 0) for le in b1}
+    les = sorted(d)
+    total = d[les[-1]] if les else 0
+    p99 = next((le for le in les if d[le] >= 0.99 * total), float("nan")) if total else float("nan")
+    over = (total - d.get(0.0025, 0)) / total * 100 if total else 0
+    print("    %-42s %8.0f  <= %6.2f ms  %5.1f %%" % (title, total, p99 * 1e3, over))
 print()
 print("B. claim cycle: claim (new image), release 20 ms later, recycle by podclaimd's controller (512 pods)")
 print(hdr)

@@ -5,7 +5,10 @@
  * the pods alone). The same minimal epoll HTTP/1.1 client style as `podclaimctl load`, so both
  * sides of the ratio pay the same client cost.
  *
- * usage: rawpatch URL NAMESPACE POOL CONNECTIONS SECONDS   -> one JSON line on stdout
+ * usage: rawpatch URL NAMESPACE POOL CONNECTIONS SECONDS [RATE]   -> one JSON line on stdout
+ *   RATE: an open loop at RATE PATCHes/s instead of the closed loop, timed as `podclaimctl load
+ *   --rate` times claims: PATCH k is due at t0 + k/RATE and its latency runs from then (the
+ *   baseline of the tail at a given offered load).
  *        rawpatch --reset URL NAMESPACE POOL CONNECTIONS
  *   --reset: between bench_daemon's claim-path rows, turn every claimed pod of the pool back to
  *   Idle (phase label, the claim's label `bench` and annotations removed), each with its
@@ -36,7 +39,8 @@ typedef struct conn {
     char rv[32];
     char in[65536];
     size_t in_len;
-    int64_t sent_ns;
+    int64_t sent_ns; /* when sent (closed loop) or due (open loop) */
+    bool busy;
     long n;
 } conn;
 
@@ -79,7 +83,7 @@ static int cmp(const void *a, const void *b)
 static char host[64];
 static int port;
 
-static void send_patch(conn *c)
+static void send_patch(conn *c, int64_t due_ns)
 {
     char body[512], req[1024];
     int bl = c->reset ? snprintf(body, sizeof(body),
@@ -97,7 +101,8 @@ static void send_patch(conn *c)
                       "PATCH /api/v1/namespaces/%s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: "
                       "application/strategic-merge-patch+json\r\nContent-Length: %d\r\n\r\n%s",
                       c->pod, host, port, bl, body);
-    c->sent_ns = now_ns();
+    c->sent_ns = due_ns;
+    c->busy = true;
     c->in_len = 0;
     if (send(c->fd, req, (size_t)rl, MSG_NOSIGNAL) != rl) {
         fprintf(stderr, "rawpatch: send: %s\n", strerror(errno));
@@ -125,8 +130,9 @@ static bool next_reset(conn *c, const char *ns)
 int main(int argc, char **argv)
 {
     bool reset = argc == 6 && strcmp(argv[1], "--reset") == 0;
-    if (argc != 6) {
-        fprintf(stderr, "usage: rawpatch URL NAMESPACE POOL CONNECTIONS SECONDS\n"
+    double rate = argc == 7 && !reset ? atof(argv[6]) : 0;
+    if (argc != 6 && !(argc == 7 && !reset && rate > 0)) {
+        fprintf(stderr, "usage: rawpatch URL NAMESPACE POOL CONNECTIONS SECONDS [RATE]\n"
                         "       rawpatch --reset URL NAMESPACE POOL CONNECTIONS\n");
         return 2;
     }
@@ -191,13 +197,33 @@ int main(int argc, char **argv)
     size_t cap = 1 << 20, nlat = 0;
     int64_t *lat = malloc(cap * sizeof(int64_t));
     long ok = 0, failed = 0;
-    int64_t t0 = now_ns(), end = t0 + (int64_t)(secs * 1e9);
-    for (int i = 0; i < nconn; i++)
-        send_patch(&cs[i]);
-    int busy = nconn;
+    int64_t t0 = now_ns(), end = t0 + (int64_t)(secs * 1e9), next_due = t0;
+    int64_t interval = rate > 0 ? (int64_t)(1e9 / rate) : 0;
+    int busy = 0;
+    if (!interval) {
+        for (int i = 0; i < nconn; i++)
+            send_patch(&cs[i], now_ns());
+        busy = nconn;
+    }
     struct epoll_event evs[256];
-    while (busy > 0) {
-        int n = epoll_wait(ep, evs, 256, 1000);
+    for (;;) {
+        int64_t now = now_ns();
+        if (interval && now < end) {
+            for (int i = 0; i < nconn && next_due <= now; i++) {
+                if (cs[i].busy)
+                    continue;
+                send_patch(&cs[i], next_due);
+                next_due += interval;
+                busy++;
+            }
+        }
+        if (busy == 0 && (!interval || now >= end))
+            break;
+        /* sleep until the next PATCH is due, to the microsecond (as podclaimctl load) */
+        struct timespec ts = {1, 0};
+        if (interval && now < end && next_due > now && next_due - now < 1000000000)
+            ts = (struct timespec){0, next_due - now};
+        int n = epoll_pwait2(ep, evs, 256, &ts, NULL);
         for (int e = 0; e < n; e++) {
             conn *c = evs[e].data.ptr;
             ssize_t r = recv(c->fd, c->in + c->in_len, sizeof(c->in) - 1 - c->in_len, 0);
@@ -225,10 +251,12 @@ int main(int argc, char **argv)
             }
             if (nlat < cap)
                 lat[nlat++] = now_ns() - c->sent_ns;
-            if (reset ? next_reset(c, ns) : now_ns() < end)
-                send_patch(c);
-            else
-                busy--;
+            c->busy = false;
+            busy--;
+            if (reset ? next_reset(c, ns) : !interval && now_ns() < end) {
+                send_patch(c, now_ns());
+                busy++;
+            }
         }
     }
     if (reset) {
@@ -237,8 +265,12 @@ int main(int argc, char **argv)
     }
     double el = (double)(now_ns() - t0) / 1e9;
     qsort(lat, nlat, sizeof(*lat), cmp);
-    printf("{\"patchesPerSecond\":%.1f,\"ok\":%ld,\"failed\":%ld,\"p50Ms\":%.3f,\"p99Ms\":%.3f}\n",
+    if (interval) /* the rate of the window, not of the drain after it */
+        el = secs > 0 ? secs : el;
+    printf("{\"patchesPerSecond\":%.1f,\"ok\":%ld,\"failed\":%ld,\"p50Ms\":%.3f,\"p90Ms\":%.3f,"
+           "\"p99Ms\":%.3f}\n",
            (double)ok / el, ok, failed, nlat ? (double)lat[nlat / 2] / 1e6 : 0,
+           nlat ? (double)lat[nlat * 9 / 10] / 1e6 : 0,
            nlat ? (double)lat[nlat * 99 / 100] / 1e6 : 0);
     return failed ? 1 : 0;
 }

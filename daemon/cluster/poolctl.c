@@ -15,9 +15,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PACE 3
 #define PACE_MAX_NS 1000000000LL
+
+static int64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 /* ---- queue --------------------------------------------------------------------------------- */
 
@@ -250,17 +258,18 @@ static void *controller_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&c->mu);
-        int64_t began = pc__cl_mono_ns();
+        int64_t began = thread_cpu_ns();
         reconcile(c, key);
-        int64_t ended = pc__cl_mono_ns();
+        int64_t spent = thread_cpu_ns() - began;
         /* Pacing: a pass looks at every pod of the pool, and under load pod events come
          * faster than passes end, so back-to-back passes would keep a core busy. The next pass
-         * of this pool waits PACE times as long as this one took (capped): the controller
-         * takes at most 1/(PACE+1) of a core per pool, and each pass covers more events. A
-         * pass over 512 pods takes tens of microseconds, so a recycle is hardly delayed. */
+         * of this pool waits PACE times the CPU time this one took (capped): the controller
+         * takes at most 1/(PACE+1) of a core per pool, and each pass covers more events. CPU
+         * time, not wall time: a pass waits on its writes' round trips and may be preempted on
+         * a busy machine, and neither should hold the next pass back. */
         if ((st = state_find(c, key)) != NULL) {
-            int64_t wait = PACE * (ended - began);
-            st->next_pass_ns = ended + (wait < PACE_MAX_NS ? wait : PACE_MAX_NS);
+            int64_t wait = PACE * spent;
+            st->next_pass_ns = pc__cl_mono_ns() + (wait < PACE_MAX_NS ? wait : PACE_MAX_NS);
         }
         pthread_mutex_lock(&c->mu);
     }
