@@ -1,7 +1,7 @@
 /* podclaimd internals shared by its files.
  *
  * Flow: HTTP client -> [http.c: route, auth, body] -> [claims.c: validate, enqueue, suspend]
- *       -> pool (inbox, ready-queue, pending) -> reservation -> CAS workers -> kube backend
+ *       -> pool (inbox, ready-queue, pending) -> reservation -> scheduler (cas_start) -> kube backend
  *       -> pool callback -> [claims.c: waker thread resumes the connection] -> answer.
  *       The informers (one per pool) feed the pools; [metrics.c] renders /metrics and the
  *       pool snapshots; [registry.c] remembers won claims for DELETE.

@@ -4,10 +4,14 @@
 # reproducer and log under <build>/fuzz-findings/<target>/ and fails the run: add the
 # reproducer to fuzz/regressions/<target>/ with the fix, so every later test build replays it.
 #   fuzz/run.sh [build-dir]       PC_FUZZ_SECONDS per target (default 5)
+# PC_FUZZ_SEED (default 1) fixes libFuzzer's random seed, so a run is the same run again on the
+# same tree: the short CI run then fails only on a change, never on the luck of the draw (a
+# finding of a long run by hand lands as a reproducer). PC_FUZZ_SEED=0 draws a new seed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build-fuzz}
 secs=${PC_FUZZ_SECONDS:-5}
+seed=${PC_FUZZ_SEED:-1}
 out="$dir/fuzz-findings"
 fail=0
 shopt -s nullglob
@@ -18,7 +22,7 @@ for bin in "${bins[@]}"; do
   name=${name#fuzz_}
   work=$(mktemp -d)
   mkdir -p "$out/$name"
-  if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  if "$bin" -seed="$seed" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="$out/$name/" "$work" "fuzz/corpus/$name" >"$out/$name.log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/$name.log")
     cov=$(grep -o 'cov: [0-9]*' "$out/$name.log" | tail -1)

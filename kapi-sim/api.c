@@ -1039,7 +1039,7 @@ static json_t *mut_scale(const json_t *cur, const void *arg, ks_err *err)
     json_t *spec = json_object_get(o, "spec");
     spec = json_is_object(spec) ? json_copy(spec) : json_object();
     json_object_set_new(o, "spec", spec);
-    json_object_set(spec, "replicas", r ? r : json_integer(0));
+    json_object_set_new(spec, "replicas", r ? json_incref(r) : json_integer(0));
     json_decref(nsc);
     json_t *md = json_copy(json_object_get(o, "metadata"));
     json_object_set_new(o, "metadata", md);

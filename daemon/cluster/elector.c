@@ -208,8 +208,11 @@ static int try_acquire_or_renew(pc_elector *e, bool *held_by_other)
 }
 
 /* Write the Lease with no holder, so a follower can take it at its next try (client-go's
- * ReleaseOnCancel). Guarded by the version we last wrote: if anyone wrote since, it is not
- * ours to release. */
+ * ReleaseOnCancel). Released while it still names us, at the version just read (a write by
+ * anyone in between makes the PUT a 409). Not only at the version we last wrote, as client-go
+ * does: a stop cancels a renewal in flight, and when the server applied it we never read the
+ * new version; only the holder writes its own identity, so that version is ours too, and
+ * refusing it made the follower wait out the whole lease (test_elector). */
 static void release_lease(pc_elector *e)
 {
     char now_s[40], err[512];
@@ -219,8 +222,7 @@ static void release_lease(pc_elector *e)
     e->req_deadline_ns = pc__cl_mono_ns() + e->renew_ns;
     int rc = pc__cl_request(e->conn, "GET", e->path, NULL, NULL, &st, &cur, err, sizeof(err));
     if (rc == 0 && st == 200 && cur &&
-        strcmp(pc__cl_jstr(cur, "spec.holderIdentity") ?: "", e->identity) == 0 &&
-        strcmp(pc__cl_jstr(cur, "metadata.resourceVersion") ?: "", e->observed_rv) == 0) {
+        strcmp(pc__cl_jstr(cur, "spec.holderIdentity") ?: "", e->identity) == 0) {
         pc__cl_rfc3339(pc__cl_real_ns(), true, now_s, sizeof(now_s));
         json_t *next = json_deep_copy(cur);
         json_object_set_new(

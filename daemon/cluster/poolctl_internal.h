@@ -32,6 +32,7 @@ typedef struct pc__pool_state {
     bool invalid_template;
     int64_t last_status_ns; /* CLOCK_MONOTONIC of the last status write; 0 = never */
     int64_t empty_since_ns; /* claims waiting with no idle pod since; 0 = not so */
+    int64_t next_pass_ns;   /* CLOCK_MONOTONIC: no pass before (pacing, poolctl.c); 0 = now */
     /* the last pass's counts, for the status */
     uint32_t warm, idle, starting, recycling, not_ready, claimed, outdated;
 } pc__pool_state;
@@ -52,7 +53,7 @@ struct pc_poolctl {
     int64_t ready_timeout_ns, status_interval_ns, empty_grace_ns;
     uint32_t max_creates;
     pc_cluster_log log;
-    pc_watch *pods;     /* label podclaim.io/pool, indexed by it */
+    pc_watch *pods;     /* label podclaim.io/pool, indexed by it; pod mode (summaries) */
     pc_watch *pools;    /* SandboxPools */
     pc_kube_conn *conn; /* controller thread */
 
@@ -75,7 +76,7 @@ struct pc_poolctl {
 void pc__poolctl_requeue_after(pc_poolctl *c, const char *key, int64_t delay_ns);
 /* Pods: everything but the status (poolctl_pods.c). pods: the pool's cached pods. */
 void pc__poolctl_sync_pods(pc_poolctl *c, pc__pool_state *st, const json_t *pool,
-                           const json_t *pods);
+                           pc_watch_pod *const *pods, size_t npods);
 /* A pool gone from the cache: delete the pods it owned. */
 void pc__poolctl_delete_orphans(pc_poolctl *c, const char *ns, const char *name);
 /* Status and Events (poolctl_status.c), from st's counts of the last sync_pods. */
@@ -84,7 +85,7 @@ void pc__poolctl_sync_status(pc_poolctl *c, pc__pool_state *st, const json_t *po
 /* Readiness as the controller needs it: status.phase Running, condition Ready=True, no
  * deletionTimestamp, and every container reported running its spec's image (when the kubelet
  * reports containerStatuses), so a restart for a new image is known to be done. */
-bool pc__poolctl_pod_ready(const json_t *pod);
+bool pc__poolctl_pod_ready(const pc_kube_pod *pod);
 /* "python:3.12" and "docker.io/library/python:3.12" name the same image. */
 void pc__poolctl_image_norm(const char *img, char *buf, size_t len);
 

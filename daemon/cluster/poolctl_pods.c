@@ -50,66 +50,42 @@ static bool same_image(const char *a, const char *b)
     return strcmp(na, nb) == 0;
 }
 
-static const json_t *find_named(const json_t *arr, const char *name)
+/* The container called name in list cs of n, or NULL (the last of duplicates, as a map). */
+static const pc_kube_container *find_named(const pc_kube_container *cs, size_t n, const char *name)
 {
-    size_t i;
-    json_t *v;
-    json_array_foreach(arr, i, v)
-    {
-        const char *n = json_string_value(json_object_get(v, "name"));
-        if (n && strcmp(n, name) == 0)
-            return v;
-    }
+    for (size_t i = n; i-- > 0;)
+        if (strcmp(cs[i].name, name) == 0)
+            return &cs[i];
     return NULL;
 }
 
-static bool condition_true(const json_t *pod, const char *type)
+bool pc__poolctl_pod_ready(const pc_kube_pod *pod)
 {
-    size_t i;
-    json_t *cd;
-    json_array_foreach(pc__cl_jget(pod, "status.conditions"), i, cd)
-    {
-        const char *t = json_string_value(json_object_get(cd, "type"));
-        const char *s = json_string_value(json_object_get(cd, "status"));
-        if (t && s && strcmp(t, type) == 0)
-            return strcmp(s, "True") == 0;
-    }
-    return false;
-}
-
-bool pc__poolctl_pod_ready(const json_t *pod)
-{
-    const char *phase = pc__cl_jstr(pod, "status.phase");
-    if (!phase || strcmp(phase, "Running") != 0 || !condition_true(pod, "Ready") ||
-        pc__cl_jget(pod, "metadata.deletionTimestamp"))
+    if (strcmp(pod->status_phase, "Running") != 0 || !pod->ready_condition || pod->deleting)
         return false;
-    const json_t *cs = pc__cl_jget(pod, "status.containerStatuses");
-    if (!json_is_array(cs))
+    if (!pod->has_container_statuses)
         return true; /* a kubelet that reports no container status: Ready is all we have */
-    size_t i;
-    json_t *ct;
-    json_array_foreach(pc__cl_jget(pod, "spec.containers"), i, ct)
-    {
-        const char *name = json_string_value(json_object_get(ct, "name"));
-        const json_t *s = name ? find_named(cs, name) : NULL;
-        if (!s || !json_is_true(json_object_get(s, "ready")) ||
-            !same_image(json_string_value(json_object_get(s, "image")),
-                        json_string_value(json_object_get(ct, "image"))))
+    for (size_t i = 0; i < pod->n_containers; i++) {
+        const pc_kube_container *ct = &pod->containers[i];
+        const pc_kube_container *s = find_named(pod->statuses, pod->n_statuses, ct->name);
+        if (!s || !s->ready || !same_image(s->image, ct->image))
             return false;
     }
     return true;
 }
 
 /* Images of the template's containers all equal in the pod's spec? */
-static bool images_match(const json_t *pod, const json_t *tspec)
+static bool images_match(const pc_kube_pod *pod, const json_t *tspec)
 {
     size_t i;
     json_t *tc;
     json_array_foreach(json_object_get(tspec, "containers"), i, tc)
     {
         const char *name = json_string_value(json_object_get(tc, "name"));
-        const json_t *pc = name ? find_named(pc__cl_jget(pod, "spec.containers"), name) : NULL;
-        if (pc && !json_equal(json_object_get(pc, "image"), json_object_get(tc, "image")))
+        const char *timg = json_string_value(json_object_get(tc, "image"));
+        const pc_kube_container *pc =
+                name ? find_named(pod->containers, pod->n_containers, name) : NULL;
+        if (pc && strcmp(pc->image, timg ? timg : "") != 0)
             return false;
     }
     return true;
@@ -121,70 +97,77 @@ static bool is_ours(const char *k)
            strcmp(k, PC_CL_LABEL_TEMPLATE_HASH) == 0;
 }
 
-/* Labels and annotations as the template wants them (ours aside)? */
-static bool meta_match(const json_t *pod, const json_t *tmeta)
+/* Labels and annotations as the template wants them (ours aside)? Annotation values are
+ * compared by hash (the summary keeps no values; see kubepod.h). */
+static bool meta_match(const pc_kube_pod *pod, const json_t *tmeta)
 {
     const json_t *tl = json_object_get(tmeta, "labels"),
                  *ta = json_object_get(tmeta, "annotations");
-    const json_t *pl = pc__cl_jget(pod, "metadata.labels"),
-                 *pa = pc__cl_jget(pod, "metadata.annotations");
+    for (size_t i = 0; i < pod->n_labels; i++) {
+        const pc_kv *l = &pod->labels[i];
+        const char *tv = json_string_value(json_object_get(tl, l->key));
+        if (!is_ours(l->key) && (!tv || strcmp(tv, l->value) != 0))
+            return false;
+    }
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)pl, k, v)
-    {
-        if (!is_ours(k) && !json_equal(v, json_object_get(tl, k)))
-            return false;
-    }
     json_object_foreach((json_t *)tl, k, v)
     {
-        if (!is_ours(k) && !json_equal(v, json_object_get(pl, k)))
+        const char *pv = pc_kube_pod_label(pod, k);
+        if (!is_ours(k) && (!pv || !json_is_string(v) || strcmp(pv, json_string_value(v)) != 0))
             return false;
     }
-    json_object_foreach((json_t *)pa, k, v)
-    {
-        if (!json_equal(v, json_object_get(ta, k)))
+    for (size_t i = 0; i < pod->n_annotations; i++) {
+        const pc_kube_annotation *a = &pod->annotations[i];
+        json_t *tv = json_object_get(ta, a->key);
+        if (!json_is_string(tv) || pc_kube_value_hash(json_string_value(tv)) != a->value_hash)
             return false;
     }
     json_object_foreach((json_t *)ta, k, v)
     {
-        if (!json_equal(v, json_object_get(pa, k)))
+        const pc_kube_annotation *a = pc_kube_pod_annotation(pod, k);
+        if (!a || !json_is_string(v) || pc_kube_value_hash(json_string_value(v)) != a->value_hash)
             return false;
     }
     return true;
 }
 
+/* The pod as the object an Event is about. */
+static json_t *pod_ref(const pc_kube_pod *pod)
+{
+    return json_pack("{s:s,s:s,s:{s:s,s:s,s:s}}", "apiVersion", "v1", "kind", "Pod", "metadata",
+                     "name", pod->name, "namespace", pod->namespace_, "uid", pod->uid);
+}
+
 /* ---- writes -------------------------------------------------------------------------------- */
 
-static void pod_path(const json_t *pod, char *buf, size_t len)
+static void pod_path(const pc_kube_pod *pod, char *buf, size_t len)
 {
-    snprintf(buf, len, "/api/v1/namespaces/%s/pods/%s", pc__cl_jstr(pod, "metadata.namespace"),
-             pc__cl_jstr(pod, "metadata.name"));
+    snprintf(buf, len, "/api/v1/namespaces/%s/pods/%s", pod->namespace_, pod->name);
 }
 
 /* Has the watch shown `pod` at a newer version than the pass's snapshot? The pass works on a
  * snapshot taken at its start, and one pass over a big pool takes a while (its writes are
  * sequential): a write from an outdated version would only earn a 409. The newer version has
  * requeued the pool, so the next pass decides again. */
-static bool moved_on(pc_poolctl *c, const json_t *pod)
+static bool moved_on(pc_poolctl *c, const pc_kube_pod *pod)
 {
-    json_t *cur = pc_watch_get(c->pods, pc__cl_jstr(pod, "metadata.namespace") ?: "",
-                               pc__cl_jstr(pod, "metadata.name") ?: "");
-    const char *crv = cur ? pc__cl_jstr(cur, "metadata.resourceVersion") : NULL;
-    const char *rv = pc__cl_jstr(pod, "metadata.resourceVersion");
-    bool moved = !crv || !rv || strcmp(crv, rv) != 0;
-    json_decref(cur);
+    pc_watch_pod *cur = pc_watch_get_pod(c->pods, pod->namespace_, pod->name);
+    const char *rv = pod->resource_version;
+    bool moved = !cur || !rv[0] || strcmp(cur->pod->resource_version, rv) != 0;
+    pc_watch_pod_unref(cur);
     if (moved)
         PC__PC_INC(c, stale_skips);
     return moved;
 }
 
 /* PATCH pod with `patch` (stolen) guarded by its cached resourceVersion. Returns the status. */
-static long patch_pod(pc_poolctl *c, pc__pool_state *st, const json_t *pod, json_t *patch,
+static long patch_pod(pc_poolctl *c, pc__pool_state *st, const pc_kube_pod *pod, json_t *patch,
                       const char *what)
 {
     char path[600], err[512];
-    const char *rv = pc__cl_jstr(pod, "metadata.resourceVersion");
-    const char *uid = pc__cl_jstr(pod, "metadata.uid") ?: "";
+    const char *rv = pod->resource_version;
+    const char *uid = pod->uid;
     json_t *md = json_object_get(patch, "metadata");
     if (!md) {
         md = json_object();
@@ -201,8 +184,7 @@ static long patch_pod(pc_poolctl *c, pc__pool_state *st, const json_t *pod, json
     json_decref(patch);
     if (rc == 0 && status == 200) {
         json_object_set_new(st->acted, uid, json_string(rv ? rv : ""));
-        LOG(PC_KUBE_LOG_DEBUG, "pool=%s pod=%s action=%s rv=%s", st->key,
-            pc__cl_jstr(pod, "metadata.name"), what, rv ? rv : "");
+        LOG(PC_KUBE_LOG_DEBUG, "pool=%s pod=%s action=%s rv=%s", st->key, pod->name, what, rv);
         return status;
     }
     if (rc == 0 && status == 409) {
@@ -211,31 +193,28 @@ static long patch_pod(pc_poolctl *c, pc__pool_state *st, const json_t *pod, json
         PC__PC_INC(c, conflicts);
         return status;
     }
-    LOG(PC_KUBE_LOG_WARN, "pool=%s pod=%s action=%s msg=\"%s\"", st->key,
-        pc__cl_jstr(pod, "metadata.name"), what, err);
+    LOG(PC_KUBE_LOG_WARN, "pool=%s pod=%s action=%s msg=\"%s\"", st->key, pod->name, what, err);
     return rc ? rc : status;
 }
 
-static bool delete_pod(pc_poolctl *c, pc__pool_state *st, const json_t *pod, const char *why)
+static bool delete_pod(pc_poolctl *c, pc__pool_state *st, const pc_kube_pod *pod, const char *why)
 {
     char path[600], err[512];
     if (moved_on(c, pod))
         return false;
     pod_path(pod, path, sizeof(path));
-    json_t *opts = json_pack("{s:s,s:s,s:{s:s,s:s}}", "kind", "DeleteOptions", "apiVersion", "v1",
-                             "preconditions", "uid", pc__cl_jstr(pod, "metadata.uid") ?: "",
-                             "resourceVersion", pc__cl_jstr(pod, "metadata.resourceVersion") ?: "");
+    json_t *opts =
+            json_pack("{s:s,s:s,s:{s:s,s:s}}", "kind", "DeleteOptions", "apiVersion", "v1",
+                      "preconditions", "uid", pod->uid, "resourceVersion", pod->resource_version);
     long status = 0;
     int rc = pc__cl_request(c->conn, "DELETE", path, NULL, opts, &status, NULL, err, sizeof(err));
     json_decref(opts);
     if (rc == 0 && (status == 200 || status == 202)) {
         PC__PC_INC(c, deletes);
         if (st)
-            json_object_set_new(st->deleting, pc__cl_jstr(pod, "metadata.uid") ?: "",
-                                json_integer(pc__cl_mono_ns() + EXPECT_NS));
-        LOG(PC_KUBE_LOG_INFO, "pool=%s/%s pod=%s action=delete why=%s",
-            pc__cl_jstr(pod, "metadata.namespace"), pc__cl_label(pod, PC_CL_LABEL_POOL) ?: "",
-            pc__cl_jstr(pod, "metadata.name"), why);
+            json_object_set_new(st->deleting, pod->uid, json_integer(pc__cl_mono_ns() + EXPECT_NS));
+        LOG(PC_KUBE_LOG_INFO, "pool=%s/%s pod=%s action=delete why=%s", pod->namespace_,
+            pc_kube_pod_label(pod, PC_CL_LABEL_POOL) ?: "", pod->name, why);
         return true;
     }
     if (rc == 0 && status == 409)
@@ -306,7 +285,8 @@ static bool create_pod(pc_poolctl *c, pc__pool_state *st, const json_t *pool, co
 
 /* The InPlace reset of a released pod: template labels and annotations (the claim's removed),
  * template images; phase Idle at once when no image changes and the pod is Ready. */
-static json_t *reset_patch(const json_t *pod, const json_t *tmpl, const char *hash, bool to_idle)
+static json_t *reset_patch(const pc_kube_pod *pod, const json_t *tmpl, const char *hash,
+                           bool to_idle)
 {
     const json_t *tmeta = json_object_get(tmpl, "metadata");
     const json_t *tl = json_object_get(tmeta, "labels"),
@@ -314,10 +294,10 @@ static json_t *reset_patch(const json_t *pod, const json_t *tmpl, const char *ha
     json_t *labels = json_object(), *ann = json_object();
     const char *k;
     json_t *v;
-    json_object_foreach(pc__cl_jget(pod, "metadata.labels"), k, v)
-    {
-        if (!is_ours(k) && !json_object_get(tl, k))
-            json_object_set_new(labels, k, json_null());
+    for (size_t i = 0; i < pod->n_labels; i++) {
+        const char *lk = pod->labels[i].key;
+        if (!is_ours(lk) && !json_object_get(tl, lk))
+            json_object_set_new(labels, lk, json_null());
     }
     json_object_foreach((json_t *)tl, k, v)
     {
@@ -326,10 +306,10 @@ static json_t *reset_patch(const json_t *pod, const json_t *tmpl, const char *ha
     }
     json_object_set_new(labels, PC_CL_LABEL_TEMPLATE_HASH, json_string(hash));
     json_object_set_new(labels, PC_CL_LABEL_PHASE, json_string(to_idle ? "Idle" : "Stopping"));
-    json_object_foreach(pc__cl_jget(pod, "metadata.annotations"), k, v)
-    {
-        if (!json_object_get(ta, k))
-            json_object_set_new(ann, k, json_null());
+    for (size_t i = 0; i < pod->n_annotations; i++) {
+        const char *ak = pod->annotations[i].key;
+        if (!json_object_get(ta, ak))
+            json_object_set_new(ann, ak, json_null());
     }
     json_object_foreach((json_t *)ta, k, v) json_object_set(ann, k, v);
     json_t *cts = json_array();
@@ -337,8 +317,10 @@ static json_t *reset_patch(const json_t *pod, const json_t *tmpl, const char *ha
     json_array_foreach(pc__cl_jget(tmpl, "spec.containers"), i, v)
     {
         const char *name = json_string_value(json_object_get(v, "name"));
-        const json_t *pc = name ? find_named(pc__cl_jget(pod, "spec.containers"), name) : NULL;
-        if (pc && !json_equal(json_object_get(pc, "image"), json_object_get(v, "image")))
+        const char *timg = json_string_value(json_object_get(v, "image"));
+        const pc_kube_container *pc =
+                name ? find_named(pod->containers, pod->n_containers, name) : NULL;
+        if (pc && strcmp(pc->image, timg ? timg : "") != 0)
             json_array_append_new(cts, json_pack("{s:s,s:O}", "name", name, "image",
                                                  json_object_get(v, "image")));
     }
@@ -358,7 +340,7 @@ static json_t *phase_patch(const char *phase)
 /* ---- the pass ------------------------------------------------------------------------------ */
 
 typedef struct cand {
-    const json_t *pod;
+    const pc_kube_pod *pod;
     int rank; /* deletion order: lower goes first */
     int64_t created_ns;
 } cand;
@@ -371,21 +353,8 @@ static int cand_cmp(const void *a, const void *b)
     return x->created_ns > y->created_ns ? -1 : x->created_ns < y->created_ns; /* youngest first */
 }
 
-/* Drop expectation entries whose deadline passed (or, for creates, whose pod is cached). */
-static void expire(json_t *map, const json_t *present, int64_t now)
-{
-    const char *k;
-    json_t *v;
-    void *tmp;
-    json_object_foreach_safe(map, tmp, k, v)
-    {
-        if (json_integer_value(v) <= now || (present && json_object_get(present, k)))
-            json_object_del(map, k);
-    }
-}
-
 void pc__poolctl_sync_pods(pc_poolctl *c, pc__pool_state *st, const json_t *pool,
-                           const json_t *pods)
+                           pc_watch_pod *const *pods, size_t npods)
 {
     int64_t now = pc__cl_mono_ns();
     const json_t *spec = json_object_get(pool, "spec");
@@ -403,20 +372,25 @@ void pc__poolctl_sync_pods(pc_poolctl *c, pc__pool_state *st, const json_t *pool
     char hash[16];
     pc_poolctl_template_hash(tmpl, hash, sizeof(hash));
 
-    /* names and uids present, for the expectations */
-    json_t *names = json_object(), *uids = json_object();
-    size_t i;
-    const json_t *pod;
-    json_array_foreach(pods, i, pod)
-    {
-        json_object_set_new(names, pc__cl_jstr(pod, "metadata.name") ?: "", json_true());
-        json_object_set_new(uids, pc__cl_jstr(pod, "metadata.uid") ?: "", json_true());
-    }
-    expire(st->pending_creates, names, now);
-    /* a delete we sent: forgotten once the pod is gone from the cache (or the deadline) */
+    /* the expectations: a create is met once its pod is cached */
     const char *k;
     json_t *v;
     void *tmp;
+    json_object_foreach_safe(st->pending_creates, tmp, k, v)
+    {
+        pc_watch_pod *made = pc_watch_get_pod(c->pods, st->ns, k);
+        if (json_integer_value(v) <= now || made)
+            json_object_del(st->pending_creates, k);
+        pc_watch_pod_unref(made);
+    }
+    /* uids present: built only when some uid-keyed memory needs pruning */
+    json_t *uids = json_object();
+    size_t i;
+    if (json_object_size(st->deleting) || json_object_size(st->acted) ||
+        json_object_size(st->since))
+        for (i = 0; i < npods; i++)
+            json_object_set_new(uids, pods[i]->pod->uid, json_true());
+    /* a delete we sent: forgotten once the pod is gone from the cache (or the deadline) */
     json_object_foreach_safe(st->deleting, tmp, k, v)
     {
         if (!json_object_get(uids, k) || json_integer_value(v) <= now)
@@ -432,21 +406,19 @@ void pc__poolctl_sync_pods(pc_poolctl *c, pc__pool_state *st, const json_t *pool
         if (!json_object_get(uids, k))
             json_object_del(st->since, k);
     }
-    json_decref(names);
     json_decref(uids);
 
-    size_t npods = json_array_size(pods);
     cand *cands = calloc(npods ? npods : 1, sizeof(*cands));
     size_t ncand = 0;
     uint32_t idle = 0, starting = 0, recycling = 0, not_ready = 0, claimed = 0, outdated = 0;
     int64_t next_check = 0; /* when a not-yet-ready pod crosses ready_timeout */
-    json_array_foreach(pods, i, pod)
-    {
-        const char *uid = pc__cl_jstr(pod, "metadata.uid") ?: "";
-        const char *rv = pc__cl_jstr(pod, "metadata.resourceVersion") ?: "";
-        if (json_object_get(st->deleting, uid) || pc__cl_jget(pod, "metadata.deletionTimestamp"))
+    for (i = 0; i < npods; i++) {
+        const pc_kube_pod *pod = pods[i]->pod;
+        const char *uid = pod->uid;
+        const char *rv = pod->resource_version;
+        if (pod->deleting || json_object_get(st->deleting, uid))
             continue;
-        const char *phase = pc__cl_label(pod, PC_CL_LABEL_PHASE) ?: "";
+        const char *phase = pc_kube_pod_label(pod, PC_CL_LABEL_PHASE) ?: "";
         bool starting_p = strcmp(phase, "Starting") == 0, idle_p = strcmp(phase, "Idle") == 0,
              stopping_p = strcmp(phase, "Stopping") == 0;
         if (!starting_p && !idle_p && !stopping_p) {
@@ -455,16 +427,16 @@ void pc__poolctl_sync_pods(pc_poolctl *c, pc__pool_state *st, const json_t *pool
         }
         const char *acted = json_string_value(json_object_get(st->acted, uid));
         bool stale = acted && strcmp(acted, rv) == 0; /* we wrote; the watch has not shown it */
-        const char *sp = pc__cl_jstr(pod, "status.phase") ?: "";
+        const char *sp = pod->status_phase;
         if (strcmp(sp, "Failed") == 0 || strcmp(sp, "Succeeded") == 0) {
             if (!stale)
                 delete_pod(c, st, pod, "failed");
             continue;
         }
-        const char *ph = pc__cl_label(pod, PC_CL_LABEL_TEMPLATE_HASH);
+        const char *ph = pc_kube_pod_label(pod, PC_CL_LABEL_TEMPLATE_HASH);
         bool old = !ph || strcmp(ph, hash) != 0;
         bool ready = pc__poolctl_pod_ready(pod);
-        int64_t created = pc__cl_parse_time(pc__cl_jstr(pod, "metadata.creationTimestamp"));
+        int64_t created = pc__cl_parse_time(pod->creation_timestamp);
         if (stopping_p && (replace || old || st->invalid_template)) {
             if (!stale)
                 delete_pod(c, st, pod, replace ? "recycle Replace" : "template changed");
@@ -483,12 +455,13 @@ void pc__poolctl_sync_pods(pc_poolctl *c, pc__pool_state *st, const json_t *pool
             int64_t due = (int64_t)json_integer_value(s) + c->ready_timeout_ns;
             if (now >= due && !ready) {
                 not_ready++;
-                if (pc_kevents_emit(c->events, c->conn, pool, pod, "Warning", "PodNotReady",
-                                    "Start", "pod %s not Ready %lld ms after %s",
-                                    pc__cl_jstr(pod, "metadata.name"),
+                json_t *ref = pod_ref(pod);
+                if (pc_kevents_emit(c->events, c->conn, pool, ref, "Warning", "PodNotReady",
+                                    "Start", "pod %s not Ready %lld ms after %s", pod->name,
                                     (long long)(c->ready_timeout_ns / 1000000LL),
                                     starting_p ? "it started" : "its recycle") == 0)
                     PC__PC_INC(c, events);
+                json_decref(ref);
             } else if (!next_check || due < next_check) {
                 next_check = due;
             }
@@ -577,23 +550,17 @@ void pc__poolctl_sync_pods(pc_poolctl *c, pc__pool_state *st, const json_t *pool
 
 void pc__poolctl_delete_orphans(pc_poolctl *c, const char *ns, const char *name)
 {
-    json_t *pods = pc_watch_list_index(c->pods, ns, name);
-    size_t i;
-    json_t *pod;
-    json_array_foreach(pods, i, pod)
-    {
-        size_t j;
-        json_t *ref;
-        json_array_foreach(pc__cl_jget(pod, "metadata.ownerReferences"), j, ref)
-        {
-            const char *kind = json_string_value(json_object_get(ref, "kind"));
-            const char *n = json_string_value(json_object_get(ref, "name"));
-            if (kind && n && strcmp(kind, "SandboxPool") == 0 && strcmp(n, name) == 0 &&
-                !pc__cl_jget(pod, "metadata.deletionTimestamp")) {
+    pc_watch_pod **pods;
+    long n = pc_watch_list_pods(c->pods, ns, name, &pods);
+    for (long i = 0; i < n; i++) {
+        const pc_kube_pod *pod = pods[i]->pod;
+        for (size_t j = 0; j < pod->n_owners; j++) {
+            if (strcmp(pod->owners[j].key, "SandboxPool") == 0 &&
+                strcmp(pod->owners[j].value, name) == 0 && !pod->deleting) {
                 delete_pod(c, NULL, pod, "pool deleted");
                 break;
             }
         }
     }
-    json_decref(pods);
+    pc_watch_pods_free(pods, n);
 }

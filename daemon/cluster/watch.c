@@ -10,8 +10,9 @@
  * An event at the cached version is a replay (after a reconnect) and changes nothing; one at
  * an older decimal version too.
  *
- * Locking: `mu` guards `cache` and `index` only; the watch thread is their only writer.
- * Readers copy references out under it. No other lock is taken while `mu` is held.
+ * Locking: `mu` guards `cache` and `index` only (in pod mode: the pod table and its groups);
+ * the watch thread is their only writer. Readers copy references out under it. No other lock
+ * is taken while `mu` is held.
  */
 #include "watch.h"
 
@@ -25,6 +26,28 @@
 #include <string.h>
 
 #define PATH_MAX_ 8192
+#define MIN_BUCKETS 1024u
+
+/* Pod mode: one entry per cached pod in a chained hash table keyed "ns/name", and in the
+ * group of its index label value ("ns/value"), where `gi` is its slot (removal swaps the
+ * last entry in). Watch thread writes, under mu. */
+typedef struct pod_group pod_group;
+typedef struct pod_entry {
+    struct pod_entry *next;
+    pc_watch_pod *p;
+    pod_group *group; /* NULL: no index label */
+    size_t gi;
+    uint64_t hash;
+    uint32_t list_gen; /* the last LIST that had it */
+    char key[];
+} pod_entry;
+
+struct pod_group {
+    pod_group *next;
+    pod_entry **items;
+    size_t n, cap;
+    char key[];
+};
 #define STOP_GONE 1
 #define STOP_RESUME 2
 
@@ -39,6 +62,8 @@ struct pc_watch {
     int64_t backoff_initial_ns, backoff_max_ns;
     pc_watch_fn on_change;
     pc_watch_sync_fn on_sync;
+    bool pods;
+    pc_watch_pod_fn on_pod;
     void *arg;
     pc_cluster_log log;
     pc_kube_conn *conn;
@@ -49,8 +74,12 @@ struct pc_watch {
     pthread_t thread;
 
     pthread_mutex_t mu;
-    json_t *cache; /* "ns/name" -> object */
-    json_t *index; /* "ns/value" -> {"ns/name": object} */
+    json_t *cache;       /* "ns/name" -> object */
+    json_t *index;       /* "ns/value" -> {"ns/name": object} */
+    pod_entry **buckets; /* pod mode, instead of cache and index */
+    size_t nbuckets, npods;
+    pod_group *groups;
+    uint32_t list_gen; /* pod mode: generation of the LIST in progress (watch thread) */
 
     /* watch thread only */
     char rv[64];
@@ -142,6 +171,227 @@ static void remove_obj(pc_watch *w, const json_t *obj)
     if (old && w->on_change)
         w->on_change(w->arg, PC_WATCH_DELETED, obj, old);
     json_decref(old);
+}
+
+/* ---- pod mode: the table ------------------------------------------------------------------ */
+
+static uint64_t key_hash(const char *k)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const unsigned char *s = (const unsigned char *)k; *s; s++)
+        h = (h ^ *s) * 1099511628211ULL;
+    return h;
+}
+
+static pc_watch_pod *wp_ref(pc_watch_pod *p)
+{
+    /* relaxed: the caller already holds a reference (or mu, under which the cache holds one) */
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    return p;
+}
+
+void pc_watch_pod_unref(pc_watch_pod *p)
+{
+    if (!p)
+        return;
+    /* acq_rel: every holder's reads of the summary happen before the last one frees it */
+    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+        pc_kube_pod_free((pc_kube_pod *)p->pod);
+        free(p);
+    }
+}
+
+void pc_watch_pods_free(pc_watch_pod **pods, long n)
+{
+    for (long i = 0; i < n; i++)
+        pc_watch_pod_unref(pods[i]);
+    free(pods);
+}
+
+static pod_entry *find_locked(pc_watch *w, const char *key, uint64_t h)
+{
+    if (!w->nbuckets)
+        return NULL;
+    for (pod_entry *e = w->buckets[h & (w->nbuckets - 1)]; e; e = e->next)
+        if (e->hash == h && strcmp(e->key, key) == 0)
+            return e;
+    return NULL;
+}
+
+/* Keep the load factor at most 1. A failed growth leaves the table as it was (longer
+ * chains, still correct). */
+static void grow_locked(pc_watch *w)
+{
+    if (w->npods < w->nbuckets)
+        return;
+    size_t nb = w->nbuckets ? w->nbuckets * 2 : MIN_BUCKETS;
+    pod_entry **b = calloc(nb, sizeof(*b));
+    if (!b)
+        return;
+    for (size_t i = 0; i < w->nbuckets; i++) {
+        for (pod_entry *e = w->buckets[i], *next; e; e = next) {
+            next = e->next;
+            e->next = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    }
+    free(w->buckets);
+    w->buckets = b;
+    w->nbuckets = nb;
+}
+
+static void unlink_locked(pc_watch *w, pod_entry *e)
+{
+    pod_entry **pp = &w->buckets[e->hash & (w->nbuckets - 1)];
+    while (*pp != e)
+        pp = &(*pp)->next;
+    *pp = e->next;
+    w->npods--;
+}
+
+static void ungroup_locked(pod_entry *e)
+{
+    pod_group *g = e->group;
+    if (!g)
+        return;
+    pod_entry *last = g->items[--g->n];
+    g->items[e->gi] = last;
+    last->gi = e->gi;
+    e->group = NULL;
+}
+
+/* Put e in the group of its pod's index label value. Groups are per pool: few, never freed
+ * before the watch. Returns 0 or -ENOMEM (then e is in no group). */
+static int group_locked(pc_watch *w, pod_entry *e)
+{
+    const char *v = w->index_label ? pc_kube_pod_label(e->p->pod, w->index_label) : NULL;
+    if (!v)
+        return 0;
+    char gk[512];
+    snprintf(gk, sizeof(gk), "%s/%s", e->p->pod->namespace_, v);
+    pod_group *g = w->groups;
+    while (g && strcmp(g->key, gk) != 0)
+        g = g->next;
+    if (!g) {
+        size_t kl = strlen(gk) + 1;
+        if (!(g = calloc(1, sizeof(*g) + kl)))
+            return -ENOMEM;
+        memcpy(g->key, gk, kl);
+        g->next = w->groups;
+        w->groups = g;
+    }
+    if (g->n == g->cap) {
+        size_t nc = g->cap ? g->cap * 2 : 64;
+        pod_entry **ni = realloc(g->items, nc * sizeof(*ni));
+        if (!ni)
+            return -ENOMEM;
+        g->items = ni;
+        g->cap = nc;
+    }
+    e->group = g;
+    e->gi = g->n;
+    g->items[g->n++] = e;
+    return 0;
+}
+
+/* Apply one observed pod (ADDED/MODIFIED, or a LIST item); takes pod. Returns 0 or -ENOMEM. */
+static int apply_pod(pc_watch *w, pc_kube_pod *pod)
+{
+    char key[512];
+    snprintf(key, sizeof(key), "%s/%s", pod->namespace_, pod->name);
+    uint64_t h = key_hash(key);
+    pthread_mutex_lock(&w->mu);
+    pod_entry *e = find_locked(w, key, h);
+    if (e) {
+        e->list_gen = w->list_gen;
+        const char *orv = e->p->pod->resource_version, *rv = pod->resource_version;
+        if (orv[0] && rv[0] && (strcmp(orv, rv) == 0 || pc__cl_rv_older(rv, orv))) {
+            /* a replay after a reconnect, or an older version than the cache holds */
+            pthread_mutex_unlock(&w->mu);
+            pc_kube_pod_free(pod);
+            return 0;
+        }
+    }
+    pc_watch_pod *np = calloc(1, sizeof(*np));
+    size_t kl = strlen(key) + 1;
+    pod_entry *ne = e ? NULL : malloc(sizeof(*ne) + kl);
+    if (!np || (!e && !ne)) {
+        pthread_mutex_unlock(&w->mu);
+        free(np);
+        free(ne);
+        pc_kube_pod_free(pod);
+        return -ENOMEM;
+    }
+    np->pod = pod;
+    atomic_init(&np->refs, 1); /* the cache's */
+    pc_watch_pod *old = NULL;
+    int rc = 0;
+    if (e) {
+        old = e->p; /* the cache's reference passes to this function */
+        ungroup_locked(e);
+        e->p = np;
+    } else {
+        e = ne;
+        *e = (pod_entry){.p = np, .hash = h, .list_gen = w->list_gen};
+        memcpy(e->key, key, kl);
+        grow_locked(w);
+        e->next = w->buckets[h & (w->nbuckets - 1)];
+        w->buckets[h & (w->nbuckets - 1)] = e;
+        w->npods++;
+    }
+    rc = group_locked(w, e);
+    pthread_mutex_unlock(&w->mu);
+    if (w->on_pod)
+        w->on_pod(w->arg, old ? PC_WATCH_MODIFIED : PC_WATCH_ADDED, pod, old ? old->pod : NULL);
+    pc_watch_pod_unref(old);
+    return rc;
+}
+
+/* A DELETED event: `pod` (borrowed) is the pod's last state. */
+static void remove_pod(pc_watch *w, const pc_kube_pod *pod)
+{
+    char key[512];
+    snprintf(key, sizeof(key), "%s/%s", pod->namespace_, pod->name);
+    uint64_t h = key_hash(key);
+    pthread_mutex_lock(&w->mu);
+    pod_entry *e = find_locked(w, key, h);
+    if (e) {
+        ungroup_locked(e);
+        unlink_locked(w, e);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (!e)
+        return;
+    if (w->on_pod)
+        w->on_pod(w->arg, PC_WATCH_DELETED, pod, e->p->pod);
+    pc_watch_pod_unref(e->p);
+    free(e);
+}
+
+/* After a complete LIST: the pods it did not have were deleted meanwhile. */
+static void sweep_pods(pc_watch *w)
+{
+    pod_entry *gone = NULL;
+    pthread_mutex_lock(&w->mu);
+    for (size_t i = 0; i < w->nbuckets; i++) {
+        for (pod_entry *e = w->buckets[i], *next; e; e = next) {
+            next = e->next;
+            if (e->list_gen != w->list_gen) {
+                ungroup_locked(e);
+                unlink_locked(w, e);
+                e->next = gone;
+                gone = e;
+            }
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    for (pod_entry *e = gone, *next; e; e = next) {
+        next = e->next;
+        if (w->on_pod)
+            w->on_pod(w->arg, PC_WATCH_DELETED, e->p->pod, e->p->pod);
+        pc_watch_pod_unref(e->p);
+        free(e);
+    }
 }
 
 static bool on_wake(void *arg)
@@ -254,11 +504,160 @@ static int do_list(pc_watch *w)
     return rc;
 }
 
+/* Pod mode: one LIST item. */
+static int list_item(void *arg, const char *item, size_t len)
+{
+    pc_watch *w = arg;
+    pc_kube_pod *pod;
+    char err[256];
+    int rc = pc_kube_pod_decode(item, len, &pod, err, sizeof(err));
+    if (rc == -EINVAL) {
+        INC(n_errors); /* a pod we cannot key: skipped, as the informer does */
+        LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"list item skipped: %s\"", w->name, err);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    return apply_pod(w, pod);
+}
+
+/* Pod mode: the paged LIST, scanned without a tree. Same protocol as do_list. */
+static int do_list_pods(pc_watch *w)
+{
+    char path[PATH_MAX_], enc[6144], cont[4096] = "", next[4096], prv[64];
+    int restarts = 0, rc = 0;
+    w->rv[0] = '\0';
+    w->list_gen++;
+    for (;;) {
+        int n = snprintf(path, sizeof(path), "%s?limit=%u%s%s", w->path, w->page_size,
+                         w->selector_enc[0] ? "&labelSelector=" : "", w->selector_enc);
+        if (cont[0] && (pc__cl_urlenc(cont, enc, sizeof(enc)) ||
+                        snprintf(path + n, sizeof(path) - (size_t)n, "&continue=%s", enc) >=
+                                (int)(sizeof(path) - (size_t)n))) {
+            rc = -EMSGSIZE;
+            break;
+        }
+        pc_kube_response r;
+        rc = pc_kube_conn_request(w->conn, "GET", path, NULL, NULL, 0, &r);
+        if (rc == 0 && r.status == 410) {
+            /* the continue token expired (compaction): start over, a new snapshot */
+            pc_kube_response_fini(&r);
+            if (++restarts > 3) {
+                rc = -EAGAIN;
+                break;
+            }
+            cont[0] = '\0';
+            w->list_gen++;
+            continue;
+        }
+        if (rc || r.status != 200 || !r.body) {
+            LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"list failed: %s\"", w->name, r.error);
+            pc_kube_response_fini(&r);
+            rc = rc ? rc : -EIO;
+            break;
+        }
+        rc = pc_kube_list_scan(r.body, r.body_len, list_item, w, prv, sizeof(prv), next,
+                               sizeof(next));
+        pc_kube_response_fini(&r);
+        if (rc) {
+            LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"malformed list page (%d)\"", w->name, rc);
+            rc = rc == -ENOMEM ? rc : -EBADMSG;
+            break;
+        }
+        bool more = next[0] != '\0';
+        if (more && strcmp(next, cont) == 0) {
+            rc = -EBADMSG;
+            break;
+        }
+        snprintf(cont, sizeof(cont), "%s", more ? next : "");
+        if (on_wake(w)) {
+            rc = -ECANCELED;
+            break;
+        }
+        if (!more) {
+            snprintf(w->rv, sizeof(w->rv), "%s", prv);
+            break;
+        }
+    }
+    if (rc == 0) {
+        sweep_pods(w);
+        INC(n_lists);
+        bool first = !atomic_load_explicit(&w->synced, memory_order_relaxed);
+        /* release: a reader that sees synced sees the cache filled before it */
+        atomic_store_explicit(&w->synced, true, memory_order_release);
+        if (first)
+            LOG(PC_KUBE_LOG_INFO, "watch=%s msg=\"synced\" objects=%zu rv=%s", w->name, w->npods,
+                w->rv);
+        if (w->on_sync)
+            w->on_sync(w->arg);
+    }
+    return rc;
+}
+
 /* ---- WATCH --------------------------------------------------------------------------------- */
+
+/* Pod mode: one watch event, scanned without a tree (the ERROR Status aside). */
+static int on_line_pods(pc_watch *w, const char *line, size_t len)
+{
+    char type[16], err[256];
+    const char *obj;
+    size_t olen;
+    if (pc_kube_watch_event_scan(line, len, type, sizeof(type), &obj, &olen)) {
+        INC(n_errors);
+        LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"malformed watch event, resuming from rv %s\"",
+            w->name, w->rv);
+        return STOP_RESUME;
+    }
+    if (strcmp(type, "ERROR") == 0) {
+        json_t *st = json_loadb(obj, olen, 0, NULL);
+        json_int_t code = json_integer_value(json_object_get(st, "code"));
+        LOG(code == 410 ? PC_KUBE_LOG_INFO : PC_KUBE_LOG_WARN,
+            "watch=%s msg=\"watch error event: %lld %s\"", w->name, (long long)code,
+            json_string_value(json_object_get(st, "message")) ?: "");
+        json_decref(st);
+        return code == 410 ? STOP_GONE : STOP_RESUME;
+    }
+    char rv[sizeof(w->rv)] = "";
+    if (strcmp(type, "BOOKMARK") == 0) {
+        INC(n_bookmarks);
+        w->got_event = true;
+        pc_kube_object_rv(obj, olen, rv, sizeof(rv));
+    } else if (strcmp(type, "ADDED") == 0 || strcmp(type, "MODIFIED") == 0 ||
+               strcmp(type, "DELETED") == 0) {
+        INC(n_events);
+        w->got_event = true;
+        pc_kube_pod *pod;
+        int rc = pc_kube_pod_decode(obj, olen, &pod, err, sizeof(err));
+        if (rc == -EINVAL) {
+            INC(n_errors);
+            LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"event skipped: %s\"", w->name, err);
+            pc_kube_object_rv(obj, olen, rv, sizeof(rv));
+        } else if (rc) {
+            INC(n_errors);
+            LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"bad watch event, resuming from rv %s: %s\"",
+                w->name, w->rv, err);
+            return STOP_RESUME;
+        } else {
+            snprintf(rv, sizeof(rv), "%s", pod->resource_version);
+            if (type[0] == 'D') {
+                remove_pod(w, pod);
+                pc_kube_pod_free(pod);
+            } else if (apply_pod(w, pod)) {
+                INC(n_errors);
+                return STOP_RESUME; /* out of memory: try again from rv */
+            }
+        }
+    }
+    if (rv[0])
+        snprintf(w->rv, sizeof(w->rv), "%s", rv);
+    return 0;
+}
 
 static int on_line(void *arg, const char *line, size_t len)
 {
     pc_watch *w = arg;
+    if (w->pods)
+        return on_line_pods(w, line, len);
     json_error_t je;
     json_t *ev = json_loadb(line, len, 0, &je);
     const char *type = json_string_value(json_object_get(ev, "type"));
@@ -350,7 +749,7 @@ static void *watch_main(void *arg)
     while (!on_wake(w)) {
         int rc;
         if (!w->rv[0]) {
-            rc = do_list(w);
+            rc = w->pods ? do_list_pods(w) : do_list(w);
             if (rc == -ECANCELED)
                 break;
             if (rc) {
@@ -411,6 +810,8 @@ int pc_watch_new(const pc_watch_config *cfg, pc_watch **out)
         w->backoff_max_ns = w->backoff_initial_ns;
     w->on_change = cfg->on_change;
     w->on_sync = cfg->on_sync;
+    w->pods = cfg->pods;
+    w->on_pod = cfg->on_pod;
     w->arg = cfg->arg;
     w->log = cfg->log;
     w->rng = (uint64_t)pc__cl_mono_ns() ^ (uint64_t)(uintptr_t)w ^ 0x9e3779b97f4a7c15ULL;
@@ -458,6 +859,20 @@ void pc_watch_free(pc_watch *w)
     pc_kube_conn_free(w->conn);
     json_decref(w->cache);
     json_decref(w->index);
+    for (size_t i = 0; i < w->nbuckets; i++) {
+        for (pod_entry *e = w->buckets[i], *next; e; e = next) {
+            next = e->next;
+            pc_watch_pod_unref(e->p);
+            free(e);
+        }
+    }
+    free(w->buckets);
+    while (w->groups) {
+        pod_group *g = w->groups;
+        w->groups = g->next;
+        free(g->items);
+        free(g);
+    }
     pthread_mutex_destroy(&w->mu);
     free(w->path);
     free(w->selector_enc);
@@ -520,6 +935,35 @@ void pc_watch_stats_read(pc_watch *w, pc_watch_stats *o)
     o->bookmarks = atomic_load_explicit(&w->n_bookmarks, memory_order_relaxed);
     o->errors = atomic_load_explicit(&w->n_errors, memory_order_relaxed);
     pthread_mutex_lock(&w->mu);
-    o->objects = json_object_size(w->cache);
+    o->objects = w->pods ? w->npods : json_object_size(w->cache);
     pthread_mutex_unlock(&w->mu);
+}
+
+pc_watch_pod *pc_watch_get_pod(pc_watch *w, const char *ns, const char *name)
+{
+    char key[512];
+    snprintf(key, sizeof(key), "%s/%s", ns ? ns : "", name);
+    pthread_mutex_lock(&w->mu);
+    pod_entry *e = find_locked(w, key, key_hash(key));
+    pc_watch_pod *p = e ? wp_ref(e->p) : NULL;
+    pthread_mutex_unlock(&w->mu);
+    return p;
+}
+
+long pc_watch_list_pods(pc_watch *w, const char *ns, const char *value, pc_watch_pod ***out)
+{
+    char gk[512];
+    snprintf(gk, sizeof(gk), "%s/%s", ns ? ns : "", value);
+    *out = NULL;
+    pthread_mutex_lock(&w->mu);
+    pod_group *g = w->groups;
+    while (g && strcmp(g->key, gk) != 0)
+        g = g->next;
+    long n = g ? (long)g->n : 0;
+    if (n && !(*out = malloc((size_t)n * sizeof(**out))))
+        n = -ENOMEM;
+    for (long i = 0; i < n; i++)
+        (*out)[i] = wp_ref(g->items[i]->p);
+    pthread_mutex_unlock(&w->mu);
+    return n;
 }

@@ -11,6 +11,12 @@
  * (jansson's reference counts are atomic). An optional index keeps the objects by
  * "namespace/<label value>" for one label (the pool controller's pods by pool).
  *
+ * Pod mode (cfg.pods): the objects are pods, kept as compact summaries (pc_kube_pod,
+ * include/podclaim/kubepod.h) instead of jansson trees, decoded from LIST pages and watch
+ * events by the kube client's validating scanner: ~0.7 KB per cached pod and a fraction of
+ * the decoding cost, where whole trees took ~10 KB and ~75 us per event (bench/RESULTS.md).
+ * The pod functions below replace get/list/list_index and on_change in that mode.
+ *
  * Thread-safety: new/start/stop/free from one controlling thread; get, list, synced from any
  * thread. Callbacks run on the watch thread, after the cache changed, without the lock held;
  * they must not block long and must not call stop/free.
@@ -19,6 +25,8 @@
 #define PODCLAIM_CLUSTER_WATCH_H
 
 #include "cluster.h"
+
+#include <podclaim/kubepod.h>
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -34,6 +42,10 @@ typedef enum pc_watch_change {
 /* obj: the new state (DELETED: the last state); old: the previous cached state or NULL.
  * Both borrowed for the call. */
 typedef void (*pc_watch_fn)(void *arg, pc_watch_change ch, const json_t *obj, const json_t *old);
+/* Pod mode: the same with pod summaries (obj: the new state, DELETED: the last state as the
+ * event carried it). Both borrowed for the call. */
+typedef void (*pc_watch_pod_fn)(void *arg, pc_watch_change ch, const pc_kube_pod *obj,
+                                const pc_kube_pod *old);
 /* After every complete LIST (the first sync and each relist). */
 typedef void (*pc_watch_sync_fn)(void *arg);
 
@@ -50,6 +62,8 @@ typedef struct pc_watch_config {
     int64_t backoff_initial_ns; /* 0 = 100 ms, doubled per failure, jittered */
     int64_t backoff_max_ns;     /* 0 = 10 s */
     pc_watch_fn on_change;      /* optional */
+    bool pods;                  /* pod mode: the collection holds pods (see above) */
+    pc_watch_pod_fn on_pod;     /* pod mode: optional */
     pc_watch_sync_fn on_sync;   /* optional */
     void *arg;
     pc_cluster_log log;
@@ -79,6 +93,21 @@ json_t *pc_watch_get(pc_watch *w, const char *ns, const char *name);
 json_t *pc_watch_list(pc_watch *w);
 /* The cached objects in namespace ns whose index label has `value` (array as above). */
 json_t *pc_watch_list_index(pc_watch *w, const char *ns, const char *value);
+
+/* A cached pod (pod mode): its summary, shared and reference-counted. */
+typedef struct pc_watch_pod {
+    const pc_kube_pod *pod; /* read-only */
+    _Atomic uint32_t refs;  /* private */
+} pc_watch_pod;
+
+/* The cached pod ns/name with a new reference (pc_watch_pod_unref), or NULL. Thread: any. */
+pc_watch_pod *pc_watch_get_pod(pc_watch *w, const char *ns, const char *name);
+/* The cached pods in namespace ns whose index label has `value`: *out gets a new array of new
+ * references (pc_watch_pods_free), NULL when there are none; returns their count, or -ENOMEM.
+ * Thread: any. */
+long pc_watch_list_pods(pc_watch *w, const char *ns, const char *value, pc_watch_pod ***out);
+void pc_watch_pod_unref(pc_watch_pod *p); /* NULL is a no-op. Thread: any. */
+void pc_watch_pods_free(pc_watch_pod **pods, long n);
 
 typedef struct pc_watch_stats {
     uint64_t lists, relists, watches, events, bookmarks, errors, objects;

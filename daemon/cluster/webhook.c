@@ -115,12 +115,17 @@ int pc_webhook_post(pc_webhook *w, const pc_webhook_event *ev)
     return 0;
 }
 
-static void finish(pc_webhook *w, item *it)
+/* An item's end: free it, give its queue place back, then count its outcome, in that order
+ * and with release on the outcome counter: a reader that sees the outcome (acquire, in
+ * pc_webhook_stats_read) also sees the place given back, so "failed == n" never comes with
+ * those n still counted as queued. */
+static void finish(pc_webhook *w, item *it, _Atomic uint64_t *outcome)
 {
     free(it->body);
     curl_slist_free_all(it->headers);
     free(it);
     atomic_fetch_sub_explicit(&w->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(outcome, 1, memory_order_release);
 }
 
 static size_t discard(char *p, size_t size, size_t n, void *arg)
@@ -149,8 +154,7 @@ static void send_item(pc_webhook *w, item *it)
         if (it->easy)
             curl_easy_cleanup(it->easy);
         it->easy = NULL;
-        INC(n_failed);
-        finish(w, it);
+        finish(w, it, &w->n_failed);
         return;
     }
     CURL *e = it->easy;
@@ -171,8 +175,7 @@ static void send_item(pc_webhook *w, item *it)
     if (slot == w->max_inflight || curl_multi_add_handle(w->multi, e) != CURLM_OK) {
         curl_easy_cleanup(e);
         it->easy = NULL;
-        INC(n_failed);
-        finish(w, it);
+        finish(w, it, &w->n_failed);
         return;
     }
     w->active[slot] = it;
@@ -197,16 +200,14 @@ static void completed(pc_webhook *w, item *it, CURLcode rc)
     unslot(w, it);
     w->inflight--;
     if (rc == CURLE_OK && status >= 200 && status < 300) {
-        INC(n_delivered);
-        finish(w, it);
+        finish(w, it, &w->n_delivered);
         return;
     }
     if (it->attempts >= w->max_attempts) {
-        INC(n_failed);
         LOG(PC_KUBE_LOG_WARN, "url=%s claim=%s msg=\"gave up after %u attempts: %s\"", it->url,
             it->claim_id, it->attempts,
             rc != CURLE_OK ? curl_easy_strerror(rc) : "HTTP error status");
-        finish(w, it);
+        finish(w, it, &w->n_failed);
         return;
     }
     int64_t d = w->backoff_initial_ns;
@@ -311,8 +312,7 @@ static void *webhook_main(void *arg)
         it->easy = NULL;
         w->active[i] = NULL;
         w->inflight--;
-        INC(n_abandoned);
-        finish(w, it);
+        finish(w, it, &w->n_abandoned);
     }
     item *lists[2] = {ready, w->retry};
     w->retry = NULL;
@@ -320,8 +320,7 @@ static void *webhook_main(void *arg)
         while (lists[l]) {
             item *it = lists[l];
             lists[l] = it->next;
-            INC(n_abandoned);
-            finish(w, it);
+            finish(w, it, &w->n_abandoned);
         }
     }
     return NULL;
@@ -391,8 +390,7 @@ void pc_webhook_free(pc_webhook *w)
     while (w->incoming) {
         item *it = w->incoming;
         w->incoming = it->next;
-        INC(n_abandoned);
-        finish(w, it);
+        finish(w, it, &w->n_abandoned);
     }
     if (w->multi)
         curl_multi_cleanup(w->multi);
@@ -404,11 +402,13 @@ void pc_webhook_free(pc_webhook *w)
 
 void pc_webhook_stats_read(pc_webhook *w, pc_webhook_stats *o)
 {
+    /* The outcomes first, with acquire: what their writer did before counting them (the
+     * retries, the queue place given back: see finish()) is then seen by the loads below. */
+    o->delivered = atomic_load_explicit(&w->n_delivered, memory_order_acquire);
+    o->failed = atomic_load_explicit(&w->n_failed, memory_order_acquire);
+    o->abandoned = atomic_load_explicit(&w->n_abandoned, memory_order_acquire);
     o->posted = atomic_load_explicit(&w->n_posted, memory_order_relaxed);
     o->dropped = atomic_load_explicit(&w->n_dropped, memory_order_relaxed);
-    o->delivered = atomic_load_explicit(&w->n_delivered, memory_order_relaxed);
     o->retries = atomic_load_explicit(&w->n_retries, memory_order_relaxed);
-    o->failed = atomic_load_explicit(&w->n_failed, memory_order_relaxed);
-    o->abandoned = atomic_load_explicit(&w->n_abandoned, memory_order_relaxed);
     o->queued = atomic_load_explicit(&w->count, memory_order_relaxed);
 }

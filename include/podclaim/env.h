@@ -1,7 +1,7 @@
 /* podclaim environments: route a claim to one of several pools.
  *
  * Flow: caller -> [env: filter pools by tags, rank their snapshots] -> pool (inbox, ready-queue,
- *       pending) -> reservation -> CAS workers -> backend -> result.
+ *       pending) -> reservation -> scheduler starts the CAS -> backend -> result.
  *
  * An environment (e.g. "prod") groups pools that can serve the same claims. A claim names the
  * tags it needs (e.g. "gpu", "cuda-12"); the env keeps the member pools that carry every one of

@@ -1,6 +1,6 @@
 /* podclaim Kubernetes API client and the Kubernetes CAS backend.
  *
- * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> CAS workers
+ * Flow: informer -> pool (inbox, ready-queue, pending) -> reservation -> scheduler (cas_start)
  *       -> [backend: kube] -> result; the informer also reads through [kube].
  *
  * pc_kube_client  the connection settings and credentials (kubeconfig, in-cluster or explicit

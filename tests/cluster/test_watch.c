@@ -1,7 +1,8 @@
 /* The generic list+watch of daemon/cluster against kapi-sim: a paged initial LIST, watches cut
  * every few events (resume from the last version: nothing missed, nothing applied twice), and
  * a 410 after compaction (relist: what was deleted meanwhile is reported DELETED). Objects are
- * SandboxClaims, which nothing else in kapi-sim touches. */
+ * SandboxClaims, which nothing else in kapi-sim touches; and the same for pods in pod mode
+ * (summaries, indexed by pool label) on a kapi-sim without kubelet. */
 #include "../kube/ksim.h"
 #include "common.h"
 #include "watch.h"
@@ -214,4 +215,184 @@ Test(watch, relist_after_410_reports_what_was_deleted_meanwhile, .init = setup, 
     pc_watch_stats_read(w, &st);
     cr_assert_eq(st.relists, 1);
     cr_assert_null(pc_watch_get(w, "default", "c1"));
+}
+
+/* ---- pod mode -------------------------------------------------------------------------------- */
+
+#define PODS "/api/v1/namespaces/default/pods"
+
+static void on_pod(void *arg, pc_watch_change ch, const pc_kube_pod *obj, const pc_kube_pod *old)
+{
+    (void)arg, (void)old;
+    pthread_mutex_lock(&S.mu);
+    const char *prev = json_string_value(json_object_get(S.last, obj->name));
+    if (ch != PC_WATCH_DELETED && prev && strcmp(prev, obj->resource_version) == 0)
+        S.replays++;
+    json_object_set_new(S.last, obj->name, json_string(obj->resource_version));
+    S.changes[ch]++;
+    pthread_mutex_unlock(&S.mu);
+}
+
+static void create_pod(const char *name, const char *pool)
+{
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"%s\","
+             "\"labels\":{\"podclaim.io/pool\":\"%s\"},\"annotations\":{\"note\":\"n\"}},"
+             "\"spec\":{\"containers\":[{\"name\":\"main\",\"image\":\"img:1\"}]}}",
+             name, pool);
+    json_t *o = ksim_json(&sim, "POST", PODS, body);
+    cr_assert(o);
+    json_decref(o);
+}
+
+static void label_pod(const char *name, const char *key, const char *value)
+{
+    char path[256], body[256];
+    snprintf(path, sizeof(path), PODS "/%s", name);
+    snprintf(body, sizeof(body), "{\"metadata\":{\"labels\":{\"%s\":\"%s\"}}}", key, value);
+    pc_kube_conn *c;
+    cr_assert_eq(pc_kube_conn_new(sim.admin, &c), 0);
+    pc_kube_response r;
+    cr_assert_eq(pc_kube_conn_request(c, "PATCH", path, "application/merge-patch+json", body,
+                                      strlen(body), &r),
+                 0);
+    cr_assert_eq(r.status, 200, "%s", r.error);
+    pc_kube_response_fini(&r);
+    pc_kube_conn_free(c);
+}
+
+static long pool_size(const char *pool)
+{
+    pc_watch_pod **pods;
+    long n = pc_watch_list_pods(w, "default", pool, &pods);
+    for (long i = 0; i < n; i++) /* every member carries the label it is indexed by */
+        cr_assert_str_eq(pc_kube_pod_label(pods[i]->pod, "podclaim.io/pool"), pool);
+    pc_watch_pods_free(pods, n);
+    return n;
+}
+
+/* The pod cache equals the server: same pods, same resourceVersions and labels. */
+static bool pods_match_server(void)
+{
+    json_t *l = ksim_json(&sim, "GET", PODS, NULL);
+    json_t *items = json_object_get(l, "items");
+    pc_watch_stats st;
+    pc_watch_stats_read(w, &st);
+    bool ok = json_array_size(items) == st.objects;
+    size_t i;
+    json_t *o;
+    json_array_foreach(items, i, o)
+    {
+        json_t *md = json_object_get(o, "metadata");
+        pc_watch_pod *c =
+                pc_watch_get_pod(w, "default", json_string_value(json_object_get(md, "name")));
+        const char *phase = json_string_value(
+                json_object_get(json_object_get(md, "labels"), "podclaim.io/phase"));
+        ok = ok && c &&
+             strcmp(c->pod->resource_version,
+                    json_string_value(json_object_get(md, "resourceVersion"))) == 0 &&
+             (!phase || strcmp(pc_kube_pod_label(c->pod, "podclaim.io/phase"), phase) == 0);
+        pc_watch_pod_unref(c);
+    }
+    json_decref(l);
+    return ok;
+}
+
+static void start_pod_watch(void)
+{
+    pc_watch_config wc = {.client = kc,
+                          .path = PODS,
+                          .label_selector = "podclaim.io/pool",
+                          .index_label = "podclaim.io/pool",
+                          .page_size = 3,
+                          .backoff_initial_ns = 5000000LL,
+                          .backoff_max_ns = 50000000LL,
+                          .pods = true,
+                          .on_pod = on_pod,
+                          .on_sync = on_sync};
+    cr_assert_eq(pc_watch_new(&wc, &w), 0);
+    cr_assert_eq(pc_watch_start(w), 0);
+}
+
+Test(watch, pod_mode_paged_list_then_cut_watches_miss_nothing_and_repeat_nothing, .init = setup,
+     .fini = fini, .timeout = 60)
+{
+    const char *args[] = {"--no-kubelet", NULL};
+    start(args);
+    for (int i = 0; i < 10; i++) {
+        char n[16];
+        snprintf(n, sizeof(n), "p%d", i);
+        create_pod(n, "a");
+    }
+    cr_assert_eq(ksim_put_faults(&sim, "{\"watchDropEvents\":3}"), 0);
+    start_pod_watch();
+    cr_assert(PC_TEST_WAIT(pc_watch_synced(w), 5000));
+    cr_assert_eq(count(PC_WATCH_ADDED), 10, "a 4-page LIST gave %d pods", count(PC_WATCH_ADDED));
+    cr_assert(pods_match_server());
+    cr_assert_eq(pool_size("a"), 10);
+    pc_watch_pod *p = pc_watch_get_pod(w, "default", "p3");
+    cr_assert(p);
+    cr_assert_eq(p->pod->n_containers, 1);
+    cr_assert_str_eq(p->pod->containers[0].image, "img:1");
+    cr_assert(pc_kube_pod_annotation(p->pod, "note"));
+    pc_watch_pod_unref(p);
+    pc_watch_stats st0;
+    pc_watch_stats_read(w, &st0);
+    const char *phases[] = {"Idle", "Running", "Stopping", "Starting", "Idle"};
+    for (int round = 0; round < 5; round++)
+        for (int i = 0; i < 10; i++) {
+            char n[16];
+            snprintf(n, sizeof(n), "p%d", i);
+            label_pod(n, "podclaim.io/phase", phases[round]);
+        }
+    cr_assert(PC_TEST_WAIT(count(PC_WATCH_MODIFIED) == 50 && pods_match_server(), 20000),
+              "modified %d of 50", count(PC_WATCH_MODIFIED));
+    /* five pods move to another pool: the index follows the label */
+    for (int i = 0; i < 5; i++) {
+        char n[16];
+        snprintf(n, sizeof(n), "p%d", i);
+        label_pod(n, "podclaim.io/pool", "b");
+    }
+    cr_assert(PC_TEST_WAIT(count(PC_WATCH_MODIFIED) == 55, 20000));
+    cr_assert_eq(pool_size("a"), 5);
+    cr_assert_eq(pool_size("b"), 5);
+    pc_watch_stats st;
+    pc_watch_stats_read(w, &st);
+    cr_assert_gt(st.watches, st0.watches + 3, "the watches were not cut (%llu)",
+                 (unsigned long long)st.watches);
+    cr_assert_eq(st.relists, 0, "a cut watch relisted instead of resuming");
+    cr_assert_eq(S.replays, 0, "a version was reported twice");
+}
+
+Test(watch, pod_mode_relist_after_410_reports_what_was_deleted_meanwhile, .init = setup,
+     .fini = fini, .timeout = 60)
+{
+    const char *args[] = {"--no-kubelet", NULL};
+    start(args);
+    for (int i = 0; i < 6; i++) {
+        char n[16];
+        snprintf(n, sizeof(n), "p%d", i);
+        create_pod(n, "a");
+    }
+    start_pod_watch();
+    cr_assert(PC_TEST_WAIT(pc_watch_synced(w) && count(PC_WATCH_ADDED) == 6, 5000));
+    pc_watch_stop(w); /* away for a while */
+    json_decref(ksim_json(&sim, "DELETE", PODS "/p1?gracePeriodSeconds=0", NULL));
+    json_decref(ksim_json(&sim, "DELETE", PODS "/p2?gracePeriodSeconds=0", NULL));
+    label_pod("p3", "podclaim.io/phase", "Idle");
+    create_pod("p9", "a");
+    json_decref(ksim_json(&sim, "POST", "/sim/compact", "{}"));
+    cr_assert_eq(pc_watch_start(w), 0); /* resumes from a compacted version: 410, relist */
+    cr_assert(PC_TEST_WAIT(count(PC_WATCH_DELETED) == 2 && count(PC_WATCH_ADDED) == 7 &&
+                                   count(PC_WATCH_MODIFIED) == 1,
+                           10000),
+              "added %d deleted %d modified %d", count(PC_WATCH_ADDED), count(PC_WATCH_DELETED),
+              count(PC_WATCH_MODIFIED));
+    cr_assert(pods_match_server());
+    pc_watch_stats st;
+    pc_watch_stats_read(w, &st);
+    cr_assert_eq(st.relists, 1);
+    cr_assert_null(pc_watch_get_pod(w, "default", "p1"));
+    cr_assert_eq(pool_size("a"), 5);
 }
