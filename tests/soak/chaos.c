@@ -1056,10 +1056,11 @@ int soak_finish(soak_ctx *x)
             else if ((r->flags & SOAK_TRANSPORT) && (r->flags & SOAK_AT_KILL))
                 won_at_kill++; /* won, then the replica died before answering */
             else if (r->status == 504) {
-                /* KNOWN (src/pool, docs/core.md "Left open"): the CAS PATCH timed out at the
-                 * claim's deadline (RETRYABLE), the claim ended 504, and the PATCH applied on
-                 * the server; the watch event naming the claim came after the claim ended, so
-                 * nobody recognised it and the pod stays claimed. --strict fails on it. */
+                /* KNOWN (src/pool; docs/RELIABILITY.md "What it found"): most likely the CAS
+                 * PATCH timed out at the claim's deadline (RETRYABLE), the claim ended 504, the
+                 * PATCH applied on the server, and its watch event came after the claim ended,
+                 * when a sighting is only a withdrawal: the pod stays claimed by nobody.
+                 * --strict fails on it. */
                 if (won_late++ == 0)
                     snprintf(late_example, sizeof(late_example), "c%" PRIu64, n);
             } else {
