@@ -1008,6 +1008,42 @@ int soak_finish(soak_ctx *x)
         }
     }
 
+    /* a clean stop: SIGTERM, and each process exits 0 (podclaimd answers what waits and
+     * hands its Lease over; under ASan, LeakSanitizer's exit scan fails the exit status) */
+    char term[300] = "";
+    size_t tw = 0;
+    bool clean = true;
+    for (int i = 0; i < 3; i++) {
+        pid_t pid = i < 2 ? x->replicas[i].pid : sim_pid;
+        const char *who = i < 2 ? x->replicas[i].identity : "kapi-sim";
+        if (!pid)
+            continue;
+        kill(pid, SIGTERM);
+        int st = 0;
+        pid_t w = 0;
+        int64_t end = soak_now_ns() + 30 * SOAK_S;
+        while ((w = waitpid(pid, &st, WNOHANG)) == 0 && soak_now_ns() < end)
+            usleep(20000); /* another process's exit */
+        if (w != pid) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+        }
+        bool ok_exit = w == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        clean = clean && ok_exit;
+        if (tw < sizeof(term))
+            tw += (size_t)snprintf(term + tw, sizeof(term) - tw, " %s: %s %d;", who,
+                                   w != pid        ? "no exit in 30 s, killed"
+                                   : WIFEXITED(st) ? "exit"
+                                                   : "signal",
+                                   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        pthread_mutex_lock(&procs_mu);
+        if (i < 2)
+            x->replicas[i].pid = 0;
+        else
+            sim_pid = 0;
+        pthread_mutex_unlock(&procs_mu);
+    }
+
     /* the audit */
     uint64_t sent = atomic_load(x->n_sent);
     uint64_t answered = 0, hung = 0, silent = 0, unanswered = 0, twice = 0, transport = 0,
@@ -1118,6 +1154,8 @@ int soak_finish(soak_ctx *x)
         if (k && (double)(k - t_start) / 1e9 + 10 > from)
             from = (double)(k - t_start) / 1e9 + 10;
         fr[r] = flatness(r, from);
+        if (o->no_rss_check) /* ASan's quarantine and shadow grow for minutes by design */
+            fr[r].ok = fr[r].fds_end <= fr[r].fds_warm + 32;
     }
 
     struct check {
@@ -1177,12 +1215,16 @@ int soak_finish(soak_ctx *x)
     checks[nc].what =
             "each informer's cache equals a fresh LIST (pods, idle; the leader's idleReady)";
     CHECK(caches, "%s (after %.1f s)", why, settle_s);
+    checks[nc].what = "every process exits 0 on SIGTERM at the end (no leak under ASan)";
+    CHECK(clean, "%s", term[0] ? term + 1 : "no process running");
     checks[nc].what = "no process died or hung (but the leader kill -9, the kapi-sim restart)";
     CHECK(alive, "%d unexpected exits, %d replicas not answering%s", deaths, hung_replicas,
           alive ? "" : " (events above; core files in the replica folders when enabled)");
     for (int r = 0; r < 2; r++) {
-        checks[nc].what = r == 0 ? "RSS and open fds flat after warm-up (soak-a)"
-                                 : "RSS and open fds flat after warm-up (soak-b)";
+        checks[nc].what = o->no_rss_check ? (r == 0 ? "open fds flat after warm-up (soak-a)"
+                                                    : "open fds flat after warm-up (soak-b)")
+                          : r == 0        ? "RSS and open fds flat after warm-up (soak-a)"
+                                          : "RSS and open fds flat after warm-up (soak-b)";
         CHECK(fr[r].ok, "%s: RSS %ld -> %ld KiB (max %ld), fds %ld -> %ld, samples %.0f-%.0f s",
               fr[r].measured ? "measured" : "too short to measure", fr[r].rss_warm, fr[r].rss_end,
               fr[r].rss_max, fr[r].fds_warm, fr[r].fds_end, fr[r].from_s, fr[r].to_s);

@@ -545,6 +545,7 @@ static void usage(void)
             "usage: soak [--claims N] [--duration S] [--rate R] [--conns C] [--pods N]\n"
             "            [--kill-at F] [--restart-every N] [--out DIR] [--kapi-sim PATH]\n"
             "            [--podclaimd PATH] [--no-faults] [--hangups F] [--images F] [--strict]\n"
+            "            [--no-rss-check]\n"
             "Runs kapi-sim (every fault on) and two podclaimd replicas, fires N claims (or for S\n"
             "seconds, N at most), kills the leader (kill -9) at F of the claims (of S), restarts\n"
             "kapi-sim every N claims, audits.\n"
@@ -581,6 +582,8 @@ int main(int argc, char **argv)
             O.hangup_share = atof(v);
         else if (ARG("--images"))
             O.image_share = atof(v);
+        else if (strcmp(a, "--no-rss-check") == 0)
+            O.no_rss_check = true;
         else if (strcmp(a, "--strict") == 0)
             O.strict = true;
         else if (strcmp(a, "--no-faults") == 0)
