@@ -30,6 +30,8 @@
 #define SMP "application/strategic-merge-patch+json"
 #define MERGE "application/merge-patch+json"
 #define KEY_MAX (PC_NAMESPACE_MAX + PC_NAME_MAX + 2)
+/* held by a claim from before it is first served until what it won is released */
+#define FINALIZER "podclaim.io/release"
 
 enum { R_ENQUEUED, R_DONE, R_WRITTEN };
 
@@ -218,6 +220,55 @@ static long write_status(pc_claimctl *c, const json_t *obj, json_t *status /* st
     return rc ? rc : st;
 }
 
+static bool has_finalizer(const json_t *obj)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(pc__cl_jget(obj, "metadata.finalizers"), i, f)
+    {
+        if (json_is_string(f) && strcmp(json_string_value(f), FINALIZER) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Add (present) or remove our finalizer. A merge patch replaces the list whole, so it is
+ * guarded by the cached version: another controller's finalizer added meanwhile makes it a
+ * 409 (the watch then brings the new list) instead of being dropped. Returns the HTTP status,
+ * or the negative error. */
+static long set_finalizer(pc_claimctl *c, const json_t *obj, bool present)
+{
+    char path[700], err[512];
+    const char *ns = pc__cl_jstr(obj, "metadata.namespace") ?: "",
+               *name = pc__cl_jstr(obj, "metadata.name") ?: "";
+    snprintf(path, sizeof(path), "/apis/%s/%s/namespaces/%s/sandboxclaims/%s", PC_CL_GROUP,
+             PC_CL_VERSION, ns, name);
+    json_t *list = json_array();
+    size_t i;
+    json_t *f;
+    json_array_foreach(pc__cl_jget(obj, "metadata.finalizers"), i, f)
+    {
+        if (!json_is_string(f) || strcmp(json_string_value(f), FINALIZER) != 0)
+            json_array_append(list, f);
+    }
+    if (present)
+        json_array_append_new(list, json_string(FINALIZER));
+    json_t *patch =
+            json_pack("{s:{s:s,s:o}}", "metadata", "resourceVersion",
+                      pc__cl_jstr(obj, "metadata.resourceVersion") ?: "", "finalizers", list);
+    long st = 0;
+    int rc = pc__cl_request(c->conn, "PATCH", path, MERGE, patch, &st, NULL, err, sizeof(err));
+    json_decref(patch);
+    if (rc == 0 && st == 409)
+        INC(n_conflicts);
+    else if (rc || (st != 200 && st != 404)) {
+        INC(n_errors);
+        LOG(PC_KUBE_LOG_WARN, "claim=%s/%s action=%s msg=\"%s\"", ns, name,
+            present ? "add-finalizer" : "remove-finalizer", err);
+    }
+    return rc ? rc : st;
+}
+
 /* Release a bound pod: phase -> Stopping, guarded by its version, only while it still carries
  * this claim's id. Returns true when released (or nothing left to release). */
 static bool release_pod(pc_claimctl *c, const char *ns, const char *pod, const char *claim_id)
@@ -315,6 +366,8 @@ static void finish(pc_claimctl *c, rec *r)
         else if (r->r.status == PC_CLAIM_CANCELLED)
             INC(n_cancelled);
         json_decref(obj);
+        /* a terminating claim still holds our finalizer: process_key removes it */
+        enqueue_key(c, r->ns, r->name);
         rec_free(c, r);
         return;
     }
@@ -406,6 +459,14 @@ static void serve(pc_claimctl *c, const json_t *obj, const char *ns, const char 
     }
     if (c->may_write && !c->may_write(c->arg, ns, pool_name))
         return; /* the leader serves it */
+    if (!has_finalizer(obj)) {
+        /* first the finalizer, so a deletion while no replica runs still releases what this
+         * claim wins; the watch brings the new version, which is served */
+        long st = set_finalizer(c, obj, true);
+        if (st != 200 && st != 404)
+            requeue_after(c, ns, name, st == 409 ? 50000000LL : 1000000000LL);
+        return;
+    }
     /* the timeout counts from the claim's creation, so a restart does not extend it */
     int64_t deadline = 0;
     json_int_t tmo = json_integer_value(json_object_get(spec, "timeoutSeconds"));
@@ -502,6 +563,47 @@ static void serve(pc_claimctl *c, const json_t *obj, const char *ns, const char 
     }
 }
 
+/* A terminating claim that holds our finalizer: cancel it if it waits here (its callback comes
+ * back through finish(), which releases a pod won meanwhile and requeues the key), else
+ * release the pod that carries its uid, if any (a Bound claim's, or one won by a replica that
+ * died before writing Bound), then remove the finalizer so the server deletes the claim. */
+static void finalize(pc_claimctl *c, const json_t *obj, const char *ns, const char *name)
+{
+    const char *uid = pc__cl_jstr(obj, "metadata.uid") ?: "";
+    if (c->may_write && !c->may_write(c->arg, ns, pc__cl_jstr(obj, "spec.pool") ?: ""))
+        return; /* the pool's leader does it */
+    rec *r = rec_find(c, uid);
+    if (r) {
+        r->deleted = true;
+        if (r->state == R_ENQUEUED) {
+            pc_claim_cancel(&r->c);
+            return;
+        }
+        if (r->state == R_DONE) {
+            finish(c, r); /* frees r and requeues the key */
+            return;
+        }
+        rec_free(c, r);
+    }
+    char id[PC_CLAIM_ID_MAX];
+    snprintf(id, sizeof(id), "sbc-%.59s", uid);
+    int err = 0;
+    json_t *won = find_won_pod(c, ns, uid, &err);
+    bool released =
+            !err && (!won || release_pod(c, ns, pc__cl_jstr(won, "metadata.name") ?: "", id));
+    json_decref(won);
+    if (!released) {
+        requeue_after(c, ns, name, 1000000000LL);
+        return;
+    }
+    long st = set_finalizer(c, obj, false);
+    if (st == 200)
+        LOG(PC_KUBE_LOG_INFO, "claim=%s/%s msg=\"finalized: released, finalizer removed\"", ns,
+            name);
+    else if (st != 404)
+        requeue_after(c, ns, name, st == 409 ? 50000000LL : 1000000000LL);
+}
+
 static void process_key(pc_claimctl *c, const char *key)
 {
     const char *slash = strchr(key, '/');
@@ -516,6 +618,12 @@ static void process_key(pc_claimctl *c, const char *key)
     const char *uid = pc__cl_jstr(obj, "metadata.uid") ?: "";
     const char *phase = pc__cl_jstr(obj, "status.phase");
     bool final = phase && (strcmp(phase, "Bound") == 0 || strcmp(phase, "Failed") == 0);
+    if (pc__cl_jget(obj, "metadata.deletionTimestamp")) {
+        if (has_finalizer(obj))
+            finalize(c, obj, ns, name);
+        json_decref(obj);
+        return;
+    }
     rec *r = rec_find(c, uid);
     if (r) {
         if (r->state == R_DONE)
@@ -523,7 +631,7 @@ static void process_key(pc_claimctl *c, const char *key)
         else if (r->state == R_WRITTEN &&
                  (final || pc__cl_mono_ns() - r->written_at_ns > 300000000000LL))
             rec_free(c, r);
-    } else if (!final && !pc__cl_jget(obj, "metadata.deletionTimestamp")) {
+    } else if (!final) {
         serve(c, obj, ns, name);
     }
     json_decref(obj);

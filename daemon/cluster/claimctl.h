@@ -23,8 +23,10 @@
  * A pool shutting down (SHUTDOWN) leaves the claim Pending for the next leader or restart.
  * Deleting a claim: Pending -> pc_claim_cancel (if its CAS won meanwhile, the pod is released);
  * Bound -> its pod is released: phase -> Stopping, one PATCH guarded by the pod's version (after
- * checking the pod still carries this claim's id). Without a finalizer, a claim deleted while no
- * replica runs is not released (kapi-sim has no finalizers yet; see docs/cluster.md).
+ * checking the pod still carries this claim's id). Before a claim is first served the controller
+ * adds finalizer podclaim.io/release to it, so a claim deleted while no replica runs stays,
+ * terminating, until a leader has cancelled it or released what it won (found by the uid
+ * label), and then removes the finalizer.
  *
  * Only while may_write says so for the claim's pool does the controller serve or release.
  *

@@ -403,21 +403,31 @@ static bool on_wake(void *arg)
 
 /* ---- LIST ---------------------------------------------------------------------------------- */
 
+/* The URL of one LIST page: the collection, the page size, the selector, the continue token
+ * of the page before ("" for the first). Returns 0 or -EMSGSIZE. */
+static int page_path(const pc_watch *w, const char *cont, char *path, size_t len)
+{
+    char enc[6144];
+    int n = snprintf(path, len, "%s?limit=%u%s%s", w->path, w->page_size,
+                     w->selector_enc[0] ? "&labelSelector=" : "", w->selector_enc);
+    if (n < 0 || (size_t)n >= len)
+        return -EMSGSIZE;
+    if (cont[0] &&
+        (pc__cl_urlenc(cont, enc, sizeof(enc)) ||
+         snprintf(path + n, len - (size_t)n, "&continue=%s", enc) >= (int)(len - (size_t)n)))
+        return -EMSGSIZE;
+    return 0;
+}
+
 static int do_list(pc_watch *w)
 {
-    char path[PATH_MAX_], enc[6144], cont[4096] = "";
+    char path[PATH_MAX_], cont[4096] = "";
     json_t *seen = json_object();
     int restarts = 0, rc = 0;
     w->rv[0] = '\0';
     for (;;) {
-        int n = snprintf(path, sizeof(path), "%s?limit=%u%s%s", w->path, w->page_size,
-                         w->selector_enc[0] ? "&labelSelector=" : "", w->selector_enc);
-        if (cont[0] && (pc__cl_urlenc(cont, enc, sizeof(enc)) ||
-                        snprintf(path + n, sizeof(path) - (size_t)n, "&continue=%s", enc) >=
-                                (int)(sizeof(path) - (size_t)n))) {
-            rc = -EMSGSIZE;
+        if ((rc = page_path(w, cont, path, sizeof(path))) != 0)
             break;
-        }
         long status;
         json_t *page;
         char err[512];
@@ -524,19 +534,13 @@ static int list_item(void *arg, const char *item, size_t len)
 /* Pod mode: the paged LIST, scanned without a tree. Same protocol as do_list. */
 static int do_list_pods(pc_watch *w)
 {
-    char path[PATH_MAX_], enc[6144], cont[4096] = "", next[4096], prv[64];
+    char path[PATH_MAX_], cont[4096] = "", next[4096], prv[64];
     int restarts = 0, rc = 0;
     w->rv[0] = '\0';
     w->list_gen++;
     for (;;) {
-        int n = snprintf(path, sizeof(path), "%s?limit=%u%s%s", w->path, w->page_size,
-                         w->selector_enc[0] ? "&labelSelector=" : "", w->selector_enc);
-        if (cont[0] && (pc__cl_urlenc(cont, enc, sizeof(enc)) ||
-                        snprintf(path + n, sizeof(path) - (size_t)n, "&continue=%s", enc) >=
-                                (int)(sizeof(path) - (size_t)n))) {
-            rc = -EMSGSIZE;
+        if ((rc = page_path(w, cont, path, sizeof(path))) != 0)
             break;
-        }
         pc_kube_response r;
         rc = pc_kube_conn_request(w->conn, "GET", path, NULL, NULL, 0, &r);
         if (rc == 0 && r.status == 410) {

@@ -366,6 +366,7 @@ Test(deploy, rbac_grants_what_the_controllers_use_and_nothing_wide)
             {"podclaim.io", "sandboxpools/status", "patch"},
             {"podclaim.io", "sandboxclaims", "list"},
             {"podclaim.io", "sandboxclaims", "watch"},
+            {"podclaim.io", "sandboxclaims", "patch"}, /* the finalizer */
             {"podclaim.io", "sandboxclaims/status", "patch"},
             {"coordination.k8s.io", "leases", "get"},
             {"coordination.k8s.io", "leases", "create"},
@@ -379,6 +380,7 @@ Test(deploy, rbac_grants_what_the_controllers_use_and_nothing_wide)
     /* and nothing it does not need */
     cr_assert(!allowed(role, "", "pods", "update"));
     cr_assert(!allowed(role, "podclaim.io", "sandboxpools", "update"));
+    cr_assert(!allowed(role, "podclaim.io", "sandboxpools", "patch"));
     cr_assert(!allowed(role, "podclaim.io", "sandboxclaims", "delete"));
     cr_assert(!allowed(role, "", "secrets", "get"));
     const json_t *rb = find_kind(items, "RoleBinding", "podclaimd");

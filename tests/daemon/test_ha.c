@@ -494,6 +494,71 @@ Test(ha, sandboxclaims_bind_survive_a_restart_and_deleting_one_cancels_it, HA)
     no_double_win();
 }
 
+static json_t *pod_get(const char *name)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "/api/v1/namespaces/default/pods/%s", name);
+    return ksim_json(&K, "GET", path, NULL);
+}
+
+static const char *pod_phase_label(const char *name, char *buf)
+{
+    json_t *p = pod_get(name);
+    const char *v = json_string_value(json_object_get(
+            json_object_get(json_object_get(p, "metadata"), "labels"), "podclaim.io/phase"));
+    snprintf(buf, 64, "%s", p ? (v ? v : "") : "(gone)");
+    json_decref(p);
+    return buf;
+}
+
+/* A claim deleted while no replica runs: its finalizer keeps it, terminating, until a replica
+ * is back, releases the pod it won and removes the finalizer. Without the finalizer the claim
+ * vanished and its pod stayed claimed for good. */
+Test(ha, a_claim_deleted_while_no_replica_runs_is_released_when_one_returns, HA)
+{
+    const char *extra[] = {"--pool", "default/web=2", NULL};
+    start_sim(extra);
+    cr_assert_eq(pcd_start(&A, config(NULL, NULL, NULL), K.url, NULL, true), 0);
+    cr_assert(PC_WAIT(pool_idle(&A, "default", "web") == 2, 30000));
+    char ph[64];
+    make_claim("gone", "web");
+    cr_assert(PC_WAIT(!strcmp(claim_phase("gone", ph), "Bound"), 20000), "gone: %s", ph);
+    json_t *c = sandboxclaim("gone");
+    char pod[256];
+    snprintf(pod, sizeof(pod), "%s",
+             json_string_value(json_object_get(json_object_get(c, "status"), "pod")));
+    json_t *fin = json_object_get(json_object_get(c, "metadata"), "finalizers");
+    cr_assert(json_array_size(fin) == 1 &&
+                      !strcmp(json_string_value(json_array_get(fin, 0)), "podclaim.io/release"),
+              "no finalizer on a served claim");
+    json_decref(c);
+    cr_assert_str_eq(pod_phase_label(pod, ph), "Running");
+
+    cr_assert_eq(pcd_stop(&A, SIGTERM, 10000), 0);
+    json_decref(ksim_json(&K, "DELETE",
+                          "/apis/podclaim.io/v1alpha1/namespaces/default/sandboxclaims/gone",
+                          NULL));
+    c = sandboxclaim("gone");
+    cr_assert_not_null(c, "the claim went at once: no finalizer held it");
+    cr_assert_not_null(json_object_get(json_object_get(c, "metadata"), "deletionTimestamp"));
+    json_decref(c);
+    cr_assert_str_eq(pod_phase_label(pod, ph), "Running");
+
+    cr_assert_eq(pcd_start(&A, config(NULL, NULL, NULL), K.url, NULL, true), 0);
+    cr_assert(PC_WAIT(strcmp(pod_phase_label(pod, ph), "Running") != 0, 20000),
+              "the pod of the deleted claim was not released: %s", ph);
+    int64_t end = pcd_now_ms() + 20000;
+    json_t *left;
+    while ((left = sandboxclaim("gone")) != NULL && pcd_now_ms() < end) {
+        json_decref(left);
+        usleep(50000);
+    }
+    cr_assert_null(left, "the finalizer was not removed");
+    /* the pool recycles it: two idle again */
+    cr_assert(PC_WAIT(pool_idle(&A, "default", "web") == 2, 30000));
+    no_double_win();
+}
+
 Test(ha, a_pod_that_never_becomes_ready_makes_an_event_and_a_degraded_condition, HA)
 {
     const char *extra[] = {"--pool", "default/web=1", "--kubelet-never-ready", NULL};
