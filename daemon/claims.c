@@ -78,6 +78,37 @@ static bool reserved_key(const char *k)
            strcmp(k, "podclaim.io/claim-id") == 0 || strcmp(k, "podclaim.io/claimed-at") == 0;
 }
 
+void pcd_utf8_repair(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        size_t n = *p < 0x80             ? 1
+                   : (*p & 0xe0) == 0xc0 ? 2
+                   : (*p & 0xf0) == 0xe0 ? 3
+                   : (*p & 0xf8) == 0xf0 ? 4
+                                         : 0;
+        bool ok = n > 0;
+        for (size_t i = 1; ok && i < n; i++)
+            ok = (p[i] & 0xc0) == 0x80;
+        if (ok && n > 1) { /* overlong forms, surrogates, beyond U+10FFFF: jansson refuses them */
+            uint32_t c = n == 2   ? (uint32_t)(p[0] & 0x1f) << 6 | (p[1] & 0x3f)
+                         : n == 3 ? (uint32_t)(p[0] & 0x0f) << 12 | (uint32_t)(p[1] & 0x3f) << 6 |
+                                            (p[2] & 0x3f)
+                                  : (uint32_t)(p[0] & 0x07) << 18 | (uint32_t)(p[1] & 0x3f) << 12 |
+                                            (uint32_t)(p[2] & 0x3f) << 6 | (p[3] & 0x3f);
+            ok = c >= (n == 2   ? 0x80u
+                       : n == 3 ? 0x800u
+                                : 0x10000u) &&
+                 c <= 0x10ffff && (c < 0xd800 || c > 0xdfff);
+        }
+        if (!ok) {
+            *p++ = '?';
+            continue;
+        }
+        p += n;
+    }
+}
+
 typedef struct verr {
     int code; /* 400 / 422 / 404 */
     char msg[512];
@@ -106,6 +137,10 @@ static int take_map(verr *e, json_t *o, const char *field, int kind, const pcd_p
             return bad(e, 422, "%s: want a string%s", f, "");
         const char *s = json_string_value(v);
         if (kind == 0) {
+            /* a container name is a DNS label; "" reached the CAS backend, which refused it
+             * (REJECTED after the claim had waited; found by fuzz_daemon_claim) */
+            if (!pcd_dns_label(k))
+                return bad(e, 422, "%s: want a container name (a DNS label)%s", f, "");
             bool known = pool == NULL || pool->containers == NULL;
             for (size_t i = 0; pool && i < pool->n_containers && !known; i++)
                 known = strcmp(pool->containers[i], k) == 0;
@@ -252,6 +287,18 @@ static int parse_claim(pcd_req *q, const pcd_pool *pool, bool env, verr *e, json
     return 0;
 }
 
+int pcd_claim_parse(pcd_req *q, const pcd_pool *pool, bool env, int *code, char *msg,
+                    size_t msg_len, json_t **tags)
+{
+    verr e = {0};
+    if (parse_claim(q, pool, env, &e, tags) == 0)
+        return 0;
+    *code = e.code;
+    snprintf(msg, msg_len, "%s", e.msg);
+    pcd_utf8_repair(msg); /* as pcd_reply_error does before the message goes into JSON */
+    return -1;
+}
+
 /* ---- claims ------------------------------------------------------------------------------------ */
 
 static void push_done(pcd *d, pcd_req *q)
@@ -290,11 +337,22 @@ enum MHD_Result pcd_claim_begin(pcd_req *q, const char *ns, const char *pool_nam
     pcd *d = q->d;
     pcd_pool *pool = NULL;
     pcd_env *env = NULL;
+    /* a replica still loading its SandboxPools cannot tell "no such pool" yet: 503 + Retry-After
+     * (a restarted replica answered 404 to a pool that existed; found by the fault soak) */
+    bool loaded = pcd_cluster_synced(d) && pcd_pools_settled(d);
     if (env_name) {
         if (!(env = pcd_find_env(d, env_name)))
-            return pcd_reply_error(q, 404, "env %s is not served here", env_name);
+            return loaded ? pcd_reply_error(q, 404, "env %s is not served here", env_name)
+                          : pcd_reply_error(q, 503,
+                                            "env %s is not known yet: podclaimd is "
+                                            "still loading its pools",
+                                            env_name);
     } else if (!(pool = pcd_find_pool(d, ns, pool_name))) {
-        return pcd_reply_error(q, 404, "pool %s/%s is not served here", ns, pool_name);
+        return loaded ? pcd_reply_error(q, 404, "pool %s/%s is not served here", ns, pool_name)
+                      : pcd_reply_error(q, 503,
+                                        "pool %s/%s is not known yet: podclaimd is "
+                                        "still loading its pools",
+                                        ns, pool_name);
     }
     if (atomic_load_explicit(&d->draining, memory_order_relaxed))
         return pcd_reply_error(q, 503, "podclaimd is shutting down");

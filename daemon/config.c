@@ -18,7 +18,11 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
+
+#define CONFIG_MAX_BYTES (4 << 20)
+#define CONFIG_MAX_DEPTH 32
 
 typedef enum ktype { K_STR, K_BOOL, K_UINT, K_DUR, K_ENUM, K_ADDR, K_LIST } ktype;
 
@@ -173,6 +177,24 @@ typedef struct cerr {
     bool failed;
 } cerr;
 
+/* s up to `end` (NULL = its end), control characters, quotes and backslashes escaped: a value
+ * from the file, the environment or a flag never breaks the one-line message (fuzz_daemon_config
+ * found a newline in a value forging a second line). */
+static void put_escaped(FILE *out, const char *s, const char *end)
+{
+    for (; *s && (!end || s < end); s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '\n')
+            fputs("\\n", out);
+        else if (ch == '"' || ch == '\\')
+            fprintf(out, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f)
+            fprintf(out, "\\x%02x", ch);
+        else
+            fputc(ch, out);
+    }
+}
+
 /* One line: podclaimd: WHERE: KEY: "VALUE": WHAT. Never prints a token's value. */
 static int fail(cerr *e, const char *where, const char *key, const char *value, const char *fmt,
                 ...)
@@ -182,9 +204,27 @@ static int fail(cerr *e, const char *where, const char *key, const char *value, 
     e->failed = true;
     bool secret = key && (strstr(key, "token") || strstr(key, "Token")) && !strstr(key, "File") &&
                   !strstr(key, "file");
-    fprintf(e->out, "podclaimd: %s: %s: ", where, key);
-    if (value)
-        fprintf(e->out, "\"%s\": ", secret ? "(hidden)" : value);
+    fputs("podclaimd: ", e->out);
+    put_escaped(e->out, where, NULL);
+    fputs(": ", e->out);
+    put_escaped(e->out, key, NULL);
+    fputs(": ", e->out);
+    if (value) {
+        fputc('"', e->out);
+        if (secret) {
+            fputs("(hidden)", e->out);
+        } else {
+            /* a server URL's user:password@ is a credential too (the kube client hides it) */
+            const char *at = strstr(key, "server") ? strchr(value, '@') : NULL;
+            const char *scheme = strstr(value, "://");
+            put_escaped(e->out, value, at && scheme && scheme < at ? scheme + 3 : NULL);
+            if (at && scheme && scheme < at) {
+                fputs("***", e->out);
+                put_escaped(e->out, at, NULL);
+            }
+        }
+        fputs("\": ", e->out);
+    }
     va_list ap;
     va_start(ap, fmt);
     vfprintf(e->out, fmt, ap);
@@ -368,6 +408,16 @@ static const keydef *find_key(const keydef *t, size_t n, const char *key)
         if (strcmp(t[i].key, key) == 0)
             return &t[i];
     return NULL;
+}
+
+/* Whether some key of t starts with "prefix." */
+static bool starts_a_key(const keydef *t, size_t n, const char *prefix)
+{
+    size_t pn = strlen(prefix);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(t[i].key, prefix, pn) == 0 && t[i].key[pn] == '.')
+            return true;
+    return false;
 }
 
 static int apply_defaults(cerr *e, const keydef *t, size_t n, void *base)
@@ -664,7 +714,11 @@ static int load_mapping(cerr *e, yfile *y, yaml_node_t *map, const char *prefix,
         snprintf(key, sizeof(key), "%s%s", prefix, ks);
         const char *lookup = table == global_keys ? key : ks;
         const keydef *k = find_key(table, nt, lookup);
-        if (!k && table == global_keys && vn->type == YAML_MAPPING_NODE) {
+        /* a section ("kube:") holds keys "kube.x": recurse only into a name that starts a
+         * key, so the depth is that of the key table, whatever the file's (fuzz_daemon_config:
+         * 3,000 levels of an unknown key overflowed the stack) */
+        if (!k && table == global_keys && vn->type == YAML_MAPPING_NODE &&
+            starts_a_key(table, nt, key)) {
             char sub[260];
             snprintf(sub, sizeof(sub), "%s.", key);
             if (load_mapping(e, y, vn, sub, table, nt, base) != 0)
@@ -706,11 +760,51 @@ static int load_list(cerr *e, yfile *y, pcd_config *c, yaml_node_t *seq, bool po
     return 0;
 }
 
+/* libyaml's scanner costs O(depth) per token in flow collections (a 400 KB file of 100,000
+ * nested "{a: " took 95 s to load; found by fuzz_daemon_config), so a first pass over the events
+ * refuses a document nested deeper than CONFIG_MAX_DEPTH before the document is built. The
+ * real keys nest 3 deep. Returns true (and the error) when too deep; a YAML error is left to
+ * the load that follows, which names it. */
+static bool too_deep(cerr *e, FILE *f, const char *path)
+{
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    int depth = 0;
+    bool deep = false, end = false;
+    while (!deep && !end && yaml_parser_parse(&parser, &ev)) {
+        if (ev.type == YAML_SEQUENCE_START_EVENT || ev.type == YAML_MAPPING_START_EVENT)
+            deep = ++depth > CONFIG_MAX_DEPTH;
+        else if (ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT)
+            depth--;
+        end = ev.type == YAML_STREAM_END_EVENT;
+        if (deep) {
+            char where[512];
+            snprintf(where, sizeof(where), "%s:%zu", path, ev.start_mark.line + 1);
+            fail(e, where, "config", NULL, "nested deeper than %d levels", CONFIG_MAX_DEPTH);
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&parser);
+    return deep;
+}
+
 static int load_file(cerr *e, pcd_config *c, const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         return fail(e, path, "config", NULL, "cannot open: %s", strerror(errno));
+    /* libyaml holds the whole document in memory: bound it, as the kubeconfig loader does */
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > CONFIG_MAX_BYTES) {
+        fclose(f);
+        return fail(e, path, "config", NULL, "file of %lld bytes is over the limit of 4 MiB",
+                    (long long)st.st_size);
+    }
+    if (too_deep(e, f, path))
+        return -1;
+    rewind(f);
     yaml_parser_t parser;
     yfile y = {.path = path};
     yaml_parser_initialize(&parser);

@@ -79,6 +79,8 @@ enum MHD_Result pcd_reply_error(pcd_req *q, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* jansson refuses a string that is not UTF-8, and no JSON meant no answer at all */
+    pcd_utf8_repair(msg);
     json_t *j = json_pack("{s:s,s:i}", "error", msg, "code", code);
     char *body = json_dumps(j, JSON_COMPACT);
     json_decref(j);

@@ -260,6 +260,17 @@ void pcd_releasers_stop(pcd *d);
  * Returns an MHD result. */
 enum MHD_Result pcd_claim_begin(pcd_req *q, const char *ns, const char *pool, const char *env);
 enum MHD_Result pcd_claim_answer(pcd_req *q);
+/* The claim request decoder pcd_claim_begin uses: parse q->body (q->body_len bytes) into
+ * q->claim (its strings point into q->doc, freed by pcd_req_free); pool NULL = unknown (env
+ * claims), env = "requiredTags" allowed (*tags then points into q->doc). Returns 0, or -1 with
+ * *code (400, 422; 500 out of memory) and one line in msg. Thread: any (touches only q).
+ * Exposed for fuzz/fuzz_daemon_claim.c. */
+int pcd_claim_parse(pcd_req *q, const pcd_pool *pool, bool env, int *code, char *msg,
+                    size_t msg_len, json_t **tags);
+/* Replace with '?' every byte of s that is not part of valid UTF-8 (as jansson wants it), in
+ * place: a message quoting raw input (jansson's "near '...'", a path) or cut at its buffer's
+ * end mid-character still goes into a JSON answer. Cannot fail. */
+void pcd_utf8_repair(char *s);
 enum MHD_Result pcd_release_begin(pcd_req *q, const char *ns, const char *pool, const char *id);
 enum MHD_Result pcd_release_answer(pcd_req *q);
 /* Queue a JSON answer (takes `body`, malloc'd). */

@@ -154,3 +154,45 @@ Test(config, environment_and_flags_override_the_file, .fini = cleanup)
     cr_assert_eq(pcd_run(args2, env2, out, sizeof(out)), 0, "%s", out);
     cr_assert(strstr(out, "4 pools"), "%s", out);
 }
+
+/* Found by fuzz_daemon_config: an unknown key nested deeper and deeper recursed once per level
+ * (a 12 KB file of 3,000 levels overflowed the stack), and libyaml's scanner is quadratic in
+ * flow nesting (this file took 95 s). Both are now refused: a document deeper than 32 levels
+ * before it is built, a mapping under a name that starts no key at that name. */
+Test(config, a_file_nested_100000_levels_deep_is_one_error_line, .fini = cleanup)
+{
+    size_t n = 100000;
+    char *y = malloc(n * 5 + 16), *p = y;
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, "{a: ");
+    *p++ = '1';
+    memset(p, '}', n);
+    strcpy(p + n, "\n");
+    bad(y, NULL, "nested deeper than 32 levels", NULL);
+    free(y);
+    bad("a: {a: {a: {a: 1}}}\n", NULL, "a: unknown key", NULL);
+    /* a real section still nests: kube.server under kube */
+    bad("kube: {server: {x: 1}}\n", NULL, "kube.server", NULL);
+}
+
+/* Found by fuzz_daemon_config: a value with a newline made two lines (a forged log line on
+ * stderr); control characters are now escaped, and a server URL's credentials hidden. */
+Test(config, a_value_with_control_characters_stays_on_one_line, .fini = cleanup)
+{
+    bad("listen: \"1.2.3.4\\npodclaimd: forged\"\n", NULL, "listen", "\\n");
+    const char *env[] = {"PODCLAIM_KUBE_SERVER=http://user:secret@x", NULL};
+    bad("kube: {inCluster: true}\n", env, "kube.server", "***@x");
+    cr_assert_null(strstr(out, "secret"), "%s", out);
+}
+
+/* A config file is read whole by libyaml: like a kubeconfig, over 4 MiB it is refused unread. */
+Test(config, a_file_over_4_mib_is_refused, .fini = cleanup)
+{
+    size_t n = 5u << 20;
+    char *y = malloc(n + 1);
+    memset(y, '#', n);
+    y[n] = '\0';
+    y[0] = '\n'; /* a comment line after an empty one: valid YAML, no keys */
+    bad(y, NULL, "MiB", NULL);
+    free(y);
+}

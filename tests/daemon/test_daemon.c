@@ -424,6 +424,52 @@ Test(daemon, bad_requests_are_answered_with_what_is_wrong, .fini = fini, .timeou
     cr_assert_eq(h.status, 200, "%s", h.body);
 }
 
+/* Found by fuzz_daemon_claim: an error message quoting bytes that are not UTF-8 (jansson's
+ * "near '...'" of a malformed body, a pool name from a percent-encoded path) made the JSON
+ * answer fail to build, and the connection was closed with no answer at all. */
+Test(daemon, an_error_quoting_bytes_that_are_not_utf8_is_still_answered, .fini = fini,
+     .timeout = 60)
+{
+    start_sim("default/web=1");
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    pcd_http h;
+    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"),
+                         "{\"annotations\":{\"k\":\"\\u00e\xd7\x90\"}}", NULL, &h),
+                 0, "no answer to a malformed body with a non-UTF-8 token");
+    cr_assert_eq(h.status, 400, "%ld %s", h.status, h.body);
+    cr_assert(strstr(h.body, "malformed JSON"), "%s", h.body);
+    cr_assert_eq(pcd_req("POST", url("/v1/pools/%ff/x/claims"), "{}", NULL, &h), 0,
+                 "no answer for a pool name that is not UTF-8");
+    cr_assert_eq(h.status, 404, "%ld %s", h.status, h.body);
+    cr_assert(strstr(h.body, "not served here"), "%s", h.body);
+}
+
+/* Found by the fault soak: a replica restarted next to a running one answered 404 "not
+ * served here" (a client's "no such pool") while its SandboxPool watch had not synced yet; it
+ * now answers 503 + Retry-After until its pools are loaded, then serves. */
+Test(daemon, a_pool_not_loaded_yet_is_503_not_404, .fini = fini, .timeout = 60)
+{
+    /* every LIST takes 2 s: podclaimd serves HTTP before its SandboxPools are loaded */
+    const char *args[] = {"--pool", "default/web=1", "--kubelet-only", "--warmup-ms",
+                          "20",     "--latency",     "list=2000",      NULL};
+    cr_assert_eq(ksim_start(&K, args, false, NULL, NULL), 0, "kapi-sim did not start");
+    cr_assert_eq(pcd_start(&P, "kube:\n  server: %s\n", K.url, NULL, false), 0);
+    pcd_http h;
+    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"), "{\"timeoutSeconds\":10}",
+                         NULL, &h),
+                 0);
+    cr_assert_eq(h.status, 503, "a pool not loaded yet: %ld %s", h.status, h.body);
+    cr_assert(h.retry_after[0], "503 without Retry-After");
+    /* once loaded, the same claim is served, and an unknown pool is still 404 */
+    int64_t end = pcd_now_ms() + 30000;
+    do {
+        pcd_req("POST", url("/v1/pools/default/web/claims"), "{\"timeoutSeconds\":10}", NULL, &h);
+    } while (h.status == 503 && pcd_now_ms() < end && usleep(50000) == 0);
+    cr_assert_eq(h.status, 200, "%ld %s", h.status, h.body);
+    pcd_req("POST", url("/v1/pools/default/nope/claims"), "{}", NULL, &h);
+    cr_assert_eq(h.status, 404, "%ld %s", h.status, h.body);
+}
+
 static const char *envs_yaml = "kube:\n  server: %s\n"
                                "envs:\n  - name: prod\n    strategy: STRATEGY\n"
                                "pools:\n"

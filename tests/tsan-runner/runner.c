@@ -21,6 +21,30 @@ void cr_tsan_register(struct cr_tsan_test *t)
     tail = &t->next;
 }
 
+static struct cr_tsan_suite *suites;
+
+void cr_tsan_register_suite(struct cr_tsan_suite *s)
+{
+    s->next = suites;
+    suites = s;
+}
+
+/* The test's fields, the unset ones from its TestSuite() */
+static void apply_suite(struct cr_tsan_test *t)
+{
+    for (struct cr_tsan_suite *s = suites; s; s = s->next) {
+        if (strcmp(s->name, t->suite) != 0)
+            continue;
+        if (!t->data.init)
+            t->data.init = s->data.init;
+        if (!t->data.fini)
+            t->data.fini = s->data.fini;
+        if (t->data.timeout <= 0)
+            t->data.timeout = s->data.timeout;
+        t->data.disabled = t->data.disabled || s->data.disabled;
+    }
+}
+
 void cr_tsan_fail(const char *file, int line, bool fatal, const char *expr, const char *fmt, ...)
 {
     fprintf(stderr, "[FAIL] %s::%s: %s:%d: %s", current ? current->suite : "?",
@@ -80,6 +104,7 @@ int main(int argc, char **argv)
     for (current = tests; current; current = current->next) {
         char full[256];
         snprintf(full, sizeof(full), "%s::%s", current->suite, current->name);
+        apply_suite(current);
         if (current->data.disabled || (only && strcmp(only, full) != 0)) {
             skipped++;
             continue;

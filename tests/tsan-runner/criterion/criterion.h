@@ -6,7 +6,7 @@
  * The concurrency tests are ordinary Criterion sources; under TSan this header compiles
  * them against a minimal in-process runner instead (runner.c): each Test() runs in the
  * same process, one after the other, with its .init/.fini and .timeout. Supported: the
- * Test() fields .init .fini .timeout .disabled .description, and the cr_assert_* /
+ * Test() fields .init .fini .timeout .disabled .description, TestSuite() defaults for them, and the cr_assert_* /
  * cr_expect_* / cr_log_* / cr_skip_test macros below. A failed assertion ends the process with status 1.
  */
 #ifndef PODCLAIM_TSAN_CRITERION_H
@@ -36,6 +36,15 @@ struct cr_tsan_test {
 };
 
 void cr_tsan_register(struct cr_tsan_test *t);
+
+/* TestSuite(suite, .init = …, .fini = …, .timeout = …): defaults for the suite's tests, each
+ * field used where the Test() leaves it unset, as Criterion does. */
+struct cr_tsan_suite {
+    const char *name;
+    struct criterion_test_extra_data data;
+    struct cr_tsan_suite *next;
+};
+void cr_tsan_register_suite(struct cr_tsan_suite *s);
 void cr_tsan_fail(const char *file, int line, bool fatal, const char *expr, const char *fmt, ...)
         __attribute__((format(printf, 5, 6)));
 void cr_tsan_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -51,6 +60,13 @@ void cr_tsan_skip(const char *fmt, ...) __attribute__((noreturn, format(printf, 
         cr_tsan_register(&cr_tsan_desc_##suite##_##name);                                          \
     }                                                                                              \
     static void cr_tsan_fn_##suite##_##name(void)
+
+#define TestSuite(suite, ...)                                                                      \
+    static struct cr_tsan_suite cr_tsan_suite_##suite = {#suite, {__VA_ARGS__}, NULL};             \
+    __attribute__((constructor)) static void cr_tsan_sreg_##suite(void)                            \
+    {                                                                                              \
+        cr_tsan_register_suite(&cr_tsan_suite_##suite);                                            \
+    }
 
 #define CR_TSAN_CHECK(fatal, cond, text, ...)                                                      \
     do {                                                                                           \
