@@ -311,12 +311,84 @@ static void push_done(pcd *d, pcd_req *q)
         pcd_logf(PCD_ERROR, "msg=\"eventfd write: %s\"", strerror(errno));
 }
 
+/* ---- late wins ---------------------------------------------------------------------------- */
+/* A claim answered without a pod (deadline, error, cancel) after at least one CAS was sent may
+ * still have won: a PATCH that timed out at the claim's deadline can be applied afterwards
+ * (found by the fault soak: 0-2 pods in 15,000 claims left claimed by nobody). Such claims are
+ * remembered for LOST_TTL_NS in a ring of the newest 512; when the informer shows a pod newly
+ * claimed with one of their ids, the pod is registered under that id and given back by a
+ * releaser, as for a client that hung up (podclaimd_late_win_releases_total), and a DELETE of
+ * the id says it is released. */
+#define LOST_TTL_NS (120 * 1000000000LL)
+
+static void queue_release(pcd *d, pcd_release_job *job);
+#define LOST_MAX (sizeof(((pcd *)0)->lost) / sizeof(((pcd *)0)->lost[0]))
+
+static void lost_add(pcd *d, const pcd_pool *pool, const char *id)
+{
+    pthread_mutex_lock(&d->lost_mu);
+    struct pcd_lost *e = &d->lost[d->lost_next];
+    d->lost_next = (d->lost_next + 1) % LOST_MAX;
+    if (e->at_ns == 0)
+        atomic_fetch_add_explicit(&d->lost_n, 1, memory_order_relaxed);
+    e->pool = pool;
+    e->at_ns = pc_now_ns();
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    pthread_mutex_unlock(&d->lost_mu);
+}
+
+void pcd_lost_claimed(pcd *d, const pcd_pool *pool, const pc_pod_ref *pod, const char *claim_id)
+{
+    /* relaxed: an entry added just now is for a PATCH whose event cannot be here yet; a miss
+     * of one added concurrently would need the event to overtake the claim's own answer */
+    if (atomic_load_explicit(&d->lost_n, memory_order_relaxed) == 0 || !claim_id)
+        return;
+    int64_t now = pc_now_ns();
+    bool hit = false;
+    pthread_mutex_lock(&d->lost_mu);
+    for (size_t i = 0; i < LOST_MAX; i++) {
+        struct pcd_lost *e = &d->lost[i];
+        if (e->at_ns == 0)
+            continue;
+        bool expired = now - e->at_ns > LOST_TTL_NS;
+        bool match = !expired && e->pool == pool && strcmp(e->id, claim_id) == 0;
+        if (expired || match) {
+            e->at_ns = 0;
+            atomic_fetch_sub_explicit(&d->lost_n, 1, memory_order_relaxed);
+        }
+        hit = hit || match;
+    }
+    pthread_mutex_unlock(&d->lost_mu);
+    if (!hit)
+        return;
+    pcd_claim_info ci = {.state = PCD_ACTIVE};
+    snprintf(ci.pod_namespace, sizeof(ci.pod_namespace), "%s", pod->namespace_);
+    snprintf(ci.pod, sizeof(ci.pod), "%s", pod->name);
+    snprintf(ci.rv, sizeof(ci.rv), "%s", pod->resource_version ? pod->resource_version : "");
+    snprintf(ci.id, sizeof(ci.id), "%s", claim_id);
+    pcd_registry_add(d->registry, pool->key, &ci);
+    pcd_release_job *job = calloc(1, sizeof(*job));
+    if (job && pcd_registry_get(d->registry, pool->key, claim_id, &job->ci, true, NULL)) {
+        snprintf(job->pool_key, sizeof(job->pool_key), "%s", pool->key);
+        atomic_fetch_add_explicit(&d->late_win_releases, 1, memory_order_relaxed);
+        pcd_logf(PCD_WARN,
+                 "pool=%s claim=%s pod=%s/%s msg=\"won after the claim had ended (its PATCH "
+                 "applied late): giving the pod back\"",
+                 pool->key, claim_id, pod->namespace_, pod->name);
+        queue_release(d, job);
+    } else {
+        free(job);
+    }
+}
+
 /* Pool callback (a pool thread): short, non-blocking. */
 static void on_claim_done(pc_claim *c, const pc_claim_result *r, void *arg)
 {
     pcd_req *q = arg;
     (void)c;
     q->result = *r;
+    if (r->status != PC_CLAIM_OK && r->attempts > 0 && r->claim_id[0])
+        lost_add(q->d, q->pool, r->claim_id);
     if (r->status == PC_CLAIM_OK) {
         pcd_claim_info ci = {.state = PCD_ACTIVE};
         snprintf(ci.pod_namespace, sizeof(ci.pod_namespace), "%s", r->pod_namespace);
@@ -806,6 +878,7 @@ int pcd_waker_start(pcd *d)
 {
     ck_stack_init(&d->done);
     pthread_mutex_init(&d->wait_mu, NULL);
+    pthread_mutex_init(&d->lost_mu, NULL); /* before any claim can end: HTTP starts later */
     d->epfd = epoll_create1(EPOLL_CLOEXEC);
     d->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (d->epfd < 0 || d->evfd < 0)

@@ -263,6 +263,13 @@ char *pcd_metrics_render(pcd *d, size_t *len)
               "up, given back.\n# TYPE podclaimd_orphan_releases_total counter\n"
               "podclaimd_orphan_releases_total %llu\n",
               (unsigned long long)atomic_load_explicit(&d->orphan_releases, memory_order_relaxed));
+    sb_printf(
+            &own,
+            "# HELP podclaimd_late_win_releases_total Pods won by a claim that had already "
+            "ended without a pod (its PATCH applied after the deadline), given back.\n"
+            "# TYPE podclaimd_late_win_releases_total counter\n"
+            "podclaimd_late_win_releases_total %llu\n",
+            (unsigned long long)atomic_load_explicit(&d->late_win_releases, memory_order_relaxed));
     sb_printf(&own,
               "# HELP podclaimd_ready 1 when every informer has synced and the daemon is "
               "not shutting down.\n# TYPE podclaimd_ready gauge\npodclaimd_ready %d\n",

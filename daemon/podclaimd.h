@@ -241,8 +241,18 @@ struct pcd {
     _Atomic int64_t open_reqs;  /* claim/release requests not yet completed by MHD */
     _Atomic int64_t open_conns; /* client connections open (the http.maxConnections bound) */
     _Atomic uint64_t responses[PCD_ROUTE_COUNT][PCD_N_CODES];
-    _Atomic uint64_t hangups, orphan_releases;
+    _Atomic uint64_t hangups, orphan_releases, late_win_releases;
     _Atomic uint64_t releases[3]; /* released, already, failed */
+    /* claims that ended without a pod after a CAS was sent (claims.c, "late wins"): a ring
+     * under lost_mu; lost_n counts live entries so the informer skips the lock when it is 0 */
+    pthread_mutex_t lost_mu;
+    _Atomic size_t lost_n;
+    size_t lost_next;
+    struct pcd_lost {
+        const struct pcd_pool *pool; /* pools are never freed while the daemon runs */
+        int64_t at_ns;               /* CLOCK_MONOTONIC; 0 = free */
+        char id[PC_CLAIM_ID_MAX];
+    } lost[512];
     int64_t started_ns;
 };
 
@@ -271,6 +281,11 @@ int pcd_claim_parse(pcd_req *q, const pcd_pool *pool, bool env, int *code, char 
  * place: a message quoting raw input (jansson's "near '...'", a path) or cut at its buffer's
  * end mid-character still goes into a JSON answer. Cannot fail. */
 void pcd_utf8_repair(char *s);
+/* The informer showed `pod` newly claimed with claim_id (pools.c's on_claimed hook): if that
+ * claim already ended without a pod (its PATCH applied after its deadline), nobody holds the
+ * pod: register it and give it back. Thread: an informer's. Cheap when nothing ended so. */
+void pcd_lost_claimed(pcd *d, const struct pcd_pool *pool, const pc_pod_ref *pod,
+                      const char *claim_id);
 enum MHD_Result pcd_release_begin(pcd_req *q, const char *ns, const char *pool, const char *id);
 enum MHD_Result pcd_release_answer(pcd_req *q);
 /* Queue a JSON answer (takes `body`, malloc'd). */

@@ -122,6 +122,12 @@ static void on_informer_change(void *arg, pc_informer_change change, const pc_po
     pcd_registry_pod_idle(p->d->registry, pod->namespace_, pod->name, pod->resource_version);
 }
 
+static void on_informer_claimed(void *arg, const pc_pod_ref *pod, const char *claim_id)
+{
+    pcd_pool *p = arg;
+    pcd_lost_claimed(p->d, p, pod, claim_id);
+}
+
 /* The CAS round trip per pool: the pool sees the backend only through pc_backend, so podclaimd
  * slips a timing layer in between (public interface, no library change). One small allocation
  * per CAS carries the start time and the pool's completion to the backend's thread. */
@@ -279,6 +285,7 @@ static pcd_pool *pool_make(pcd *d, const pcd_pool_cfg *cfg, const json_t *obj, b
                              .namespace_ = pc->namespace_,
                              .pool = pc->name,
                              .observer = on_informer_change,
+                             .on_claimed = on_informer_claimed,
                              .observer_arg = p};
     int err = pc_informer_new(&ic, &p->informer);
     if (err) {

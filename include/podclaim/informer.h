@@ -61,6 +61,12 @@ const char *pc_informer_change_name(pc_informer_change c);
  * short. */
 typedef void (*pc_informer_observer)(void *arg, pc_informer_change change, const pc_pod_ref *pod,
                                      int64_t received_at_ns);
+/* Called on the informer thread when a pod newly carries a claim id (annotation
+ * podclaim.io/claim-id), just after the pool heard of it (pc_pool_observe_claimed). The pool
+ * ends a live claim of that id OK; a claim that already ended (its PATCH timed out at the
+ * deadline and was applied later) is the owner's to find here and give the pod back. `pod`
+ * and `claim_id` are valid during the call only. Keep it short. */
+typedef void (*pc_informer_claimed_fn)(void *arg, const pc_pod_ref *pod, const char *claim_id);
 
 typedef struct pc_informer_config {
     pc_kube_client *client;        /* required; borrowed, must outlive the informer */
@@ -77,6 +83,7 @@ typedef struct pc_informer_config {
                                     * half-open connection); 0 = 90 s. Bookmarks, which the
                                     * informer asks for, keep a live quiet watch talking. */
     pc_informer_observer observer; /* optional */
+    pc_informer_claimed_fn on_claimed; /* optional; called with observer_arg */
     void *observer_arg;
 } pc_informer_config;
 

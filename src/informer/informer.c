@@ -98,6 +98,8 @@ static void notify(pc_informer *inf, pc_informer_change ch, const pc__pod *p, bo
                      inf->namespace_, inf->pool, p->name, p->rv, pc_informer_change_name(ch), rc);
     if (inf->observer)
         inf->observer(inf->observer_arg, ch, &ref, inf->received_ns);
+    if (claimed && inf->on_claimed)
+        inf->on_claimed(inf->observer_arg, &ref, p->claim_id);
 }
 
 /* True when both versions are decimal numbers (etcd revisions, which every API server in
@@ -374,6 +376,7 @@ int pc_informer_new(const pc_informer_config *cfg, pc_informer **out)
     inf->watch_idle_timeout_ns =
             cfg->watch_idle_timeout_ns > 0 ? cfg->watch_idle_timeout_ns : PC__INF_WATCH_IDLE_NS;
     inf->observer = cfg->observer;
+    inf->on_claimed = cfg->on_claimed;
     inf->observer_arg = cfg->observer_arg;
     inf->rng = (uint64_t)pc__kube_mono_ns() ^ (uint64_t)(uintptr_t)inf ^ 0x9e3779b97f4a7c15ULL;
     if (!inf->rng)

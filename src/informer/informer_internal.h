@@ -58,6 +58,7 @@ struct pc_informer {
     size_t max_event;
     int64_t watch_idle_timeout_ns;
     pc_informer_observer observer;
+    pc_informer_claimed_fn on_claimed;
     void *observer_arg;
     pc_kube_conn *conn; /* created in new: resync_hook may wake it from any thread */
 

@@ -314,6 +314,33 @@ Test(daemon, claim_past_its_deadline_answers_504, .fini = fini, .timeout = 60)
     cr_assert_eq(h.status, 504, "%ld %s", h.status, h.body);
 }
 
+/* Found by the fault soak: a claim's PATCH that times out at the claim's deadline can still be
+ * applied by the server. The claim is answered 504, and the pod it won was claimed by nobody
+ * for good. podclaimd now remembers claims that ended without a pod after a CAS was sent; when
+ * the informer shows a pod claimed with such an id, it gives the pod back. */
+Test(daemon, a_pod_won_after_its_claim_was_answered_504_is_given_back, .fini = fini, .timeout = 90)
+{
+    /* every PATCH is applied 2.5 s after it arrives; the claim's deadline is 1 s */
+    const char *args[] = {"--pool", "default/web=1",  "--latency", "patch=2500", "--warmup-ms",
+                          "20",     "--kubelet-only", NULL};
+    cr_assert_eq(ksim_start(&K, args, false, NULL, NULL), 0);
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    wait_idle("/v1/pools/default/web", 1);
+    pcd_http h;
+    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"),
+                         "{\"claimId\":\"late\",\"timeoutSeconds\":1}", NULL, &h),
+                 0);
+    cr_assert_eq(h.status, 504, "%ld %s", h.status, h.body);
+    cr_assert(pcd_wait_metric(&P, "podclaimd_late_win_releases_total", NULL, 1, 30000),
+              "the pod won after the 504 was not given back");
+    cr_assert(pcd_wait_metric(&P, "podclaimd_releases_total", "result=\"released\"", 1, 30000));
+    /* the id is known now: a DELETE by the client says it is released */
+    cr_assert_eq(pcd_req("DELETE", url("/v1/pools/default/web/claims/late"), NULL, NULL, &h), 0);
+    cr_assert_eq(h.status, 200, "%ld %s", h.status, h.body);
+    cr_assert(strstr(h.body, "\"alreadyReleased\":true"), "%s", h.body);
+    cr_assert_eq(pcd_metric(&P, "podclaimd_orphan_releases_total", NULL), 0);
+}
+
 Test(daemon, client_hang_up_cancels_the_waiting_claim, .fini = fini, .timeout = 60)
 {
     start_sim("default/web=0");
