@@ -321,7 +321,7 @@ static void push_done(pcd *d, pcd_req *q)
  * the id says it is released. */
 #define LOST_TTL_NS (120 * 1000000000LL)
 
-static void queue_release(pcd *d, pcd_release_job *job);
+static bool queue_release(pcd *d, pcd_release_job *job, bool unless_stopping);
 #define LOST_MAX (sizeof(((pcd *)0)->lost) / sizeof(((pcd *)0)->lost[0]))
 
 static void lost_add(pcd *d, const pcd_pool *pool, const char *id)
@@ -370,12 +370,18 @@ void pcd_lost_claimed(pcd *d, const pcd_pool *pool, const pc_pod_ref *pod, const
     pcd_release_job *job = calloc(1, sizeof(*job));
     if (job && pcd_registry_get(d->registry, pool->key, claim_id, &job->ci, true, NULL)) {
         snprintf(job->pool_key, sizeof(job->pool_key), "%s", pool->key);
-        atomic_fetch_add_explicit(&d->late_win_releases, 1, memory_order_relaxed);
+        /* the informers outlive the releasers at shutdown: a job queued after they stopped
+         * would never run (and leak) */
+        bool stopping = !queue_release(d, job, true);
+        if (!stopping)
+            atomic_fetch_add_explicit(&d->late_win_releases, 1, memory_order_relaxed);
         pcd_logf(PCD_WARN,
                  "pool=%s claim=%s pod=%s/%s msg=\"won after the claim had ended (its PATCH "
-                 "applied late): giving the pod back\"",
-                 pool->key, claim_id, pod->namespace_, pod->name);
-        queue_release(d, job);
+                 "applied late): %s\"",
+                 pool->key, claim_id, pod->namespace_, pod->name,
+                 stopping ? "shutting down, not given back" : "giving the pod back");
+        if (stopping)
+            free(job);
     } else {
         free(job);
     }
@@ -591,16 +597,22 @@ enum MHD_Result pcd_claim_answer(pcd_req *q)
 
 /* ---- release -------------------------------------------------------------------------------------- */
 
-static void queue_release(pcd *d, pcd_release_job *job)
+/* Hand a release to the releasers. unless_stopping: refuse it (false) once they were told to
+ * stop, for a caller that may outlive them (the informers). */
+static bool queue_release(pcd *d, pcd_release_job *job, bool unless_stopping)
 {
     pthread_mutex_lock(&d->rel_mu);
-    if (d->rel_tail)
-        d->rel_tail->next = job;
-    else
-        d->rel_head = job;
-    d->rel_tail = job;
-    pthread_cond_signal(&d->rel_cv);
+    bool take = !(unless_stopping && d->rel_stop);
+    if (take) {
+        if (d->rel_tail)
+            d->rel_tail->next = job;
+        else
+            d->rel_head = job;
+        d->rel_tail = job;
+        pthread_cond_signal(&d->rel_cv);
+    }
     pthread_mutex_unlock(&d->rel_mu);
+    return take;
 }
 
 enum MHD_Result pcd_release_begin(pcd_req *q, const char *ns, const char *pool_name, const char *id)
@@ -621,7 +633,7 @@ enum MHD_Result pcd_release_begin(pcd_req *q, const char *ns, const char *pool_n
     q->pool = pool;
     q->suspended = true;
     MHD_suspend_connection(q->conn);
-    queue_release(d, job);
+    queue_release(d, job, false);
     return MHD_YES;
 }
 
@@ -823,7 +835,7 @@ static void finish_one(pcd *d, pcd_req *q)
             pcd_registry_get(d->registry, q->pool->key, q->result.claim_id, &job->ci, true, NULL)) {
             snprintf(job->pool_key, sizeof(job->pool_key), "%s", q->pool->key);
             atomic_fetch_add_explicit(&d->orphan_releases, 1, memory_order_relaxed);
-            queue_release(d, job);
+            queue_release(d, job, false);
         } else {
             free(job);
         }
