@@ -455,27 +455,16 @@ typedef struct mbuf {
 static void mb_printf(mbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void mb_printf(mbuf *b, const char *fmt, ...)
 {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        size_t room = *b->p ? *b->cap - *b->len : 0;
-        int n = vsnprintf(*b->p ? *b->p + *b->len : NULL, room, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return;
-        if (*b->p && (size_t)n < room) {
-            *b->len += (size_t)n;
-            return;
-        }
-        size_t cap = *b->cap ? *b->cap : 4096;
-        while (cap <= *b->len + (size_t)n)
-            cap *= 2;
-        char *np = realloc(*b->p, cap);
-        if (!np)
-            return;
-        *b->p = np;
-        *b->cap = cap;
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    pcd_buf_vprintf(b->p, b->len, b->cap, fmt, ap);
+    va_end(ap);
+}
+
+static void counter_family(mbuf *b, const char *name, const char *help, const char *label,
+                           const pcd_counter *c, size_t n)
+{
+    pcd_counter_family(b->p, b->len, b->cap, name, help, label, c, n);
 }
 
 void pcd_cluster_metrics(pcd *d, char **buf, size_t *len, size_t *cap)
@@ -510,26 +499,20 @@ void pcd_cluster_metrics(pcd *d, char **buf, size_t *len, size_t *cap)
     if (cl->poolctl) {
         pc_poolctl_stats s;
         pc_poolctl_stats_read(cl->poolctl, &s);
-        mb_printf(&b, "# HELP podclaimd_pool_controller_total SandboxPool controller actions "
-                      "(writes that won, and their failures).\n# TYPE "
-                      "podclaimd_pool_controller_total counter\n");
-        const struct {
-            const char *n;
-            uint64_t v;
-        } a[] = {{"reconcile", s.reconciles},
-                 {"create", s.creates},
-                 {"create_error", s.create_errors},
-                 {"idle", s.idles},
-                 {"reset", s.resets},
-                 {"delete", s.deletes},
-                 {"conflict", s.conflicts},
-                 {"status_write", s.status_writes},
-                 {"status_error", s.status_errors},
-                 {"event", s.events},
-                 {"stale_skip", s.stale_skips}};
-        for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++)
-            mb_printf(&b, "podclaimd_pool_controller_total{action=\"%s\"} %llu\n", a[i].n,
-                      (unsigned long long)a[i].v);
+        const pcd_counter a[] = {{"reconcile", s.reconciles},
+                                 {"create", s.creates},
+                                 {"create_error", s.create_errors},
+                                 {"idle", s.idles},
+                                 {"reset", s.resets},
+                                 {"delete", s.deletes},
+                                 {"conflict", s.conflicts},
+                                 {"status_write", s.status_writes},
+                                 {"status_error", s.status_errors},
+                                 {"event", s.events},
+                                 {"stale_skip", s.stale_skips}};
+        counter_family(&b, "podclaimd_pool_controller_total",
+                       "SandboxPool controller actions (writes that won, and their failures).",
+                       "action", a, sizeof(a) / sizeof(a[0]));
         mb_printf(&b,
                   "# HELP podclaimd_pool_status_writes_total SandboxPool /status writes "
                   "(at most one per pool per controllers.statusInterval).\n# TYPE "
@@ -540,37 +523,27 @@ void pcd_cluster_metrics(pcd *d, char **buf, size_t *len, size_t *cap)
     if (cl->claimctl) {
         pc_claimctl_stats s;
         pc_claimctl_stats_read(cl->claimctl, &s);
-        mb_printf(&b, "# HELP podclaimd_claim_controller_total SandboxClaim controller "
-                      "outcomes.\n# TYPE podclaimd_claim_controller_total counter\n");
-        const struct {
-            const char *n;
-            uint64_t v;
-        } a[] = {{"enqueued", s.enqueued},
-                 {"bound", s.bound},
-                 {"failed", s.failed},
-                 {"recovered", s.recovered},
-                 {"cancelled", s.cancelled},
-                 {"released", s.released},
-                 {"status_write", s.status_writes},
-                 {"conflict", s.conflicts},
-                 {"error", s.errors}};
-        for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++)
-            mb_printf(&b, "podclaimd_claim_controller_total{result=\"%s\"} %llu\n", a[i].n,
-                      (unsigned long long)a[i].v);
+        const pcd_counter a[] = {{"enqueued", s.enqueued},
+                                 {"bound", s.bound},
+                                 {"failed", s.failed},
+                                 {"recovered", s.recovered},
+                                 {"cancelled", s.cancelled},
+                                 {"released", s.released},
+                                 {"status_write", s.status_writes},
+                                 {"conflict", s.conflicts},
+                                 {"error", s.errors}};
+        counter_family(&b, "podclaimd_claim_controller_total", "SandboxClaim controller outcomes.",
+                       "result", a, sizeof(a) / sizeof(a[0]));
     }
     pc_webhook_stats w;
     pc_webhook_stats_read(cl->webhook, &w);
-    mb_printf(&b, "# HELP podclaimd_webhook_total Claim-outcome webhooks: posted (queued), "
-                  "dropped (queue full: overflow), delivered, retries, failed (gave up).\n"
-                  "# TYPE podclaimd_webhook_total counter\n");
-    const struct {
-        const char *n;
-        uint64_t v;
-    } a[] = {{"posted", w.posted}, {"dropped", w.dropped}, {"delivered", w.delivered},
-             {"retry", w.retries}, {"failed", w.failed},   {"abandoned", w.abandoned}};
-    for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++)
-        mb_printf(&b, "podclaimd_webhook_total{result=\"%s\"} %llu\n", a[i].n,
-                  (unsigned long long)a[i].v);
+    const pcd_counter a[] = {{"posted", w.posted},       {"dropped", w.dropped},
+                             {"delivered", w.delivered}, {"retry", w.retries},
+                             {"failed", w.failed},       {"abandoned", w.abandoned}};
+    counter_family(&b, "podclaimd_webhook_total",
+                   "Claim-outcome webhooks: posted (queued), dropped (queue full: overflow), "
+                   "delivered, retries, failed (gave up).",
+                   "result", a, sizeof(a) / sizeof(a[0]));
     mb_printf(&b,
               "# HELP podclaimd_webhook_queued Outcomes waiting or in flight.\n# TYPE "
               "podclaimd_webhook_queued gauge\npodclaimd_webhook_queued %llu\n",

@@ -55,29 +55,56 @@ typedef struct sbuf {
     size_t len, cap;
 } sbuf;
 
+void pcd_buf_vprintf(char **buf, size_t *len, size_t *cap, const char *fmt, va_list ap)
+{
+    for (;;) {
+        va_list again;
+        va_copy(again, ap);
+        int n = vsnprintf(*buf ? *buf + *len : NULL, *buf ? *cap - *len : 0, fmt, again);
+        va_end(again);
+        if (n < 0)
+            return;
+        if (*buf && *len + (size_t)n < *cap) {
+            *len += (size_t)n;
+            return;
+        }
+        size_t c = *cap ? *cap : 4096;
+        while (c <= *len + (size_t)n)
+            c *= 2;
+        char *np = realloc(*buf, c);
+        if (!np)
+            return;
+        *buf = np;
+        *cap = c;
+    }
+}
+
+static void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+static void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pcd_buf_vprintf(buf, len, cap, fmt, ap);
+    va_end(ap);
+}
+
+void pcd_counter_family(char **buf, size_t *len, size_t *cap, const char *name, const char *help,
+                        const char *label, const pcd_counter *c, size_t n)
+{
+    buf_printf(buf, len, cap, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(buf, len, cap, "%s{%s=\"%s\"} %llu\n", name, label, c[i].label_value,
+                   (unsigned long long)c[i].v);
+}
+
 static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sb_printf(sbuf *b, const char *fmt, ...)
 {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return;
-        if (b->p && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np)
-            return;
-        b->p = np;
-        b->cap = cap;
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    pcd_buf_vprintf(&b->p, &b->len, &b->cap, fmt, ap);
+    va_end(ap);
 }
 
 void pcd_hist_render(char **buf, size_t *len, size_t *cap, const char *name, const char *labels,

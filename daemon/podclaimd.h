@@ -26,6 +26,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -40,6 +41,17 @@ typedef struct pcd_hist {
 void pcd_hist_observe(pcd_hist *h, int64_t ns);
 /* Append `name{labels,le=...}` buckets, _sum and _count (count derived from the buckets read,
  * so +Inf == _count always holds). */
+/* Append printf-style text to a growing buffer (*buf of *len bytes in *cap; NULL = empty), as
+ * /metrics is rendered. Out of memory: the text stops short, never corrupt. */
+void pcd_buf_vprintf(char **buf, size_t *len, size_t *cap, const char *fmt, va_list ap)
+        __attribute__((format(printf, 4, 0)));
+/* One Prometheus counter family with one label: HELP, TYPE, a line per value. */
+typedef struct pcd_counter {
+    const char *label_value;
+    uint64_t v;
+} pcd_counter;
+void pcd_counter_family(char **buf, size_t *len, size_t *cap, const char *name, const char *help,
+                        const char *label, const pcd_counter *c, size_t n);
 void pcd_hist_render(char **buf, size_t *len, size_t *cap, const char *name, const char *labels,
                      const pcd_hist *h);
 /* Upper bound of the bucket holding quantile q, in ns (0 when empty). */

@@ -116,6 +116,12 @@ static void rec_free(pc_claimctl *c, rec *r)
     free(r);
 }
 
+/* A SandboxClaim's claim id, the same for every replica and restart: "sbc-<uid>". */
+static void claim_id_of(const char *uid, char *id, size_t len)
+{
+    snprintf(id, len, "sbc-%.59s", uid);
+}
+
 static rec *rec_new(pc_claimctl *c, const json_t *obj)
 {
     rec *r = calloc(1, sizeof(*r));
@@ -126,7 +132,7 @@ static rec *rec_new(pc_claimctl *c, const json_t *obj)
     snprintf(r->ns, sizeof(r->ns), "%s", pc__cl_jstr(obj, "metadata.namespace") ?: "");
     snprintf(r->name, sizeof(r->name), "%s", pc__cl_jstr(obj, "metadata.name") ?: "");
     snprintf(r->pool, sizeof(r->pool), "%s", pc__cl_jstr(obj, "spec.pool") ?: "");
-    snprintf(r->id, sizeof(r->id), "sbc-%.59s", r->uid);
+    claim_id_of(r->uid, r->id, sizeof(r->id));
     unsigned b = bucket(r->uid);
     r->hnext = c->table[b];
     c->table[b] = r;
@@ -452,7 +458,7 @@ static void serve(pc_claimctl *c, const json_t *obj, const char *ns, const char 
     const char *pool_name = json_string_value(json_object_get(spec, "pool"));
     const char *phase = pc__cl_jstr(obj, "status.phase");
     char id[PC_CLAIM_ID_MAX];
-    snprintf(id, sizeof(id), "sbc-%.59s", uid);
+    claim_id_of(uid, id, sizeof(id));
     if (!pool_name || !pool_name[0]) {
         write_status(c, obj, failed_status(id, "InvalidSpec", "spec.pool is required"));
         return;
@@ -586,7 +592,7 @@ static void finalize(pc_claimctl *c, const json_t *obj, const char *ns, const ch
         rec_free(c, r);
     }
     char id[PC_CLAIM_ID_MAX];
-    snprintf(id, sizeof(id), "sbc-%.59s", uid);
+    claim_id_of(uid, id, sizeof(id));
     int err = 0;
     json_t *won = find_won_pod(c, ns, uid, &err);
     bool released =
