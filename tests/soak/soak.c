@@ -246,6 +246,8 @@ static void start_release(conn *c, uint64_t n, int64_t now)
     c->hang_at = 0;
     rel_sent++;
     recs[n].rel_tries++;
+    recs[n].rel_replica = (uint8_t)c->replica;
+    recs[n].rel_gen = (uint8_t)c->gen;
     conn_send(c);
 }
 
