@@ -166,6 +166,21 @@ static bool moved_on(pc_poolctl *c, const pc_kube_pod *pod)
 #define THROTTLE_DEFAULT_NS 1000000000LL
 #define THROTTLE_MAX_NS 10000000000LL
 
+/* The server answered a write to `pod` 429: its writes wait for the Retry-After (the pass
+ * leaves it as if stale), the pool comes back when that is over. */
+static void throttled(pc_poolctl *c, pc__pool_state *st, const pc_kube_pod *pod, const char *what,
+                      int64_t retry_after)
+{
+    if (retry_after <= 0)
+        retry_after = THROTTLE_DEFAULT_NS;
+    if (retry_after > THROTTLE_MAX_NS)
+        retry_after = THROTTLE_MAX_NS;
+    json_object_set_new(st->throttled, pod->uid, json_integer(pc__cl_mono_ns() + retry_after));
+    pc__poolctl_requeue_after(c, st->key, retry_after);
+    LOG(PC_KUBE_LOG_INFO, "pool=%s pod=%s action=%s msg=\"429: its writes wait %lld ms\"", st->key,
+        pod->name, what, (long long)(retry_after / 1000000));
+}
+
 /* PATCH pod with `patch` (stolen) guarded by its cached resourceVersion. Returns the status. */
 static long patch_pod(pc_poolctl *c, pc__pool_state *st, const pc_kube_pod *pod, json_t *patch,
                       const char *what)
@@ -195,14 +210,7 @@ static long patch_pod(pc_poolctl *c, pc__pool_state *st, const pc_kube_pod *pod,
                                  sizeof(err), &retry_after);
     json_decref(patch);
     if (rc == 0 && status == 429) {
-        if (retry_after <= 0)
-            retry_after = THROTTLE_DEFAULT_NS;
-        if (retry_after > THROTTLE_MAX_NS)
-            retry_after = THROTTLE_MAX_NS;
-        json_object_set_new(st->throttled, uid, json_integer(pc__cl_mono_ns() + retry_after));
-        pc__poolctl_requeue_after(c, st->key, retry_after);
-        LOG(PC_KUBE_LOG_INFO, "pool=%s pod=%s action=%s msg=\"429: its writes wait %lld ms\"",
-            st->key, pod->name, what, (long long)(retry_after / 1000000));
+        throttled(c, st, pod, what, retry_after);
         return status;
     }
     if (rc == 0 && status == 200) {
@@ -230,8 +238,18 @@ static bool delete_pod(pc_poolctl *c, pc__pool_state *st, const pc_kube_pod *pod
             json_pack("{s:s,s:s,s:{s:s,s:s}}", "kind", "DeleteOptions", "apiVersion", "v1",
                       "preconditions", "uid", pod->uid, "resourceVersion", pod->resource_version);
     long status = 0;
-    int rc = pc__cl_request(c->conn, "DELETE", path, NULL, opts, &status, NULL, err, sizeof(err));
+    /* a pool's pod: no 429 retry in place, as for a PATCH (patch_pod). st is NULL for the
+     * pods of a deleted pool, which has no state to put one aside in: the client's retry. */
+    int64_t retry_after = 0;
+    int rc = st ? pc__cl_request_once(c->conn, "DELETE", path, NULL, opts, &status, NULL, err,
+                                      sizeof(err), &retry_after)
+                : pc__cl_request(c->conn, "DELETE", path, NULL, opts, &status, NULL, err,
+                                 sizeof(err));
     json_decref(opts);
+    if (rc == 0 && status == 429 && st) {
+        throttled(c, st, pod, "delete", retry_after);
+        return false;
+    }
     if (rc == 0 && (status == 200 || status == 202)) {
         PC__PC_INC(c, deletes);
         if (st)
