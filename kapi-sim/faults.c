@@ -68,11 +68,12 @@ json_t *ks_faults_to_json(const ks_fault_cfg *c)
                                 json_pack("{s:f,s:f}", "fixedMs", c->latency[v].fixed_us / 1000.0,
                                           "jitterMs", c->latency[v].jitter_us / 1000.0));
     }
-    return json_pack("{s:o,s:f,s:f,s:i,s:f,s:i,s:I,s:I,s:I}", "latency", lat, "conflictRate",
-                     c->conflict_rate, "throttleRate", c->throttle_rate, "retryAfterSeconds",
-                     c->retry_after_s, "errorRate", c->error_rate, "errorCode", c->error_code,
-                     "watchDropEvents", (json_int_t)c->watch_drop_events, "watchDropMs",
-                     (json_int_t)c->watch_drop_ms, "watchDelayMs", (json_int_t)c->watch_delay_ms);
+    return json_pack("{s:o,s:f,s:f,s:s,s:i,s:f,s:i,s:I,s:I,s:I}", "latency", lat, "conflictRate",
+                     c->conflict_rate, "throttleRate", c->throttle_rate, "throttleName",
+                     c->throttle_name, "retryAfterSeconds", c->retry_after_s, "errorRate",
+                     c->error_rate, "errorCode", c->error_code, "watchDropEvents",
+                     (json_int_t)c->watch_drop_events, "watchDropMs", (json_int_t)c->watch_drop_ms,
+                     "watchDelayMs", (json_int_t)c->watch_delay_ms);
 }
 
 static int get_rate(const json_t *j, const char *k, double *out, ks_err *err)
@@ -121,6 +122,16 @@ int ks_faults_from_json(ks_fault_cfg *out, const json_t *j, ks_err *err)
         get_int(j, "watchDropMs", &c.watch_drop_ms, 0, 86400000, err) ||
         get_int(j, "watchDelayMs", &c.watch_delay_ms, 0, 3600000, err))
         return -1;
+    json_t *tn = json_object_get(j, "throttleName");
+    if (tn) {
+        if (!json_is_string(tn) || json_string_length(tn) >= sizeof(c.throttle_name)) {
+            ks_err_set(err, 400, "BadRequest",
+                       "faults: \"throttleName\" must be a string of at most %zu bytes",
+                       sizeof(c.throttle_name) - 1);
+            return -1;
+        }
+        snprintf(c.throttle_name, sizeof(c.throttle_name), "%s", json_string_value(tn));
+    }
     c.retry_after_s = (int)ra;
     c.error_code = (int)ec;
     c.watch_drop_events = (uint64_t)de;

@@ -127,7 +127,9 @@ static bool inject(kr_ctx *c, ks_err *err)
     const ks_latency *l = &cfg.latency[c->v];
     if (l->fixed_us || l->jitter_us)
         sleep_us(l->fixed_us + (int64_t)(ks_faults_rand(f) * (double)l->jitter_us));
-    if (cfg.throttle_rate > 0 && ks_faults_rand(f) < cfg.throttle_rate) {
+    if (cfg.throttle_rate > 0 &&
+        (!cfg.throttle_name[0] || (c->name && strcmp(c->name, cfg.throttle_name) == 0)) &&
+        ks_faults_rand(f) < cfg.throttle_rate) {
         ks_err_set(err, 429, "TooManyRequests", "Too many requests, please try again later.");
         return true;
     }

@@ -370,6 +370,9 @@ typedef struct ks_fault_cfg {
     ks_latency latency[KS_VERB_COUNT];
     double conflict_rate; /* PATCH/PUT answered 409 Conflict without writing, 0..1 */
     double throttle_rate; /* any API verb answered 429 with Retry-After, 0..1 */
+    /* throttle only requests naming this object ("" = every request): one pod's writes
+     * answered 429 while the others' pass (a test of who waits for a Retry-After) */
+    char throttle_name[256];
     int retry_after_s;
     double error_rate;          /* any API verb answered error_code, 0..1 */
     int error_code;             /* 500 or 503 (default 500) */

@@ -137,6 +137,7 @@ static pc__pool_state *state_get(pc_poolctl *c, const char *key)
     s->acted = json_object();
     s->since = json_object();
     s->deleting = json_object();
+    s->throttled = json_object();
     s->next = c->states;
     c->states = s;
     return s;
@@ -148,6 +149,7 @@ static void state_free(pc__pool_state *s)
     json_decref(s->acted);
     json_decref(s->since);
     json_decref(s->deleting);
+    json_decref(s->throttled);
     free(s);
 }
 

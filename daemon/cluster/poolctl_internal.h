@@ -26,6 +26,8 @@ typedef struct pc__pool_state {
                               * Ready (started or recycled) */
     json_t *deleting;        /* pod uid -> CLOCK_MONOTONIC ns until which a delete we sent is
                               * expected to show (the pod no longer counts) */
+    json_t *throttled;       /* pod uid -> CLOCK_MONOTONIC ns until which its writes wait:
+                              * the server answered its last one 429 with that Retry-After */
     int64_t create_after_ns; /* no creation before (backoff after a failure); 0 = now */
     uint32_t create_failures;
     char rejected[300]; /* the server's answer to the last failed create; "" = none */

@@ -161,6 +161,26 @@ static bool moved_on(pc_poolctl *c, const pc_kube_pod *pod)
     return moved;
 }
 
+/* A pod's writes wait after a 429 for its Retry-After (this without one, at most the other:
+ * the kube client's own bounds for its 429 retry). */
+#define THROTTLE_DEFAULT_NS 1000000000LL
+#define THROTTLE_MAX_NS 10000000000LL
+
+/* The server answered a write to `pod` 429: its writes wait for the Retry-After (the pass
+ * leaves it as if stale), the pool comes back when that is over. */
+static void throttled(pc_poolctl *c, pc__pool_state *st, const pc_kube_pod *pod, const char *what,
+                      int64_t retry_after)
+{
+    if (retry_after <= 0)
+        retry_after = THROTTLE_DEFAULT_NS;
+    if (retry_after > THROTTLE_MAX_NS)
+        retry_after = THROTTLE_MAX_NS;
+    json_object_set_new(st->throttled, pod->uid, json_integer(pc__cl_mono_ns() + retry_after));
+    pc__poolctl_requeue_after(c, st->key, retry_after);
+    LOG(PC_KUBE_LOG_INFO, "pool=%s pod=%s action=%s msg=\"429: its writes wait %lld ms\"", st->key,
+        pod->name, what, (long long)(retry_after / 1000000));
+}
+
 /* PATCH pod with `patch` (stolen) guarded by its cached resourceVersion. Returns the status. */
 static long patch_pod(pc_poolctl *c, pc__pool_state *st, const pc_kube_pod *pod, json_t *patch,
                       const char *what)
@@ -180,8 +200,19 @@ static long patch_pod(pc_poolctl *c, pc__pool_state *st, const pc_kube_pod *pod,
     }
     pod_path(pod, path, sizeof(path));
     long status = 0;
-    int rc = pc__cl_request(c->conn, "PATCH", path, SMP, patch, &status, NULL, err, sizeof(err));
+    /* No 429 retry here: the kube client's would sleep the Retry-After on this thread, the one
+     * that recycles every pod of every pool, so one pod's 429 held back all the others (1%
+     * 429s with Retry-After 1 s cost the fault soak nine tenths of its claims/s;
+     * docs/RELIABILITY.md, "Throughput under faults"). This pod's writes wait instead (the
+     * pass leaves it as if stale), and the pool comes back when the wait is over. */
+    int64_t retry_after = 0;
+    int rc = pc__cl_request_once(c->conn, "PATCH", path, SMP, patch, &status, NULL, err,
+                                 sizeof(err), &retry_after);
     json_decref(patch);
+    if (rc == 0 && status == 429) {
+        throttled(c, st, pod, what, retry_after);
+        return status;
+    }
     if (rc == 0 && status == 200) {
         json_object_set_new(st->acted, uid, json_string(rv ? rv : ""));
         LOG(PC_KUBE_LOG_DEBUG, "pool=%s pod=%s action=%s rv=%s", st->key, pod->name, what, rv);
@@ -207,8 +238,18 @@ static bool delete_pod(pc_poolctl *c, pc__pool_state *st, const pc_kube_pod *pod
             json_pack("{s:s,s:s,s:{s:s,s:s}}", "kind", "DeleteOptions", "apiVersion", "v1",
                       "preconditions", "uid", pod->uid, "resourceVersion", pod->resource_version);
     long status = 0;
-    int rc = pc__cl_request(c->conn, "DELETE", path, NULL, opts, &status, NULL, err, sizeof(err));
+    /* a pool's pod: no 429 retry in place, as for a PATCH (patch_pod). st is NULL for the
+     * pods of a deleted pool, which has no state to put one aside in: the client's retry. */
+    int64_t retry_after = 0;
+    int rc = st ? pc__cl_request_once(c->conn, "DELETE", path, NULL, opts, &status, NULL, err,
+                                      sizeof(err), &retry_after)
+                : pc__cl_request(c->conn, "DELETE", path, NULL, opts, &status, NULL, err,
+                                 sizeof(err));
     json_decref(opts);
+    if (rc == 0 && status == 429 && st) {
+        throttled(c, st, pod, "delete", retry_after);
+        return false;
+    }
     if (rc == 0 && (status == 200 || status == 202)) {
         PC__PC_INC(c, deletes);
         if (st)
@@ -387,7 +428,7 @@ void pc__poolctl_sync_pods(pc_poolctl *c, pc__pool_state *st, const json_t *pool
     json_t *uids = json_object();
     size_t i;
     if (json_object_size(st->deleting) || json_object_size(st->acted) ||
-        json_object_size(st->since))
+        json_object_size(st->since) || json_object_size(st->throttled))
         for (i = 0; i < npods; i++)
             json_object_set_new(uids, pods[i]->pod->uid, json_true());
     /* a delete we sent: forgotten once the pod is gone from the cache (or the deadline) */
@@ -405,6 +446,11 @@ void pc__poolctl_sync_pods(pc_poolctl *c, pc__pool_state *st, const json_t *pool
     {
         if (!json_object_get(uids, k))
             json_object_del(st->since, k);
+    }
+    json_object_foreach_safe(st->throttled, tmp, k, v)
+    {
+        if (!json_object_get(uids, k) || json_integer_value(v) <= now)
+            json_object_del(st->throttled, k);
     }
     json_decref(uids);
 
@@ -426,7 +472,9 @@ void pc__poolctl_sync_pods(pc_poolctl *c, pc__pool_state *st, const json_t *pool
             continue;
         }
         const char *acted = json_string_value(json_object_get(st->acted, uid));
-        bool stale = acted && strcmp(acted, rv) == 0; /* we wrote; the watch has not shown it */
+        /* we wrote and the watch has not shown it; or its last write was answered 429 and
+         * its Retry-After is not over (its entry goes once it is: pruned above) */
+        bool stale = (acted && strcmp(acted, rv) == 0) || json_object_get(st->throttled, uid);
         const char *sp = pod->status_phase;
         if (strcmp(sp, "Failed") == 0 || strcmp(sp, "Succeeded") == 0) {
             if (!stale)

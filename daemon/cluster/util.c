@@ -114,8 +114,9 @@ int pc__cl_urlenc(const char *s, char *out, size_t len)
     return 0;
 }
 
-int pc__cl_request(pc_kube_conn *k, const char *method, const char *path, const char *ctype,
-                   const json_t *body, long *status, json_t **out, char *err, size_t errlen)
+static int request(pc_kube_conn *k, const char *method, const char *path, const char *ctype,
+                   const json_t *body, long *status, json_t **out, char *err, size_t errlen,
+                   int64_t *retry_after_ns)
 {
     char *text = NULL;
     if (out)
@@ -130,11 +131,14 @@ int pc__cl_request(pc_kube_conn *k, const char *method, const char *path, const 
         }
     }
     pc_kube_response r;
-    int rc = pc_kube_conn_request(k, method, path,
-                                  text ? (ctype ? ctype : "application/json") : NULL, text,
-                                  text ? strlen(text) : 0, &r);
+    const char *ct = text ? (ctype ? ctype : "application/json") : NULL;
+    size_t len = text ? strlen(text) : 0;
+    int rc = retry_after_ns ? pc_kube_conn_request_once(k, method, path, ct, text, len, &r)
+                            : pc_kube_conn_request(k, method, path, ct, text, len, &r);
     free(text);
     *status = r.status;
+    if (retry_after_ns)
+        *retry_after_ns = rc == 0 ? r.retry_after_ns : 0;
     if (err && errlen)
         snprintf(err, errlen, "%s", r.error);
     if (rc == 0 && out && r.status >= 200 && r.status < 300 && r.body) {
@@ -145,6 +149,19 @@ int pc__cl_request(pc_kube_conn *k, const char *method, const char *path, const 
     }
     pc_kube_response_fini(&r);
     return rc;
+}
+
+int pc__cl_request(pc_kube_conn *k, const char *method, const char *path, const char *ctype,
+                   const json_t *body, long *status, json_t **out, char *err, size_t errlen)
+{
+    return request(k, method, path, ctype, body, status, out, err, errlen, NULL);
+}
+
+int pc__cl_request_once(pc_kube_conn *k, const char *method, const char *path, const char *ctype,
+                        const json_t *body, long *status, json_t **out, char *err, size_t errlen,
+                        int64_t *retry_after_ns)
+{
+    return request(k, method, path, ctype, body, status, out, err, errlen, retry_after_ns);
 }
 
 json_t *pc__cl_jget(const json_t *obj, const char *path)

@@ -43,6 +43,11 @@ int pc__cl_urlenc(const char *s, char *out, size_t len);
  * message for a non-2xx status or the transfer error. */
 int pc__cl_request(pc_kube_conn *k, const char *method, const char *path, const char *ctype,
                    const json_t *body, long *status, json_t **out, char *err, size_t errlen);
+/* The same without the 429 retry (pc_kube_conn_request_once): a 429 is answered as it is,
+ * *retry_after_ns its Retry-After (0 = none given). */
+int pc__cl_request_once(pc_kube_conn *k, const char *method, const char *path, const char *ctype,
+                        const json_t *body, long *status, json_t **out, char *err, size_t errlen,
+                        int64_t *retry_after_ns);
 
 /* obj.a.b.c lookups: the value or NULL. path is "a.b.c" (no escaping; keys with dots use
  * json_object_get directly). */

@@ -151,6 +151,13 @@ int pc_kube_conn_request(pc_kube_conn *k, const char *method, const char *path,
                          const char *content_type, const char *body, size_t body_len,
                          pc_kube_response *out);
 
+/* pc_kube_conn_request without the 429 retry: a 429 comes back as it is, its Retry-After in
+ * out->retry_after_ns, for a caller that serves many objects from one thread and would rather
+ * put this one aside than make all of them wait (the pool controller). Blocking: yes. */
+int pc_kube_conn_request_once(pc_kube_conn *k, const char *method, const char *path,
+                              const char *content_type, const char *body, size_t body_len,
+                              pc_kube_response *out);
+
 /* ---- streaming and interruption (watches outside the informer) -------------------------- */
 
 /* Called on the conn's thread after every wake-up of a transfer or sleep (data, a 1 s poll

@@ -259,14 +259,21 @@ static int transfer(pc_kube_conn *k, const char *method, const char *path, const
     return 0;
 }
 
+int pc_kube_conn_request_once(pc_kube_conn *k, const char *method, const char *path,
+                              const char *content_type, const char *body, size_t body_len,
+                              pc_kube_response *out)
+{
+    k->stream = NULL;
+    return transfer(k, method, path, content_type, body, body_len, k->client->request_timeout_ns,
+                    out);
+}
+
 int pc_kube_conn_request(pc_kube_conn *k, const char *method, const char *path,
                          const char *content_type, const char *body, size_t body_len,
                          pc_kube_response *out)
 {
-    k->stream = NULL;
     for (int attempt = 0;; attempt++) {
-        int rc = transfer(k, method, path, content_type, body, body_len,
-                          k->client->request_timeout_ns, out);
+        int rc = pc_kube_conn_request_once(k, method, path, content_type, body, body_len, out);
         if (rc || out->status != 429 || attempt >= PC__KUBE_429_RETRIES)
             return rc;
         /* 429: the server (API priority and fairness) says when to come back. */

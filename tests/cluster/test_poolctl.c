@@ -356,6 +356,105 @@ Test(poolctl, release_recycles_in_place, .init = setup, .fini = fini, .timeout =
     free(r.claims);
 }
 
+/* kapi-sim's count of PATCHes it answered 429 */
+static long patches_throttled(void)
+{
+    json_t *st = ksim_json(&sim, "GET", "/sim/stats", NULL);
+    long n = (long)json_integer_value(
+            json_object_get(json_object_get(json_object_get(st, "requests"), "patch"), "429"));
+    json_decref(st);
+    return n;
+}
+
+/* A 429 on one pod's write puts that pod aside for its Retry-After; the controller goes on
+ * recycling the others. It used to sleep the Retry-After on its one thread (the kube
+ * client's 429 retry: up to 3 x 10 s), so every pod of every pool waited for the one. */
+Test(poolctl, a_429_on_one_pods_write_holds_back_only_that_pod, .init = setup, .fini = fini,
+     .timeout = 90)
+{
+    start(NULL, 60000, 200);
+    create_pool("web", 3, NULL, NULL);
+    cr_assert(PC_TEST_WAIT(count("web", "Idle") == 3, 20000));
+    json_t *idle = pods("web", "Idle");
+    char a[PC_NAME_MAX];
+    snprintf(a, sizeof(a), "%s",
+             json_string_value(json_object_get(json_object_get(json_array_get(idle, 0), "metadata"),
+                                               "name")));
+    /* released while the controller may not write, so it finds it Stopping afterwards */
+    atomic_store(&leader, false);
+    release_pod(json_array_get(idle, 0));
+    /* every request naming pod a is answered 429, Retry-After an hour */
+    char faults[512];
+    snprintf(faults, sizeof(faults),
+             "{\"throttleRate\":1,\"throttleName\":\"%s\",\"retryAfterSeconds\":3600}", a);
+    json_t *f = ksim_json(&sim, "PUT", "/sim/faults", faults);
+    cr_assert(f, "PUT /sim/faults");
+    json_decref(f);
+    atomic_store(&leader, true);
+    pc_poolctl_resync(ctl);
+    cr_assert(PC_TEST_WAIT(patches_throttled() >= 1, 20000), "the controller never wrote pod %s",
+              a);
+    /* with pod a's write answered 429, another pod is released: it is recycled at once */
+    release_pod(json_array_get(idle, 1));
+    json_decref(idle);
+    cr_assert(PC_TEST_WAIT(count("web", "Idle") == 2, 15000),
+              "the other pod waited for pod %s's Retry-After (idle %zu, stopping %zu)", a,
+              count("web", "Idle"), count("web", "Stopping"));
+    /* pod a is still put aside: no write to it for its Retry-After */
+    cr_expect_eq(count("web", "Stopping"), 1);
+    cr_expect_leq(patches_throttled(), 2, "pod %s written again before its Retry-After", a);
+}
+
+/* The same for a DELETE (recycle Replace): a 429 on one pod's delete holds back only that pod. */
+Test(poolctl, a_429_on_one_pods_delete_holds_back_only_that_pod, .init = setup, .fini = fini,
+     .timeout = 90)
+{
+    start(NULL, 60000, 200);
+    create_pool("web", 3, ",\"recycle\":\"Replace\"", NULL);
+    cr_assert(PC_TEST_WAIT(count("web", "Idle") == 3, 20000));
+    json_t *idle = pods("web", "Idle");
+    char a[PC_NAME_MAX], b[PC_NAME_MAX], path_b[512];
+    snprintf(a, sizeof(a), "%s",
+             json_string_value(json_object_get(json_object_get(json_array_get(idle, 0), "metadata"),
+                                               "name")));
+    snprintf(b, sizeof(b), "%s",
+             json_string_value(json_object_get(json_object_get(json_array_get(idle, 1), "metadata"),
+                                               "name")));
+    snprintf(path_b, sizeof(path_b), "/api/v1/namespaces/default/pods/%s", b);
+    atomic_store(&leader, false);
+    release_pod(json_array_get(idle, 0));
+    char faults[512];
+    snprintf(faults, sizeof(faults),
+             "{\"throttleRate\":1,\"throttleName\":\"%s\",\"retryAfterSeconds\":3600}", a);
+    json_t *f = ksim_json(&sim, "PUT", "/sim/faults", faults);
+    cr_assert(f, "PUT /sim/faults");
+    json_decref(f);
+    atomic_store(&leader, true);
+    pc_poolctl_resync(ctl);
+    cr_assert(PC_TEST_WAIT(({
+                               json_t *st = ksim_json(&sim, "GET", "/sim/stats", NULL);
+                               long n = (long)json_integer_value(json_object_get(
+                                       json_object_get(json_object_get(st, "requests"), "delete"),
+                                       "429"));
+                               json_decref(st);
+                               n >= 1;
+                           }),
+                           20000),
+              "the controller never deleted pod %s", a);
+    /* with pod a's delete answered 429, pod b is released: it goes at once */
+    release_pod(json_array_get(idle, 1));
+    json_decref(idle);
+    cr_assert(PC_TEST_WAIT(({
+                               json_t *gone = ksim_json(&sim, "GET", path_b, NULL);
+                               json_decref(gone);
+                               gone == NULL;
+                           }),
+                           15000),
+              "pod %s waited for pod %s's Retry-After", b, a);
+    /* pod a is still there, put aside (a LIST: a GET naming it would be answered 429) */
+    cr_expect_eq(count("web", "Stopping"), 1, "pod %s deleted through a 429", a);
+}
+
 /* recycle: Replace deletes the released pod; a new one takes its place. */
 Test(poolctl, release_with_replace_deletes_and_replaces, .init = setup, .fini = fini, .timeout = 90)
 {
