@@ -669,9 +669,10 @@ enum MHD_Result pcd_release_answer(pcd_req *q)
  * (that cost a 409, a GET and a second PATCH on almost every release once kapi-sim played the
  * kubelet); a pod recycled meanwhile (annotation gone) or claimed again (another id) fails the
  * test: 422, the claim was already over. 409 only from injected faults: tried again.
- * Returns the HTTP status to answer; *already for "was over". */
-static int release_pod(pc_kube_conn *conn, pcd_release_job *job, bool *already, char *msg,
-                       size_t msglen)
+ * Returns the HTTP status to answer; *already for "was over"; 429 with *retry_after_ns when
+ * the server throttles (not answered: the job is tried again later). */
+static int release_pod(pc_kube_conn *conn, pcd_release_job *job, bool *already,
+                       int64_t *retry_after_ns, char *msg, size_t msglen)
 {
     char path[512], body[512];
     snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", job->ci.pod_namespace,
@@ -683,22 +684,31 @@ static int release_pod(pc_kube_conn *conn, pcd_release_job *job, bool *already, 
              "podclaim.io~1phase\",\"value\":\"Stopping\"}]",
              job->ci.id);
     *already = false;
+    *retry_after_ns = 0;
     for (int attempt = 0; attempt < 4; attempt++) {
         pc_kube_response r;
-        int rc = pc_kube_conn_request(conn, "PATCH", path, "application/json-patch+json", body,
-                                      strlen(body), &r);
+        /* once: a 429 comes back here rather than sleeping this thread, which every other
+         * release queued behind it would wait for (the caller puts the job aside) */
+        int rc = pc_kube_conn_request_once(conn, "PATCH", path, "application/json-patch+json", body,
+                                           strlen(body), &r);
         long st = r.status;
         if (rc != 0 || st == 0) {
             snprintf(msg, msglen, "PATCH %s: %s", path, rc ? pc_strerror(rc) : r.error);
             pc_kube_response_fini(&r);
             return 502;
         }
+        int64_t ra = r.retry_after_ns;
         pc_kube_response_fini(&r);
         if (st >= 200 && st < 300)
             return 200;
         if (st == 404 || st == 422) {
             *already = true; /* gone, or no longer this claim's pod */
             return 200;
+        }
+        if (st == 429) {
+            snprintf(msg, msglen, "PATCH %s: HTTP 429 (the API server is throttling)", path);
+            *retry_after_ns = ra > 0 ? ra : 1000000000LL;
+            return 429;
         }
         if (st != 409) {
             snprintf(msg, msglen, "PATCH %s: HTTP %ld", path, st);
@@ -709,6 +719,46 @@ static int release_pod(pc_kube_conn *conn, pcd_release_job *job, bool *already, 
     return 502;
 }
 
+/* A 429 puts a release aside for the server's Retry-After (at most 10 s), this many times;
+ * after that the client hears 503 and may DELETE again. */
+#define REL_MAX_THROTTLED 5
+#define REL_MAX_WAIT_NS (10 * 1000000000LL)
+
+/* Under rel_mu: the next job to run, or NULL with *wait_until set to when a put-aside one is
+ * due (0: none). Put-aside jobs due now go first (they waited); at stop they all are due, so
+ * the releasers drain everything. */
+static pcd_release_job *next_job(pcd *d, int64_t *wait_until)
+{
+    *wait_until = 0;
+    pcd_release_job *job = d->rel_later;
+    if (job && (d->rel_stop || job->not_before_ns <= pc_now_ns())) {
+        d->rel_later = job->next;
+        return job;
+    }
+    if ((job = d->rel_head)) {
+        d->rel_head = job->next;
+        if (!d->rel_head)
+            d->rel_tail = NULL;
+        return job;
+    }
+    if (d->rel_later)
+        *wait_until = d->rel_later->not_before_ns;
+    return NULL;
+}
+
+/* Put a throttled job aside until job->not_before_ns (sorted insert: few jobs are aside). */
+static void put_aside(pcd *d, pcd_release_job *job)
+{
+    pthread_mutex_lock(&d->rel_mu);
+    pcd_release_job **pp = &d->rel_later;
+    while (*pp && (*pp)->not_before_ns <= job->not_before_ns)
+        pp = &(*pp)->next;
+    job->next = *pp;
+    *pp = job;
+    pthread_cond_signal(&d->rel_cv); /* an idle releaser sleeps until the soonest one */
+    pthread_mutex_unlock(&d->rel_mu);
+}
+
 static void *releaser_main(void *arg)
 {
     pcd *d = arg;
@@ -717,14 +767,18 @@ static void *releaser_main(void *arg)
         pcd_logf(PCD_ERROR, "component=releaser msg=\"cannot create a connection\"");
     for (;;) {
         pthread_mutex_lock(&d->rel_mu);
-        while (!d->rel_head && !d->rel_stop)
-            pthread_cond_wait(&d->rel_cv, &d->rel_mu);
-        pcd_release_job *job = d->rel_head;
-        if (job) {
-            d->rel_head = job->next;
-            if (!d->rel_head)
-                d->rel_tail = NULL;
+        pcd_release_job *job;
+        int64_t wait_until;
+        while (!(job = next_job(d, &wait_until)) && !d->rel_stop) {
+            if (wait_until) {
+                struct timespec ts = {.tv_sec = wait_until / 1000000000LL,
+                                      .tv_nsec = wait_until % 1000000000LL};
+                pthread_cond_timedwait(&d->rel_cv, &d->rel_mu, &ts); /* rel_cv is monotonic */
+            } else {
+                pthread_cond_wait(&d->rel_cv, &d->rel_mu);
+            }
         }
+        bool stopping = d->rel_stop;
         pthread_mutex_unlock(&d->rel_mu);
         if (!job)
             break; /* stopping and drained */
@@ -732,13 +786,29 @@ static void *releaser_main(void *arg)
         bool already = false;
         char msg[512] = "";
         int status;
+        int64_t retry_after = 0;
         /* a DELETE that raced another one: the first did the work */
         if (pcd_registry_get(d->registry, job->pool_key, job->ci.id, &cur, false, NULL) &&
             cur.state == PCD_RELEASED) {
             status = 200;
             already = true;
         } else {
-            status = conn ? release_pod(conn, job, &already, msg, sizeof(msg)) : 502;
+            status = conn ? release_pod(conn, job, &already, &retry_after, msg, sizeof(msg)) : 502;
+            if (status == 429 && !stopping && ++job->throttled < REL_MAX_THROTTLED) {
+                atomic_fetch_add_explicit(&d->releases_throttled, 1, memory_order_relaxed);
+                job->not_before_ns =
+                        pc_now_ns() +
+                        (retry_after < REL_MAX_WAIT_NS ? retry_after : REL_MAX_WAIT_NS);
+                pcd_logf(PCD_DEBUG,
+                         "component=releaser pool=%s claim=%s pod=%s/%s msg=\"429: tried again "
+                         "in %.1f s\"",
+                         job->pool_key, job->ci.id, job->ci.pod_namespace, job->ci.pod,
+                         (double)(job->not_before_ns - pc_now_ns()) / 1e9);
+                put_aside(d, job); /* still RELEASING in the registry */
+                continue;
+            }
+            if (status == 429)
+                status = 503; /* throttled too long (or shutting down): the client may retry */
             pcd_registry_set(d->registry, job->pool_key, job->ci.id,
                              status == 200 ? PCD_RELEASED : PCD_ACTIVE, NULL);
         }
@@ -767,7 +837,11 @@ static void *releaser_main(void *arg)
 int pcd_releasers_start(pcd *d, size_t n)
 {
     pthread_mutex_init(&d->rel_mu, NULL);
-    pthread_cond_init(&d->rel_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* pc_now_ns's clock, for put-aside jobs */
+    pthread_cond_init(&d->rel_cv, &ca);
+    pthread_condattr_destroy(&ca);
     for (size_t i = 0; i < n && i < 4; i++) {
         int err = pthread_create(&d->releasers[i], NULL, releaser_main, d);
         if (err)

@@ -285,6 +285,13 @@ char *pcd_metrics_render(pcd *d, size_t *len)
     for (int i = 0; i < 3; i++)
         sb_printf(&own, "podclaimd_releases_total{result=\"%s\"} %llu\n", rel[i],
                   (unsigned long long)atomic_load_explicit(&d->releases[i], memory_order_relaxed));
+    sb_printf(
+            &own,
+            "# HELP podclaimd_release_throttled_total API server 429s met by release PATCHes "
+            "(each put the release aside for the Retry-After).\n"
+            "# TYPE podclaimd_release_throttled_total counter\n"
+            "podclaimd_release_throttled_total %llu\n",
+            (unsigned long long)atomic_load_explicit(&d->releases_throttled, memory_order_relaxed));
     sb_printf(&own,
               "# HELP podclaimd_orphan_releases_total Pods won for a client that had hung "
               "up, given back.\n# TYPE podclaimd_orphan_releases_total counter\n"

@@ -211,6 +211,8 @@ typedef struct pcd_release_job {
     pcd_req *req; /* NULL for an orphan release */
     pcd_claim_info ci;
     char pool_key[PC_NAMESPACE_MAX + PC_NAME_MAX + 2];
+    int64_t not_before_ns; /* put aside after a 429 until then (CLOCK_MONOTONIC) */
+    unsigned throttled;    /* 429s met so far */
     struct pcd_release_job *next;
 } pcd_release_job;
 
@@ -241,7 +243,8 @@ struct pcd {
     /* releasers: blocking PATCHes on their own connections */
     pthread_mutex_t rel_mu;
     pthread_cond_t rel_cv;
-    pcd_release_job *rel_head, *rel_tail;
+    pcd_release_job *rel_head, *rel_tail; /* ready, FIFO */
+    pcd_release_job *rel_later;           /* throttled (429): by not_before_ns, soonest first */
     bool rel_stop;
     size_t n_releasers;
     pthread_t releasers[4];
@@ -257,8 +260,9 @@ struct pcd {
     _Atomic int64_t open_conns; /* client connections open (the http.maxConnections bound) */
     _Atomic uint64_t responses[PCD_ROUTE_COUNT][PCD_N_CODES];
     _Atomic uint64_t hangups, orphan_releases, late_win_releases;
-    _Atomic uint64_t claims_adopted; /* registered from an informer (pcd_pod_claimed) */
-    _Atomic uint64_t releases[3];    /* released, already, failed */
+    _Atomic uint64_t claims_adopted;     /* registered from an informer (pcd_pod_claimed) */
+    _Atomic uint64_t releases[3];        /* released, already, failed */
+    _Atomic uint64_t releases_throttled; /* 429s that put a release aside (claims.c) */
     /* claims that ended without a pod after a CAS was sent (claims.c, "late wins"): a ring
      * under lost_mu; lost_n counts live entries so the informer skips the lock when it is 0 */
     pthread_mutex_t lost_mu;
