@@ -880,8 +880,10 @@ static void *watch_main(void *arg)
             w->backoff_attempt = 0;
             w->watch_failures = 0;
         }
-        /* cut, or silent for its whole life: is the server behind it still the one of rv? */
-        w->check_rv = rc < 0 || !w->got_event;
+        /* Cut (a transfer failure), or silent for its whole life: is the server behind it
+         * still one that has rv? Not after an API error: the server answered, and those are
+         * counted (watch_failed). */
+        w->check_rv = (rc == 0 && !w->got_event) || (rc < 0 && rc != -EIO && rc != -EBADMSG);
         if (rc == 1 || ((rc == -EIO || rc == -EBADMSG) && watch_failed(w))) {
             INC(n_relists);
             w->rv[0] = '\0';
