@@ -322,7 +322,7 @@ Test(informer_faults, relists_when_the_server_says_the_version_is_too_large, .fi
             {.body = "", .hold = true},
     };
     start(script, 9, NULL);
-    WAIT(has_event("offer d@5"), 10000);
+    WAIT(has_event("withdraw c@4"), 10000); /* the last relist's sweep */
     expect_fresh_list(2);
     expect_fresh_list(4);
     char p[512];
