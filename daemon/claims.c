@@ -337,12 +337,13 @@ static void lost_add(pcd *d, const pcd_pool *pool, const char *id)
     pthread_mutex_unlock(&d->lost_mu);
 }
 
-void pcd_lost_claimed(pcd *d, const pcd_pool *pool, const pc_pod_ref *pod, const char *claim_id)
+/* True (and the entry dropped) when claim_id of pool ended without a pod after a CAS was sent. */
+static bool lost_take(pcd *d, const pcd_pool *pool, const char *claim_id)
 {
     /* relaxed: an entry added just now is for a PATCH whose event cannot be here yet; a miss
      * of one added concurrently would need the event to overtake the claim's own answer */
-    if (atomic_load_explicit(&d->lost_n, memory_order_relaxed) == 0 || !claim_id)
-        return;
+    if (atomic_load_explicit(&d->lost_n, memory_order_relaxed) == 0)
+        return false;
     int64_t now = pc_now_ns();
     bool hit = false;
     pthread_mutex_lock(&d->lost_mu);
@@ -359,13 +360,25 @@ void pcd_lost_claimed(pcd *d, const pcd_pool *pool, const pc_pod_ref *pod, const
         hit = hit || match;
     }
     pthread_mutex_unlock(&d->lost_mu);
-    if (!hit)
-        return;
+    return hit;
+}
+
+void pcd_pod_claimed(pcd *d, const pcd_pool *pool, const pc_pod_ref *pod, const char *claim_id)
+{
     pcd_claim_info ci = {.state = PCD_ACTIVE};
     snprintf(ci.pod_namespace, sizeof(ci.pod_namespace), "%s", pod->namespace_);
     snprintf(ci.pod, sizeof(ci.pod), "%s", pod->name);
     snprintf(ci.rv, sizeof(ci.rv), "%s", pod->resource_version ? pod->resource_version : "");
     snprintf(ci.id, sizeof(ci.id), "%s", claim_id);
+    if (!lost_take(d, pool, claim_id)) {
+        /* Won through another process (the other replica, or this one before a restart), or
+         * our own win whose callback has not run yet (then the registry knows it, or its
+         * callback's copy replaces this one). Known here, the claim can be released through
+         * this replica: its caller may never learn of the process that won it. */
+        if (pcd_registry_adopt(d->registry, pool->key, &ci))
+            atomic_fetch_add_explicit(&d->claims_adopted, 1, memory_order_relaxed);
+        return;
+    }
     pcd_registry_add(d->registry, pool->key, &ci);
     pcd_release_job *job = calloc(1, sizeof(*job));
     if (job && pcd_registry_get(d->registry, pool->key, claim_id, &job->ci, true, NULL)) {

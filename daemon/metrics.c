@@ -298,6 +298,13 @@ char *pcd_metrics_render(pcd *d, size_t *len)
             "podclaimd_late_win_releases_total %llu\n",
             (unsigned long long)atomic_load_explicit(&d->late_win_releases, memory_order_relaxed));
     sb_printf(&own,
+              "# HELP podclaimd_claims_adopted_total Claims an informer showed holding a pod "
+              "before this process knew them (won through the other replica, or here before a "
+              "restart), registered so a release here can end them.\n# TYPE "
+              "podclaimd_claims_adopted_total counter\n"
+              "podclaimd_claims_adopted_total %llu\n",
+              (unsigned long long)atomic_load_explicit(&d->claims_adopted, memory_order_relaxed));
+    sb_printf(&own,
               "# HELP podclaimd_ready 1 when every informer has synced and the daemon is "
               "not shutting down.\n# TYPE podclaimd_ready gauge\npodclaimd_ready %d\n",
               pcd_ready(d) ? 1 : 0);

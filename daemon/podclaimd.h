@@ -153,6 +153,9 @@ int pcd_registry_new(size_t max, pcd_registry **out);
 void pcd_registry_free(pcd_registry *r);
 /* Remember a won claim of pool `pool_key` (replaces an entry with the same id). */
 void pcd_registry_add(pcd_registry *r, const char *pool_key, const pcd_claim_info *ci);
+/* Remember a claim won through another process, seen by an informer, unless its id is known
+ * (live or ended). Returns true when it was added. */
+bool pcd_registry_adopt(pcd_registry *r, const char *pool_key, const pcd_claim_info *ci);
 /* Look up; returns false if unknown. With `take`, an ACTIVE claim becomes RELEASING (the
  * caller then releases it) and *took is set. */
 bool pcd_registry_get(pcd_registry *r, const char *pool_key, const char *id, pcd_claim_info *out,
@@ -254,7 +257,8 @@ struct pcd {
     _Atomic int64_t open_conns; /* client connections open (the http.maxConnections bound) */
     _Atomic uint64_t responses[PCD_ROUTE_COUNT][PCD_N_CODES];
     _Atomic uint64_t hangups, orphan_releases, late_win_releases;
-    _Atomic uint64_t releases[3]; /* released, already, failed */
+    _Atomic uint64_t claims_adopted; /* registered from an informer (pcd_pod_claimed) */
+    _Atomic uint64_t releases[3];    /* released, already, failed */
     /* claims that ended without a pod after a CAS was sent (claims.c, "late wins"): a ring
      * under lost_mu; lost_n counts live entries so the informer skips the lock when it is 0 */
     pthread_mutex_t lost_mu;
@@ -293,11 +297,12 @@ int pcd_claim_parse(pcd_req *q, const pcd_pool *pool, bool env, int *code, char 
  * place: a message quoting raw input (jansson's "near '...'", a path) or cut at its buffer's
  * end mid-character still goes into a JSON answer. Cannot fail. */
 void pcd_utf8_repair(char *s);
-/* The informer showed `pod` newly claimed with claim_id (pools.c's on_claimed hook): if that
- * claim already ended without a pod (its PATCH applied after its deadline), nobody holds the
- * pod: register it and give it back. Thread: an informer's. Cheap when nothing ended so. */
-void pcd_lost_claimed(pcd *d, const struct pcd_pool *pool, const pc_pod_ref *pod,
-                      const char *claim_id);
+/* The informer showed `pod` newly held by claim_id (pools.c's on_claimed hook). If that claim
+ * ended here without a pod (its PATCH applied after its deadline), nobody holds the pod:
+ * register it and give it back. Otherwise register it unless known (a claim won through
+ * another process), so a DELETE here can release it. Thread: an informer's. */
+void pcd_pod_claimed(pcd *d, const struct pcd_pool *pool, const pc_pod_ref *pod,
+                     const char *claim_id);
 enum MHD_Result pcd_release_begin(pcd_req *q, const char *ns, const char *pool, const char *id);
 enum MHD_Result pcd_release_answer(pcd_req *q);
 /* Queue a JSON answer (takes `body`, malloc'd). */

@@ -125,7 +125,7 @@ static void on_informer_change(void *arg, pc_informer_change change, const pc_po
 static void on_informer_claimed(void *arg, const pc_pod_ref *pod, const char *claim_id)
 {
     pcd_pool *p = arg;
-    pcd_lost_claimed(p->d, p, pod, claim_id);
+    pcd_pod_claimed(p->d, p, pod, claim_id);
 }
 
 /* The CAS round trip per pool: the pool sees the backend only through pc_backend, so podclaimd

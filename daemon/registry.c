@@ -1,7 +1,9 @@
-/* podclaimd registry: the claims this daemon won, for DELETE .../claims/{id} (podclaimd.h).
+/* podclaimd registry: the claims of the pods this daemon serves, for DELETE .../claims/{id}
+ * (podclaimd.h): the ones it won, and the ones its informers show won through another process
+ * (the other replica, or this one before a restart), so any replica can release any claim.
  *
- * Flow: pool callback (won) -> [registry] <- DELETE (release), informer observer (pod idle
- *       again: the claim is over).
+ * Flow: pool callback (won), informer on_claimed (a pod newly held by a claim id) ->
+ *       [registry] <- DELETE (release), informer observer (pod idle again: the claim is over).
  *
  * Two chained hash tables over one entry set: by "pool-key/claim-id" and by "ns/pod"; two FIFOs
  * bound the memory: live claims (claims.maxTracked, oldest forgotten first) and ended ones kept
@@ -191,15 +193,20 @@ static void grow(pcd_registry *r)
     r->nbuckets = nb;
 }
 
-void pcd_registry_add(pcd_registry *r, const char *pool_key, const pcd_claim_info *ci)
+static entry *new_entry(const char *pool_key, const pcd_claim_info *ci)
 {
     entry *e = calloc(1, sizeof(*e));
     if (!e)
-        return; /* a DELETE of this claim will say 404; the pod is recycled by its pool */
+        return NULL; /* a DELETE of this claim will say 404; the pod is recycled by its pool */
     snprintf(e->key, sizeof(e->key), "%s/%s", pool_key, ci->id);
     snprintf(e->pod_key, sizeof(e->pod_key), "%s/%s", ci->pod_namespace, ci->pod);
     e->ci = *ci;
-    pthread_mutex_lock(&r->mu);
+    return e;
+}
+
+/* Under r->mu: index e (replacing an entry with its id). */
+static void add_locked(pcd_registry *r, entry *e)
+{
     entry **old = find_id(r, e->key);
     if (*old)
         remove_entry(r, *old);
@@ -222,7 +229,34 @@ void pcd_registry_add(pcd_registry *r, const char *pool_key, const pcd_claim_inf
     r->by_pod[hp] = e;
     e->in_pod_index = true;
     fifo_push(&r->live, e);
+}
+
+void pcd_registry_add(pcd_registry *r, const char *pool_key, const pcd_claim_info *ci)
+{
+    entry *e = new_entry(pool_key, ci);
+    if (!e)
+        return;
+    pthread_mutex_lock(&r->mu);
+    add_locked(r, e);
     pthread_mutex_unlock(&r->mu);
+}
+
+bool pcd_registry_adopt(pcd_registry *r, const char *pool_key, const pcd_claim_info *ci)
+{
+    entry *e = new_entry(pool_key, ci);
+    if (!e)
+        return false;
+    pthread_mutex_lock(&r->mu);
+    /* known, live or ended: our own win (its callback came first), or a claim released since
+     * whose claimed event arrives late; either way nothing to learn (and a releasing claim
+     * must not turn active again) */
+    bool known = *find_id(r, e->key) != NULL;
+    if (!known)
+        add_locked(r, e);
+    pthread_mutex_unlock(&r->mu);
+    if (known)
+        free(e);
+    return !known;
 }
 
 bool pcd_registry_get(pcd_registry *r, const char *pool_key, const char *id, pcd_claim_info *out,

@@ -61,11 +61,14 @@ const char *pc_informer_change_name(pc_informer_change c);
  * short. */
 typedef void (*pc_informer_observer)(void *arg, pc_informer_change change, const pc_pod_ref *pod,
                                      int64_t received_at_ns);
-/* Called on the informer thread when a pod newly carries a claim id (annotation
- * podclaim.io/claim-id), just after the pool heard of it (pc_pool_observe_claimed). The pool
- * ends a live claim of that id OK; a claim that already ended (its PATCH timed out at the
- * deadline and was applied later) is the owner's to find here and give the pod back. `pod`
- * and `claim_id` are valid during the call only. Keep it short. */
+/* Called on the informer thread when a pod is newly held by a claim: it carries a claim id
+ * (annotation podclaim.io/claim-id) it did not carry in the cache before, its phase is not
+ * Idle, Starting or Stopping, and it is not being deleted. That includes pods first seen held
+ * (the LIST at start, a relist): claims won through another process, before this one started.
+ * For a pod the pool knew, the call comes just after the pool heard of it
+ * (pc_pool_observe_claimed), which ends a live claim of that id OK; a claim that already ended
+ * (its PATCH timed out at the deadline and was applied later) is the owner's to find here and
+ * give the pod back. `pod` and `claim_id` are valid during the call only. Keep it short. */
 typedef void (*pc_informer_claimed_fn)(void *arg, const pc_pod_ref *pod, const char *claim_id);
 
 typedef struct pc_informer_config {

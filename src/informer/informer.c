@@ -101,8 +101,16 @@ static void notify(pc_informer *inf, pc_informer_change ch, const pc__pod *p, bo
                      inf->namespace_, inf->pool, p->name, p->rv, pc_informer_change_name(ch), rc);
     if (inf->observer)
         inf->observer(inf->observer_arg, ch, &ref, inf->received_ns);
-    if (claimed && inf->on_claimed)
-        inf->on_claimed(inf->observer_arg, &ref, p->claim_id);
+}
+
+/* The claim id `p` is held by, or NULL: a claim's PATCH sets the id and a phase other than
+ * these three (DESIGN.md §2); a release moves it to Stopping, a recycle back to Starting/Idle. */
+static const char *held_by(const pc__pod *p)
+{
+    if (!p->claim_id || p->deleting || strcmp(p->phase, "Idle") == 0 ||
+        strcmp(p->phase, "Stopping") == 0 || strcmp(p->phase, "Starting") == 0)
+        return NULL;
+    return p->claim_id;
 }
 
 /* True when both versions are decimal numbers (etcd revisions, which every API server in
@@ -156,6 +164,11 @@ void pc__informer_apply(pc_informer *inf, pc__pod *np, bool from_list)
      * already claimed (a LIST at start) are no news to this pool's claims. */
     bool claimed = !is_idle && np->claim_id != NULL && old != NULL && !other_uid(old, np) &&
                    (old->claim_id == NULL || strcmp(old->claim_id, np->claim_id) != 0);
+    /* For the owner (on_claimed): a pod now held by a claim it was not held by in this cache,
+     * whether we knew the pod or not. A pod first seen held (a LIST at start, after a server
+     * swap) is how a replica learns of claims won through another process. */
+    const char *held = held_by(np), *was_held = old && !other_uid(old, np) ? held_by(old) : NULL;
+    bool newly_held = held && (!was_held || strcmp(was_held, held) != 0);
     if (old && other_uid(old, np)) {
         /* Same name, new pod: the old incarnation is gone. Withdrawn whatever its state:
          * a pod that is not idle may still hold a reservation from a claim. */
@@ -193,6 +206,10 @@ void pc__informer_apply(pc_informer *inf, pc__pod *np, bool from_list)
         notify(inf, PC_INFORMER_OFFER, old, false);
     else if (was_idle || claimed)
         notify(inf, PC_INFORMER_WITHDRAW, old, claimed);
+    if (newly_held && inf->on_claimed) {
+        pc_pod_ref ref = {old->namespace_, old->name, old->uid[0] ? old->uid : NULL, old->rv};
+        inf->on_claimed(inf->observer_arg, &ref, old->claim_id);
+    }
 }
 
 void pc__informer_drop(pc_informer *inf, pc__pod *p)

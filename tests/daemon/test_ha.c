@@ -559,6 +559,52 @@ Test(ha, a_claim_deleted_while_no_replica_runs_is_released_when_one_returns, HA)
     no_double_win();
 }
 
+/* A DELETE may reach a replica that did not win the claim: the winner was killed before the
+ * caller could release (or before it answered), and the caller retries on the other replica.
+ * Each replica learns every claim from its informer, also one first seen in its LIST after a
+ * restart, so the release works anywhere (and nothing is left claimed by nobody). */
+Test(ha, a_claim_won_through_a_killed_replica_is_released_through_the_other, HA)
+{
+    const char *extra[] = {"--pool", "default/web=2", NULL};
+    start_sim(extra);
+    cr_assert_eq(pcd_start(&A, config("replica-a", "3s", NULL), K.url, NULL, true), 0);
+    cr_assert(PC_WAIT(leads(&A), 20000));
+    cr_assert_eq(pcd_start(&B, config("replica-b", "3s", NULL), K.url, NULL, true), 0);
+    cr_assert(PC_WAIT(pool_idle(&A, "default", "web") == 2, 30000));
+    char pod[256], ph[64];
+    cr_assert_eq(
+            claim(&A, "default", "web", "{\"claimId\":\"on-a\",\"timeoutSeconds\":20}", pod, NULL),
+            200);
+    /* the follower's informer shows the pod held by on-a: it knows the claim */
+    cr_assert(pcd_wait_metric(&B, "podclaimd_claims_adopted_total", NULL, 1, 20000),
+              "the follower never registered the claim won through the leader");
+    pcd_stop(&A, SIGKILL, 2000);
+    cr_assert_eq(release(&B, "default", "web", "on-a"), 200,
+                 "the survivor does not know the claim won through the killed replica");
+    cr_assert(PC_WAIT(strcmp(pod_phase_label(pod, ph), "Running") != 0, 20000),
+              "the pod was not released: %s", ph);
+
+    /* the other way round, after a restart: the claim is won through B while A is down, so A
+     * first sees the pod held in its LIST */
+    cr_assert(PC_WAIT(leads(&B), 20000), "the follower never took over");
+    cr_assert(PC_WAIT(pool_idle(&B, "default", "web") == 2, 30000));
+    cr_assert_eq(
+            claim(&B, "default", "web", "{\"claimId\":\"on-b\",\"timeoutSeconds\":20}", pod, NULL),
+            200);
+    cr_assert_eq(pcd_start(&A, config("replica-a", "3s", NULL), K.url, NULL, true), 0);
+    int64_t end = pcd_now_ms() + 20000;
+    long st;
+    /* 404 until A's informer has listed (A answers before its first LIST is in) */
+    while ((st = release(&A, "default", "web", "on-b")) == 404 && pcd_now_ms() < end)
+        usleep(50000);
+    cr_assert_eq(st, 200, "the restarted replica does not know the claim won through the other");
+    cr_assert(PC_WAIT(strcmp(pod_phase_label(pod, ph), "Running") != 0, 20000),
+              "the pod was not released: %s", ph);
+    cr_assert_eq(release(&B, "default", "web", "unknown-claim"), 404);
+    cr_assert(PC_WAIT(pool_idle(&B, "default", "web") == 2, 30000));
+    no_double_win();
+}
+
 Test(ha, a_pod_that_never_becomes_ready_makes_an_event_and_a_degraded_condition, HA)
 {
     const char *extra[] = {"--pool", "default/web=1", "--kubelet-never-ready", NULL};

@@ -1,6 +1,7 @@
 /* End to end: the informer against kapi-sim — initial sync of 10,000 pods, resume after
  * dropped watch connections without a missed or duplicated transition, 410 -> relist, and a
- * claim whose PATCH timed out after the server applied it, recognised by its claim id. */
+ * claim whose PATCH timed out after the server applied it, recognised by its claim id, and
+ * on_claimed for pods newly held (also first seen held in the LIST). */
 #include "e2e_common.h"
 
 #include "../core/common.h"
@@ -471,4 +472,81 @@ Test(informer, a_timed_out_patch_the_server_applied_ends_the_claim_ok_on_that_po
     cr_assert_eq(ours, 1u, "claim %s took %zu pods", slow_res.claim_id, ours);
     json_decref(log);
     cr_assert_eq(atomic_load(&slow_calls), 1);
+}
+
+/* on_claimed: each pod newly held by a claim id, whether the informer saw it change or first
+ * saw it held in its LIST (a claim won through another process: the owner registers it so a
+ * release can end it); not a release (Stopping) nor a recycle. */
+static pthread_mutex_t held_mu = PTHREAD_MUTEX_INITIALIZER;
+static char held_log[1024];
+
+static void on_held(void *arg, const pc_pod_ref *pod, const char *claim_id)
+{
+    (void)arg;
+    pthread_mutex_lock(&held_mu);
+    size_t n = strlen(held_log);
+    snprintf(held_log + n, sizeof(held_log) - n, "%s=%s ", pod->name, claim_id);
+    pthread_mutex_unlock(&held_mu);
+}
+
+static bool held_log_is(const char *want)
+{
+    pthread_mutex_lock(&held_mu);
+    bool eq = strcmp(held_log, want) == 0;
+    pthread_mutex_unlock(&held_mu);
+    return eq;
+}
+
+static void set_claim(const char *pod, const char *phase, const char *id)
+{
+    char path[256], body[512];
+    snprintf(path, sizeof(path), "/api/v1/namespaces/default/pods/%s", pod);
+    snprintf(body, sizeof(body),
+             "{\"metadata\":{\"labels\":{\"podclaim.io/phase\":\"%s\"},"
+             "\"annotations\":{\"podclaim.io/claim-id\":%s%s%s}}}",
+             phase, id ? "\"" : "", id ? id : "null", id ? "\"" : "");
+    pc_kube_conn *c;
+    cr_assert_eq(pc_kube_conn_new(sim.admin, &c), 0);
+    pc_kube_response r;
+    int rc = pc_kube_conn_request(c, "PATCH", path, "application/merge-patch+json", body,
+                                  strlen(body), &r);
+    cr_assert(rc == 0 && r.status == 200, "PATCH %s: %d %ld", pod, rc, r.status);
+    pc_kube_response_fini(&r);
+    pc_kube_conn_free(c);
+}
+
+Test(informer, on_claimed_names_pods_newly_held_also_those_first_seen_held_in_the_list,
+     .init = setup, .fini = teardown, .timeout = 60)
+{
+    /* the real server's front plays the kubelet itself */
+    const char *args[] = {"--kubelet-only", "--warmup-ms", "0", NULL};
+    cr_assert_eq(ksim_start(&sim, ksim_real() ? NULL : args, false, NULL, NULL), 0);
+    held_log[0] = '\0';
+    create_idle_pod("held-a");
+    create_idle_pod("held-b");
+    set_claim("held-a", "Running", "won-elsewhere"); /* before the informer's LIST */
+
+    char err[256];
+    memset(&st, 0, sizeof(st));
+    pc_kube_options o = {.server = sim.url};
+    cr_assert_eq(pc_kube_client_new(&o, &st.client, err, sizeof(err)), 0, "%s", err);
+    pc_informer_config ic = {.client = st.client,
+                             .namespace_ = "default",
+                             .pool = "slow",
+                             .observer = observe,
+                             .on_claimed = on_held};
+    cr_assert_eq(pc_informer_new(&ic, &st.informer), 0);
+    cr_assert_eq(pc_informer_start(st.informer), 0);
+    cr_assert(PC_TEST_WAIT_UNTIL(held_log_is("held-a=won-elsewhere "), 10000), "%s", held_log);
+
+    set_claim("held-b", "Running", "won-here");
+    cr_assert(PC_TEST_WAIT_UNTIL(held_log_is("held-a=won-elsewhere held-b=won-here "), 10000), "%s",
+              held_log);
+    /* released (Stopping, same id), recycled (Idle, no id), then claimed again */
+    set_claim("held-b", "Stopping", "won-here");
+    set_claim("held-b", "Idle", NULL);
+    set_claim("held-b", "Running", "second");
+    cr_assert(PC_TEST_WAIT_UNTIL(held_log_is("held-a=won-elsewhere held-b=won-here held-b=second "),
+                                 10000),
+              "%s", held_log);
 }

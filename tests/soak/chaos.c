@@ -815,10 +815,10 @@ static bool caches_match(soak_ctx *x, char *why, size_t wlen)
 }
 
 /* Pods left claimed (phase label Running) at the end. Every 200 was released by the client
- * (retried until a definite answer) and every hang-up released by its claimId, so a claimed
- * pod is a defect unless the process that won it is gone: the claim registry lives in memory
- * (docs/daemon.md), so a claim won by the killed leader (answered or in flight at the kill)
- * cannot be released through the survivor (404), and nothing recycles its pod. */
+ * (retried until a definite answer, on the other replica after a transport error), every
+ * hang-up and every claim in flight at the kill released by its claimId, so a claimed pod is
+ * a defect. lost_with_process counts those won through the killed process: each replica
+ * learns every claim from its informer (docs/daemon.md), so they must be released too. */
 typedef struct orphans {
     bool listed;
     long claimed, lost_with_process, after_504, unexplained;
@@ -1117,6 +1117,21 @@ int soak_finish(soak_ctx *x)
         }
     }
     uint64_t unexplained_transport = transport - at_kill;
+    /* claims won through the killed process (answered 200 by it, or in flight at its kill)
+     * and not released before the kill: released through another process (the other
+     * replica, or the killed one restarted) */
+    uint64_t of_killed = 0, of_killed_released = 0;
+    for (uint64_t n = 0; n < sent; n++) {
+        soak_rec *r = &x->recs[n];
+        bool killed_gen = r->gen != x->replicas[r->replica].starts;
+        bool released_elsewhere = r->rel_replica != r->replica || r->rel_gen != r->gen;
+        if (r->log_count > 0 && released_elsewhere &&
+            ((r->status == 200 && killed_gen) ||
+             ((r->flags & SOAK_TRANSPORT) && (r->flags & SOAK_AT_KILL)))) {
+            of_killed++;
+            of_killed_released += r->rel_status == 200;
+        }
+    }
     /* per live replica process: 200s and hang-ups that won, as the client saw them */
     uint64_t c200[2] = {0}, chung[2] = {0}, chung_won[2] = {0};
     for (uint64_t n = 0; n < sent; n++) {
@@ -1209,12 +1224,14 @@ int soak_finish(soak_ctx *x)
           " claims in flight on the killed leader got a transport error; %" PRIu64
           " transport errors otherwise",
           kills, kills ? handover_s[0] : 0.0, at_kill, unexplained_transport);
-    checks[nc].what = "no pod left claimed at the end (but those of the killed process)";
-    CHECK(orph.listed && orph.unexplained == 0,
-          "%ld claimed: %ld won through the killed process (its registry is gone), %ld by a "
-          "claim answered 504 (KNOWN, above), %ld unexplained%s%s",
-          orph.claimed, orph.lost_with_process, orph.after_504, orph.unexplained,
-          orph.example[0] ? "; e.g. " : "", orph.example);
+    checks[nc].what = "no pod left claimed at the end (none through the killed process)";
+    CHECK(orph.listed && orph.unexplained == 0 && orph.lost_with_process == 0,
+          "%ld claimed: %ld won through the killed process, %ld by a claim answered 504 "
+          "(KNOWN, above), %ld unexplained; of the %" PRIu64
+          " won through the killed process and released after the kill, %" PRIu64
+          " with a 200 from another process%s%s",
+          orph.claimed, orph.lost_with_process, orph.after_504, orph.unexplained, of_killed,
+          of_killed_released, orph.example[0] ? "; e.g. " : "", orph.example);
     checks[nc].what = "counters agree: the client's, each live podclaimd's, kapi-sim's log";
     CHECK(counters, "%s", cdetail);
     checks[nc].what = "the claim log is complete (kapi-sim dropped nothing)";

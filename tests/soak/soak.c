@@ -149,6 +149,20 @@ static void conn_close(conn *c)
     c->in_len = 0;
 }
 
+/* The claim's answer (or its fate) belongs to a replica process that was killed since: it
+ * may have won a pod its client never heard of, or one the client cannot release through
+ * that process any more. The other replica learns the claim from its informer, with a lag. */
+static bool of_a_killed_process(const soak_rec *r)
+{
+    if (r->flags & SOAK_AT_KILL)
+        return true;
+    pthread_mutex_lock(&procs_mu);
+    const soak_replica *p = &R[r->replica];
+    bool gone = atomic_load(&p->killed_ns) != 0 && (r->gen != p->starts || p->pid == 0);
+    pthread_mutex_unlock(&procs_mu);
+    return gone;
+}
+
 /* The request in flight on c ended without an HTTP answer (EOF, reset, refused). */
 static void transport_error(conn *c)
 {
@@ -160,12 +174,16 @@ static void transport_error(conn *c)
             /* the chaos thread killed this replica (the stamp is set before the kill) and the
              * claim was sent before that: it was in flight at the kill */
             int64_t k = atomic_load(&R[c->replica].killed_ns);
-            if (k && c->sent_at <= k + 100000000)
+            if (k && c->sent_at <= k + 100000000) {
                 r->flags |= SOAK_AT_KILL;
+                /* it may have won: the client releases it by its claimId on the other
+                 * replica, as one retrying through a Service would (404: it won nothing) */
+                queue_release(c->claim, 1 - c->replica, soak_now_ns() + SOAK_S);
+            }
         }
     } else if (c->st == C_RELEASE) {
-        recs[c->claim].rel_status = 1; /* transport error */
-        queue_release(c->claim, c->replica, soak_now_ns() + REL_RETRY_NS);
+        recs[c->claim].rel_status = 1; /* transport error: try the other replica */
+        queue_release(c->claim, 1 - c->replica, soak_now_ns() + REL_RETRY_NS);
     }
     conn_close(c);
 }
@@ -228,6 +246,8 @@ static void start_release(conn *c, uint64_t n, int64_t now)
     c->hang_at = 0;
     rel_sent++;
     recs[n].rel_tries++;
+    recs[n].rel_replica = (uint8_t)c->replica;
+    recs[n].rel_gen = (uint8_t)c->gen;
     conn_send(c);
 }
 
@@ -247,6 +267,11 @@ static void on_answer(conn *c, int status, const char *body, size_t blen, int64_
         r->rel_status = (uint16_t)status;
         if (status >= 500 || status == 429)
             queue_release(c->claim, c->replica, now + REL_RETRY_NS);
+        /* a replica that did not win the claim knows it once its informer has seen the pod
+         * held (a lagging watch, a relist): a 404 for a claim of a killed process may mean
+         * "not yet" */
+        else if (status == 404 && of_a_killed_process(r))
+            queue_release(c->claim, c->replica, now + SOAK_S);
         return;
     }
     if (r->flags & SOAK_ANSWERED) {

@@ -58,6 +58,8 @@ typedef struct soak_rec {
     uint8_t priority;    /* (main) */
     uint8_t gen;         /* the replica's process that answered: its `starts` then (main) */
     uint8_t rel_tries;   /* release requests sent for it (main) */
+    uint8_t rel_replica; /* the replica its last release request went to (main) */
+    uint8_t rel_gen;     /* and that replica's process then: its `starts` (main) */
 } soak_rec;
 
 uint32_t soak_pod_hash(const char *ns, const char *pod);
