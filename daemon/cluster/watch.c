@@ -745,7 +745,7 @@ static bool status_too_large(const pc_kube_response *r)
 
 /* Does the server still have w->rv? A LIST of one item at it (NotOlderThan): 0 yes (resume),
  * 1 no (relist: 410, or 504 "Too large resource version" after the server's 3 s wait),
- * -EIO an API error, another negative errno a transfer failure. */
+ * -EIO an API error, -EAGAIN a 429, another negative errno a transfer failure. */
 static int check_rv(pc_watch *w)
 {
     char path[PATH_MAX_], rv[200];
@@ -762,6 +762,8 @@ static int check_rv(pc_watch *w)
         LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"the server no longer has rv %s (%ld %s); relisting\"",
             w->name, w->rv, r.status, r.error);
         rc = 1;
+    } else if (rc == 0 && r.status == 429) {
+        rc = -EAGAIN; /* "later" (after the client's own Retry-After waits): no failure */
     } else if (rc == 0 && r.status != 200) {
         LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"rv check failed: %s\"", w->name, r.error);
         rc = -EIO;
