@@ -206,6 +206,7 @@ json_t *ks_list(ks_store *s, const ks_res *res, const char *ns, const ks_list_op
                    "Timeout: Too large resource version: %" PRIu64 ", current: %" PRIu64, want,
                    s->rev);
         ks_err_cause(err, "ResourceVersionTooLarge", NULL, "Too large resource version");
+        ks_err_details(err, NULL, NULL, NULL); /* NewTimeoutError names no resource */
         err->retry_after_s = 1;
         return NULL;
     }

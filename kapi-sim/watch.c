@@ -13,6 +13,8 @@
  * store condvar (one connection thread each: MHD thread-per-connection mode) with the nearest
  * of its deadlines (timeoutSeconds, next bookmark, injected drop, a delayed event) as timeout.
  * A watcher that falls behind the bounded history gets 410 Expired, like a compacted resume.
+ * One that starts ahead of the store (a resourceVersion not reached yet) is silent until the
+ * store passes it, as on kube-apiserver: only a LIST answers "Too large resource version".
  */
 #include "sim.h"
 
@@ -299,8 +301,14 @@ static void gather_locked(ks_watch *w, int64_t delay_ns)
             atomic_fetch_add_explicit(&w->f->watch_events, w->sent - n0, memory_order_relaxed);
             w->last_send_ns = now;
         }
+        /* A watch from a version the store has not reached (a client of an earlier kapi-sim
+         * lifetime: revisions start again at 1) gets nothing until the store passes it, not
+         * even a bookmark: the watch cache sends a watcher only what is newer than its
+         * version, bookmarks included (measured on kube-apiserver v1.34: realk8s/diff
+         * TestFutureResourceVersion). */
         if (w->bookmarks && now >= w->next_bookmark_ns) {
-            put_bookmark(w);
+            if (w->cursor <= s->rev)
+                put_bookmark(w);
             w->next_bookmark_ns = now + w->bookmark_every_ns;
         }
         if (w->len > w->off || w->drop)

@@ -5,8 +5,19 @@
  * Thread loop (one thread per watch), as src/informer does it:
  *   rv == ""  -> paged LIST (one snapshot), objects absent from it are DELETED, rv = list rv
  *   WATCH from rv with bookmarks; each event moves rv; timeoutSeconds ends it -> WATCH again
- *   410 Gone (ERROR event or HTTP status), an event line over the limit -> relist
- *   anything else (network, malformed or truncated event) -> backoff, WATCH from rv
+ *   410 Gone (ERROR event or HTTP status), "Too large resource version" (504 with cause
+ *     ResourceVersionTooLarge), an event line over the limit -> relist
+ *   an API error (HTTP status, non-410 ERROR event, malformed event) -> backoff, WATCH from
+ *     rv; the 3rd in a row without progress -> relist (the informer's rule; client-go
+ *     relists after one)
+ *   anything else (network, truncated event) -> backoff, WATCH from rv
+ * Before resuming after a watch that was cut or heard nothing (no event, no bookmark), a
+ * LIST of one item at rv (NotOlderThan) asks whether the server still has rv: a restarted
+ * kapi-sim, or an etcd restored without --bump-revision, counts from 1 again, and
+ * kube-apiserver accepts a WATCH from a version it has not reached and sends nothing (not
+ * even bookmarks) until it gets there. Only the LIST says so: after 3 s, 504 Timeout with
+ * cause ResourceVersionTooLarge (measured on v1.34: realk8s/diff TestFutureResourceVersion).
+ * Then relist: the cache converges to the new server's objects.
  * An event at the cached version is a replay (after a reconnect) and changes nothing; one at
  * an older decimal version too.
  *
@@ -50,6 +61,7 @@ struct pod_group {
 };
 #define STOP_GONE 1
 #define STOP_RESUME 2
+#define RELIST_AFTER 3u /* API errors in a row on the watch, without progress between */
 
 struct pc_watch {
     /* fixed after new */
@@ -86,6 +98,8 @@ struct pc_watch {
     uint32_t backoff_attempt;
     uint64_t rng;
     bool got_event;
+    uint32_t watch_failures; /* API errors in a row, without progress between */
+    bool check_rv;           /* ask the server whether it still has rv before resuming */
 
     _Atomic uint64_t n_lists, n_relists, n_watches, n_events, n_bookmarks, n_errors;
 };
@@ -600,6 +614,24 @@ static int do_list_pods(pc_watch *w)
 
 /* ---- WATCH --------------------------------------------------------------------------------- */
 
+/* A Status saying the server has not reached the resourceVersion asked for (the cacher's
+ * NewTooLargeResourceVersionError: 504 Timeout, details.causes[].reason
+ * ResourceVersionTooLarge). */
+static bool too_large(const json_t *st)
+{
+    if (json_integer_value(json_object_get(st, "code")) != 504)
+        return false;
+    size_t i;
+    json_t *c;
+    json_array_foreach(pc__cl_jget(st, "details.causes"), i, c)
+    {
+        const char *r = json_string_value(json_object_get(c, "reason"));
+        if (r && strcmp(r, "ResourceVersionTooLarge") == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Pod mode: one watch event, scanned without a tree (the ERROR Status aside). */
 static int on_line_pods(pc_watch *w, const char *line, size_t len)
 {
@@ -615,11 +647,12 @@ static int on_line_pods(pc_watch *w, const char *line, size_t len)
     if (strcmp(type, "ERROR") == 0) {
         json_t *st = json_loadb(obj, olen, 0, NULL);
         json_int_t code = json_integer_value(json_object_get(st, "code"));
-        LOG(code == 410 ? PC_KUBE_LOG_INFO : PC_KUBE_LOG_WARN,
+        bool gone = code == 410 || too_large(st);
+        LOG(gone ? PC_KUBE_LOG_INFO : PC_KUBE_LOG_WARN,
             "watch=%s msg=\"watch error event: %lld %s\"", w->name, (long long)code,
             json_string_value(json_object_get(st, "message")) ?: "");
         json_decref(st);
-        return code == 410 ? STOP_GONE : STOP_RESUME;
+        return gone ? STOP_GONE : STOP_RESUME;
     }
     char rv[sizeof(w->rv)] = "";
     if (strcmp(type, "BOOKMARK") == 0) {
@@ -677,8 +710,8 @@ static int on_line(void *arg, const char *line, size_t len)
     const char *rv = pc__cl_jstr(obj, "metadata.resourceVersion");
     if (strcmp(type, "ERROR") == 0) {
         json_int_t code = json_integer_value(json_object_get(obj, "code"));
-        rc = code == 410 ? STOP_GONE : STOP_RESUME;
-        LOG(code == 410 ? PC_KUBE_LOG_INFO : PC_KUBE_LOG_WARN,
+        rc = code == 410 || too_large(obj) ? STOP_GONE : STOP_RESUME;
+        LOG(rc == STOP_GONE ? PC_KUBE_LOG_INFO : PC_KUBE_LOG_WARN,
             "watch=%s msg=\"watch error event: %lld %s\"", w->name, (long long)code,
             json_string_value(json_object_get(obj, "message")) ?: "");
     } else if (strcmp(type, "BOOKMARK") == 0) {
@@ -699,6 +732,61 @@ static int on_line(void *arg, const char *line, size_t len)
     return rc;
 }
 
+/* An answer whose body is a "Too large resource version" Status. */
+static bool status_too_large(const pc_kube_response *r)
+{
+    if (r->status != 504 || !r->body)
+        return false;
+    json_t *st = json_loadb(r->body, r->body_len, 0, NULL);
+    bool yes = too_large(st);
+    json_decref(st);
+    return yes;
+}
+
+/* Does the server still have w->rv? A LIST of one item at it (NotOlderThan): 0 yes (resume),
+ * 1 no (relist: 410, or 504 "Too large resource version" after the server's 3 s wait),
+ * -EIO an API error, -EAGAIN a 429, another negative errno a transfer failure. */
+static int check_rv(pc_watch *w)
+{
+    char path[PATH_MAX_], rv[200];
+    if (pc__cl_urlenc(w->rv, rv, sizeof(rv)))
+        return -EINVAL;
+    int n = snprintf(path, sizeof(path),
+                     "%s?limit=1&resourceVersion=%s&resourceVersionMatch=NotOlderThan%s%s", w->path,
+                     rv, w->selector_enc[0] ? "&labelSelector=" : "", w->selector_enc);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return -EMSGSIZE;
+    pc_kube_response r;
+    int rc = pc_kube_conn_request(w->conn, "GET", path, NULL, NULL, 0, &r);
+    if (rc == 0 && (r.status == 410 || status_too_large(&r))) {
+        LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"the server no longer has rv %s (%ld %s); relisting\"",
+            w->name, w->rv, r.status, r.error);
+        rc = 1;
+    } else if (rc == 0 && r.status == 429) {
+        rc = -EAGAIN; /* "later" (after the client's own Retry-After waits): no failure */
+    } else if (rc == 0 && r.status != 200) {
+        LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"rv check failed: %s\"", w->name, r.error);
+        rc = -EIO;
+    } else if (rc && rc != -ECANCELED) {
+        LOG(PC_KUBE_LOG_INFO, "watch=%s msg=\"rv check: %s\"", w->name, r.error);
+    }
+    pc_kube_response_fini(&r);
+    return rc;
+}
+
+/* An API-level failure (an HTTP error, a non-410 ERROR event, a malformed event): a single one
+ * resumes at the same version, but RELIST_AFTER in a row without progress between mean the
+ * server keeps refusing it: forget it (as src/informer does). Returns whether to relist. */
+static bool watch_failed(pc_watch *w)
+{
+    if (++w->watch_failures < RELIST_AFTER)
+        return false;
+    LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"relisting after %u API errors in a row\"", w->name,
+        w->watch_failures);
+    w->watch_failures = 0;
+    return true;
+}
+
 /* One WATCH. Returns 0 (rotation), 1 (relist), -ECANCELED, or another negative errno. */
 static int do_watch(pc_watch *w)
 {
@@ -717,7 +805,7 @@ static int do_watch(pc_watch *w)
     int rc =
             pc_kube_conn_stream(w->conn, path, 0, ((int64_t)w->watch_timeout_s + 30) * 1000000000LL,
                                 on_line, w, &line_rc, &r);
-    if (rc == 0 && r.status == 410)
+    if (rc == 0 && (r.status == 410 || status_too_large(&r)))
         rc = 1;
     else if (rc == 0 && r.status != 200) {
         LOG(PC_KUBE_LOG_WARN, "watch=%s msg=\"watch failed: %s\"", w->name, r.error);
@@ -764,6 +852,25 @@ static void *watch_main(void *arg)
                 continue;
             }
             w->backoff_attempt = 0;
+            w->watch_failures = 0;
+            w->check_rv = false;
+        }
+        if (w->check_rv) {
+            rc = check_rv(w);
+            if (rc == -ECANCELED)
+                break;
+            if (rc == 1 || (rc == -EIO && watch_failed(w))) {
+                INC(n_relists);
+                w->rv[0] = '\0';
+                continue;
+            }
+            if (rc < 0) {
+                INC(n_errors);
+                if (backoff(w) == -ECANCELED)
+                    break;
+                continue;
+            }
+            w->check_rv = false;
         }
         int64_t began = pc__cl_mono_ns();
         rc = do_watch(w);
@@ -771,9 +878,15 @@ static void *watch_main(void *arg)
             break;
         if (rc == 0 && !w->got_event && pc__cl_mono_ns() - began < 1000000000LL)
             rc = -ECONNRESET; /* a watch closed at once: no hot reconnect loop */
-        if (w->got_event)
+        if (w->got_event) {
             w->backoff_attempt = 0;
-        if (rc == 1) {
+            w->watch_failures = 0;
+        }
+        /* Cut (a transfer failure), or silent for its whole life: is the server behind it
+         * still one that has rv? Not after an API error: the server answered, and those are
+         * counted (watch_failed). */
+        w->check_rv = (rc == 0 && !w->got_event) || (rc < 0 && rc != -EIO && rc != -EBADMSG);
+        if (rc == 1 || ((rc == -EIO || rc == -EBADMSG) && watch_failed(w))) {
             INC(n_relists);
             w->rv[0] = '\0';
             continue;

@@ -268,6 +268,10 @@ func run(t *testing.T, steps []step) {
 					if rv, ok := md["resourceVersion"].(string); ok && rv != "" {
 						if strings.HasSuffix(fmt.Sprint(m["kind"]), "List") {
 							vars["{listrv}"] = rv
+							// a version the server has not reached: far past any write of a case
+							if n, err := strconv.ParseUint(rv, 10, 64); err == nil {
+								vars["{futurerv}"] = strconv.FormatUint(n+1000000, 10)
+							}
 						} else {
 							vars["{rv}"] = rv
 						}
@@ -490,6 +494,22 @@ func TestWatchSequence(t *testing.T) {
 		{method: "DELETE", path: pods + "/p2", only: "skip"},
 		{method: "GET", path: pods + "?watch=1&resourceVersion={listrv}&timeoutSeconds=1"},
 		{method: "GET", path: pods + "?watch=1&labelSelector=podclaim.io%2Fphase%3DIdle&resourceVersion={listrv}&timeoutSeconds=1"},
+	})
+}
+
+// TestFutureResourceVersion: what a server says to a client that holds a resourceVersion it has
+// not reached, as after a kapi-sim restart (or an etcd restore without --bump-revision). A LIST
+// waits 3 s (the cacher's blockTimeout), then 504 Timeout with cause ResourceVersionTooLarge and
+// retryAfterSeconds 1, whatever resourceVersionMatch and limit; a WATCH is accepted (200) and
+// stays silent, not even a bookmark, until the server's revision passes it or timeoutSeconds.
+func TestFutureResourceVersion(t *testing.T) {
+	run(t, []step{
+		{method: "POST", path: pods, ctype: jsonCT, body: pod, only: "skip"},
+		{method: "GET", path: pods, only: "skip"},
+		{method: "GET", path: pods + "?resourceVersion={futurerv}"},
+		{method: "GET", path: pods + "?resourceVersion={futurerv}&resourceVersionMatch=Exact"},
+		{method: "GET", path: pods + "?resourceVersion={futurerv}&resourceVersionMatch=NotOlderThan&limit=1"},
+		{method: "GET", path: pods + "?watch=1&resourceVersion={futurerv}&allowWatchBookmarks=true&timeoutSeconds=3"},
 	})
 }
 

@@ -12,6 +12,9 @@
  *    │   ▼        │ 3rd API error in a row                 │ silent watch (watchdog), 429,
  *    │            ▼                                        ▼ an API error (ERROR event, HTTP)
  *    └─ BACKOFF ◄─┴─────── (relist: rv forgotten) ──── BACKOFF ──► WATCH (rv kept)
+ *                   ▲                                                 │ after a cut or a
+ *                   └── rv "too large" or 410 ◄── LIST 1 pod at rv ◄──┘ silent watch
+ *                       (the server restarted with fresh versions)
  *
  * The backoff waits at least a 429's Retry-After. A pod that is well-formed but unusable is
  * skipped and counted (LIST and watch alike), never a reason to stop.
@@ -329,6 +332,21 @@ static void *informer_main(void *arg)
             }
             inf->backoff_attempt = 0;
             inf->watch_failures = 0;
+            inf->check_rv = false;
+        }
+        if (inf->check_rv) {
+            rc = pc__informer_check_rv(inf);
+            if (rc == -ECANCELED)
+                break;
+            if (rc == 1) /* rv forgotten: relist */
+                continue;
+            if (rc < 0) {
+                INC(reconnects);
+                if (backoff(inf, "rv check failed") == -ECANCELED)
+                    break;
+                continue;
+            }
+            inf->check_rv = false;
         }
         int64_t began = pc__kube_mono_ns();
         rc = pc__informer_watch(inf);
@@ -344,6 +362,12 @@ static void *informer_main(void *arg)
             if (rc >= 0)
                 inf->watch_failures = 0;
         }
+        /* Cut (a transfer failure, a stall), or silent for its whole life: the server behind
+         * it may be a new one that has not reached rv, which accepts a watch from it and says
+         * nothing. Not after an answer of the server (an API error, a 429): that one is
+         * counted above, or says "later". */
+        inf->check_rv = (rc == 0 && !inf->got_event) ||
+                        (rc < 0 && rc != -EIO && rc != -EBADMSG && rc != -EAGAIN);
         if (rc == 1) {
             INC(relists);
             inf->rv[0] = '\0';

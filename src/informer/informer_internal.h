@@ -79,6 +79,7 @@ struct pc_informer {
     int64_t retry_after_ns;  /* the next backoff waits at least this long (429); 0 = none */
     uint64_t rng;
     bool got_event;              /* the current watch applied or bookmarked something */
+    bool check_rv;               /* ask whether the server still has rv before resuming */
     pc__kube_stream *cur_stream; /* the watch being read; NULL between watches */
     int64_t received_ns;         /* arrival of the bytes being applied (observer timestamps) */
 
@@ -132,6 +133,12 @@ void pc__informer_list_sweep(pc_informer *inf);
 /* One WATCH request. Returns 0 (rotation: resume), 1 (410: relist), -ECANCELED, or another
  * negative errno (reconnect with backoff, resuming from inf->rv). */
 int pc__informer_watch(pc_informer *inf);
+
+/* Before resuming after a watch that was cut or heard nothing: does the server still have
+ * inf->rv? (A LIST of one pod at it, NotOlderThan.) Returns 0 (resume), 1 (relist: 410, or
+ * "Too large resource version"), -ECANCELED, or another negative errno (back off, ask again;
+ * an API error counts as a watch failure). */
+int pc__informer_check_rv(pc_informer *inf);
 
 /* Handle one watch event line (the framer's callback). Returns 0 to go on, or
  * PC__INF_STOP_GONE / PC__INF_STOP_RESUME to end the stream. */

@@ -8,6 +8,12 @@
  * - When R has been compacted away the server says 410 Gone, as an ERROR event carrying a
  *   Status or as the HTTP status: only a fresh LIST helps.
  * - BOOKMARK events carry only a resourceVersion: progress without a change.
+ * - A WATCH from a version the server has not reached is accepted and silent (no bookmark
+ *   either) until the server gets there: a restarted kapi-sim, or an etcd restored without
+ *   --bump-revision, counts from 1 again. Only a LIST says so, after 3 s: 504 Timeout with
+ *   cause ResourceVersionTooLarge (kube-apiserver v1.34, realk8s/diff
+ *   TestFutureResourceVersion). So after a watch that was cut or silent, a LIST of one pod at
+ *   rv asks before resuming (pc__informer_check_rv); "too large" means relist.
  */
 #include "informer_internal.h"
 
@@ -58,13 +64,55 @@ static int event_split(const char *line, size_t len, char *type, size_t tcap, co
     return 0;
 }
 
-/* An ERROR event's Status: code and message. */
-static long status_of(const char *obj, size_t len, char *msg, size_t cap)
+/* details.causes of a Status: whether one has reason ResourceVersionTooLarge. */
+static int causes_too_large(pc__js *js, bool *too_large)
+{
+    char key[16], reason[40];
+    int rc;
+    if ((rc = pc__js_obj_begin(js)))
+        return rc;
+    while ((rc = pc__js_obj_key(js, key, sizeof(key))) == 1) {
+        if (strcmp(key, "causes") != 0 || pc__js_peek(js) != '[') {
+            if ((rc = pc__js_skip(js)))
+                return rc;
+            continue;
+        }
+        pc__js_arr_begin(js);
+        while ((rc = pc__js_arr_next(js)) == 1) {
+            if (pc__js_peek(js) != '{') {
+                if ((rc = pc__js_skip(js)))
+                    return rc;
+                continue;
+            }
+            pc__js_obj_begin(js);
+            while ((rc = pc__js_obj_key(js, key, sizeof(key))) == 1) {
+                if (!strcmp(key, "reason") && pc__js_peek(js) == '"') {
+                    if (pc__js_str(js, reason, sizeof(reason)) > 0 &&
+                        !strcmp(reason, "ResourceVersionTooLarge"))
+                        *too_large = true;
+                } else if ((rc = pc__js_skip(js))) {
+                    return rc;
+                }
+            }
+            if (rc < 0)
+                return rc;
+        }
+        if (rc < 0)
+            return rc;
+    }
+    return rc;
+}
+
+/* A Status (an ERROR event's object, an error answer's body): code and message, and whether it
+ * is the watch cache's "Too large resource version" (504, cause ResourceVersionTooLarge). */
+static long status_of(const char *obj, size_t len, char *msg, size_t cap, bool *too_large)
 {
     pc__js js;
     char key[16];
     long long code = 0;
+    bool tl = false;
     msg[0] = '\0';
+    *too_large = false;
     pc__js_init(&js, obj, len);
     if (pc__js_obj_begin(&js))
         return 0;
@@ -75,11 +123,25 @@ static long status_of(const char *obj, size_t len, char *msg, size_t cap)
         } else if (!strcmp(key, "message") && pc__js_peek(&js) == '"') {
             if (pc__js_str(&js, msg, cap) == -EMSGSIZE)
                 msg[0] = '\0';
+        } else if (!strcmp(key, "details") && pc__js_peek(&js) == '{') {
+            if (causes_too_large(&js, &tl))
+                return 0;
         } else if (pc__js_skip(&js)) {
             return 0;
         }
     }
+    *too_large = tl && code == 504;
     return (long)code;
+}
+
+/* An error answer whose body is a "Too large resource version" Status. */
+static bool answer_too_large(const pc_kube_response *r)
+{
+    char msg[8];
+    bool tl = false;
+    if (r->status == 504 && r->body)
+        status_of(r->body, r->body_len, msg, sizeof(msg), &tl);
+    return tl;
 }
 
 int pc__informer_watch_line(void *arg, const char *line, size_t len)
@@ -98,8 +160,9 @@ int pc__informer_watch_line(void *arg, const char *line, size_t len)
     }
     if (strcmp(type, "ERROR") == 0) {
         char msg[200];
-        long code = status_of(obj, olen, msg, sizeof(msg));
-        int rc = code == 410 ? PC__INF_STOP_GONE : PC__INF_STOP_RESUME;
+        bool too_large;
+        long code = status_of(obj, olen, msg, sizeof(msg), &too_large);
+        int rc = code == 410 || too_large ? PC__INF_STOP_GONE : PC__INF_STOP_RESUME;
         if (rc != PC__INF_STOP_GONE)
             INC(errors);
         pc__kube_log(inf->client, rc == PC__INF_STOP_GONE ? PC_KUBE_LOG_INFO : PC_KUBE_LOG_WARN,
@@ -224,7 +287,7 @@ int pc__informer_watch(pc_informer *inf)
         inf->retry_after_ns = r.retry_after_ns < PC__INF_RETRY_AFTER_MAX_NS
                                       ? r.retry_after_ns
                                       : PC__INF_RETRY_AFTER_MAX_NS;
-    if (rc == 0 && r.status == 410) {
+    if (rc == 0 && (r.status == 410 || answer_too_large(&r))) {
         rc = 1;
     } else if (rc == 0 && r.status == 429) {
         /* API priority and fairness: not a failure of this version, just "later". */
@@ -265,6 +328,45 @@ int pc__informer_watch(pc_informer *inf)
                      inf->namespace_, inf->pool, (long long)(inf->watch_idle_timeout_ns / 1000000));
     } else if (rc) {
         pc__kube_log(inf->client, PC_KUBE_LOG_INFO, "informer=%s/%s msg=\"watch ended: %s\"",
+                     inf->namespace_, inf->pool, r.error);
+    }
+    pc_kube_response_fini(&r);
+    return rc;
+}
+
+int pc__informer_check_rv(pc_informer *inf)
+{
+    char path[PC__INF_PATH_MAX], rv[3 * PC_RV_MAX];
+    if (pc__informer_urlenc(inf->rv, rv, sizeof(rv)))
+        return -EINVAL;
+    snprintf(path, sizeof(path),
+             "/api/v1/namespaces/%s/pods?labelSelector=%s&limit=1&resourceVersion=%s"
+             "&resourceVersionMatch=NotOlderThan",
+             inf->namespace_, inf->selector, rv);
+    pc_kube_response r;
+    int rc = pc_kube_conn_request(inf->conn, "GET", path, NULL, NULL, 0, &r);
+    if (rc == 0 && (r.status == 410 || answer_too_large(&r))) {
+        pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
+                     "informer=%s/%s msg=\"the server no longer has rv %s (%ld %s); relisting\"",
+                     inf->namespace_, inf->pool, inf->rv, r.status, r.error);
+        INC(relists);
+        inf->rv[0] = '\0';
+        rc = 1;
+    } else if (rc == 0 && r.status == 429) {
+        INC(throttled);
+        if (r.retry_after_ns > 0)
+            inf->retry_after_ns = r.retry_after_ns < PC__INF_RETRY_AFTER_MAX_NS
+                                          ? r.retry_after_ns
+                                          : PC__INF_RETRY_AFTER_MAX_NS;
+        rc = -EAGAIN;
+    } else if (rc == 0 && r.status != 200) {
+        pc__kube_log(inf->client, PC_KUBE_LOG_WARN, "informer=%s/%s msg=\"rv check failed: %s\"",
+                     inf->namespace_, inf->pool, r.error);
+        inf->got_event = false;
+        watch_failed(inf, r.error);
+        rc = inf->rv[0] ? -EIO : 1;
+    } else if (rc && rc != -ECANCELED) {
+        pc__kube_log(inf->client, PC_KUBE_LOG_INFO, "informer=%s/%s msg=\"rv check: %s\"",
                      inf->namespace_, inf->pool, r.error);
     }
     pc_kube_response_fini(&r);

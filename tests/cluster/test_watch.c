@@ -9,8 +9,10 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #define COLL "/apis/podclaim.io/v1alpha1/namespaces/default/sandboxclaims"
 
@@ -215,6 +217,84 @@ Test(watch, relist_after_410_reports_what_was_deleted_meanwhile, .init = setup, 
     pc_watch_stats_read(w, &st);
     cr_assert_eq(st.relists, 1);
     cr_assert_null(pc_watch_get(w, "default", "c1"));
+}
+
+/* kapi-sim killed (-9) and a fresh one on the same port: no objects but what args make, its
+ * resourceVersions from 1 again (the soak's --restart-every, an etcd restored without
+ * --bump-revision). */
+static void restart_sim(void)
+{
+    int port = sim.port;
+    kill(sim.pid, SIGKILL);
+    waitpid(sim.pid, NULL, 0);
+    sim.pid = 0;
+    ksim_stop(&sim);
+    char listen[32];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    const char *args[] = {"--kubelet-only", "--listen", listen, NULL};
+    cr_assert_eq(ksim_start(&sim, args, false, NULL, NULL), 0);
+    cr_assert_eq(sim.port, port);
+}
+
+/* The watch resumes at a version the fresh server has not reached: kapi-sim, like
+ * kube-apiserver, accepts that WATCH and says nothing. The check before resuming after a cut
+ * (a LIST at that version: 504 "Too large resource version") makes it relist, and the cache
+ * converges to the new server's objects: the old ones reported DELETED. */
+Test(watch, a_restarted_server_with_fresh_versions_is_relisted, .init = setup, .fini = fini,
+     .timeout = 60)
+{
+    start(NULL);
+    for (int i = 0; i < 4; i++) {
+        char n[16];
+        snprintf(n, sizeof(n), "c%d", i);
+        create(n);
+    }
+    for (int round = 1; round <= 5; round++) /* the old server's versions well ahead */
+        for (int i = 0; i < 4; i++) {
+            char n[16];
+            snprintf(n, sizeof(n), "c%d", i);
+            bump(n, round);
+        }
+    start_watch();
+    cr_assert(PC_TEST_WAIT(pc_watch_synced(w) && cache_matches_server(), 5000));
+    restart_sim();
+    create("d0");
+    create("d1");
+    cr_assert(PC_TEST_WAIT(cache_matches_server(), 20000),
+              "the cache kept the old server's objects: %d added, %d deleted",
+              count(PC_WATCH_ADDED), count(PC_WATCH_DELETED));
+    cr_assert_eq(count(PC_WATCH_DELETED), 4);
+    pc_watch_stats st;
+    pc_watch_stats_read(w, &st);
+    cr_assert_geq(st.relists, 1);
+}
+
+/* A server that keeps refusing the watch with an API error (here every request 500 for a
+ * while): after 3 in a row the watch relists instead of resuming at the same version forever,
+ * as the informer does. */
+Test(watch, repeated_api_errors_on_the_watch_relist, .init = setup, .fini = fini, .timeout = 60)
+{
+    start(NULL);
+    create("c0");
+    pc_watch_config wc = {.client = kc,
+                          .path = COLL,
+                          .watch_timeout_s = 1, /* a new WATCH every second */
+                          .backoff_initial_ns = 5000000LL,
+                          .backoff_max_ns = 50000000LL,
+                          .on_change = on_change,
+                          .on_sync = on_sync};
+    cr_assert_eq(pc_watch_new(&wc, &w), 0);
+    cr_assert_eq(pc_watch_start(w), 0);
+    cr_assert(PC_TEST_WAIT(pc_watch_synced(w), 5000));
+    pc_watch_stats st0, st;
+    pc_watch_stats_read(w, &st0);
+    cr_assert_eq(ksim_put_faults(&sim, "{\"errorRate\":1}"), 0);
+    cr_assert(PC_TEST_WAIT((pc_watch_stats_read(w, &st), st.errors >= st0.errors + 4), 10000));
+    cr_assert_eq(ksim_put_faults(&sim, "{\"errorRate\":0}"), 0);
+    create("c1");
+    cr_assert(PC_TEST_WAIT(cache_matches_server(), 10000));
+    pc_watch_stats_read(w, &st);
+    cr_assert_geq(st.relists, 1, "resumed at the refused version forever");
 }
 
 /* ---- pod mode -------------------------------------------------------------------------------- */

@@ -384,6 +384,50 @@ Test(http, watch_delay_holds_each_event_back)
     free(s.b.p);
 }
 
+typedef struct watch_job {
+    char q[128];
+    stream s;
+    CURLcode rc;
+} watch_job;
+
+static void *watch_thread(void *arg)
+{
+    watch_job *j = arg;
+    j->rc = watch(j->q, &j->s);
+    return NULL;
+}
+
+/* A client from an earlier kapi-sim lifetime resumes at a version this store has not reached:
+ * like kube-apiserver's watch cache, the watch is silent (no bookmark either, though asked
+ * for) until the store passes that version, then sends only what is newer. */
+Test(http, a_watch_from_a_future_version_is_silent_until_the_store_passes_it)
+{
+    uint64_t rev;
+    free(snapshot(&rev));
+    watch_job j = {0};
+    snprintf(j.q, sizeof j.q, "resourceVersion=%llu&allowWatchBookmarks=true&timeoutSeconds=3",
+             (unsigned long long)rev + 2);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, watch_thread, &j), 0);
+    /* the watch is registered once it shows in the server's counters */
+    KSIM_WAIT_UNTIL(atomic_load(&fl.watches_open) == 1, 5000);
+    /* Not a synchronisation: time for a bookmark (every 1 s here) to be sent, if it were. */
+    int64_t quiet_until = ksim_now_ms() + 1500;
+    while (ksim_now_ms() < quiet_until)
+        ksim_pause();
+    create("f1"); /* rev + 1 */
+    create("f2"); /* rev + 2: the watch's version */
+    create("f3"); /* rev + 3: newer, sent */
+    pthread_join(t, NULL);
+    cr_expect_eq(j.rc, CURLE_OK);
+    const char *b = j.s.b.p ? j.s.b.p : "";
+    cr_expect(strncmp(b, "{\"type\":\"ADDED\"", 15) == 0 && strstr(b, "\"name\":\"f3\""),
+              "first line the event past the version, no bookmark before it: %s", b);
+    cr_expect(!strstr(b, "\"name\":\"f1\"") && !strstr(b, "\"name\":\"f2\""),
+              "nothing at or before the version: %s", b);
+    free(j.s.b.p);
+}
+
 Test(http, watch_timeout_seconds_ends_the_stream_cleanly)
 {
     stream s = {0};

@@ -8,9 +8,11 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static ksim sim;
 static stack st;
@@ -298,6 +300,58 @@ Test(informer, relists_after_410_and_withdraws_pods_deleted_meanwhile, .init = s
     cr_assert_eq(json_object_size(fin), 20u);
     cr_assert(all_offered(fin));
     json_decref(fin);
+}
+
+/* kapi-sim killed (-9) and a fresh one on the same port with the same pool: the same pod
+ * names, new uids, and resourceVersions from 1 again, below the informer's resume point.
+ * kapi-sim, like kube-apiserver, accepts a WATCH from a version it has not reached and sends
+ * nothing; the informer must notice (its check before resuming after a cut: a LIST at that
+ * version, 504 "Too large resource version") and relist, so that its cache is the new
+ * server's and every idle pod is offered at its new version. */
+Test(informer, relists_a_restarted_server_whose_versions_started_again, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    if (ksim_real())
+        cr_skip_test("restarts kapi-sim");
+    const char *args[] = {"--pool", "rs/p=10", "--warmup-ms", "10", NULL};
+    cr_assert_eq(ksim_start(&sim, args, false, NULL, NULL), 0);
+    pc_informer *inf = informer_only("rs", "p", 4);
+    cr_assert_eq(pc_informer_start(inf), 0);
+    cr_assert(PC_TEST_WAIT_UNTIL(pc_informer_has_synced(inf) && stats(inf).idle == 10, 10000),
+              "idle=%llu", (unsigned long long)stats(inf).idle);
+    /* the old server's versions well past what the fresh one will reach */
+    for (int i = 0; i < 60; i++) {
+        char body[160];
+        snprintf(body, sizeof(body), "{\"metadata\":{\"name\":\"ns%d\"}}", i);
+        json_decref(ksim_json(&sim, "POST", "/api/v1/namespaces", body));
+    }
+    int port = sim.port;
+    kill(sim.pid, SIGKILL);
+    waitpid(sim.pid, NULL, 0);
+    sim.pid = 0;
+    ksim_stop(&sim);
+    char listen[32];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    /* a smaller pool this time: the cache must lose the 4 pods the new server does not have
+     * (the names it has are the old ones, at the same versions: the fixture makes them the
+     * same way) */
+    const char *again[] = {"--pool", "rs/p=6", "--warmup-ms", "10", "--listen", listen, NULL};
+    cr_assert_eq(ksim_start(&sim, again, false, NULL, NULL), 0);
+    cr_assert_eq(sim.port, port);
+    cr_assert(PC_TEST_WAIT_UNTIL(stats(inf).pods == 6 && stats(inf).idle == 6, 20000),
+              "the cache kept the old server's pods (relists=%llu pods=%llu idle=%llu)",
+              (unsigned long long)stats(inf).relists, (unsigned long long)stats(inf).pods,
+              (unsigned long long)stats(inf).idle);
+    cr_assert_geq(stats(inf).relists, 1u);
+    json_t *fin = server_idle("rs", "p");
+    cr_assert_eq(json_object_size(fin), 6u);
+    cr_assert(all_offered(fin));
+    json_decref(fin);
+    pthread_mutex_lock(&sn.mu);
+    /* every old incarnation: 4 gone, 6 replaced by pods of the same names with new uids */
+    cr_assert_eq(json_object_size(sn.withdrawn), 10u, "%zu pods withdrawn",
+                 json_object_size(sn.withdrawn));
+    pthread_mutex_unlock(&sn.mu);
 }
 
 /* ---- a PATCH that timed out but was applied ---------------------------------------------- */

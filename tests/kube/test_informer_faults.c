@@ -261,23 +261,79 @@ Test(informer_faults, restarts_a_silent_watch, .fini = teardown, .timeout = 30)
 {
     /* A half-open watch: headers, then nothing, and the connection never closes. Bookmarks
      * (asked for) arrive at least every minute on a live watch, so silence longer than the
-     * watchdog means the peer is gone: resume from the same version, no relist. */
+     * watchdog means the peer is gone: after asking whether the server still has the version
+     * (a LIST of one pod at it: yes), resume from it, no relist. */
     fake_resp script[] = {
             {.body = list_of("10", pod("a", "ua", "9", "Idle", ""))},
             {.body = "", .hold = true},
+            {.body = list_of("10", "")},
+            {.body = "", .hold = true},
     };
     pc_informer_config c = {.watch_idle_timeout_ns = 300000000LL};
-    start(script, 2, &c);
-    WAIT(fakeapi_requests(&fk) >= 3, 10000);
+    start(script, 4, &c);
+    WAIT(fakeapi_requests(&fk) >= 4, 10000);
     char p[512];
     fakeapi_path(&fk, 2, p, sizeof(p));
-    cr_assert(strstr(p, "watch=true") && strstr(p, "resourceVersion=10&"), "request 3: %s", p);
-    cr_assert(strstr(p, "allowWatchBookmarks=true"), "request 3: %s", p);
+    cr_assert(!strstr(p, "watch=true") &&
+                      strstr(p, "limit=1&resourceVersion=10&resourceVersionMatch=NotOlderThan"),
+              "request 3: %s", p);
     cr_assert_geq(fakeapi_at_ms(&fk, 2) - fakeapi_at_ms(&fk, 1), 300, "restarted too early");
+    fakeapi_path(&fk, 3, p, sizeof(p));
+    cr_assert(strstr(p, "watch=true") && strstr(p, "resourceVersion=10&"), "request 4: %s", p);
+    cr_assert(strstr(p, "allowWatchBookmarks=true"), "request 4: %s", p);
     pc_informer_stats s = stats();
     cr_assert_eq(s.relists, 0u);
     cr_assert_geq(s.stalls, 1u);
     cr_assert_str_eq(events(), "offer a@9");
+}
+
+/* kube-apiserver's "the version you ask for is ahead of me" (watch cache, after 3 s): a
+ * Timeout whose cause says ResourceVersionTooLarge. Measured on v1.34 (realk8s/diff). */
+#define TOO_LARGE                                                                                  \
+    "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\","           \
+    "\"message\":\"Timeout: Too large resource version: 10, current: 3\",\"reason\":\"Timeout\","  \
+    "\"details\":{\"causes\":[{\"reason\":\"ResourceVersionTooLarge\",\"message\":\"Too large "    \
+    "resource version\"}],\"retryAfterSeconds\":1},\"code\":504}"
+
+static void expect_fresh_list(size_t i)
+{
+    char p[512];
+    fakeapi_path(&fk, i, p, sizeof(p));
+    cr_assert(!strstr(p, "watch=true") && !strstr(p, "resourceVersion="),
+              "request %zu is no fresh LIST: %s", i + 1, p);
+}
+
+Test(informer_faults, relists_when_the_server_says_the_version_is_too_large, .fini = teardown,
+     .timeout = 30)
+{
+    /* The server went back to lower versions (a restart with an empty store, an etcd
+     * restore): resuming at 10 again would wait for a version it may never reach. As an
+     * ERROR event on the watch, as the answer to the watch, and as the answer to the check
+     * after a cut watch: relist each time. */
+    fake_resp script[] = {
+            {.body = list_of("10", pod("a", "ua", "9", "Idle", ""))},
+            {.body = fmt("{\"type\":\"ERROR\",\"object\":%s}\n", TOO_LARGE)},
+            {.body = list_of("3", pod("b", "ub", "2", "Idle", ""))},
+            {.status = 504, .body = TOO_LARGE},
+            {.body = list_of("4", pod("c", "uc", "4", "Idle", ""))},
+            {.body = ""}, /* a watch that ends at once, without a word: a cut */
+            {.status = 504, .body = TOO_LARGE},
+            {.body = list_of("5", pod("d", "ud", "5", "Idle", ""))},
+            {.body = "", .hold = true},
+    };
+    start(script, 9, NULL);
+    WAIT(has_event("withdraw c@4"), 10000); /* the last relist's sweep */
+    expect_fresh_list(2);
+    expect_fresh_list(4);
+    char p[512];
+    fakeapi_path(&fk, 6, p, sizeof(p));
+    cr_assert(strstr(p, "limit=1&resourceVersion=4&resourceVersionMatch=NotOlderThan"),
+              "request 7 is no check of version 4: %s", p);
+    expect_fresh_list(7);
+    /* each relist offers what it shows, then sweeps what it did not */
+    cr_assert_str_eq(events(), "offer a@9, offer b@2, withdraw a@9, offer c@4, withdraw b@2, "
+                               "offer d@5, withdraw c@4");
+    cr_assert_eq(stats().relists, 3u);
 }
 
 Test(informer_faults, checks_deleted_against_uid_and_withdraws_a_replaced_pod, .fini = teardown,

@@ -38,6 +38,8 @@ static const char s4[] = /* WATCH from 10: b turns Idle at 11, then it ends insi
         "{\"type\":\"MODIFIED\",\"object\":" POD(
                 "b", "11", "Idle") "}\n" //
                                    "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"na";
+static const char s4p[] = /* LIST of one pod at 11, NotOlderThan: the server still has 11 */
+        "{\"kind\":\"PodList\",\"metadata\":{\"resourceVersion\":\"11\"},\"items\":[]}";
 static const char s5[] = /* WATCH from 11: a replay of b@11, a deleted at 12, then 410 */
         "{\"type\":\"MODIFIED\",\"object\":" POD(
                 "b", "11", "Idle") "}\n" //
@@ -54,7 +56,7 @@ static const char s6[] = /* LIST: b Idle at 13, c Idle at 13 (a stays gone) */
 static const char s7[] = /* WATCH from 13: a bookmark, then held open */
         "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Pod\",\"metadata\":{\"resourceVersion\":"
         "\"14\"}}}\n";
-static const char *const script[] = {s1, s2, s3, s4, s5, s6, s7};
+static const char *const script[] = {s1, s2, s3, s4, s4p, s5, s6, s7};
 #define NSCRIPT (sizeof(script) / sizeof(script[0]))
 
 typedef struct fake {
@@ -206,17 +208,20 @@ Test(informer_garbage, survives_malformed_list_garbage_line_truncation_and_410, 
     cr_assert_str_eq(ev.lines[0], want[0]);
     cr_assert_str_eq(ev.lines[1], want[1]);
     cr_assert_str_eq(ev.lines[2], want[2]);
-    /* the requests: list, list, then watches resuming from the right versions, relist, watch */
+    /* the requests: list, list, then watches resuming from the right versions (after the
+     * truncated one, a cut, the check that the server still has 11), relist, watch */
     const char *rvs[] = {NULL,
                          NULL,
                          "resourceVersion=10&",
                          "resourceVersion=10&",
+                         "limit=1&resourceVersion=11&resourceVersionMatch=NotOlderThan",
                          "resourceVersion=11&",
                          NULL,
                          "resourceVersion=13&"};
     for (size_t i = 0; i < NSCRIPT; i++) {
         bool watch = strstr(fk.paths[i], "watch=true") != NULL;
-        cr_assert_eq(watch, rvs[i] != NULL, "request %zu: %s", i + 1, fk.paths[i]);
+        cr_assert_eq(watch, rvs[i] != NULL && strncmp(rvs[i], "limit=", 6) != 0, "request %zu: %s",
+                     i + 1, fk.paths[i]);
         if (rvs[i])
             cr_assert(strstr(fk.paths[i], rvs[i]), "request %zu resumes wrong: %s", i + 1,
                       fk.paths[i]);

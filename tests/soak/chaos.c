@@ -277,6 +277,13 @@ static int start_replica(soak_ctx *x, int r, int port)
     fclose(f);
     unlink(pf);
     char *argv[] = {(char *)x->o->podclaimd, "--config", cfg, "--port-file", pf, NULL};
+    /* The generation before the process: the load reconnects to a restarted replica's port as
+     * soon as it listens, before wait_port reads its port file, and a keep-alive connection
+     * counted as the killed process's would miscount all its answers (seen once the restarted
+     * replica leads again, after a kapi-sim restart took the Lease away). */
+    pthread_mutex_lock(&procs_mu);
+    p->starts++;
+    pthread_mutex_unlock(&procs_mu);
     pid_t pid = spawn(argv, log, p->dir);
     int got = wait_port(pf, pid, 20 * SOAK_S);
     if (!got) {
@@ -286,7 +293,6 @@ static int start_replica(soak_ctx *x, int r, int port)
     pthread_mutex_lock(&procs_mu);
     p->pid = pid;
     p->port = got;
-    p->starts++;
     pthread_mutex_unlock(&procs_mu);
     return 0;
 }
