@@ -150,6 +150,9 @@ static const keydef pool_keys[] = {
          "first retry backoff, doubled per retry"},
         {"reservationTtl", K_DUR, "5s", P(reservation_ttl_ns), 1, MS_DAY, NULL,
          "a dispatched pod stays unselectable this long unless seen at a new version"},
+        {"conflictHold", K_DUR, "1s", P(conflict_hold_ns), 1, MS_DAY, NULL,
+         "the same after a 409 (at most reservationTtl): a real 409's new version comes "
+         "with the watch"},
         {"resyncPeriod", K_DUR, "10s", P(resync_period_ns), 0, MS_DAY, NULL,
          "re-offer the informer's idle pods this often (0 = never)"},
         {"maxWaiting", K_UINT, "100000", P(max_waiting), 0, 1ull << 32, NULL,

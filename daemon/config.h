@@ -23,7 +23,7 @@ typedef struct pcd_pool_cfg {
     char **containers; /* known container names (422 for others); NULL = learn from a pod */
     size_t n_containers;
     uint64_t inbox_capacity, max_inflight, cas_workers, retry_limit;
-    int64_t promote_after_ns, retry_backoff_ns, reservation_ttl_ns;
+    int64_t promote_after_ns, retry_backoff_ns, reservation_ttl_ns, conflict_hold_ns;
     int64_t resync_period_ns; /* 0 = never */
     int64_t claim_timeout_ns; /* deadline of a claim that names no timeoutSeconds */
     uint64_t max_waiting;     /* claims waiting in the pool before new ones get 503; 0 = no bound */

@@ -307,6 +307,7 @@ static pcd_pool *pool_make(pcd *d, const pcd_pool_cfg *cfg, const json_t *obj, b
                            .retry_limit = (uint32_t)pc->retry_limit,
                            .retry_backoff_ns = pc->retry_backoff_ns,
                            .reservation_ttl_ns = pc->reservation_ttl_ns,
+                           .conflict_hold_ns = pc->conflict_hold_ns,
                            .resync_period_ns = pc->resync_period_ns ? pc->resync_period_ns : -1,
                            .resync = pc_informer_resync_hook,
                            .resync_arg = p->informer};

@@ -64,6 +64,11 @@ typedef struct pc_pool_config {
      * version first (it normally does within milliseconds); when one expires the resync hook
      * runs at once. 0 = 5 s */
     int64_t reservation_ttl_ns;
+    /* How long a pod whose CAS got CONFLICT stays unselectable unless the informer shows it at
+     * another version first (a real server's 409 means a newer version exists, which the
+     * watch brings within its lag; this bounds a spurious one). 0 = 1 s; capped at the TTL;
+     * expiry works as the TTL's. */
+    int64_t conflict_hold_ns;
     int64_t resync_period_ns; /* how often the resync hook runs; 0 = 10 s; <0 = never */
     /* Resync hook: the safety net that re-offers idle pods. Called on the scheduler thread
      * every resync_period_ns; it should call pc_pool_offer_idle for every pod it believes

@@ -147,7 +147,7 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
         strlen(cfg->name) >= PC_NAME_MAX)
         return -EINVAL;
     if (cfg->promote_after_ns < 0 || cfg->retry_backoff_ns < 0 || cfg->reservation_ttl_ns < 0 ||
-        (cfg->n_tags > 0 && cfg->tags == NULL))
+        cfg->conflict_hold_ns < 0 || (cfg->n_tags > 0 && cfg->tags == NULL))
         return -EINVAL;
 
     pc_pool *p = alloc_cachelines(sizeof(*p));
@@ -168,6 +168,8 @@ int pc_pool_new(const pc_pool_config *cfg, pc_backend *backend, pc_pool **out)
         p->cfg.retry_backoff_ns = 50 * (int64_t)1000000;
     if (!p->cfg.reservation_ttl_ns)
         p->cfg.reservation_ttl_ns = 5 * (int64_t)1000000000;
+    if (!p->cfg.conflict_hold_ns)
+        p->cfg.conflict_hold_ns = (int64_t)1000000000;
     if (!p->cfg.resync_period_ns)
         p->cfg.resync_period_ns = 10 * (int64_t)1000000000;
     if (!p->cfg.offer_capacity)

@@ -551,7 +551,7 @@ static void publish_gauges(pc_pool *p)
     pc__gauge_set(&p->inflight, (int64_t)p->inflight_n);
     pc__gauge_set(&p->idle_ready, (int64_t)p->pods.ready.len);
     pc__gauge_set(&p->pods_tracked, (int64_t)pc__podtable_count(&p->pods));
-    pc__gauge_set(&p->reserved, (int64_t)p->pods.reserved.len);
+    pc__gauge_set(&p->reserved, (int64_t)(p->pods.reserved.len + p->pods.held.len));
 }
 
 /* Shutdown: every waiting claim gets SHUTDOWN; returns true once nothing is left
@@ -671,7 +671,7 @@ void pc__scheduler_drain_unstarted(pc_pool *p)
 
 int pc__scheduler_init(pc_pool *p)
 {
-    int err = pc__podtable_init(&p->pods, p->cfg.reservation_ttl_ns);
+    int err = pc__podtable_init(&p->pods, p->cfg.reservation_ttl_ns, p->cfg.conflict_hold_ns);
     if (err)
         return err;
     pc__claim_heap_init(&p->timers, PC__HEAP_TIMER);

@@ -39,14 +39,16 @@ static int64_t add_sat(int64_t a, int64_t b)
 
 /* ---- the three lists --------------------------------------------------------------------- */
 
-static pc__podlist *list_of(pc__podtable *t, int state)
+static pc__podlist *list_of(pc__podtable *t, int state, bool held)
 {
-    return state == PC__POD_IDLE ? &t->ready : state == PC__POD_RESERVED ? &t->reserved : &t->gone;
+    return state == PC__POD_IDLE       ? &t->ready
+           : state == PC__POD_RESERVED ? (held ? &t->held : &t->reserved)
+                                       : &t->gone;
 }
 
 static void unlink_pod(pc__podtable *t, pc__pod *p)
 {
-    pc__podlist *l = list_of(t, p->state);
+    pc__podlist *l = list_of(t, p->state, p->held);
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -59,10 +61,11 @@ static void unlink_pod(pc__podtable *t, pc__pod *p)
     l->len--;
 }
 
-static void link_pod(pc__podtable *t, pc__pod *p, int state, bool front)
+static void link_pod_on(pc__podtable *t, pc__pod *p, int state, bool held, bool front)
 {
     p->state = state;
-    pc__podlist *l = list_of(t, state);
+    p->held = held;
+    pc__podlist *l = list_of(t, state, held);
     if (front) {
         p->prev = NULL;
         p->next = l->head;
@@ -83,6 +86,11 @@ static void link_pod(pc__podtable *t, pc__pod *p, int state, bool front)
     l->len++;
 }
 
+static void link_pod(pc__podtable *t, pc__pod *p, int state, bool front)
+{
+    link_pod_on(t, p, state, false, front);
+}
+
 /* Move p to the end (or front) of another state's list. */
 static void move_pod(pc__podtable *t, pc__pod *p, int state, bool front)
 {
@@ -92,13 +100,14 @@ static void move_pod(pc__podtable *t, pc__pod *p, int state, bool front)
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-int pc__podtable_init(pc__podtable *t, int64_t ttl_ns)
+int pc__podtable_init(pc__podtable *t, int64_t ttl_ns, int64_t hold_ns)
 {
-    if (ttl_ns <= 0)
+    if (ttl_ns <= 0 || hold_ns <= 0)
         return -EINVAL;
     memset(t, 0, sizeof(*t));
     t->alloc = pc__ck_allocator;
     t->ttl_ns = ttl_ns;
+    t->hold_ns = hold_ns < ttl_ns ? hold_ns : ttl_ns;
     if (!ck_hs_init(&t->hs, CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT | CK_HS_MODE_DELETE, hs_hash,
                     hs_compare, &t->alloc, INITIAL_CAPACITY, 0))
         return -ENOMEM;
@@ -107,8 +116,8 @@ int pc__podtable_init(pc__podtable *t, int64_t ttl_ns)
 
 void pc__podtable_fini(pc__podtable *t)
 {
-    pc__podlist *lists[] = {&t->ready, &t->reserved, &t->gone};
-    for (int i = 0; i < 3; i++)
+    pc__podlist *lists[] = {&t->ready, &t->reserved, &t->held, &t->gone};
+    for (int i = 0; i < 4; i++)
         for (pc__pod *p = lists[i]->head, *next; p; p = next) {
             next = p->next;
             free(p);
@@ -141,6 +150,7 @@ static pc__pod *new_record(pc__podtable *t, const pc__pod_key *k, const char *ui
     p->gen = 0;
     p->refs = 0;
     p->until_ns = 0;
+    p->held = false;
     p->cas_claim = NULL;
     /* put_unique: the caller's lookup proved the key absent, so skip ck_hs's second probe. */
     if (!ck_hs_put_unique(&t->hs, p->key.hash, p)) {
@@ -245,9 +255,20 @@ void pc__podtable_cas_done(pc__podtable *t, pc__pod *pod, uint32_t gen, int outc
          * all, the next CAS at this version conflicts, which is safe. */
         move_pod(t, pod, PC__POD_IDLE, true);
         break;
+    case PC_CAS_CONFLICT: {
+        /* The pod is at a version we have not seen; the reserved one stays unselectable
+         * until the informer shows the new one, but for the conflict hold at most. */
+        int64_t until = add_sat(now_ns, t->hold_ns);
+        if (until < pod->until_ns) {
+            unlink_pod(t, pod);
+            pod->until_ns = until;
+            link_pod_on(t, pod, PC__POD_RESERVED, true, false);
+        }
+        break;
+    }
     default:
-        /* WON, CONFLICT: the pod is at a version we have not seen; the reserved one stays
-         * unselectable until the informer shows the new one. */
+        /* WON: ours now; unselectable until the informer shows it at the claimed version
+         * (or at a later one), or the TTL passes. */
         break;
     }
 }
@@ -271,12 +292,13 @@ size_t pc__podtable_sweep(pc__podtable *t, int64_t now_ns, void (*expired)(pc__p
 {
     size_t n = 0;
     pc__pod *p;
-    while ((p = t->reserved.head) != NULL && p->until_ns <= now_ns) {
-        make_gone(t, p, now_ns);
-        if (expired)
-            expired(p, arg);
-        n++;
-    }
+    for (pc__podlist *l = &t->reserved; l; l = l == &t->reserved ? &t->held : NULL)
+        while ((p = l->head) != NULL && p->until_ns <= now_ns) {
+            make_gone(t, p, now_ns);
+            if (expired)
+                expired(p, arg);
+            n++;
+        }
     /* The gone list is in forget order; a record still referenced (a result on its way)
      * waits another TTL at the end, so the walk never stalls on it. */
     size_t budget = t->gone.len;
@@ -292,8 +314,10 @@ size_t pc__podtable_sweep(pc__podtable *t, int64_t now_ns, void (*expired)(pc__p
 
 int64_t pc__podtable_next_event(const pc__podtable *t)
 {
-    int64_t at = t->reserved.head ? t->reserved.head->until_ns : 0;
-    if (t->gone.head && (at == 0 || t->gone.head->until_ns < at))
-        at = t->gone.head->until_ns;
+    int64_t at = 0;
+    const pc__podlist *lists[] = {&t->reserved, &t->held, &t->gone};
+    for (int i = 0; i < 3; i++)
+        if (lists[i]->head && (at == 0 || lists[i]->head->until_ns < at))
+            at = lists[i]->head->until_ns;
     return at;
 }

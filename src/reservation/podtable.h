@@ -9,7 +9,11 @@
  *             touching it goes back to the front), selectable;
  *   RESERVED  handed to a CAS at `rv`, not selectable until the informer shows the pod
  *             at another version (offer or withdraw) or `until_ns` (the TTL) passes; the
- *             list is in expiry order because the TTL is one constant;
+ *             list is in expiry order because the TTL is one constant. After a 409 the
+ *             record moves to a second list, `held`, with the shorter conflict hold (also
+ *             one constant, so also in expiry order): the server has a newer version, which
+ *             the informer normally shows within its lag; a spurious conflict (a fault
+ *             injected, a lost event) should not keep the pod out for a whole TTL;
  *   GONE      not idle as far as we know (withdrawn, NOT_FOUND, reservation expired);
  *             forgotten (freed) one TTL later unless offered again meanwhile.
  * So an offer costs one hash lookup (the offering thread computed the hash), a dispatch
@@ -54,6 +58,7 @@ typedef struct pc__pod {
     uint32_t gen;     /* new on every reservation: a CAS result compares it */
     uint32_t refs;    /* claims holding a pointer to this record (CAS in flight or result) */
     int64_t until_ns; /* RESERVED: expiry; GONE: when it is forgotten (CLOCK_MONOTONIC) */
+    bool held;        /* RESERVED after a conflict: on the `held` list */
     struct pc__pod *prev, *next; /* the list of its state */
     /* The claim whose CAS on this record is in flight (set at dispatch, cleared when its
      * result is taken in); NULL = none. Lets the informer's "claimed, claim id X" find the
@@ -73,13 +78,14 @@ typedef struct pc__podlist {
 typedef struct pc__podtable {
     ck_hs_t hs;
     struct ck_malloc alloc;
-    pc__podlist ready, reserved, gone;
-    int64_t ttl_ns; /* reservation TTL; also how long a GONE record is kept */
+    pc__podlist ready, reserved, held, gone;
+    int64_t ttl_ns;  /* reservation TTL; also how long a GONE record is kept */
+    int64_t hold_ns; /* reservation after a conflict (<= ttl_ns) */
     size_t removed_since_gc;
 } pc__podtable;
 
-/* ttl_ns > 0. Returns 0, -EINVAL, -ENOMEM. */
-int pc__podtable_init(pc__podtable *t, int64_t ttl_ns);
+/* ttl_ns > 0; hold_ns > 0 (capped at ttl_ns). Returns 0, -EINVAL, -ENOMEM. */
+int pc__podtable_init(pc__podtable *t, int64_t ttl_ns, int64_t hold_ns);
 void pc__podtable_fini(pc__podtable *t); /* frees every record */
 
 typedef enum pc__offer_result {
@@ -140,7 +146,7 @@ int64_t pc__podtable_next_event(const pc__podtable *t);
 /* Records held (idle + reserved + gone). */
 static inline size_t pc__podtable_count(const pc__podtable *t)
 {
-    return t->ready.len + t->reserved.len + t->gone.len;
+    return t->ready.len + t->reserved.len + t->held.len + t->gone.len;
 }
 
 #endif /* PODCLAIM_PODTABLE_H */

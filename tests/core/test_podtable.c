@@ -11,12 +11,13 @@
 #include <string.h>
 
 #define TTL 1000
+#define HOLD 200
 
 static pc__podtable T;
 
 static void setup(void)
 {
-    cr_assert_eq(pc__podtable_init(&T, TTL), 0);
+    cr_assert_eq(pc__podtable_init(&T, TTL, HOLD), 0);
 }
 
 static void teardown(void)
@@ -180,4 +181,40 @@ Test(podtable, thousands_of_pods_come_and_go_and_the_table_empties, .init = setu
         cr_assert_eq(pc__podtable_count(&T), 0, "round %d: %zu records left", round,
                      pc__podtable_count(&T));
     }
+}
+
+Test(podtable, a_conflict_holds_the_pod_for_the_conflict_hold_not_the_whole_ttl, .init = setup,
+     .fini = teardown, .timeout = 10)
+{
+    offer("a", "1");
+    offer("b", "1");
+    offer("c", "1");
+    pc__pod *a = pc__podtable_reserve(&T, 0), *b = pc__podtable_reserve(&T, 0);
+    pc__pod *c = pc__podtable_reserve(&T, 0);
+    pc__podtable_cas_done(&T, a, a->gen, PC_CAS_CONFLICT, 50);
+    pc__podtable_cas_done(&T, b, b->gen, PC_CAS_WON, 50);
+    cr_assert_eq(a->state, PC__POD_RESERVED, "still not selectable at its old version");
+    cr_assert_eq(offer("a", "1"), PC__OFFER_STALE);
+    cr_assert_eq(pc__podtable_next_event(&T), 50 + HOLD);
+    cr_assert_eq(pc__podtable_sweep(&T, 50 + HOLD - 1, on_expired, NULL), 0);
+    expired_n = 0;
+    cr_assert_eq(pc__podtable_sweep(&T, 50 + HOLD, on_expired, NULL), 1);
+    cr_assert_eq(expired_n, 1);
+    cr_assert_eq(a->state, PC__POD_GONE, "the conflict hold passed: offered again, it is taken");
+    cr_assert_eq(b->state, PC__POD_RESERVED, "a win keeps the whole TTL");
+    cr_assert_eq(c->state, PC__POD_RESERVED);
+    cr_assert_eq(offer("a", "1"), PC__OFFER_QUEUED);
+    /* a newer version ends a held reservation at once, as any reservation */
+    pc__pod *a2 = pc__podtable_reserve(&T, 300);
+    cr_assert_eq(a2, a);
+    pc__podtable_cas_done(&T, a, a->gen, PC_CAS_CONFLICT, 310);
+    cr_assert_eq(offer("a", "2"), PC__OFFER_RELEASED);
+    cr_assert_eq(T.held.len, 0);
+    cr_assert_eq(pc__podtable_count(&T), 3);
+    /* a CAS slower than TTL - HOLD: the hold would end after the TTL; the TTL stays */
+    pc__pod *late = pc__podtable_reserve(&T, 1000);
+    cr_assert_eq(late, a);
+    pc__podtable_cas_done(&T, a, a->gen, PC_CAS_CONFLICT, 1000 + TTL - HOLD / 2);
+    cr_assert_eq(T.held.len, 0);
+    cr_assert_eq(a->until_ns, 1000 + TTL);
 }

@@ -64,6 +64,7 @@ Test(config, help_lists_every_key_with_its_default, .fini = cleanup)
                           "pools[].retryLimit",
                           "pools[].retryBackoff",
                           "pools[].reservationTtl",
+                          "pools[].conflictHold",
                           "pools[].resyncPeriod",
                           "pools[].tags",
                           "envs[].strategy",
