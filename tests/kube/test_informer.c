@@ -170,6 +170,37 @@ static void wait_claims(run *r, int64_t ms)
               "%zu of %zu claims done", atomic_load(&r->done), r->n);
 }
 
+/* An offer that is no idle period failed the test (seen once in ~30 runs on the real server,
+ * never on kapi-sim, cause not found yet): print what the test knows of that pod, so the
+ * failure explains itself. Called with sn.mu held. */
+static void explain_offer(const char *offer, json_t *truth, json_t *log)
+{
+    char pod[256];
+    snprintf(pod, sizeof(pod), "%s", offer);
+    char *at = strchr(pod, '@');
+    if (at)
+        at[1] = '\0'; /* "name@": the prefix of its keys */
+    size_t n = strlen(pod);
+    const char *k;
+    json_t *v;
+    json_object_foreach(sn.offers, k, v) if (strncmp(k, pod, n) == 0)
+            cr_log_error("offered %s (%lld times)", k, (long long)json_integer_value(v));
+    json_object_foreach(truth, k, v) if (strncmp(k, pod, n) == 0) cr_log_error("idle period %s", k);
+    if (at)
+        *at = '\0';
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(log, "claims"), i, e)
+    {
+        const char *p = json_string_value(json_object_get(e, "pod"));
+        if (p && strcmp(p, pod) == 0) {
+            char *s = json_dumps(e, JSON_COMPACT);
+            cr_log_error("claim log: %s", s ? s : "?");
+            free(s);
+        }
+    }
+}
+
 Test(informer, resumes_dropped_watches_without_missing_or_repeating_a_transition, .init = setup,
      .fini = teardown, .timeout = 200)
 {
@@ -231,6 +262,8 @@ Test(informer, resumes_dropped_watches_without_missing_or_repeating_a_transition
     }
     json_object_foreach(sn.offers, k, v)
     {
+        if (!json_object_get(truth, k))
+            explain_offer(k, truth, log);
         cr_assert_not_null(json_object_get(truth, k), "offer %s is no idle period", k);
         cr_assert_leq(json_integer_value(v), max_offers,
                       "offer %s made %lld times (%llu relists, %llu resyncs)", k,
