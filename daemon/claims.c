@@ -697,7 +697,7 @@ static int release_pod(pc_kube_conn *conn, pcd_release_job *job, bool *already,
             pc_kube_response_fini(&r);
             return 502;
         }
-        int64_t ra = r.retry_after_ns;
+        int64_t wait = st == 429 ? pc_kube_retry_wait_ns(&r) : 0;
         pc_kube_response_fini(&r);
         if (st >= 200 && st < 300)
             return 200;
@@ -707,7 +707,7 @@ static int release_pod(pc_kube_conn *conn, pcd_release_job *job, bool *already,
         }
         if (st == 429) {
             snprintf(msg, msglen, "PATCH %s: HTTP 429 (the API server is throttling)", path);
-            *retry_after_ns = ra > 0 ? ra : 1000000000LL;
+            *retry_after_ns = wait;
             return 429;
         }
         if (st != 409) {
@@ -719,10 +719,9 @@ static int release_pod(pc_kube_conn *conn, pcd_release_job *job, bool *already,
     return 502;
 }
 
-/* A 429 puts a release aside for the server's Retry-After (at most 10 s), this many times;
- * after that the client hears 503 and may DELETE again. */
+/* A 429 puts a release aside for the wait it asks for (pc_kube_retry_wait_ns), this many
+ * times; after that the client hears 503 and may DELETE again. */
 #define REL_MAX_THROTTLED 5
-#define REL_MAX_WAIT_NS (10 * 1000000000LL)
 
 /* Under rel_mu: the next job to run, or NULL with *wait_until set to when a put-aside one is
  * due (0: none). Put-aside jobs due now go first (they waited); at stop they all are due, so
@@ -796,14 +795,12 @@ static void *releaser_main(void *arg)
             status = conn ? release_pod(conn, job, &already, &retry_after, msg, sizeof(msg)) : 502;
             if (status == 429 && !stopping && ++job->throttled < REL_MAX_THROTTLED) {
                 atomic_fetch_add_explicit(&d->releases_throttled, 1, memory_order_relaxed);
-                job->not_before_ns =
-                        pc_now_ns() +
-                        (retry_after < REL_MAX_WAIT_NS ? retry_after : REL_MAX_WAIT_NS);
+                job->not_before_ns = pc_now_ns() + retry_after;
                 pcd_logf(PCD_DEBUG,
                          "component=releaser pool=%s claim=%s pod=%s/%s msg=\"429: tried again "
                          "in %.1f s\"",
                          job->pool_key, job->ci.id, job->ci.pod_namespace, job->ci.pod,
-                         (double)(job->not_before_ns - pc_now_ns()) / 1e9);
+                         (double)retry_after / 1e9);
                 put_aside(d, job); /* still RELEASING in the registry */
                 continue;
             }

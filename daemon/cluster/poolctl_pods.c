@@ -161,20 +161,12 @@ static bool moved_on(pc_poolctl *c, const pc_kube_pod *pod)
     return moved;
 }
 
-/* A pod's writes wait after a 429 for its Retry-After (this without one, at most the other:
- * the kube client's own bounds for its 429 retry). */
-#define THROTTLE_DEFAULT_NS 1000000000LL
-#define THROTTLE_MAX_NS 10000000000LL
-
-/* The server answered a write to `pod` 429: its writes wait for the Retry-After (the pass
- * leaves it as if stale), the pool comes back when that is over. */
+/* The server answered a write to `pod` 429: its writes wait `retry_after` (the client's
+ * bounds, pc_kube_retry_wait_ns; the pass leaves it as if stale), the pool comes back when
+ * that is over. */
 static void throttled(pc_poolctl *c, pc__pool_state *st, const pc_kube_pod *pod, const char *what,
                       int64_t retry_after)
 {
-    if (retry_after <= 0)
-        retry_after = THROTTLE_DEFAULT_NS;
-    if (retry_after > THROTTLE_MAX_NS)
-        retry_after = THROTTLE_MAX_NS;
     json_object_set_new(st->throttled, pod->uid, json_integer(pc__cl_mono_ns() + retry_after));
     pc__poolctl_requeue_after(c, st->key, retry_after);
     LOG(PC_KUBE_LOG_INFO, "pool=%s pod=%s action=%s msg=\"429: its writes wait %lld ms\"", st->key,

@@ -138,7 +138,7 @@ static int request(pc_kube_conn *k, const char *method, const char *path, const 
     free(text);
     *status = r.status;
     if (retry_after_ns)
-        *retry_after_ns = rc == 0 ? r.retry_after_ns : 0;
+        *retry_after_ns = rc == 0 && r.status == 429 ? pc_kube_retry_wait_ns(&r) : 0;
     if (err && errlen)
         snprintf(err, errlen, "%s", r.error);
     if (rc == 0 && out && r.status >= 200 && r.status < 300 && r.body) {

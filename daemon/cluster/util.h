@@ -44,7 +44,7 @@ int pc__cl_urlenc(const char *s, char *out, size_t len);
 int pc__cl_request(pc_kube_conn *k, const char *method, const char *path, const char *ctype,
                    const json_t *body, long *status, json_t **out, char *err, size_t errlen);
 /* The same without the 429 retry (pc_kube_conn_request_once): a 429 is answered as it is,
- * *retry_after_ns its Retry-After (0 = none given). */
+ * *retry_after_ns the wait it asks for (pc_kube_retry_wait_ns; 0 for any other answer). */
 int pc__cl_request_once(pc_kube_conn *k, const char *method, const char *path, const char *ctype,
                         const json_t *body, long *status, json_t **out, char *err, size_t errlen,
                         int64_t *retry_after_ns);

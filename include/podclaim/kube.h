@@ -158,6 +158,10 @@ int pc_kube_conn_request_once(pc_kube_conn *k, const char *method, const char *p
                               const char *content_type, const char *body, size_t body_len,
                               pc_kube_response *out);
 
+/* How long to wait before sending again after the 429 `r`: its Retry-After, 1 s when it gave
+ * none, at most 10 s (the bounds of pc_kube_conn_request's own retry). Cannot fail. */
+int64_t pc_kube_retry_wait_ns(const pc_kube_response *r);
+
 /* ---- streaming and interruption (watches outside the informer) -------------------------- */
 
 /* Called on the conn's thread after every wake-up of a transfer or sleep (data, a 1 s poll

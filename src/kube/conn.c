@@ -259,6 +259,12 @@ static int transfer(pc_kube_conn *k, const char *method, const char *path, const
     return 0;
 }
 
+int64_t pc_kube_retry_wait_ns(const pc_kube_response *r)
+{
+    int64_t wait = r->retry_after_ns > 0 ? r->retry_after_ns : 1000000000LL;
+    return wait < PC__KUBE_429_MAX_WAIT_NS ? wait : PC__KUBE_429_MAX_WAIT_NS;
+}
+
 int pc_kube_conn_request_once(pc_kube_conn *k, const char *method, const char *path,
                               const char *content_type, const char *body, size_t body_len,
                               pc_kube_response *out)
@@ -277,9 +283,7 @@ int pc_kube_conn_request(pc_kube_conn *k, const char *method, const char *path,
         if (rc || out->status != 429 || attempt >= PC__KUBE_429_RETRIES)
             return rc;
         /* 429: the server (API priority and fairness) says when to come back. */
-        int64_t wait = out->retry_after_ns > 0 ? out->retry_after_ns : 1000000000LL;
-        if (wait > PC__KUBE_429_MAX_WAIT_NS)
-            wait = PC__KUBE_429_MAX_WAIT_NS;
+        int64_t wait = pc_kube_retry_wait_ns(out);
         pc__kube_log(k->client, PC_KUBE_LOG_INFO,
                      "msg=\"429 Too Many Requests, retrying\" path=%s wait_ms=%lld", path,
                      (long long)(wait / 1000000));
