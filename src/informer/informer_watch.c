@@ -250,6 +250,15 @@ static void watch_failed(pc_informer *inf, const char *what)
     INC(relists);
 }
 
+/* 429, 503: the server says when to come back; the next backoff waits at least that long. */
+static void note_retry_after(pc_informer *inf, const pc_kube_response *r)
+{
+    if (r->retry_after_ns > 0)
+        inf->retry_after_ns = r->retry_after_ns < PC__INF_RETRY_AFTER_MAX_NS
+                                      ? r->retry_after_ns
+                                      : PC__INF_RETRY_AFTER_MAX_NS;
+}
+
 int pc__informer_watch(pc_informer *inf)
 {
     char path[PC__INF_PATH_MAX], rv[3 * PC_RV_MAX];
@@ -283,10 +292,8 @@ int pc__informer_watch(pc_informer *inf)
         pc_kube_response_fini(&r);
         return rc;
     }
-    if (rc == 0 && r.retry_after_ns > 0) /* 429, 503: the server says when to come back */
-        inf->retry_after_ns = r.retry_after_ns < PC__INF_RETRY_AFTER_MAX_NS
-                                      ? r.retry_after_ns
-                                      : PC__INF_RETRY_AFTER_MAX_NS;
+    if (rc == 0)
+        note_retry_after(inf, &r);
     if (rc == 0 && (r.status == 410 || answer_too_large(&r))) {
         rc = 1;
     } else if (rc == 0 && r.status == 429) {
@@ -354,10 +361,7 @@ int pc__informer_check_rv(pc_informer *inf)
         rc = 1;
     } else if (rc == 0 && r.status == 429) {
         INC(throttled);
-        if (r.retry_after_ns > 0)
-            inf->retry_after_ns = r.retry_after_ns < PC__INF_RETRY_AFTER_MAX_NS
-                                          ? r.retry_after_ns
-                                          : PC__INF_RETRY_AFTER_MAX_NS;
+        note_retry_after(inf, &r);
         rc = -EAGAIN;
     } else if (rc == 0 && r.status != 200) {
         pc__kube_log(inf->client, PC_KUBE_LOG_WARN, "informer=%s/%s msg=\"rv check failed: %s\"",
