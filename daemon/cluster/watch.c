@@ -433,6 +433,24 @@ static int page_path(const pc_watch *w, const char *cont, char *path, size_t len
     return 0;
 }
 
+/* After a LIST page: keep its continue token for the next page (-EBADMSG when the server
+ * hands back the one just used: no progress), -ECANCELED when asked to stop; 1 after the
+ * last page (w->rv = the list's version, where the watch starts), else 0. */
+static int page_done(pc_watch *w, const char *next, char *cont, size_t cont_len,
+                     const char *list_rv)
+{
+    bool more = next && next[0];
+    if (more && strcmp(next, cont) == 0)
+        return -EBADMSG;
+    snprintf(cont, cont_len, "%s", more ? next : "");
+    if (on_wake(w))
+        return -ECANCELED;
+    if (more)
+        return 0;
+    snprintf(w->rv, sizeof(w->rv), "%s", list_rv);
+    return 1;
+}
+
 static int do_list(pc_watch *w)
 {
     char path[PATH_MAX_], cont[4096] = "";
@@ -480,24 +498,12 @@ static int do_list(pc_watch *w)
             json_object_set_new(seen, key, json_true());
             apply(w, obj);
         }
-        char list_rv[64];
-        snprintf(list_rv, sizeof(list_rv), "%s", prv);
-        bool more = next && next[0];
-        if (more && strcmp(next, cont) == 0) {
-            json_decref(page);
-            rc = -EBADMSG;
+        int step = page_done(w, next, cont, sizeof(cont), prv);
+        json_decref(page); /* next and prv point into it */
+        if (step < 0)
+            rc = step;
+        if (step != 0)
             break;
-        }
-        snprintf(cont, sizeof(cont), "%s", more ? next : "");
-        json_decref(page);
-        if (on_wake(w)) {
-            rc = -ECANCELED;
-            break;
-        }
-        if (!more) {
-            snprintf(w->rv, sizeof(w->rv), "%s", list_rv);
-            break;
-        }
     }
     if (rc == 0) {
         /* sweep: cached objects the snapshot no longer has were deleted meanwhile */
@@ -582,20 +588,11 @@ static int do_list_pods(pc_watch *w)
             rc = rc == -ENOMEM ? rc : -EBADMSG;
             break;
         }
-        bool more = next[0] != '\0';
-        if (more && strcmp(next, cont) == 0) {
-            rc = -EBADMSG;
+        int step = page_done(w, next, cont, sizeof(cont), prv);
+        if (step < 0)
+            rc = step;
+        if (step != 0)
             break;
-        }
-        snprintf(cont, sizeof(cont), "%s", more ? next : "");
-        if (on_wake(w)) {
-            rc = -ECANCELED;
-            break;
-        }
-        if (!more) {
-            snprintf(w->rv, sizeof(w->rv), "%s", prv);
-            break;
-        }
     }
     if (rc == 0) {
         sweep_pods(w);
