@@ -17,6 +17,8 @@
  */
 #include "informer_internal.h"
 
+#include <podclaim/kubepod.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,43 +28,6 @@
 
 #define PC__INF_RELIST_AFTER 3u
 #define PC__INF_RETRY_AFTER_MAX_NS (60LL * 1000000000LL)
-
-/* The event's "type" and the bounds of its "object" (in either order). Returns 0 or -EBADMSG
- * with why set. */
-static int event_split(const char *line, size_t len, char *type, size_t tcap, const char **obj,
-                       size_t *olen, const char **why)
-{
-    pc__js js;
-    char key[16];
-    int rc;
-    *obj = NULL;
-    type[0] = '\0';
-    pc__js_init(&js, line, len);
-    if ((rc = pc__js_obj_begin(&js)) == 0) {
-        while ((rc = pc__js_obj_key(&js, key, sizeof(key))) == 1) {
-            if (!strcmp(key, "type") && pc__js_peek(&js) == '"') {
-                if (pc__js_str(&js, type, tcap) < 0)
-                    type[0] = '\0';
-            } else if (!strcmp(key, "object") && pc__js_peek(&js) == '{') {
-                *obj = js.p;
-                if (pc__js_skip(&js))
-                    break;
-                *olen = (size_t)(js.p - *obj);
-            } else if (pc__js_skip(&js)) {
-                break;
-            }
-        }
-    }
-    if (rc < 0 || js.why || pc__js_end(&js)) {
-        *why = js.why ? js.why : "malformed JSON";
-        return -EBADMSG;
-    }
-    if (!type[0] || !*obj) {
-        *why = "no type or object";
-        return -EBADMSG;
-    }
-    return 0;
-}
 
 /* details.causes of a Status: whether one has reason ResourceVersionTooLarge. */
 static int causes_too_large(pc__js *js, bool *too_large)
@@ -149,9 +114,11 @@ int pc__informer_watch_line(void *arg, const char *line, size_t len)
     pc_informer *inf = arg;
     inf->received_ns = inf->cur_stream ? inf->cur_stream->chunk_at_ns : pc__kube_mono_ns();
     char type[16];
-    const char *obj, *why = NULL;
+    const char *obj;
     size_t olen = 0;
-    if (event_split(line, len, type, sizeof(type), &obj, &olen, &why)) {
+    int src = pc_kube_watch_event_scan(line, len, type, sizeof(type), &obj, &olen);
+    if (src) {
+        const char *why = src == -ENOENT ? "no type or object" : "malformed JSON";
         INC(errors);
         pc__kube_log(inf->client, PC_KUBE_LOG_WARN,
                      "informer=%s/%s msg=\"malformed watch event, resuming from rv %s: %s\"",
