@@ -611,24 +611,6 @@ static int do_list_pods(pc_watch *w)
 
 /* ---- WATCH --------------------------------------------------------------------------------- */
 
-/* A Status saying the server has not reached the resourceVersion asked for (the cacher's
- * NewTooLargeResourceVersionError: 504 Timeout, details.causes[].reason
- * ResourceVersionTooLarge). */
-static bool too_large(const json_t *st)
-{
-    if (json_integer_value(json_object_get(st, "code")) != 504)
-        return false;
-    size_t i;
-    json_t *c;
-    json_array_foreach(pc__cl_jget(st, "details.causes"), i, c)
-    {
-        const char *r = json_string_value(json_object_get(c, "reason"));
-        if (r && strcmp(r, "ResourceVersionTooLarge") == 0)
-            return true;
-    }
-    return false;
-}
-
 /* Pod mode: one watch event, scanned without a tree (the ERROR Status aside). */
 static int on_line_pods(pc_watch *w, const char *line, size_t len)
 {
@@ -644,7 +626,7 @@ static int on_line_pods(pc_watch *w, const char *line, size_t len)
     if (strcmp(type, "ERROR") == 0) {
         json_t *st = json_loadb(obj, olen, 0, NULL);
         json_int_t code = json_integer_value(json_object_get(st, "code"));
-        bool gone = code == 410 || too_large(st);
+        bool gone = code == 410 || pc_kube_status_too_large(obj, olen);
         LOG(gone ? PC_KUBE_LOG_INFO : PC_KUBE_LOG_WARN,
             "watch=%s msg=\"watch error event: %lld %s\"", w->name, (long long)code,
             json_string_value(json_object_get(st, "message")) ?: "");
@@ -707,7 +689,12 @@ static int on_line(void *arg, const char *line, size_t len)
     const char *rv = pc__cl_jstr(obj, "metadata.resourceVersion");
     if (strcmp(type, "ERROR") == 0) {
         json_int_t code = json_integer_value(json_object_get(obj, "code"));
-        rc = code == 410 || too_large(obj) ? STOP_GONE : STOP_RESUME;
+        /* the object's text, for the client's check (a rare path: parsing twice is fine) */
+        const char *otext = NULL;
+        size_t olen = 0;
+        char t[16];
+        pc_kube_watch_event_scan(line, len, t, sizeof(t), &otext, &olen);
+        rc = code == 410 || pc_kube_status_too_large(otext, olen) ? STOP_GONE : STOP_RESUME;
         LOG(rc == STOP_GONE ? PC_KUBE_LOG_INFO : PC_KUBE_LOG_WARN,
             "watch=%s msg=\"watch error event: %lld %s\"", w->name, (long long)code,
             json_string_value(json_object_get(obj, "message")) ?: "");
@@ -732,12 +719,7 @@ static int on_line(void *arg, const char *line, size_t len)
 /* An answer whose body is a "Too large resource version" Status. */
 static bool status_too_large(const pc_kube_response *r)
 {
-    if (r->status != 504 || !r->body)
-        return false;
-    json_t *st = json_loadb(r->body, r->body_len, 0, NULL);
-    bool yes = too_large(st);
-    json_decref(st);
-    return yes;
+    return r->status == 504 && pc_kube_status_too_large(r->body, r->body_len);
 }
 
 /* Does the server still have w->rv? A LIST of one item at it (NotOlderThan): 0 yes (resume),

@@ -202,6 +202,12 @@ int pc_kube_conn_sleep(pc_kube_conn *k, int64_t ns);
 long pc_kube_status_describe(long http_status, const char *body, size_t body_len, char *msg,
                              size_t msglen);
 
+/* Whether `status` (an error answer's body, an ERROR watch event's object) is the watch cache's
+ * "Too large resource version": a Status with code 504 and a details.causes entry of reason
+ * ResourceVersionTooLarge (kube-apiserver's answer to a LIST at a version it has not reached;
+ * the client should relist). false for anything else, malformed input included. */
+bool pc_kube_status_too_large(const char *status, size_t len);
+
 /* Build the CAS PATCH body (strategic merge patch JSON) for `req` into buf. Returns the length,
  * or -EMSGSIZE (buf too small), -EINVAL (a label or annotation that would overwrite
  * podclaim.io/phase, podclaim.io/pool, podclaim.io/claim-id or podclaim.io/claimed-at; a

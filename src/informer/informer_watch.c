@@ -29,55 +29,13 @@
 #define PC__INF_RELIST_AFTER 3u
 #define PC__INF_RETRY_AFTER_MAX_NS (60LL * 1000000000LL)
 
-/* details.causes of a Status: whether one has reason ResourceVersionTooLarge. */
-static int causes_too_large(pc__js *js, bool *too_large)
-{
-    char key[16], reason[40];
-    int rc;
-    if ((rc = pc__js_obj_begin(js)))
-        return rc;
-    while ((rc = pc__js_obj_key(js, key, sizeof(key))) == 1) {
-        if (strcmp(key, "causes") != 0 || pc__js_peek(js) != '[') {
-            if ((rc = pc__js_skip(js)))
-                return rc;
-            continue;
-        }
-        pc__js_arr_begin(js);
-        while ((rc = pc__js_arr_next(js)) == 1) {
-            if (pc__js_peek(js) != '{') {
-                if ((rc = pc__js_skip(js)))
-                    return rc;
-                continue;
-            }
-            pc__js_obj_begin(js);
-            while ((rc = pc__js_obj_key(js, key, sizeof(key))) == 1) {
-                if (!strcmp(key, "reason") && pc__js_peek(js) == '"') {
-                    if (pc__js_str(js, reason, sizeof(reason)) > 0 &&
-                        !strcmp(reason, "ResourceVersionTooLarge"))
-                        *too_large = true;
-                } else if ((rc = pc__js_skip(js))) {
-                    return rc;
-                }
-            }
-            if (rc < 0)
-                return rc;
-        }
-        if (rc < 0)
-            return rc;
-    }
-    return rc;
-}
-
-/* A Status (an ERROR event's object, an error answer's body): code and message, and whether it
- * is the watch cache's "Too large resource version" (504, cause ResourceVersionTooLarge). */
-static long status_of(const char *obj, size_t len, char *msg, size_t cap, bool *too_large)
+/* An ERROR event's Status: code and message. */
+static long status_of(const char *obj, size_t len, char *msg, size_t cap)
 {
     pc__js js;
     char key[16];
     long long code = 0;
-    bool tl = false;
     msg[0] = '\0';
-    *too_large = false;
     pc__js_init(&js, obj, len);
     if (pc__js_obj_begin(&js))
         return 0;
@@ -88,25 +46,17 @@ static long status_of(const char *obj, size_t len, char *msg, size_t cap, bool *
         } else if (!strcmp(key, "message") && pc__js_peek(&js) == '"') {
             if (pc__js_str(&js, msg, cap) == -EMSGSIZE)
                 msg[0] = '\0';
-        } else if (!strcmp(key, "details") && pc__js_peek(&js) == '{') {
-            if (causes_too_large(&js, &tl))
-                return 0;
         } else if (pc__js_skip(&js)) {
             return 0;
         }
     }
-    *too_large = tl && code == 504;
     return (long)code;
 }
 
 /* An error answer whose body is a "Too large resource version" Status. */
 static bool answer_too_large(const pc_kube_response *r)
 {
-    char msg[8];
-    bool tl = false;
-    if (r->status == 504 && r->body)
-        status_of(r->body, r->body_len, msg, sizeof(msg), &tl);
-    return tl;
+    return r->status == 504 && pc_kube_status_too_large(r->body, r->body_len);
 }
 
 int pc__informer_watch_line(void *arg, const char *line, size_t len)
@@ -127,9 +77,9 @@ int pc__informer_watch_line(void *arg, const char *line, size_t len)
     }
     if (strcmp(type, "ERROR") == 0) {
         char msg[200];
-        bool too_large;
-        long code = status_of(obj, olen, msg, sizeof(msg), &too_large);
-        int rc = code == 410 || too_large ? PC__INF_STOP_GONE : PC__INF_STOP_RESUME;
+        long code = status_of(obj, olen, msg, sizeof(msg));
+        int rc = code == 410 || pc_kube_status_too_large(obj, olen) ? PC__INF_STOP_GONE
+                                                                    : PC__INF_STOP_RESUME;
         if (rc != PC__INF_STOP_GONE)
             INC(errors);
         pc__kube_log(inf->client, rc == PC__INF_STOP_GONE ? PC_KUBE_LOG_INFO : PC_KUBE_LOG_WARN,

@@ -439,6 +439,23 @@ static const char *reason_phrase(long s)
     }
 }
 
+bool pc_kube_status_too_large(const char *status, size_t len)
+{
+    json_t *st = status ? json_loadb(status, len, 0, NULL) : NULL;
+    bool yes = false;
+    if (json_integer_value(json_object_get(st, "code")) == 504) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(json_object_get(st, "details"), "causes"), i, c)
+        {
+            const char *r = json_string_value(json_object_get(c, "reason"));
+            yes = yes || (r && strcmp(r, "ResourceVersionTooLarge") == 0);
+        }
+    }
+    json_decref(st);
+    return yes;
+}
+
 long pc_kube_status_describe(long http_status, const char *body, size_t body_len, char *msg,
                              size_t msglen)
 {

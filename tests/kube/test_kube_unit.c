@@ -680,3 +680,19 @@ Test(kubeconfig, refuses_a_file_over_4_mib)
     cr_assert(strstr(err, "larger than"), "message: %s", err);
     rm_tmp();
 }
+
+Test(status, too_large_is_a_504_status_with_the_resource_version_too_large_cause)
+{
+    const char *yes = "{\"kind\":\"Status\",\"status\":\"Failure\",\"message\":\"Too large "
+                      "resource version: 9, current: 5\",\"reason\":\"Timeout\",\"details\":{"
+                      "\"causes\":[{\"reason\":\"ResourceVersionTooLarge\",\"message\":\"Too "
+                      "large resource version\"}],\"retryAfterSeconds\":1},\"code\":504}";
+    cr_assert(pc_kube_status_too_large(yes, strlen(yes)));
+    const char *other_cause = "{\"code\":504,\"details\":{\"causes\":[{\"reason\":\"Other\"}]}}";
+    cr_assert_not(pc_kube_status_too_large(other_cause, strlen(other_cause)));
+    const char *other_code =
+            "{\"code\":500,\"details\":{\"causes\":[{\"reason\":\"ResourceVersionTooLarge\"}]}}";
+    cr_assert_not(pc_kube_status_too_large(other_code, strlen(other_code)));
+    cr_assert_not(pc_kube_status_too_large("{\"code\":504", 11), "malformed");
+    cr_assert_not(pc_kube_status_too_large(NULL, 0));
+}
