@@ -176,17 +176,24 @@ static long patches_sent(void)
     return n;
 }
 
-Test(daemon, release_moves_the_pod_to_stopping_once_and_is_idempotent, .fini = fini, .timeout = 60)
+/* kapi-sim (kubelet only) and podclaimd serving default/web without its pool controller, and
+ * n idle pods made by the test: nobody writes a pod but the test and the claims. */
+static void start_without_controller(int n)
 {
     start_sim("");
-    /* no pool controller: the release's PATCH is the only write to count */
     cr_assert_eq(pcd_start(&P,
                            "kube:\n  server: %s\ncontrollers:\n  pools: false\n"
                            "pools:\n  - namespace: default\n    name: web\n",
                            K.url, NULL, true),
                  0);
-    make_idle_pods("default", "web", 1);
-    wait_idle("/v1/pools/default/web", 1);
+    make_idle_pods("default", "web", n);
+    wait_idle("/v1/pools/default/web", n);
+}
+
+Test(daemon, release_moves_the_pod_to_stopping_once_and_is_idempotent, .fini = fini, .timeout = 60)
+{
+    /* no pool controller: the release's PATCH is the only write to count */
+    start_without_controller(1);
     pcd_http h;
     /* a new image: the kubelet restarts the container after the claim, so the pod is at a newer
      * version than the claim's when the release comes (the release must not need the claim's) */
@@ -275,14 +282,7 @@ static long read_answer(int s)
 Test(daemon, a_throttled_release_does_not_hold_up_the_releases_behind_it, .fini = fini,
      .timeout = 90)
 {
-    start_sim("");
-    cr_assert_eq(pcd_start(&P,
-                           "kube:\n  server: %s\ncontrollers:\n  pools: false\n"
-                           "pools:\n  - namespace: default\n    name: web\n",
-                           K.url, NULL, true),
-                 0);
-    make_idle_pods("default", "web", 2);
-    wait_idle("/v1/pools/default/web", 2);
+    start_without_controller(2);
     char pods[2][128];
     const char *ids[2] = {"slow", "fast"};
     for (int i = 0; i < 2; i++) {
@@ -322,14 +322,7 @@ Test(daemon, a_throttled_release_does_not_hold_up_the_releases_behind_it, .fini 
 
 Test(daemon, a_release_after_the_pod_was_recycled_changes_nothing, .fini = fini, .timeout = 60)
 {
-    start_sim("");
-    cr_assert_eq(pcd_start(&P,
-                           "kube:\n  server: %s\ncontrollers:\n  pools: false\n"
-                           "pools:\n  - namespace: default\n    name: web\n",
-                           K.url, NULL, true),
-                 0);
-    make_idle_pods("default", "web", 1);
-    wait_idle("/v1/pools/default/web", 1);
+    start_without_controller(1);
     pcd_http h;
     cr_assert_eq(
             pcd_req("POST", url("/v1/pools/default/web/claims"), "{\"claimId\":\"g1\"}", NULL, &h),
