@@ -509,7 +509,8 @@ void pcd_cluster_metrics(pcd *d, char **buf, size_t *len, size_t *cap)
                                  {"status_write", s.status_writes},
                                  {"status_error", s.status_errors},
                                  {"event", s.events},
-                                 {"stale_skip", s.stale_skips}};
+                                 {"stale_skip", s.stale_skips},
+                                 {"throttled", s.throttled}};
         counter_family(&b, "podclaimd_pool_controller_total",
                        "SandboxPool controller actions (writes that won, and their failures).",
                        "action", a, sizeof(a) / sizeof(a[0]));

@@ -68,12 +68,15 @@ json_t *ks_faults_to_json(const ks_fault_cfg *c)
                                 json_pack("{s:f,s:f}", "fixedMs", c->latency[v].fixed_us / 1000.0,
                                           "jitterMs", c->latency[v].jitter_us / 1000.0));
     }
-    return json_pack("{s:o,s:f,s:f,s:s,s:i,s:f,s:i,s:I,s:I,s:I}", "latency", lat, "conflictRate",
-                     c->conflict_rate, "throttleRate", c->throttle_rate, "throttleName",
-                     c->throttle_name, "retryAfterSeconds", c->retry_after_s, "errorRate",
-                     c->error_rate, "errorCode", c->error_code, "watchDropEvents",
-                     (json_int_t)c->watch_drop_events, "watchDropMs", (json_int_t)c->watch_drop_ms,
-                     "watchDelayMs", (json_int_t)c->watch_delay_ms);
+    const char *tv = c->throttle_verb > 0 && c->throttle_verb <= KS_VERB_COUNT
+                             ? ks_verb_names[c->throttle_verb - 1]
+                             : "";
+    return json_pack("{s:o,s:f,s:f,s:s,s:s,s:i,s:f,s:i,s:I,s:I,s:I}", "latency", lat,
+                     "conflictRate", c->conflict_rate, "throttleRate", c->throttle_rate,
+                     "throttleName", c->throttle_name, "throttleVerb", tv, "retryAfterSeconds",
+                     c->retry_after_s, "errorRate", c->error_rate, "errorCode", c->error_code,
+                     "watchDropEvents", (json_int_t)c->watch_drop_events, "watchDropMs",
+                     (json_int_t)c->watch_drop_ms, "watchDelayMs", (json_int_t)c->watch_delay_ms);
 }
 
 static int get_rate(const json_t *j, const char *k, double *out, ks_err *err)
@@ -131,6 +134,22 @@ int ks_faults_from_json(ks_fault_cfg *out, const json_t *j, ks_err *err)
             return -1;
         }
         snprintf(c.throttle_name, sizeof(c.throttle_name), "%s", json_string_value(tn));
+    }
+    json_t *tv = json_object_get(j, "throttleVerb");
+    if (tv) {
+        int verb = -1;
+        if (json_is_string(tv) && !json_string_length(tv))
+            verb = 0;
+        for (int v = 0; json_is_string(tv) && verb < 0 && v < KS_VERB_OTHER; v++)
+            if (strcmp(json_string_value(tv), ks_verb_names[v]) == 0)
+                verb = 1 + v;
+        if (verb < 0) {
+            ks_err_set(err, 400, "BadRequest",
+                       "faults: \"throttleVerb\" must be \"\" (every verb) or one of get, list, "
+                       "watch, create, update, patch, delete");
+            return -1;
+        }
+        c.throttle_verb = verb;
     }
     c.retry_after_s = (int)ra;
     c.error_code = (int)ec;

@@ -129,6 +129,7 @@ static bool inject(kr_ctx *c, ks_err *err)
         sleep_us(l->fixed_us + (int64_t)(ks_faults_rand(f) * (double)l->jitter_us));
     if (cfg.throttle_rate > 0 &&
         (!cfg.throttle_name[0] || (c->name && strcmp(c->name, cfg.throttle_name) == 0)) &&
+        (!cfg.throttle_verb || cfg.throttle_verb == 1 + (int)c->v) &&
         ks_faults_rand(f) < cfg.throttle_rate) {
         ks_err_set(err, 429, "TooManyRequests", "Too many requests, please try again later.");
         return true;

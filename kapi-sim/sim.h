@@ -373,6 +373,9 @@ typedef struct ks_fault_cfg {
     /* throttle only requests naming this object ("" = every request): one pod's writes
      * answered 429 while the others' pass (a test of who waits for a Retry-After) */
     char throttle_name[256];
+    /* throttle only this verb, 1 + KS_VERB_* (0, a zeroed config: every verb): e.g. only
+     * creates, while the same client's PATCHes pass */
+    int throttle_verb;
     int retry_after_s;
     double error_rate;          /* any API verb answered error_code, 0..1 */
     int error_code;             /* 500 or 503 (default 500) */

@@ -447,6 +447,7 @@ void pc_poolctl_stats_read(pc_poolctl *c, pc_poolctl_stats *o)
     LD(status_errors);
     LD(events);
     LD(stale_skips);
+    LD(throttled);
 #undef LD
 }
 

@@ -102,6 +102,8 @@ typedef struct pc_poolctl_stats {
     uint64_t deletes;     /* pod deletions that won */
     uint64_t conflicts;   /* 409 on a guarded write */
     uint64_t stale_skips; /* writes not sent: the cache had moved past the pass's snapshot */
+    uint64_t throttled;   /* writes answered 429: that pod, or the pool's creates or status,
+                           * wait the Retry-After while the controller goes on */
     uint64_t status_writes, status_errors;
     uint64_t events;
 } pc_poolctl_stats;

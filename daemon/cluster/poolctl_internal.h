@@ -28,8 +28,10 @@ typedef struct pc__pool_state {
                               * expected to show (the pod no longer counts) */
     json_t *throttled;       /* pod uid -> CLOCK_MONOTONIC ns until which its writes wait:
                               * the server answered its last one 429 with that Retry-After */
-    int64_t create_after_ns; /* no creation before (backoff after a failure); 0 = now */
+    int64_t create_after_ns; /* no creation before (backoff after a failure, a 429's
+                              * Retry-After); 0 = now */
     uint32_t create_failures;
+    int64_t status_after_ns; /* no status write before (a 429's Retry-After); 0 = now */
     char rejected[300]; /* the server's answer to the last failed create; "" = none */
     bool invalid_template;
     int64_t last_status_ns; /* CLOCK_MONOTONIC of the last status write; 0 = never */
@@ -41,7 +43,7 @@ typedef struct pc__pool_state {
 
 typedef struct pc__poolctl_counters {
     _Atomic uint64_t reconciles, creates, create_errors, idles, resets, deletes, conflicts,
-            status_writes, status_errors, events, stale_skips;
+            status_writes, status_errors, events, stale_skips, throttled;
 } pc__poolctl_counters;
 
 struct pc_poolctl {

@@ -110,6 +110,11 @@ void pc__poolctl_sync_status(pc_poolctl *c, pc__pool_state *st, const json_t *po
         json_decref(status);
         return;
     }
+    if (now < st->status_after_ns) {
+        pc__poolctl_requeue_after(c, st->key, st->status_after_ns - now);
+        json_decref(status);
+        return;
+    }
     /* fields we no longer report are removed (null in a merge patch) */
     const char *k;
     json_t *v;
@@ -126,13 +131,22 @@ void pc__poolctl_sync_status(pc_poolctl *c, pc__pool_state *st, const json_t *po
     snprintf(path, sizeof(path), "/apis/%s/%s/namespaces/%s/sandboxpools/%s/status", PC_CL_GROUP,
              PC_CL_VERSION, st->ns, st->name);
     long code = 0;
-    int rc = pc__cl_request(c->conn, "PATCH", path, "application/merge-patch+json", patch, &code,
-                            NULL, err, sizeof(err));
+    /* a 429 is not slept here (the controller's one thread does every pool's work): the
+     * status waits its Retry-After and is written on a later pass */
+    int64_t retry_after = 0;
+    int rc = pc__cl_request_once(c->conn, "PATCH", path, "application/merge-patch+json", patch,
+                                 &code, NULL, err, sizeof(err), &retry_after);
     json_decref(patch);
     json_decref(status);
     if (rc == 0 && code == 200) {
         st->last_status_ns = now;
         PC__PC_INC(c, status_writes);
+        return;
+    }
+    if (rc == 0 && code == 429) {
+        PC__PC_INC(c, throttled);
+        st->status_after_ns = now + retry_after;
+        pc__poolctl_requeue_after(c, st->key, retry_after);
         return;
     }
     PC__PC_INC(c, status_errors);

@@ -357,13 +357,26 @@ Test(poolctl, release_recycles_in_place, .init = setup, .fini = fini, .timeout =
 }
 
 /* kapi-sim's count of PATCHes it answered 429 */
-static long patches_throttled(void)
+/* kapi-sim's count of `verb` requests answered 429 */
+static long throttled_requests(const char *verb)
 {
     json_t *st = ksim_json(&sim, "GET", "/sim/stats", NULL);
     long n = (long)json_integer_value(
-            json_object_get(json_object_get(json_object_get(st, "requests"), "patch"), "429"));
+            json_object_get(json_object_get(json_object_get(st, "requests"), verb), "429"));
     json_decref(st);
     return n;
+}
+
+static long patches_throttled(void)
+{
+    return throttled_requests("patch");
+}
+
+static void put_faults(const char *faults)
+{
+    json_t *f = ksim_json(&sim, "PUT", "/sim/faults", faults);
+    cr_assert(f, "PUT /sim/faults %s", faults);
+    json_decref(f);
 }
 
 /* A 429 on one pod's write puts that pod aside for its Retry-After; the controller goes on
@@ -453,6 +466,56 @@ Test(poolctl, a_429_on_one_pods_delete_holds_back_only_that_pod, .init = setup, 
               "pod %s waited for pod %s's Retry-After", b, a);
     /* pod a is still there, put aside (a LIST: a GET naming it would be answered 429) */
     cr_expect_eq(count("web", "Stopping"), 1, "pod %s deleted through a 429", a);
+}
+
+/* A 429 on a create holds back that pool's creates for the Retry-After, not the controller:
+ * it used to sleep the Retry-After in the kube client's retry (up to 3 x 10 s) on the one
+ * thread that recycles every pod of every pool. */
+Test(poolctl, a_429_on_a_create_holds_back_only_that_pools_creates, .init = setup, .fini = fini,
+     .timeout = 90)
+{
+    start(NULL, 60000, 200);
+    create_pool("web", 2, NULL, NULL);
+    cr_assert(PC_TEST_WAIT(count("web", "Idle") == 2, 20000));
+    create_pool("api", 0, NULL, NULL);
+    json_t *idle = pods("web", "Idle");
+    put_faults("{\"throttleRate\":1,\"throttleVerb\":\"create\",\"retryAfterSeconds\":3600}");
+    cr_assert_eq(patch("/apis/podclaim.io/v1alpha1/namespaces/default/sandboxpools/api",
+                       "application/merge-patch+json", "{\"spec\":{\"replicas\":1}}"),
+                 200);
+    cr_assert(PC_TEST_WAIT(throttled_requests("create") >= 1, 20000),
+              "the controller never created pool api's pod");
+    /* with api's create answered 429, a pod of web is released: it is recycled at once */
+    release_pod(json_array_get(idle, 0));
+    json_decref(idle);
+    cr_assert(PC_TEST_WAIT(count("web", "Idle") == 2, 15000),
+              "web's recycle waited for api's Retry-After (idle %zu, stopping %zu)",
+              count("web", "Idle"), count("web", "Stopping"));
+    cr_expect_eq(count("api", NULL), 0);
+    cr_expect_eq(throttled_requests("create"), 1, "api's create retried before its Retry-After");
+}
+
+/* The same for the pool's status write: a 429 on it holds back only that status. */
+Test(poolctl, a_429_on_a_status_write_holds_back_only_that_status, .init = setup, .fini = fini,
+     .timeout = 90)
+{
+    start(NULL, 60000, 200);
+    create_pool("web", 2, NULL, NULL);
+    cr_assert(PC_TEST_WAIT(count("web", "Idle") == 2, 20000));
+    json_t *idle = pods("web", "Idle");
+    /* requests naming the SandboxPool web: its status PATCHes (pods are named web-…) */
+    put_faults("{\"throttleRate\":1,\"throttleName\":\"web\",\"throttleVerb\":\"patch\","
+               "\"retryAfterSeconds\":3600}");
+    /* the release changes the pool's status (idle 2 -> 1), so the controller writes it */
+    release_pod(json_array_get(idle, 0));
+    cr_assert(PC_TEST_WAIT(patches_throttled() >= 1, 20000),
+              "the controller never wrote web's status");
+    release_pod(json_array_get(idle, 1));
+    json_decref(idle);
+    cr_assert(PC_TEST_WAIT(count("web", "Idle") == 2, 15000),
+              "the recycle waited for the status write's Retry-After (idle %zu, stopping %zu)",
+              count("web", "Idle"), count("web", "Stopping"));
+    cr_expect_eq(patches_throttled(), 1, "web's status written again before its Retry-After");
 }
 
 /* recycle: Replace deletes the released pod; a new one takes its place. */
