@@ -42,7 +42,7 @@ void soak_opts_defaults(soak_opts *o)
     *o = (soak_opts){.claims = 100000,
                      .rate = 0,
                      .conns = 32,
-                     .pods = 400,
+                     .pods = 1000,
                      .kill_at = 0.2,
                      .restart_every = 0,
                      .hangup_share = 0.03,

@@ -573,7 +573,8 @@ static void usage(void)
             "            [--no-rss-check]\n"
             "Runs kapi-sim (every fault on) and two podclaimd replicas, fires N claims (or for S\n"
             "seconds, N at most), kills the leader (kill -9) at F of the claims (of S), restarts\n"
-            "kapi-sim every N claims, audits.\n"
+            "kapi-sim every N claims, audits. Defaults: 100000 claims, 32 connections per\n"
+            "replica, 1000 pods, the kill at 0.2, no restart, 3%% hang-ups, 20%% new images.\n"
             "Exit 0 when every audit passed (docs/RELIABILITY.md, \"The fault soak\").\n");
 }
 
