@@ -285,8 +285,8 @@ static bool create_pod(pc_poolctl *c, pc__pool_state *st, const json_t *pool, co
     long status = 0;
     json_t *made = NULL;
     /* No 429 retry in place, as for a PATCH (patch_pod): sleeping the Retry-After here stopped
-     * the recycling of every pool (a pool starting 1,000 pods under the soak's 1% of 429s sat
-     * ~10 s in these sleeps). The pool's creates wait instead; the others' work goes on. */
+     * the recycling of every pool meanwhile (the soak's 1% of 429s meet a dozen creates while
+     * a pool of 1,000 pods starts). This pool's creates wait instead; other work goes on. */
     int64_t retry_after = 0;
     int rc = pc__cl_request_once(c->conn, "POST", path, NULL, pod, &status, &made, err, sizeof(err),
                                  &retry_after);
