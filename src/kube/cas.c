@@ -54,6 +54,7 @@ typedef struct slot {
     CURL *easy;
     hdrs *hdr;         /* the headers this transfer uses (a counted reference) */
     bool active;       /* added to the multi (multi thread only) */
+    bool counted;      /* counted in kb->in_use (queued or added; under kb->lock) */
     bool truncated;    /* response over max_body: the rest was read and dropped */
     size_t path_off;   /* url + path_off is the path (messages show the redacted server) */
     size_t resp_bytes; /* resp.cap as counted in buffer_bytes (multi thread only) */
@@ -77,11 +78,15 @@ struct pc_kube_backend {
     pthread_t thread;
     bool thread_started;
 
-    pthread_mutex_t lock; /* protects free_list, sub_head, sub_tail, stopping, hdr, refs */
+    pthread_mutex_t lock; /* protects free_list, sub_head, sub_tail, stopping, hdr, refs,
+                             in_use */
     slot *free_list;
     slot *sub_head, *sub_tail;
     bool stopping;
-    hdrs *hdr; /* the current headers */
+    uint32_t in_use;   /* transfers queued or added to the multi, not yet finished */
+    uint32_t conns;    /* max_connections */
+    bool one_per_conn; /* plain http: HTTP/1.1, one transfer per connection at a time */
+    hdrs *hdr;         /* the current headers */
 
     /* statistics: relaxed counters, each independent (read by stats_read on any thread) */
     _Atomic uint64_t started;
@@ -124,6 +129,10 @@ static void slot_put(pc_kube_backend *kb, slot *s)
     pthread_mutex_lock(&kb->lock);
     hdrs *gone = hdrs_unref_locked(s->hdr);
     s->hdr = NULL;
+    if (s->counted) {
+        s->counted = false;
+        kb->in_use--;
+    }
     s->next = kb->free_list;
     kb->free_list = s;
     pthread_mutex_unlock(&kb->lock);
@@ -256,7 +265,21 @@ static int cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn do
         slot_put(kb, s);
         return -ESHUTDOWN;
     }
-    bool was_empty = kb->sub_head == NULL;
+    /* Wake the backend thread only when the queue was empty: it takes the whole queue at
+     * once, so a non-empty queue means a wake-up is already pending since its last take, or
+     * (below) a transfer whose end will wake it. Saves a write() + a poll() round per CAS
+     * under load. curl_multi_wakeup is thread-safe.
+     *
+     * Nor when, over HTTP/1.1, every connection already has a transfer queued or running:
+     * this one could not be sent before one of them ends, and that end wakes the thread
+     * (socket or curl timer), which takes the queue before it next sleeps (backend_main
+     * looks at the queue again before polling, so a transfer counted here that ended in
+     * the meantime cannot leave this one waiting). Under load that is most CASes: the
+     * wake-up cost a context switch of the backend thread per claim, for nothing. Over
+     * HTTP/2 (https) a connection carries many streams, so there it always wakes. */
+    bool wake = kb->sub_head == NULL && !(kb->one_per_conn && kb->in_use >= kb->conns);
+    s->counted = true;
+    kb->in_use++;
     if (kb->sub_tail)
         kb->sub_tail->next = s;
     else
@@ -264,10 +287,7 @@ static int cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn do
     kb->sub_tail = s;
     pthread_mutex_unlock(&kb->lock);
     atomic_fetch_add_explicit(&kb->started, 1, memory_order_relaxed);
-    /* Wake the backend thread only when the queue was empty: it takes the whole queue at
-     * once, so a non-empty queue means a wake-up is already pending since its last take.
-     * Saves a write() + a poll() round per CAS under load. curl_multi_wakeup is thread-safe. */
-    if (was_empty)
+    if (wake)
         curl_multi_wakeup(kb->multi);
     return 0;
 }
@@ -397,8 +417,14 @@ static void *backend_main(void *arg)
             CURLcode rc = m->data.result;
             finish(kb, s, rc);
         }
-        /* Sleeps until a socket is ready, a curl timer is due or cas_start/free wakes us. */
-        curl_multi_poll(kb->multi, NULL, 0, 1000, NULL);
+        /* Sleeps until a socket is ready, a curl timer is due or cas_start/free wakes us;
+         * not while CASes wait in the queue (cas_start may have left them to us without a
+         * wake-up, counting on a transfer that has ended since: see cas_start). */
+        pthread_mutex_lock(&kb->lock);
+        bool queued = kb->sub_head != NULL || kb->stopping;
+        pthread_mutex_unlock(&kb->lock);
+        if (!queued)
+            curl_multi_poll(kb->multi, NULL, 0, 1000, NULL);
     }
     /* Stopped: abort whatever is in flight, each reported exactly once. */
     for (uint32_t i = 0; i < kb->n_slots; i++) {
@@ -434,6 +460,9 @@ int pc_kube_backend_new(pc_kube_client *c, const pc_kube_backend_options *o, pc_
     kb->max_body = o->max_body ? o->max_body : PC__CAS_DEFAULT_MAX_BODY;
     kb->max_request = o->max_request ? o->max_request : PC__CAS_DEFAULT_MAX_REQ;
     uint32_t conns = o->max_connections ? o->max_connections : PC__CAS_DEFAULT_CONNS;
+    kb->conns = conns;
+    /* pc__kube_easy_setup asks for HTTP/2 over TLS only (CURL_HTTP_VERSION_2TLS) */
+    kb->one_per_conn = strncmp(c->server, "http://", 7) == 0;
     pthread_mutex_init(&kb->lock, NULL);
     kb->iface.cas_start = cas_start;
     kb->iface.impl = kb;

@@ -501,6 +501,11 @@ static void ksim_failed(ksim *k, int st)
     abort();
 }
 
+void ksim_filler_stop(ksim *k)
+{
+    filler_stop(k);
+}
+
 void ksim_stop(ksim *k)
 {
     filler_stop(k);

@@ -41,6 +41,12 @@ typedef struct ksim {
 int ksim_start(ksim *k, const char *const *args, bool tls, const char *ca_file, const char *token);
 void ksim_stop(ksim *k);
 
+/* Stop the pod-filler now (no more top-ups, no recycling; ksim_stop still stops kapi-sim).
+ * For a benchmark whose pods never recycle once they are Idle: the filler's LIST of every
+ * pool each 100 ms and its claim-log poll each 5 ms would load the machine during the
+ * measurement (with 25,000 pods, most of a core between the filler and its server side). */
+void ksim_filler_stop(ksim *k);
+
 /* Whether the tests run against the real kube-apiserver (PODCLAIM_KUBE_SERVER=real with
  * REALK8S_BIN and KUBECONFIG set); ksim_start then starts `realk8s front` in kapi-sim's place. */
 bool ksim_real(void);
