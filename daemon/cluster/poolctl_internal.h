@@ -32,7 +32,7 @@ typedef struct pc__pool_state {
                               * Retry-After); 0 = now */
     uint32_t create_failures;
     int64_t status_after_ns; /* no status write before (a 429's Retry-After); 0 = now */
-    char rejected[300]; /* the server's answer to the last failed create; "" = none */
+    char rejected[300];      /* the server's answer to the last failed create; "" = none */
     bool invalid_template;
     int64_t last_status_ns; /* CLOCK_MONOTONIC of the last status write; 0 = never */
     int64_t empty_since_ns; /* claims waiting with no idle pod since; 0 = not so */
