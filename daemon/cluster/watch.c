@@ -813,6 +813,19 @@ static int backoff(pc_watch *w)
     return pc_kube_conn_sleep(w->conn, d);
 }
 
+/* After a check or a watch that did not go on: a relist (the server said the version is gone,
+ * or API errors repeated), else an error and a backoff. -ECANCELED when stopping. */
+static int failed_step(pc_watch *w, bool relist)
+{
+    if (relist) {
+        INC(n_relists);
+        w->rv[0] = '\0';
+        return 0;
+    }
+    INC(n_errors);
+    return backoff(w) == -ECANCELED ? -ECANCELED : 0;
+}
+
 static void *watch_main(void *arg)
 {
     pc_watch *w = arg;
@@ -838,14 +851,8 @@ static void *watch_main(void *arg)
             rc = check_rv(w);
             if (rc == -ECANCELED)
                 break;
-            if (rc == 1 || (rc == -EIO && watch_failed(w))) {
-                INC(n_relists);
-                w->rv[0] = '\0';
-                continue;
-            }
-            if (rc < 0) {
-                INC(n_errors);
-                if (backoff(w) == -ECANCELED)
+            if (rc == 1 || rc < 0) {
+                if (failed_step(w, rc == 1 || (rc == -EIO && watch_failed(w))) == -ECANCELED)
                     break;
                 continue;
             }
@@ -865,16 +872,9 @@ static void *watch_main(void *arg)
          * still one that has rv? Not after an API error: the server answered, and those are
          * counted (watch_failed). */
         w->check_rv = (rc == 0 && !w->got_event) || (rc < 0 && rc != -EIO && rc != -EBADMSG);
-        if (rc == 1 || ((rc == -EIO || rc == -EBADMSG) && watch_failed(w))) {
-            INC(n_relists);
-            w->rv[0] = '\0';
-            continue;
-        }
-        if (rc < 0) {
-            INC(n_errors);
-            if (backoff(w) == -ECANCELED)
-                break;
-        }
+        if ((rc == 1 || rc < 0) && failed_step(w, rc == 1 || ((rc == -EIO || rc == -EBADMSG) &&
+                                                              watch_failed(w))) == -ECANCELED)
+            break;
     }
     return NULL;
 }
