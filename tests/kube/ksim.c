@@ -449,7 +449,14 @@ int ksim_start(ksim *k, const char *const *args, bool tls, const char *ca_file, 
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             k->pid = 0;
-            fprintf(stderr, "kapi-sim exited early (status %d)\n", st);
+            fprintf(stderr, "kapi-sim exited early (status %d); its log:\n", st);
+            char logp[128], line[1024];
+            snprintf(logp, sizeof(logp), "%s/kapi-sim.log", k->dir);
+            FILE *lf = fopen(logp, "r");
+            while (lf && fgets(line, sizeof(line), lf))
+                fputs(line, stderr);
+            if (lf)
+                fclose(lf);
             free(filler);
             return -1;
         }

@@ -30,6 +30,8 @@ static void sh(const char *cmd)
     cr_assert_eq(rc, 0, "command failed (%d): %s", rc, cmd);
 }
 
+static char pool_name[32];
+
 static void setup(void)
 {
     ksim_mkdir(certs, sizeof(certs));
@@ -54,8 +56,14 @@ static void setup(void)
     char crt[128], key[128];
     snprintf(crt, sizeof(crt), "%s/srv.crt", certs);
     snprintf(key, sizeof(key), "%s/srv.key", certs);
-    const char *args[] = {"--tls-cert", crt,       "--tls-key",   key,  "--token", TOKEN,
-                          "--pool",     "tls/p=3", "--warmup-ms", "10", NULL};
+    /* a pool of this test's own: Criterion runs two tests at once (--jobs=2), and on the real
+     * server (one cluster for all) a shared pool was reset by one test's front while the
+     * other's created it ("already exists") */
+    snprintf(pool_name, sizeof(pool_name), "p%d", (int)getpid());
+    char pool_arg[64];
+    snprintf(pool_arg, sizeof(pool_arg), "tls/%s=3", pool_name);
+    const char *args[] = {"--tls-cert", crt,      "--tls-key",   key,  "--token", TOKEN,
+                          "--pool",     pool_arg, "--warmup-ms", "10", NULL};
     cr_assert_eq(ksim_start(&sim, args, true, ca, TOKEN), 0);
 }
 
@@ -239,7 +247,7 @@ Test(tls, kubeconfig_with_ca_data_and_token_syncs_an_informer, .init = setup, .f
     int rc = pc_kube_client_new_kubeconfig(cfg, NULL, NULL, &c, err, sizeof(err));
     cr_assert_eq(rc, 0, "got %d: %s", rc, err);
     cr_assert_str_eq(pc_kube_client_namespace(c), "tls");
-    pc_informer_config ic = {.client = c, .namespace_ = "tls", .pool = "p"};
+    pc_informer_config ic = {.client = c, .namespace_ = "tls", .pool = pool_name};
     pc_informer *inf;
     cr_assert_eq(pc_informer_new(&ic, &inf), 0);
     cr_assert_eq(pc_informer_start(inf), 0);
