@@ -59,6 +59,34 @@ void ks_faults_count(ks_faults *f, ks_verb v, int code)
     atomic_fetch_add_explicit(&f->counts[v][code], 1, memory_order_relaxed);
 }
 
+/* A verb filter (throttleVerb, errorVerb): 1 + KS_VERB_*, 0 = every verb. */
+static const char *verb_name(int verb)
+{
+    return verb > 0 && verb <= KS_VERB_COUNT ? ks_verb_names[verb - 1] : "";
+}
+
+static int get_verb(const json_t *j, const char *k, int *out, ks_err *err)
+{
+    json_t *v = json_object_get(j, k);
+    if (!v)
+        return 0;
+    int verb = -1;
+    if (json_is_string(v) && !json_string_length(v))
+        verb = 0;
+    for (int i = 0; json_is_string(v) && verb < 0 && i < KS_VERB_OTHER; i++)
+        if (strcmp(json_string_value(v), ks_verb_names[i]) == 0)
+            verb = 1 + i;
+    if (verb < 0) {
+        ks_err_set(err, 400, "BadRequest",
+                   "faults: \"%s\" must be \"\" (every verb) or one of get, list, watch, create, "
+                   "update, patch, delete",
+                   k);
+        return -1;
+    }
+    *out = verb;
+    return 0;
+}
+
 json_t *ks_faults_to_json(const ks_fault_cfg *c)
 {
     json_t *lat = json_object();
@@ -68,15 +96,13 @@ json_t *ks_faults_to_json(const ks_fault_cfg *c)
                                 json_pack("{s:f,s:f}", "fixedMs", c->latency[v].fixed_us / 1000.0,
                                           "jitterMs", c->latency[v].jitter_us / 1000.0));
     }
-    const char *tv = c->throttle_verb > 0 && c->throttle_verb <= KS_VERB_COUNT
-                             ? ks_verb_names[c->throttle_verb - 1]
-                             : "";
-    return json_pack("{s:o,s:f,s:f,s:s,s:s,s:i,s:f,s:i,s:I,s:I,s:I}", "latency", lat,
+    return json_pack("{s:o,s:f,s:f,s:s,s:s,s:i,s:f,s:i,s:s,s:I,s:I,s:I}", "latency", lat,
                      "conflictRate", c->conflict_rate, "throttleRate", c->throttle_rate,
-                     "throttleName", c->throttle_name, "throttleVerb", tv, "retryAfterSeconds",
-                     c->retry_after_s, "errorRate", c->error_rate, "errorCode", c->error_code,
-                     "watchDropEvents", (json_int_t)c->watch_drop_events, "watchDropMs",
-                     (json_int_t)c->watch_drop_ms, "watchDelayMs", (json_int_t)c->watch_delay_ms);
+                     "throttleName", c->throttle_name, "throttleVerb", verb_name(c->throttle_verb),
+                     "retryAfterSeconds", c->retry_after_s, "errorRate", c->error_rate, "errorCode",
+                     c->error_code, "errorVerb", verb_name(c->error_verb), "watchDropEvents",
+                     (json_int_t)c->watch_drop_events, "watchDropMs", (json_int_t)c->watch_drop_ms,
+                     "watchDelayMs", (json_int_t)c->watch_delay_ms);
 }
 
 static int get_rate(const json_t *j, const char *k, double *out, ks_err *err)
@@ -135,22 +161,9 @@ int ks_faults_from_json(ks_fault_cfg *out, const json_t *j, ks_err *err)
         }
         snprintf(c.throttle_name, sizeof(c.throttle_name), "%s", json_string_value(tn));
     }
-    json_t *tv = json_object_get(j, "throttleVerb");
-    if (tv) {
-        int verb = -1;
-        if (json_is_string(tv) && !json_string_length(tv))
-            verb = 0;
-        for (int v = 0; json_is_string(tv) && verb < 0 && v < KS_VERB_OTHER; v++)
-            if (strcmp(json_string_value(tv), ks_verb_names[v]) == 0)
-                verb = 1 + v;
-        if (verb < 0) {
-            ks_err_set(err, 400, "BadRequest",
-                       "faults: \"throttleVerb\" must be \"\" (every verb) or one of get, list, "
-                       "watch, create, update, patch, delete");
-            return -1;
-        }
-        c.throttle_verb = verb;
-    }
+    if (get_verb(j, "throttleVerb", &c.throttle_verb, err) ||
+        get_verb(j, "errorVerb", &c.error_verb, err))
+        return -1;
     c.retry_after_s = (int)ra;
     c.error_code = (int)ec;
     c.watch_drop_events = (uint64_t)de;

@@ -134,7 +134,8 @@ static bool inject(kr_ctx *c, ks_err *err)
         ks_err_set(err, 429, "TooManyRequests", "Too many requests, please try again later.");
         return true;
     }
-    if (cfg.error_rate > 0 && ks_faults_rand(f) < cfg.error_rate) {
+    if (cfg.error_rate > 0 && (!cfg.error_verb || cfg.error_verb == 1 + (int)c->v) &&
+        ks_faults_rand(f) < cfg.error_rate) {
         int code = cfg.error_code ? cfg.error_code : 500;
         ks_err_set(err, code, code == 503 ? "ServiceUnavailable" : "InternalError",
                    "injected server error");

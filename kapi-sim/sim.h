@@ -377,8 +377,11 @@ typedef struct ks_fault_cfg {
      * creates, while the same client's PATCHes pass */
     int throttle_verb;
     int retry_after_s;
-    double error_rate;          /* any API verb answered error_code, 0..1 */
-    int error_code;             /* 500 or 503 (default 500) */
+    double error_rate; /* any API verb answered error_code, 0..1 */
+    int error_code;    /* 500 or 503 (default 500) */
+    /* errors only for this verb, as throttle_verb: e.g. failed PATCHes while watches and
+     * the lease's GETs pass */
+    int error_verb;
     uint64_t watch_drop_events; /* drop each watch after this many events; 0 = never */
     int64_t watch_drop_ms;      /* drop each watch after this long; 0 = never */
     int64_t watch_delay_ms;     /* deliver watch events this long after commit */

@@ -292,6 +292,15 @@ Test(http, injected_conflicts_and_errors_follow_the_configured_rates)
     f = "{\"conflictRate\":0,\"errorRate\":1,\"errorCode\":503}";
     cr_assert_eq(request("PUT", "/sim/faults", "application/json", f, strlen(f), NULL), 200);
     cr_expect_eq(request("GET", "/api/v1/namespaces/default/pods/x", NULL, NULL, 0, NULL), 503);
+    /* limited to one verb: PATCHes fail, reads pass */
+    f = "{\"errorVerb\":\"patch\"}";
+    cr_assert_eq(request("PUT", "/sim/faults", "application/json", f, strlen(f), NULL), 200);
+    cr_expect_eq(request("GET", "/api/v1/namespaces/default/pods/x", NULL, NULL, 0, NULL), 200);
+    cr_expect_eq(request("PATCH", "/api/v1/namespaces/default/pods/x",
+                         "application/merge-patch+json", p, strlen(p), NULL),
+                 503);
+    f = "{\"errorVerb\":\"bogus\"}";
+    cr_expect_eq(request("PUT", "/sim/faults", "application/json", f, strlen(f), NULL), 400);
     f = "{\"errorRate\":2}";
     cr_expect_eq(request("PUT", "/sim/faults", "application/json", f, strlen(f), NULL), 400);
     f = "{\"reset\":true,\"latency\":{\"get\":{\"fixedMs\":30}}}";
