@@ -723,6 +723,22 @@ static int release_pod(pc_kube_conn *conn, pcd_release_job *job, bool *already,
  * times; after that the client hears 503 and may DELETE again. */
 #define REL_MAX_THROTTLED 5
 
+/* A release no client waits for (a hung-up client's pod, a late win) has nobody to try it
+ * again: a failure would leave the pod claimed by nobody for good (the million-claim soak's
+ * one leak: an injected 500 on such a release). It is put aside and tried again until the
+ * server answers, 1 s after its first failure, doubling up to a minute; a 429 waits its
+ * Retry-After, without the limit above. Only podclaimd's stop ends the tries. */
+#define REL_RETRY_FIRST_NS 1000000000LL
+#define REL_RETRY_MAX_NS (60 * 1000000000LL)
+
+static int64_t release_retry_ns(unsigned failures)
+{
+    int64_t wait = REL_RETRY_FIRST_NS;
+    for (unsigned i = 1; i < failures && wait < REL_RETRY_MAX_NS; i++)
+        wait *= 2;
+    return wait < REL_RETRY_MAX_NS ? wait : REL_RETRY_MAX_NS;
+}
+
 /* Under rel_mu: the next job to run, or NULL with *wait_until set to when a put-aside one is
  * due (0: none). Put-aside jobs due now go first (they waited); at stop they all are due, so
  * the releasers drain everything. */
@@ -793,7 +809,21 @@ static void *releaser_main(void *arg)
             already = true;
         } else {
             status = conn ? release_pod(conn, job, &already, &retry_after, msg, sizeof(msg)) : 502;
-            if (status == 429 && !stopping && ++job->throttled < REL_MAX_THROTTLED) {
+            bool nobody_waits = job->req == NULL;
+            if (status != 200 && status != 429 && nobody_waits && !stopping) {
+                atomic_fetch_add_explicit(&d->releases_retried, 1, memory_order_relaxed);
+                int64_t wait = release_retry_ns(++job->failures);
+                job->not_before_ns = pc_now_ns() + wait;
+                pcd_logf(PCD_WARN,
+                         "component=releaser pool=%s claim=%s pod=%s/%s status=%d msg=\"%s; no "
+                         "client waits for this release: tried again in %.0f s\"",
+                         job->pool_key, job->ci.id, job->ci.pod_namespace, job->ci.pod, status, msg,
+                         (double)wait / 1e9);
+                put_aside(d, job); /* still RELEASING in the registry */
+                continue;
+            }
+            if (status == 429 && !stopping &&
+                (++job->throttled < REL_MAX_THROTTLED || nobody_waits)) {
                 atomic_fetch_add_explicit(&d->releases_throttled, 1, memory_order_relaxed);
                 job->not_before_ns = pc_now_ns() + retry_after;
                 pcd_logf(PCD_DEBUG,
@@ -813,10 +843,16 @@ static void *releaser_main(void *arg)
                                                : already     ? 1
                                                              : 0],
                                   1, memory_order_relaxed);
-        pcd_logf(status == 200 ? PCD_DEBUG : PCD_WARN,
-                 "component=releaser pool=%s claim=%s pod=%s/%s status=%d already=%d%s%s%s",
-                 job->pool_key, job->ci.id, job->ci.pod_namespace, job->ci.pod, status, already,
-                 msg[0] ? " msg=\"" : "", msg, msg[0] ? "\"" : "");
+        if (status != 200 && !job->req)
+            pcd_logf(PCD_ERROR,
+                     "component=releaser pool=%s claim=%s pod=%s/%s status=%d msg=\"%s; "
+                     "podclaimd is stopping: the pod stays claimed by a claim nobody holds\"",
+                     job->pool_key, job->ci.id, job->ci.pod_namespace, job->ci.pod, status, msg);
+        else
+            pcd_logf(status == 200 ? PCD_DEBUG : PCD_WARN,
+                     "component=releaser pool=%s claim=%s pod=%s/%s status=%d already=%d%s%s%s",
+                     job->pool_key, job->ci.id, job->ci.pod_namespace, job->ci.pod, status, already,
+                     msg[0] ? " msg=\"" : "", msg, msg[0] ? "\"" : "");
         if (job->req) {
             pcd_req *q = job->req;
             q->rel_status = status;

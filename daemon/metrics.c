@@ -293,6 +293,12 @@ char *pcd_metrics_render(pcd *d, size_t *len)
             "podclaimd_release_throttled_total %llu\n",
             (unsigned long long)atomic_load_explicit(&d->releases_throttled, memory_order_relaxed));
     sb_printf(&own,
+              "# HELP podclaimd_release_retries_total Failed releases no client waits for (a "
+              "hung-up client's pod, a late win), put aside and tried again.\n"
+              "# TYPE podclaimd_release_retries_total counter\n"
+              "podclaimd_release_retries_total %llu\n",
+              (unsigned long long)atomic_load_explicit(&d->releases_retried, memory_order_relaxed));
+    sb_printf(&own,
               "# HELP podclaimd_orphan_releases_total Pods won for a client that had hung "
               "up, given back.\n# TYPE podclaimd_orphan_releases_total counter\n"
               "podclaimd_orphan_releases_total %llu\n",

@@ -211,8 +211,10 @@ typedef struct pcd_release_job {
     pcd_req *req; /* NULL for an orphan release */
     pcd_claim_info ci;
     char pool_key[PC_NAMESPACE_MAX + PC_NAME_MAX + 2];
-    int64_t not_before_ns; /* put aside after a 429 until then (CLOCK_MONOTONIC) */
+    int64_t not_before_ns; /* put aside until then (CLOCK_MONOTONIC): a 429, or a failure
+                            * of a release no client waits for */
     unsigned throttled;    /* 429s met so far */
+    unsigned failures;     /* other failures so far (req == NULL only: tried again) */
     struct pcd_release_job *next;
 } pcd_release_job;
 
@@ -263,6 +265,7 @@ struct pcd {
     _Atomic uint64_t claims_adopted;     /* registered from an informer (pcd_pod_claimed) */
     _Atomic uint64_t releases[3];        /* released, already, failed */
     _Atomic uint64_t releases_throttled; /* 429s that put a release aside (claims.c) */
+    _Atomic uint64_t releases_retried;   /* failed releases no client waits for, put aside */
     /* claims that ended without a pod after a CAS was sent (claims.c, "late wins"): a ring
      * under lost_mu; lost_n counts live entries so the informer skips the lock when it is 0 */
     pthread_mutex_t lost_mu;

@@ -415,6 +415,61 @@ Test(daemon, a_pod_won_after_its_claim_was_answered_504_is_given_back, .fini = f
     cr_assert_eq(pcd_metric(&P, "podclaimd_orphan_releases_total", NULL), 0);
 }
 
+/* Found by the million-claim soak: the one pod left claimed at the end had been won late by
+ * a claim answered 504, and its release PATCH met an injected 500. A release nobody waits for
+ * (a late win, a hung-up client's pod) was tried once, so the pod stayed claimed by nobody
+ * for good. It is now tried again until the server answers. */
+Test(daemon, a_failed_release_that_no_client_waits_for_is_tried_again, .fini = fini, .timeout = 120)
+{
+    /* every PATCH is applied 2.5 s after it arrives, the claim's deadline is 1 s, and watch
+     * events come 1.5 s after the write: time to make the release fail before it is sent */
+    const char *args[] = {
+            "--pool", "default/web=1",    "--latency", "patch=2500",     "--warmup-ms",
+            "20",     "--watch-delay-ms", "1500",      "--kubelet-only", NULL};
+    cr_assert_eq(ksim_start(&K, args, false, NULL, NULL), 0);
+    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
+    wait_idle("/v1/pools/default/web", 1);
+    pcd_http h;
+    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"),
+                         "{\"claimId\":\"late\",\"timeoutSeconds\":1}", NULL, &h),
+                 0);
+    cr_assert_eq(h.status, 504, "%ld %s", h.status, h.body);
+    bool applied = false;
+    for (int64_t end = pcd_now_ms() + 30000; !applied && pcd_now_ms() < end;) {
+        json_t *pods = ksim_json(&K, "GET", "/api/v1/namespaces/default/pods", NULL);
+        json_t *items = json_object_get(pods, "items"), *it;
+        size_t i;
+        json_array_foreach(items, i, it)
+        {
+            const char *id = json_string_value(
+                    json_object_get(json_object_get(json_object_get(it, "metadata"), "annotations"),
+                                    "podclaim.io/claim-id"));
+            applied = applied || (id && strcmp(id, "late") == 0);
+        }
+        json_decref(pods);
+        if (!applied)
+            usleep(20000);
+    }
+    cr_assert(applied, "the claim's PATCH was never applied");
+    /* the informer sees the win 1.5 s from now; its release PATCH will be answered 500 */
+    cr_assert_eq(ksim_put_faults(&K, "{\"errorRate\":1,\"errorVerb\":\"patch\"}"), 0);
+    cr_assert(pcd_wait_metric(&P, "podclaimd_late_win_releases_total", NULL, 1, 30000),
+              "the late win was not seen");
+    /* the release failed once: counted as a retry (or, before the fix, as failed) */
+    bool failed = false;
+    for (int64_t end = pcd_now_ms() + 30000; !failed && pcd_now_ms() < end;) {
+        failed = pcd_metric(&P, "podclaimd_release_retries_total", NULL) > 0 ||
+                 pcd_metric(&P, "podclaimd_releases_total", "result=\"failed\"") > 0;
+        if (!failed)
+            usleep(20000);
+    }
+    cr_assert(failed, "the release never failed: the test did not test");
+    cr_assert_eq(ksim_put_faults(&K, "{\"reset\":true,\"latency\":{}}"), 0);
+    cr_assert(pcd_wait_metric(&P, "podclaimd_releases_total", "result=\"released\"", 1, 30000),
+              "the pod was not given back after its release failed once");
+    cr_assert_geq(pcd_metric(&P, "podclaimd_release_retries_total", NULL), 1);
+}
+
 Test(daemon, client_hang_up_cancels_the_waiting_claim, .fini = fini, .timeout = 60)
 {
     start_sim("default/web=0");
