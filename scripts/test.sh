@@ -14,7 +14,9 @@ run() { # build-dir label-regex cmake-args...
   echo "=== $dir: ctest"
   # --no-tests=error: a build configured without tests must fail here, not pass with
   # "No tests were found" (scripts/demo.sh builds in build-demo/ for that reason).
-  local args=(--test-dir "$dir" --output-on-failure --timeout 600 --no-tests=error)
+  # -j: most tests wait on servers and sockets more than they compute, so two at a time
+  # shorten the run; the soak, which uses every core, runs alone (RUN_SERIAL).
+  local args=(--test-dir "$dir" --output-on-failure --timeout 600 --no-tests=error -j "$jobs")
   [ -n "$labels" ] && args+=(-L "$labels")
   ctest "${args[@]}"
 }
