@@ -19,6 +19,7 @@
  * watched before the enqueue (the callback may run at once), so a hang-up can be seen first.
  */
 #include "log.h"
+#include "lost.h"
 #include "podclaimd.h"
 
 #include <ctype.h>
@@ -315,52 +316,25 @@ static void push_done(pcd *d, pcd_req *q)
 /* A claim answered without a pod (deadline, error, cancel) after at least one CAS was sent may
  * still have won: a PATCH that timed out at the claim's deadline can be applied afterwards
  * (found by the fault soak: 0-2 pods in 15,000 claims left claimed by nobody). Such claims are
- * remembered for LOST_TTL_NS in a ring of the newest 512; when the informer shows a pod newly
- * claimed with one of their ids, the pod is registered under that id and given back by a
- * releaser, as for a client that hung up (podclaimd_late_win_releases_total), and a DELETE of
- * the id says it is released. */
-#define LOST_TTL_NS (120 * 1000000000LL)
+ * remembered (lost.h: for PCD_LOST_TTL_NS, up to PCD_LOST_MAX of them); when the informer
+ * shows a pod newly claimed with one of their ids, the pod is registered under that id and
+ * given back by a releaser, as for a client that hung up (podclaimd_late_win_releases_total),
+ * and a DELETE of the id says it is released. */
 
 static bool queue_release(pcd *d, pcd_release_job *job, bool unless_stopping);
-#define LOST_MAX (sizeof(((pcd *)0)->lost) / sizeof(((pcd *)0)->lost[0]))
 
 static void lost_add(pcd *d, const pcd_pool *pool, const char *id)
 {
-    pthread_mutex_lock(&d->lost_mu);
-    struct pcd_lost *e = &d->lost[d->lost_next];
-    d->lost_next = (d->lost_next + 1) % LOST_MAX;
-    if (e->at_ns == 0)
-        atomic_fetch_add_explicit(&d->lost_n, 1, memory_order_relaxed);
-    e->pool = pool;
-    e->at_ns = pc_now_ns();
-    snprintf(e->id, sizeof(e->id), "%s", id);
-    pthread_mutex_unlock(&d->lost_mu);
-}
-
-/* True (and the entry dropped) when claim_id of pool ended without a pod after a CAS was sent. */
-static bool lost_take(pcd *d, const pcd_pool *pool, const char *claim_id)
-{
-    /* relaxed: an entry added just now is for a PATCH whose event cannot be here yet; a miss
-     * of one added concurrently would need the event to overtake the claim's own answer */
-    if (atomic_load_explicit(&d->lost_n, memory_order_relaxed) == 0)
-        return false;
-    int64_t now = pc_now_ns();
-    bool hit = false;
-    pthread_mutex_lock(&d->lost_mu);
-    for (size_t i = 0; i < LOST_MAX; i++) {
-        struct pcd_lost *e = &d->lost[i];
-        if (e->at_ns == 0)
-            continue;
-        bool expired = now - e->at_ns > LOST_TTL_NS;
-        bool match = !expired && e->pool == pool && strcmp(e->id, claim_id) == 0;
-        if (expired || match) {
-            e->at_ns = 0;
-            atomic_fetch_sub_explicit(&d->lost_n, 1, memory_order_relaxed);
-        }
-        hit = hit || match;
+    if (!pcd_lost_add(d->lost, pool, id, pc_now_ns())) {
+        /* only a burst of more than PCD_LOST_MAX failed claims within the TTL gets here */
+        uint64_t n = pcd_lost_forgotten(d->lost);
+        if (n == 1 || n % 10000 == 0)
+            pcd_logf(PCD_WARN,
+                     "pool=%s claim=%s forgotten=%llu msg=\"too many claims ended without a pod "
+                     "at once: the oldest is forgotten; a late win of it will not be given "
+                     "back\"",
+                     pool->key, id, (unsigned long long)n);
     }
-    pthread_mutex_unlock(&d->lost_mu);
-    return hit;
 }
 
 void pcd_pod_claimed(pcd *d, const pcd_pool *pool, const pc_pod_ref *pod, const char *claim_id)
@@ -370,7 +344,7 @@ void pcd_pod_claimed(pcd *d, const pcd_pool *pool, const pc_pod_ref *pod, const 
     snprintf(ci.pod, sizeof(ci.pod), "%s", pod->name);
     snprintf(ci.rv, sizeof(ci.rv), "%s", pod->resource_version ? pod->resource_version : "");
     snprintf(ci.id, sizeof(ci.id), "%s", claim_id);
-    if (!lost_take(d, pool, claim_id)) {
+    if (!pcd_lost_take(d->lost, pool, claim_id, pc_now_ns())) {
         /* Won through another process (the other replica, or this one before a restart), or
          * our own win whose callback has not run yet (then the registry knows it, or its
          * callback's copy replaces this one). Known here, the claim can be released through
@@ -1010,7 +984,6 @@ int pcd_waker_start(pcd *d)
 {
     ck_stack_init(&d->done);
     pthread_mutex_init(&d->wait_mu, NULL);
-    pthread_mutex_init(&d->lost_mu, NULL); /* before any claim can end: HTTP starts later */
     d->epfd = epoll_create1(EPOLL_CLOEXEC);
     d->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (d->epfd < 0 || d->evfd < 0)

@@ -12,6 +12,7 @@
  */
 #include "podclaimd.h"
 #include "log.h"
+#include "lost.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -124,6 +125,7 @@ static void teardown(pcd *d)
     pcd_cluster_free(d);
     pc_kube_client_free(d->client);
     pcd_registry_free(d->registry);
+    pcd_lost_free(d->lost); /* after the informers, which take from it */
     free(d->token);
     pcd_config_fini(&d->cfg);
 }
@@ -170,7 +172,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     char err[512];
-    if (pcd_registry_new(d->cfg.max_tracked, &d->registry) != 0 || make_client(d) != 0)
+    if (pcd_registry_new(d->cfg.max_tracked, &d->registry) != 0 ||
+        pcd_lost_new(PCD_LOST_TTL_NS, PCD_LOST_MAX, &d->lost) != 0 || make_client(d) != 0)
         goto fail;
     pc_kube_backend_options bo = {.max_inflight = (uint32_t)d->cfg.kube_max_inflight,
                                   .max_connections = (uint32_t)d->cfg.kube_max_connections,

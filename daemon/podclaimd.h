@@ -266,16 +266,8 @@ struct pcd {
     _Atomic uint64_t releases[3];        /* released, already, failed */
     _Atomic uint64_t releases_throttled; /* 429s that put a release aside (claims.c) */
     _Atomic uint64_t releases_retried;   /* failed releases no client waits for, put aside */
-    /* claims that ended without a pod after a CAS was sent (claims.c, "late wins"): a ring
-     * under lost_mu; lost_n counts live entries so the informer skips the lock when it is 0 */
-    pthread_mutex_t lost_mu;
-    _Atomic size_t lost_n;
-    size_t lost_next;
-    struct pcd_lost {
-        const struct pcd_pool *pool; /* pools are never freed while the daemon runs */
-        int64_t at_ns;               /* CLOCK_MONOTONIC; 0 = free */
-        char id[PC_CLAIM_ID_MAX];
-    } lost[512];
+    /* claims that ended without a pod after a CAS was sent (claims.c, "late wins") */
+    struct pcd_lost_set *lost;
     int64_t started_ns;
 };
 
