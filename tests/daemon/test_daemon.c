@@ -388,15 +388,13 @@ Test(daemon, claim_past_its_deadline_answers_504, .fini = fini, .timeout = 60)
     cr_assert_eq(h.status, 504, "%ld %s", h.status, h.body);
 }
 
-/* Found by the fault soak: a claim's PATCH that times out at the claim's deadline can still be
- * applied by the server. The claim is answered 504, and the pod it won was claimed by nobody
- * for good. podclaimd now remembers claims that ended without a pod after a CAS was sent; when
- * the informer shows a pod claimed with such an id, it gives the pod back. */
-Test(daemon, a_pod_won_after_its_claim_was_answered_504_is_given_back, .fini = fini, .timeout = 90)
+/* One pod; every PATCH applied 2.5 s after it arrives (watch events `watch_delay_ms` after
+ * the write); claim "late" with a 1 s deadline is answered 504, and its PATCH applies later. */
+static void claim_late_and_get_504(const char *watch_delay_ms)
 {
-    /* every PATCH is applied 2.5 s after it arrives; the claim's deadline is 1 s */
-    const char *args[] = {"--pool", "default/web=1",  "--latency", "patch=2500", "--warmup-ms",
-                          "20",     "--kubelet-only", NULL};
+    const char *args[] = {
+            "--pool", "default/web=1",    "--latency",    "patch=2500",     "--warmup-ms",
+            "20",     "--watch-delay-ms", watch_delay_ms, "--kubelet-only", NULL};
     cr_assert_eq(ksim_start(&K, args, false, NULL, NULL), 0);
     cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
     wait_idle("/v1/pools/default/web", 1);
@@ -405,6 +403,16 @@ Test(daemon, a_pod_won_after_its_claim_was_answered_504_is_given_back, .fini = f
                          "{\"claimId\":\"late\",\"timeoutSeconds\":1}", NULL, &h),
                  0);
     cr_assert_eq(h.status, 504, "%ld %s", h.status, h.body);
+}
+
+/* Found by the fault soak: a claim's PATCH that times out at the claim's deadline can still be
+ * applied by the server. The claim is answered 504, and the pod it won was claimed by nobody
+ * for good. podclaimd now remembers claims that ended without a pod after a CAS was sent; when
+ * the informer shows a pod claimed with such an id, it gives the pod back. */
+Test(daemon, a_pod_won_after_its_claim_was_answered_504_is_given_back, .fini = fini, .timeout = 90)
+{
+    claim_late_and_get_504("0");
+    pcd_http h;
     cr_assert(pcd_wait_metric(&P, "podclaimd_late_win_releases_total", NULL, 1, 30000),
               "the pod won after the 504 was not given back");
     cr_assert(pcd_wait_metric(&P, "podclaimd_releases_total", "result=\"released\"", 1, 30000));
@@ -421,19 +429,8 @@ Test(daemon, a_pod_won_after_its_claim_was_answered_504_is_given_back, .fini = f
  * for good. It is now tried again until the server answers. */
 Test(daemon, a_failed_release_that_no_client_waits_for_is_tried_again, .fini = fini, .timeout = 120)
 {
-    /* every PATCH is applied 2.5 s after it arrives, the claim's deadline is 1 s, and watch
-     * events come 1.5 s after the write: time to make the release fail before it is sent */
-    const char *args[] = {
-            "--pool", "default/web=1",    "--latency", "patch=2500",     "--warmup-ms",
-            "20",     "--watch-delay-ms", "1500",      "--kubelet-only", NULL};
-    cr_assert_eq(ksim_start(&K, args, false, NULL, NULL), 0);
-    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
-    wait_idle("/v1/pools/default/web", 1);
-    pcd_http h;
-    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"),
-                         "{\"claimId\":\"late\",\"timeoutSeconds\":1}", NULL, &h),
-                 0);
-    cr_assert_eq(h.status, 504, "%ld %s", h.status, h.body);
+    /* watch events 1.5 s after the write: time to make the release fail before it is sent */
+    claim_late_and_get_504("1500");
     bool applied = false;
     for (int64_t end = pcd_now_ms() + 30000; !applied && pcd_now_ms() < end;) {
         json_t *pods = ksim_json(&K, "GET", "/api/v1/namespaces/default/pods", NULL);
