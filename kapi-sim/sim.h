@@ -174,11 +174,18 @@ typedef struct ks_event {
 typedef struct ks_store ks_store;
 
 /* A watch waiting for events: commits signal only waiters with `waiting` set, so a watch that
- * is batching (see watch.c) is not woken by every write. Fields under the store mutex. */
+ * is batching (see watch.c) is not woken by every write, and only for an event of the
+ * waiter's resource: a watch of leases is not woken by every pod write (it would only step its
+ * cursor over events it filters out). It is woken by other resources' events only once its
+ * cursor lags catch_up revisions behind, so that it steps over them before the history ring
+ * passes it (it would get 410 Expired otherwise; a watch of one resource is never expired by
+ * another's churn while it keeps up). Fields under the store mutex. */
 typedef struct ks_waiter {
     struct ks_waiter *prev, *next;
     pthread_cond_t cv; /* CLOCK_MONOTONIC */
     bool waiting;
+    int res;           /* ks_res_id of the watched resource */
+    uint64_t catch_up; /* wake on any commit from this revision on (0: from now) */
 } ks_waiter;
 
 /* Called under the store mutex after every committed change (controller hook). */
