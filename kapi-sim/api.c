@@ -647,8 +647,12 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
     for (int attempt = 0; attempt < 1000; attempt++) {
         pthread_mutex_lock(&s->mu);
         json_t *cur = (json_t *)ks_store_get_locked(s, res, ns, name);
-        if (cur)
+        ks_prev_text prev = {0};
+        if (cur) {
             json_incref(cur);
+            if (!dry)
+                ks_store_prev_text_locked(s, cur, &prev);
+        }
         pthread_mutex_unlock(&s->mu);
         if (!cur) {
             err_not_found(err, res, name);
@@ -657,6 +661,7 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
         bool noop = false;
         json_t *cand = prepare(res, name, sub, rv_required, fn, arg, cur, err, &noop);
         if (!cand) {
+            ks_prev_text_fini(&prev);
             if (noop)
                 return cur;
             json_decref(cur);
@@ -667,6 +672,7 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
             return cand;
         }
         if (delete_after_update(cand)) {
+            ks_prev_text_fini(&prev);
             pthread_mutex_lock(&s->mu);
             bool same = ks_store_get_locked(s, res, ns, name) == cur;
             json_t *gone =
@@ -684,7 +690,8 @@ static json_t *write_existing(ks_store *s, const ks_res *res, const char *ns, co
             return cand;
         }
         ks_prepared pr;
-        ks_store_prepare(&pr, cand);
+        ks_store_prepare(&pr, cand, &prev);
+        ks_prev_text_fini(&prev); /* before cur goes: prev.mem[].val point into it */
         ks_event old;
         pthread_mutex_lock(&s->mu);
         bool same = ks_store_get_locked(s, res, ns, name) == cur;

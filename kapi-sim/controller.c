@@ -72,20 +72,26 @@ static const char *label(const json_t *obj, const char *k)
             json_object_get(json_object_get(json_object_get(obj, "metadata"), "labels"), k));
 }
 
-static void timer_push_locked(ks_controller *c, timer_kind k, int64_t due, const json_t *pod)
+/* Returns whether the controller thread must be signalled: only when the timer is the first
+ * of its kind (each kind's queue is sorted by deadline, so otherwise the thread already wakes
+ * by the queue's head, which is due earlier). A signal per claim, under the store mutex, was a
+ * futex wake and a pointless round of the controller thread. */
+static bool timer_push_locked(ks_controller *c, timer_kind k, int64_t due, const json_t *pod)
 {
     timer *t = calloc(1, sizeof *t);
     if (!t)
-        return;
+        return false;
     t->due_ns = due;
     t->ns = strdup(ks_meta_str(pod, "namespace") ? ks_meta_str(pod, "namespace") : "");
     t->name = strdup(ks_meta_str(pod, "name") ? ks_meta_str(pod, "name") : "");
     t->uid = strdup(ks_meta_str(pod, "uid") ? ks_meta_str(pod, "uid") : "");
+    bool first = !c->head[k];
     if (c->tail[k])
         c->tail[k]->next = t;
     else
         c->head[k] = t;
     c->tail[k] = t;
+    return first;
 }
 
 static void timer_free(timer *t)
@@ -139,8 +145,8 @@ static void on_event(void *arg, const ks_event *e)
         json_integer_value(json_object_get(json_object_get(e->obj, "metadata"),
                                            "deletionGracePeriodSeconds")) > 0) {
         pthread_mutex_lock(&c->mu);
-        timer_push_locked(c, T_TERM, ks_now_ns() + c->o.stop_ms * 1000000, e->obj);
-        pthread_cond_signal(&c->cv);
+        if (timer_push_locked(c, T_TERM, ks_now_ns() + c->o.stop_ms * 1000000, e->obj))
+            pthread_cond_signal(&c->cv);
         pthread_mutex_unlock(&c->mu);
     }
     kubelet_on_event(c, e);
@@ -361,11 +367,13 @@ static void kubelet_on_event(ks_controller *c, const ks_event *e)
     pthread_mutex_lock(&c->mu);
     if (claimed)
         log_claim_locked(c, e, phase);
+    bool wake = false;
     if (start)
-        timer_push_locked(c, T_KSTART, now + c->o.warmup_ms * 1000000, e->obj);
+        wake |= timer_push_locked(c, T_KSTART, now + c->o.warmup_ms * 1000000, e->obj);
     if (restart)
-        timer_push_locked(c, T_KDOWN, now, e->obj);
-    pthread_cond_signal(&c->cv);
+        wake |= timer_push_locked(c, T_KDOWN, now, e->obj);
+    if (wake)
+        pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -420,7 +428,9 @@ static json_t *mut_kubelet(const json_t *cur, const void *arg, ks_err *err)
     char ts[40];
     ks_rfc3339_now(ts, sizeof ts);
     json_t *pod = json_copy((json_t *)cur);
-    json_t *st = json_is_object(st0) ? json_deep_copy(st0) : json_object();
+    /* copied only as deep as written: status and its conditions list (whose changed entries are
+     * replaced, not modified); containerStatuses is rebuilt; the rest is shared */
+    json_t *st = json_is_object(st0) ? json_copy(st0) : json_object();
     json_object_set_new(pod, "status", st);
     const json_t *spec_cts = json_object_get(json_object_get(cur, "spec"), "containers");
     json_t *old_cs = json_object_get(st, "containerStatuses");
@@ -469,10 +479,8 @@ static json_t *mut_kubelet(const json_t *cur, const void *arg, ks_err *err)
         json_object_set_new(st, "hostIP", json_string("127.0.0.1"));
     }
     json_t *conds = json_object_get(st, "conditions");
-    if (!json_is_array(conds)) {
-        conds = json_array();
-        json_object_set_new(st, "conditions", conds);
-    }
+    conds = json_is_array(conds) ? json_copy(conds) : json_array();
+    json_object_set_new(st, "conditions", conds);
     set_condition(conds, "PodScheduled", true, ts);
     set_condition(conds, "Initialized", true, ts);
     set_condition(conds, "ContainersReady", all_ready, ts);
@@ -486,7 +494,7 @@ static void kubelet_fire(ks_controller *c, timer_kind k, const timer *t)
     ks_err err = {0};
     json_t *pod = ks_api_write_internal(c->s, &ks_resources[KS_RES_POD], t->ns, t->name,
                                         mut_kubelet, &ka, &err);
-    if (pod && k == T_KDOWN) {
+    if (pod && k == T_KDOWN) { /* from the controller thread itself: it sees the queue */
         pthread_mutex_lock(&c->mu);
         timer_push_locked(c, T_KUP, ks_now_ns() + c->o.restart_ms * 1000000, pod);
         pthread_mutex_unlock(&c->mu);

@@ -160,6 +160,15 @@ typedef enum ks_ev_type { KS_EV_ADDED, KS_EV_MODIFIED, KS_EV_DELETED, KS_EV_COUN
 extern const char *const ks_ev_names[KS_EV_COUNT];
 
 /* One entry of the event history: immutable once published. */
+/* Where the JSON text of a top-level member's value lies in an object's serialisation, and
+ * which (immutable) json_t it is the text of: a later version sharing that json_t (a patch
+ * copies only what it changes) reuses the text instead of serialising it again. */
+#define KS_TEXT_MEMBERS 8
+typedef struct ks_member_text {
+    const json_t *val; /* NULL: not reusable (holds the resourceVersion) */
+    size_t off, len;
+} ks_member_text;
+
 typedef struct ks_event {
     uint64_t rev;
     ks_res_id res;
@@ -169,16 +178,25 @@ typedef struct ks_event {
     json_t *old;   /* the object before (NULL for ADDED) */
     char *line;    /* {"type":...,"object":...}\n, shared by all watchers */
     size_t line_len;
+    ks_member_text mem[KS_TEXT_MEMBERS]; /* obj's members in line (offsets into line) */
+    int nmem;
 } ks_event;
 
 typedef struct ks_store ks_store;
 
 /* A watch waiting for events: commits signal only waiters with `waiting` set, so a watch that
- * is batching (see watch.c) is not woken by every write. Fields under the store mutex. */
+ * is batching (see watch.c) is not woken by every write, and only for an event of the
+ * waiter's resource: a watch of leases is not woken by every pod write (it would only step its
+ * cursor over events it filters out). It is woken by other resources' events only once its
+ * cursor lags catch_up revisions behind, so that it steps over them before the history ring
+ * passes it (it would get 410 Expired otherwise; a watch of one resource is never expired by
+ * another's churn while it keeps up). Fields under the store mutex. */
 typedef struct ks_waiter {
     struct ks_waiter *prev, *next;
     pthread_cond_t cv; /* CLOCK_MONOTONIC */
     bool waiting;
+    int res;           /* ks_res_id of the watched resource */
+    uint64_t catch_up; /* wake on any commit from this revision on (0: from now) */
 } ks_waiter;
 
 /* Called under the store mutex after every committed change (controller hook). */
@@ -226,10 +244,25 @@ typedef struct ks_prepared {
     json_t *obj; /* owned */
     char *text;  /* its JSON; NULL when the placeholder could not be used */
     size_t len;
-    size_t rv_off; /* offset of the placeholder in text */
+    size_t rv_off;                       /* offset of the placeholder in text */
+    ks_member_text mem[KS_TEXT_MEMBERS]; /* offsets into text */
+    int nmem;
 } ks_prepared;
 
-void ks_store_prepare(ks_prepared *p, json_t *obj /* stolen */);
+/* The text of a stored version, copied under the store mutex (the event holding it may be
+ * freed once the mutex is released), for ks_store_prepare to reuse. */
+typedef struct ks_prev_text {
+    char *text;                          /* malloc'd; NULL: nothing to reuse */
+    ks_member_text mem[KS_TEXT_MEMBERS]; /* offsets into text */
+    int nmem;
+} ks_prev_text;
+
+/* prev gets the text of cur, the stored version (store mutex held; a reference to cur held by
+ * the caller keeps mem[].val valid); empty when its event has left the history. */
+void ks_store_prev_text_locked(const ks_store *s, const json_t *cur, ks_prev_text *prev);
+void ks_prev_text_fini(ks_prev_text *prev);
+/* Serialise obj; prev (may be NULL) lends the text of members obj shares with it. */
+void ks_store_prepare(ks_prepared *p, json_t *obj /* stolen */, const ks_prev_text *prev);
 /* Commit (obj handed to the store; p->text stays with p). The evicted history slot, if any,
  * goes to *evicted for ks_event_release after unlocking. Returns the new revision. */
 uint64_t ks_store_commit_prepared_locked(ks_store *s, const ks_res *res, const char *ns,

@@ -104,6 +104,7 @@ void ks_waiter_add_locked(ks_store *s, ks_waiter *w)
     pthread_cond_init(&w->cv, &ca);
     pthread_condattr_destroy(&ca);
     w->waiting = false;
+    w->catch_up = 0;
     w->prev = NULL;
     w->next = s->waiters;
     if (s->waiters)
@@ -122,12 +123,16 @@ void ks_waiter_remove_locked(ks_store *s, ks_waiter *w)
     pthread_cond_destroy(&w->cv);
 }
 
-/* all: also the watches that are batching (compaction, shutdown). */
-static void wake_locked(ks_store *s, bool all)
+/* After the commit of e: the idle watches of e's resource, and any watch that must catch up
+ * (see ks_waiter). A pthread_cond_signal to a thread that is waiting is a futex syscall, and
+ * the wakee's own switch in and out: waking a watch that has nothing to send was most of
+ * kapi-sim's CPU in the fault soak (two of five watches were not of pods). */
+static void wake_locked(ks_store *s, const ks_event *e)
 {
     for (ks_waiter *w = s->waiters; w; w = w->next) {
-        if (w->waiting || all) {
+        if ((w->waiting && w->res == (int)e->res) || e->rev >= w->catch_up) {
             w->waiting = false;
+            w->catch_up = UINT64_MAX;
             pthread_cond_signal(&w->cv);
         }
     }
@@ -137,7 +142,10 @@ void ks_store_shutdown(ks_store *s)
 {
     pthread_mutex_lock(&s->mu);
     s->shutdown = true;
-    wake_locked(s, true);
+    for (ks_waiter *w = s->waiters; w; w = w->next) { /* batching ones too */
+        w->waiting = false;
+        pthread_cond_signal(&w->cv);
+    }
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -217,7 +225,97 @@ static char *event_line(ks_ev_type t, const json_t *obj, size_t *len)
  * text has it more than once we fall back to serialising under the lock. */
 #define RV_PLACEHOLDER "#kapi-sim-rv-7e3f19c2#"
 
-void ks_store_prepare(ks_prepared *p, json_t *obj)
+/* A key jansson writes as is (no escapes), so "\"" key "\":" is its serialisation. */
+static bool plain_key(const char *k)
+{
+    for (; *k; k++)
+        if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') || (*k >= '0' && *k <= '9') ||
+              *k == '.' || *k == '_' || *k == '-'))
+            return false;
+    return true;
+}
+
+typedef struct tbuf {
+    char *b;
+    size_t len, cap;
+    bool oom;
+} tbuf;
+
+static void tbuf_put(tbuf *t, const char *p, size_t n)
+{
+    if (t->oom)
+        return;
+    if (t->len + n + 1 > t->cap) {
+        size_t nc = t->cap ? t->cap : 4096;
+        while (nc < t->len + n + 1)
+            nc *= 2;
+        char *nb = realloc(t->b, nc);
+        if (!nb) {
+            t->oom = true;
+            return;
+        }
+        t->b = nb;
+        t->cap = nc;
+    }
+    memcpy(t->b + t->len, p, n);
+    t->len += n;
+    t->b[t->len] = '\0';
+}
+
+/* json_dumps(obj, JSON_COMPACT), written member by member (jansson writes an object's members
+ * in insertion order, as json_object_foreach visits them): a member whose value is a json_t
+ * prev has the text of is copied from prev, and each member's place is noted in p->mem.
+ * Serialising the whole pod per write was a fifth of kapi-sim's CPU in the fault soak; a
+ * claim changes metadata, so spec and status are usually reused. NULL when a key would need
+ * escaping (the caller serialises the whole object then). */
+static char *dump_members(ks_prepared *p, const json_t *obj, const ks_prev_text *prev, size_t *len)
+{
+    tbuf t = {0};
+    tbuf_put(&t, "{", 1);
+    const char *k;
+    json_t *v;
+    int i = 0;
+    json_object_foreach((json_t *)obj, k, v)
+    {
+        if (!plain_key(k)) {
+            free(t.b);
+            return NULL;
+        }
+        if (i)
+            tbuf_put(&t, ",", 1);
+        tbuf_put(&t, "\"", 1);
+        tbuf_put(&t, k, strlen(k));
+        tbuf_put(&t, "\":", 2);
+        size_t off = t.len;
+        const ks_member_text *m = NULL;
+        for (int j = 0; prev && prev->text && j < prev->nmem && !m; j++)
+            if (prev->mem[j].val == v)
+                m = &prev->mem[j];
+        if (m) {
+            tbuf_put(&t, prev->text + m->off, m->len);
+        } else {
+            char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (!d)
+                t.oom = true;
+            else
+                tbuf_put(&t, d, strlen(d));
+            free(d);
+        }
+        if (i < KS_TEXT_MEMBERS)
+            p->mem[i] = (ks_member_text){v, off, t.len - off};
+        i++;
+    }
+    tbuf_put(&t, "}", 1);
+    if (t.oom) {
+        free(t.b);
+        return NULL;
+    }
+    p->nmem = i < KS_TEXT_MEMBERS ? i : KS_TEXT_MEMBERS;
+    *len = t.len;
+    return t.b;
+}
+
+void ks_store_prepare(ks_prepared *p, json_t *obj, const ks_prev_text *prev)
 {
     memset(p, 0, sizeof *p);
     p->obj = obj;
@@ -225,18 +323,49 @@ void ks_store_prepare(ks_prepared *p, json_t *obj)
     if (!json_is_object(md))
         return;
     json_object_set_new(md, "resourceVersion", json_string(RV_PLACEHOLDER));
-    p->text = json_dumps(obj, JSON_COMPACT);
-    if (!p->text)
-        return;
-    p->len = strlen(p->text);
+    p->text = dump_members(p, obj, prev, &p->len);
+    if (!p->text) {
+        p->nmem = 0;
+        p->text = json_dumps(obj, JSON_COMPACT);
+        if (!p->text)
+            return;
+        p->len = strlen(p->text);
+    }
     const size_t pl = sizeof RV_PLACEHOLDER - 1;
     char *at = memmem(p->text, p->len, RV_PLACEHOLDER, pl);
     if (!at || memmem(at + pl, p->len - (size_t)(at - p->text) - pl, RV_PLACEHOLDER, pl)) {
         free(p->text);
         p->text = NULL;
+        p->nmem = 0;
         return;
     }
     p->rv_off = (size_t)(at - p->text);
+}
+
+void ks_store_prev_text_locked(const ks_store *s, const json_t *cur, ks_prev_text *prev)
+{
+    memset(prev, 0, sizeof *prev);
+    const char *rv = ks_meta_str(cur, "resourceVersion");
+    const ks_event *e = rv ? ks_store_event_locked(s, strtoull(rv, NULL, 10)) : NULL;
+    if (!e || e->obj != cur || !e->nmem || !e->line)
+        return;
+    size_t lo = e->mem[0].off, hi = lo;
+    for (int i = 0; i < e->nmem; i++)
+        if (e->mem[i].off + e->mem[i].len > hi)
+            hi = e->mem[i].off + e->mem[i].len;
+    prev->text = malloc(hi - lo);
+    if (!prev->text)
+        return;
+    memcpy(prev->text, e->line + lo, hi - lo);
+    for (int i = 0; i < e->nmem; i++)
+        prev->mem[i] = (ks_member_text){e->mem[i].val, e->mem[i].off - lo, e->mem[i].len};
+    prev->nmem = e->nmem;
+}
+
+void ks_prev_text_fini(ks_prev_text *prev)
+{
+    free(prev->text);
+    memset(prev, 0, sizeof *prev);
 }
 
 /* text with the placeholder replaced by rv, between pfx and sfx; malloc'd. */
@@ -315,13 +444,26 @@ uint64_t ks_store_commit_prepared_locked(ks_store *s, const ks_res *res, const c
     e->at_ns = ks_now_ns();
     e->obj = json_incref(p->obj); /* one reference for the event, one kept by p */
     e->old = old;
+    e->nmem = 0;
     if (p->text) {
         char rv[24];
         snprintf(rv, sizeof rv, "%" PRIu64, rev);
-        e->line = splice(p, rv,
-                         t == KS_EV_ADDED ? "{\"type\":\"ADDED\",\"object\":"
-                                          : "{\"type\":\"MODIFIED\",\"object\":",
-                         "}\n", &e->line_len);
+        const char *pfx = t == KS_EV_ADDED ? "{\"type\":\"ADDED\",\"object\":"
+                                           : "{\"type\":\"MODIFIED\",\"object\":";
+        e->line = splice(p, rv, pfx, "}\n", &e->line_len);
+        /* the members' places in the line: after the prefix, shifted past the placeholder by
+         * the length difference of the real resourceVersion; the member holding it (metadata)
+         * is never reused (every write gives metadata a new json_t anyway) */
+        size_t pl = strlen(pfx), hl = sizeof RV_PLACEHOLDER - 1, rl = strlen(rv);
+        for (int i = 0; e->line && i < p->nmem; i++) {
+            ks_member_text m = p->mem[i];
+            if (m.off <= p->rv_off && p->rv_off < m.off + m.len)
+                m.val = NULL;
+            else if (m.off > p->rv_off)
+                m.off = m.off - hl + rl;
+            m.off += pl;
+            e->mem[e->nmem++] = m;
+        }
     } else {
         e->line = event_line(t, p->obj, &e->line_len);
     }
@@ -331,7 +473,7 @@ uint64_t ks_store_commit_prepared_locked(ks_store *s, const ks_res *res, const c
     }
     if (s->hook)
         s->hook(s->hook_arg, e);
-    wake_locked(s, false);
+    wake_locked(s, e);
     return rev;
 }
 
@@ -365,6 +507,7 @@ static const json_t *commit(ks_store *s, const ks_res *res, const char *ns, cons
     e->at_ns = ks_now_ns();
     e->obj = obj; /* the event owns the reference we got */
     e->old = old;
+    e->nmem = 0;
     e->line = event_line(t, obj, &e->line_len);
     if (!e->line) { /* out of memory: an empty line keeps revisions contiguous */
         e->line = strdup("\n");
@@ -372,7 +515,7 @@ static const json_t *commit(ks_store *s, const ks_res *res, const char *ns, cons
     }
     if (s->hook)
         s->hook(s->hook_arg, e);
-    wake_locked(s, false);
+    wake_locked(s, e);
     return obj;
 }
 

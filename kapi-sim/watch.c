@@ -150,6 +150,7 @@ ks_watch *ks_watch_new(ks_store *s, ks_faults *f, const ks_watch_opts *o, ks_err
             w->expired = true;
     }
     ks_waiter_add_locked(s, &w->waiter);
+    w->waiter.res = o->res->id;
     pthread_mutex_unlock(&s->mu);
     atomic_fetch_add_explicit(&f->watches_open, 1, memory_order_relaxed);
     return w;
@@ -284,11 +285,14 @@ static void gather_locked(ks_watch *w, int64_t delay_ns)
             w->next_peer_check_ns = now + PEER_CHECK_NS;
         }
         int64_t wake = 0;
+        int64_t due_ns = 0; /* the next event is delayed until then (--watch-delay-ms) */
         uint64_t n0 = w->sent;
         while (w->cursor < s->rev && w->len < WATCH_BATCH) {
             const ks_event *e = ks_store_event_locked(s, w->cursor + 1);
-            if (delay_ns && e->at_ns + delay_ns > now) {
-                deadline_min(&wake, e->at_ns + delay_ns);
+            /* another resource's event is nothing to this watch, delayed or not: step over
+             * it now rather than wake at its delivery time to do so */
+            if (delay_ns && e->res == w->res->id && e->at_ns + delay_ns > now) {
+                due_ns = e->at_ns + delay_ns;
                 break;
             }
             w->cursor++;
@@ -320,12 +324,20 @@ static void gather_locked(ks_watch *w, int64_t delay_ns)
         if (w->peer_fd > 0)
             deadline_min(&wake, w->next_peer_check_ns);
         int64_t gap_end = w->last_send_ns ? w->last_send_ns + w->batch_ns : 0;
-        if (w->batch_ns && gap_end > now) {
+        bool batching = w->batch_ns && gap_end > now;
+        if (due_ns) {
+            /* A delayed event is next: no commit can bring anything forward (later commits are
+             * due later), so only its time wakes us; while batching, the end of the gap if that
+             * is later (the events due by then go out together). */
+            deadline_min(&wake, batching && gap_end > due_ns ? gap_end : due_ns);
+            w->waiter.waiting = false;
+        } else if (batching) {
             deadline_min(&wake, gap_end); /* batching: commits do not wake us */
             w->waiter.waiting = false;
         } else {
             w->waiter.waiting = true;
         }
+        w->waiter.catch_up = w->cursor + s->hist_cap / 2;
         if (wake) {
             struct timespec ts = {.tv_sec = wake / 1000000000, .tv_nsec = wake % 1000000000};
             pthread_cond_timedwait(&w->waiter.cv, &s->mu, &ts);

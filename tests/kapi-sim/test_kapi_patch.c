@@ -173,6 +173,34 @@ Test(patch, json_patch_add_remove_replace_test)
     json_decref(r);
 }
 
+/* The stored object is shared with watchers and readers: a JSON patch must leave every
+ * container of its input untouched however deep it writes (it copies only what it changes). */
+Test(patch, json_patch_deep_writes_moves_and_copies_leave_the_input_alone)
+{
+    ks_err err = {0};
+    const char *doc = "{\"m\":{\"l\":{\"a\":\"x\"},\"n\":[{\"k\":1},{\"k\":2}]},\"s\":{\"z\":[1]}}";
+    json_t *d = J(doc), *d0 = J(doc);
+    json_t *p = J("[{\"op\":\"add\",\"path\":\"/m/l/b\",\"value\":\"y\"},"
+                  "{\"op\":\"replace\",\"path\":\"/m/n/1/k\",\"value\":3},"
+                  "{\"op\":\"move\",\"from\":\"/m/n/0\",\"path\":\"/m/l/first\"},"
+                  "{\"op\":\"add\",\"path\":\"/m/l/first/k2\",\"value\":4},"
+                  "{\"op\":\"copy\",\"from\":\"/m/l\",\"path\":\"/c\"},"
+                  "{\"op\":\"remove\",\"path\":\"/c/a\"},"
+                  "{\"op\":\"add\",\"path\":\"/m/n/-\",\"value\":5}]");
+    json_t *r = ks_patch_apply(KS_PATCH_JSON, d, p, &err);
+    cr_assert_not_null(r, "%s", err.message);
+    cr_expect(json_equal(d, d0), "the input document changed");
+    expect_json(r, "{\"m\":{\"l\":{\"a\":\"x\",\"b\":\"y\",\"first\":{\"k\":1,\"k2\":4}},"
+                   "\"n\":[{\"k\":3},5]},\"s\":{\"z\":[1]},"
+                   "\"c\":{\"b\":\"y\",\"first\":{\"k\":1,\"k2\":4}}}");
+    /* an untouched subtree is shared, not copied */
+    cr_expect_eq(json_object_get(r, "s"), json_object_get(d, "s"));
+    json_decref(r);
+    json_decref(p);
+    json_decref(d0);
+    json_decref(d);
+}
+
 Test(patch, json_patch_failed_test_is_422_and_changes_nothing)
 {
     ks_err err = {0};
