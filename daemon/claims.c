@@ -609,8 +609,13 @@ enum MHD_Result pcd_release_begin(pcd_req *q, const char *ns, const char *pool_n
     if (!pool)
         return pcd_reply_error(q, 404, "pool %s/%s is not served here", ns, pool_name);
     bool took = false;
-    if (!pcd_registry_get(d->registry, pool->key, id, &q->rel, true, &took))
+    if (!pcd_registry_get(d->registry, pool->key, id, &q->rel, true, &took)) {
+        /* logged: a claim won through another process is known here only once this
+         * replica's informer has seen its pod held, so a 404 may mean "not yet" */
+        pcd_logf(PCD_INFO, "pool=%s claim=%s msg=\"release of an unknown claim: 404\"", pool->key,
+                 id);
         return pcd_reply_error(q, 404, "claim %s of pool %s is unknown here", id, pool->key);
+    }
     pcd_release_job *job = calloc(1, sizeof(*job));
     if (!job)
         return MHD_NO;

@@ -1139,7 +1139,7 @@ int soak_finish(soak_ctx *x)
      * and not released before the kill: released through another process (the other
      * replica, or the killed one restarted) */
     uint64_t of_killed = 0, of_killed_released = 0;
-    char killed_unreleased[200] = "";
+    char killed_unreleased[400] = "";
     for (uint64_t n = 0; n < sent; n++) {
         soak_rec *r = &x->recs[n];
         bool killed_gen = r->gen != x->replicas[r->replica].starts;
@@ -1152,10 +1152,15 @@ int soak_finish(soak_ctx *x)
             /* a kapi-sim restart after the kill erases a pod such a claim left held, so the
              * final LIST cannot tell: name them */
             size_t used = strlen(killed_unreleased);
-            if (r->rel_status != 200 && used < sizeof(killed_unreleased) - 60)
+            /* which process answered the claim and which the last release (replica index,
+             * process generation): the podclaimd logs say why ("release of an unknown claim") */
+            if (r->rel_status != 200 && used < sizeof(killed_unreleased) - 100)
                 snprintf(killed_unreleased + used, sizeof(killed_unreleased) - used,
-                         "%sc%" PRIu64 " (answer %u, release %u after %u tries, flags 0x%x)",
-                         used ? ", " : "", n, r->status, r->rel_status, r->rel_tries, r->flags);
+                         "%sc%" PRIu64 " (answer %u by %s#%u, release %u by %s#%u after %u tries, "
+                         "flags 0x%x)",
+                         used ? ", " : "", n, r->status, x->replicas[r->replica].identity, r->gen,
+                         r->rel_status, x->replicas[r->rel_replica].identity, r->rel_gen,
+                         r->rel_tries, r->flags);
         }
     }
     /* per live replica process: 200s and hang-ups that won, as the client saw them */
