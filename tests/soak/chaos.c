@@ -827,6 +827,7 @@ typedef struct orphans {
     bool listed;
     long claimed, lost_with_process, after_504, unexplained;
     char example[200]; /* an unexplained one */
+    char killed[200];  /* one won through the killed process */
     char known[120];   /* one of the KNOWN 504 case */
 } orphans;
 
@@ -858,6 +859,13 @@ static orphans count_orphans(soak_ctx *x)
         soak_rec *r = n < x->o->claims && end && !*end ? &x->recs[n] : NULL;
         if (r && r->gen != x->replicas[r->replica].starts) {
             o.lost_with_process++;
+            if (!o.killed[0])
+                snprintf(o.killed, sizeof(o.killed),
+                         "%s by %s (answer %u by %s#%u, release %u by %s#%u after %u tries, "
+                         "flags 0x%x)",
+                         name ? name : "?", id, r->status, x->replicas[r->replica].identity, r->gen,
+                         r->rel_status, x->replicas[r->rel_replica].identity, r->rel_gen,
+                         r->rel_tries, r->flags);
         } else if (r && r->status == 504 && !x->o->strict) {
             o.after_504++; /* the KNOWN case of the check "a claim that won was answered 200" */
             /* podclaimd gives such pods back (docs/daemon.md, "Late wins"): one still held
@@ -1276,10 +1284,11 @@ int soak_finish(soak_ctx *x)
           "%ld claimed: %ld won through the killed process, %ld by a claim answered 504 "
           "(KNOWN, above)%s%s, %ld unexplained; of the %" PRIu64
           " won through the killed process and released after the kill, %" PRIu64
-          " with a 200 from another process%s%s%s%s",
+          " with a 200 from another process%s%s%s%s%s%s",
           orph.claimed, orph.lost_with_process, orph.after_504, orph.known[0] ? ": " : "",
           orph.known, orph.unexplained, of_killed, of_killed_released,
           killed_unreleased[0] ? "; not: " : "", killed_unreleased,
+          orph.killed[0] ? "; held through the killed process, e.g. " : "", orph.killed,
           orph.example[0] ? "; e.g. " : "", orph.example);
     checks[nc].what = "counters agree: the client's, each live podclaimd's, kapi-sim's log";
     CHECK(counters, "%s", cdetail);
