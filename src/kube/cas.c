@@ -23,7 +23,7 @@
  *
  * Locking: `lock` protects free_list, the submit queue and `stopping`; held for a few
  * pointer moves only, never across curl calls or done(). Why a mutex and not a lock-free
- * stack: callers are the pool's few CAS workers, each PATCH costs a loopback round trip
+ * stack: callers are the pools' scheduler threads, each PATCH costs a loopback round trip
  * (~20 us), and a mutex keeps the stop-and-drain logic obvious.
  *
  * Outcome mapping (DESIGN.md §2): 2xx WON (new resourceVersion from the returned pod);
@@ -152,7 +152,7 @@ static void slot_put(pc_kube_backend *kb, slot *s)
 }
 
 /* A reference to headers carrying the current token (built when it rotated). Thread: any
- * CAS worker. Returns NULL on allocation failure. */
+ * scheduler thread. Returns NULL on allocation failure. */
 static hdrs *hdrs_get(pc_kube_backend *kb)
 {
     uint64_t gen = pc__kube_token_gen(kb->client);
