@@ -374,6 +374,17 @@ void pcd_pod_claimed(pcd *d, const pcd_pool *pool, const pc_pod_ref *pod, const 
     }
 }
 
+/* Before a claim with the client's id enters `pool`: an earlier claim with that id that ended
+ * without a pod is forgotten. Its pod is no more a late win to give back: this claim's own win,
+ * shown by the informer, would be taken for one (the client's new pod given back), and a late
+ * PATCH of the earlier claim is recognised by the pool as this claim's win. Before the
+ * enqueue: this claim's own end, which may come at once, must not be forgotten. */
+static void forget_ended(pcd *d, const pcd_pool *pool, const pcd_req *q)
+{
+    if (q->claim.id)
+        pcd_lost_take(d->lost, pool, q->claim.id, pc_now_ns());
+}
+
 /* Pool callback (a pool thread): short, non-blocking. */
 static void on_claim_done(pc_claim *c, const pc_claim_result *r, void *arg)
 {
@@ -494,6 +505,7 @@ enum MHD_Result pcd_claim_begin(pcd_req *q, const char *ns, const char *pool_nam
             if (!q->pool || !pcd_may_write(q->pool))
                 continue; /* retired meanwhile, or led by another replica */
             led = true;
+            forget_ended(d, q->pool, q);
             err = pc_pool_enqueue(order[r], &q->claim);
             if (err == 0) {
                 atomic_fetch_add_explicit(&q->pool->env_routed, 1, memory_order_relaxed);
@@ -510,6 +522,7 @@ enum MHD_Result pcd_claim_begin(pcd_req *q, const char *ns, const char *pool_nam
         if (err == -ENOENT)
             atomic_fetch_add_explicit(&env->no_pool, 1, memory_order_relaxed);
     } else {
+        forget_ended(d, pool, q);
         err = pc_pool_enqueue(pool->pool, &q->claim);
     }
     if (err) {

@@ -467,6 +467,47 @@ Test(daemon, a_failed_release_that_no_client_waits_for_is_tried_again, .fini = f
     cr_assert_geq(pcd_metric(&P, "podclaimd_release_retries_total", NULL), 1);
 }
 
+/* A client may claim again with the id of a claim answered 504. When the first claim's PATCH
+ * was never applied, the second claim's own win is no late win of the first: podclaimd gave
+ * the client's new pod back as one (the id was still remembered as "ended without a pod"). */
+Test(daemon, a_claim_id_used_again_after_a_504_keeps_its_pod, .fini = fini, .timeout = 120)
+{
+    claim_late_and_get_504("0");
+    /* the first claim's PATCH waits in kapi-sim until 2.5 s after it came; an update of the
+     * pod now (PUT: no latency) moves its resourceVersion, so that PATCH will fail with 409 */
+    json_t *pods = ksim_json(&K, "GET", "/api/v1/namespaces/default/pods", NULL);
+    json_t *pod = json_incref(json_array_get(json_object_get(pods, "items"), 0));
+    json_decref(pods);
+    cr_assert(pod);
+    char path[256];
+    snprintf(path, sizeof(path), "/api/v1/namespaces/default/pods/%s",
+             json_string_value(json_object_get(json_object_get(pod, "metadata"), "name")));
+    json_t *md = json_object_get(pod, "metadata");
+    if (!json_object_get(md, "annotations"))
+        json_object_set_new(md, "annotations", json_object());
+    json_object_set_new(json_object_get(md, "annotations"), "test/touched", json_string("yes"));
+    char *body = json_dumps(pod, JSON_COMPACT);
+    json_decref(pod);
+    json_t *put = ksim_json(&K, "PUT", path, body);
+    free(body);
+    cr_assert(put, "the update was refused");
+    json_decref(put);
+    double withdrawn = pcd_metric(&P, "podclaim_withdrawals_total", NULL);
+    pcd_http h;
+    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"),
+                         "{\"claimId\":\"late\",\"timeoutSeconds\":30}", NULL, &h),
+                 0);
+    cr_assert_eq(h.status, 200, "%ld %s", h.status, h.body);
+    /* the pool withdraws the pod when its informer shows it claimed; the informer has told
+     * podclaimd (on_claimed) just before */
+    cr_assert(pcd_wait_metric(&P, "podclaim_withdrawals_total", NULL, withdrawn + 1, 30000));
+    cr_assert_eq(pcd_metric(&P, "podclaimd_late_win_releases_total", NULL), 0,
+                 "the second claim's pod was given back as a late win of the first");
+    cr_assert_eq(pcd_req("DELETE", url("/v1/pools/default/web/claims/late"), NULL, NULL, &h), 0);
+    cr_assert_eq(h.status, 200, "%ld %s", h.status, h.body);
+    cr_assert(strstr(h.body, "\"alreadyReleased\":false"), "%s", h.body);
+}
+
 Test(daemon, client_hang_up_cancels_the_waiting_claim, .fini = fini, .timeout = 60)
 {
     start_sim("default/web=0");
