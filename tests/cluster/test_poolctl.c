@@ -205,10 +205,9 @@ static long patch(const char *path, const char *ctype, const char *body)
     return st;
 }
 
-/* Release a claimed pod as the daemon does: phase -> Stopping, guarded by its version; a 409
- * (the kubelet wrote the pod's status meanwhile, e.g. restarting it for the claim's image)
- * means read it again and retry. */
-/* Moves a listed pod to `phase` (Running: as a claim does; Stopping: as a release does). */
+/* Move a listed pod to `phase` as podclaim does (Running: a claim; Stopping: a release),
+ * guarded by its version; a 409 (the kubelet wrote the pod's status meanwhile, e.g.
+ * restarting it for the claim's image) means read it again and retry. */
 static void set_phase(const json_t *listed, const char *phase)
 {
     char path[512], body[256];
