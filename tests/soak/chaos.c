@@ -458,6 +458,9 @@ static void kill_leader(soak_ctx *x)
     }
     soak_replica *p = &x->replicas[l];
     uint64_t sent = atomic_load(x->n_sent);
+    pthread_mutex_lock(&procs_mu);
+    p->killed_gen = p->starts;
+    pthread_mutex_unlock(&procs_mu);
     atomic_store(&p->killed_ns, soak_now_ns());
     kill(p->pid, SIGKILL);
     waitpid(p->pid, NULL, 0);

@@ -158,7 +158,12 @@ static bool of_a_killed_process(const soak_rec *r)
         return true;
     pthread_mutex_lock(&procs_mu);
     const soak_replica *p = &R[r->replica];
-    bool gone = atomic_load(&p->killed_ns) != 0 && (r->gen != p->starts || p->pid == 0);
+    /* the killed generation, not "pid == 0 or restarted": the pid is cleared only after
+     * waitpid, which on a loaded machine came ~1 s after the kill; a 404 in that window (the
+     * other replica's informer had not yet seen the claim) was taken as final, and the pod
+     * stayed held (16 pods in one run at load ~8, 20 in another) */
+    bool gone = atomic_load(&p->killed_ns) != 0 &&
+                (r->gen == p->killed_gen || r->gen != p->starts || p->pid == 0);
     pthread_mutex_unlock(&procs_mu);
     return gone;
 }

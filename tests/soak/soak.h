@@ -71,6 +71,7 @@ typedef struct soak_replica {
     char dir[256];
     _Atomic int64_t killed_ns; /* CLOCK_MONOTONIC of its kill -9; 0 = never */
     int starts;
+    int killed_gen; /* the `starts` of the process killed (under procs_mu, set before it) */
 } soak_replica;
 
 extern pthread_mutex_t procs_mu; /* pid and port of the replicas and kapi-sim */
