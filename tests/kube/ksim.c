@@ -376,6 +376,18 @@ static ksim_filler *filler_plan(const char *const *args, const char *objects_pat
     return f;
 }
 
+/* kapi-sim's log to stderr, for a test that failed because kapi-sim did. */
+static void print_log(const ksim *k)
+{
+    char logp[128], line[1024];
+    snprintf(logp, sizeof(logp), "%s/kapi-sim.log", k->dir);
+    FILE *f = fopen(logp, "r");
+    while (f && fgets(line, sizeof(line), f))
+        fputs(line, stderr);
+    if (f)
+        fclose(f);
+}
+
 int ksim_start(ksim *k, const char *const *args, bool tls, const char *ca_file, const char *token)
 {
     memset(k, 0, sizeof(*k));
@@ -450,13 +462,7 @@ int ksim_start(ksim *k, const char *const *args, bool tls, const char *ca_file, 
         if (waitpid(pid, &st, WNOHANG) == pid) {
             k->pid = 0;
             fprintf(stderr, "kapi-sim exited early (status %d); its log:\n", st);
-            char logp[128], line[1024];
-            snprintf(logp, sizeof(logp), "%s/kapi-sim.log", k->dir);
-            FILE *lf = fopen(logp, "r");
-            while (lf && fgets(line, sizeof(line), lf))
-                fputs(line, stderr);
-            if (lf)
-                fclose(lf);
+            print_log(k);
             free(filler);
             return -1;
         }
@@ -498,13 +504,7 @@ static void ksim_failed(ksim *k, int st)
     fprintf(stderr, "kapi-sim (pid %d) ended badly: %s %d; its log:\n", (int)k->pid,
             WIFEXITED(st) ? "exit status" : "signal",
             WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-    char logp[128], line[1024];
-    snprintf(logp, sizeof(logp), "%s/kapi-sim.log", k->dir);
-    FILE *f = fopen(logp, "r");
-    while (f && fgets(line, sizeof(line), f))
-        fputs(line, stderr);
-    if (f)
-        fclose(f);
+    print_log(k);
     abort();
 }
 
