@@ -588,8 +588,12 @@ static bool has_work(void *arg)
     if (atomic_load_explicit(&p->resync_now, memory_order_relaxed))
         return true;
     if (atomic_load_explicit(&p->stopping, memory_order_relaxed))
-        return p->inflight_n == 0 && p->deferred_n == 0 &&
-               atomic_load_explicit(&p->queued.v, memory_order_relaxed) == 0;
+        /* Claims the drain answers at once (a round that began before `stopping` was set
+         * left them waiting), or the exit. Only the exit test once: such claims then waited
+         * for the next CAS answer, or for good, and the shutdown with them. */
+        return p->pending_len || pc__claim_heap_top(&p->timers) ||
+               (p->inflight_n == 0 && p->deferred_n == 0 &&
+                atomic_load_explicit(&p->queued.v, memory_order_relaxed) == 0);
     return p->pods.ready.head && p->pending_len && p->inflight_n < p->cfg.max_inflight;
 }
 

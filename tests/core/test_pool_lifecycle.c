@@ -74,6 +74,62 @@ Test(pool_lifecycle, a_shutdown_waiting_for_a_cas_leaves_the_pool_asleep, .fini 
     cr_assert_eq(R.res[0].status, PC_CLAIM_OK);
 }
 
+/* A shutdown whose `stopping` lands after the scheduler's round has looked at it (the round
+ * dispatched, as if running) and before it parks. The backend's cas_start is where that
+ * window is held open: it starts the shutdown and waits until enqueue reports it (the probe
+ * is refused for want of room until then: inbox_capacity 2, both claims still count), then
+ * holds the CAS. The other claim waits for a pod (max_inflight 1): the drain answers it at
+ * once. The park once took only an end of every CAS for work while stopping, so the claim
+ * waited for the CAS's answer, or for good with no CAS in flight, and the shutdown with it
+ * (seen first as a hang of the enqueue-racing-shutdown test: 1 run in 18, six at a time
+ * under ASan). */
+static pthread_t late_shutdown;
+static atomic_bool late_shutdown_started; /* release: the fields below are set */
+static int probe_err;
+static pc_cas_done_fn held_done;
+static void *held_token;
+
+static int start_shutdown_then_hold(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn done,
+                                    void *token)
+{
+    (void)b, (void)req;
+    held_done = done;
+    held_token = token;
+    pthread_create(&late_shutdown, NULL, shutdown_thread, P);
+    static pc_claim probe;
+    do {
+        pc_claim_init(&probe, 0, on_result, NULL);
+        probe_err = pc_pool_enqueue(P, &probe);
+    } while (probe_err == -EAGAIN);
+    atomic_store_explicit(&late_shutdown_started, true, memory_order_release);
+    return 0;
+}
+
+Test(pool_lifecycle, a_shutdown_landing_between_a_round_and_its_park_answers_the_waiting_claims,
+     .fini = teardown_pool, .timeout = 30)
+{
+    setup_pool(false, (pc_pool_config){.inbox_capacity = 2, .max_inflight = 1});
+    F.base.cas_start = start_shutdown_then_hold;
+    start();
+    enqueue(0, 0);
+    enqueue(1, 0);
+    /* Taken in and pending before the pod comes, so the round's dispatch starts the CAS (a
+     * lone claim and a pod taken in together start it at admission, before that check). */
+    cr_assert(PC_TEST_WAIT_UNTIL(metric("podclaim_claims_enqueued_total") == 2, 5000));
+    offer("pod-a", "1");
+    cr_assert(PC_TEST_WAIT_UNTIL(atomic_load(&late_shutdown_started), 5000), "the CAS started");
+    cr_assert_eq(probe_err, -ESHUTDOWN);
+    cr_assert(PC_TEST_WAIT_UNTIL(results() == 1, 10000),
+              "the claim waiting for a pod was not answered while the CAS is in flight");
+    int waiting = R.order[0];
+    cr_assert_eq(R.res[waiting].status, PC_CLAIM_SHUTDOWN, "%s",
+                 pc_claim_status_name(R.res[waiting].status));
+    held_done(held_token, PC_CAS_WON, "2", NULL, 0);
+    cr_assert(PC_TEST_WAIT_UNTIL(pthread_tryjoin_np(late_shutdown, NULL) == 0, 10000));
+    cr_assert_eq(R.res[1 - waiting].status, PC_CLAIM_OK);
+    cr_assert_eq(R.calls[0] + R.calls[1], 2);
+}
+
 /* ---- enqueue racing shutdown -------------------------------------------------------------- */
 
 #define RACE_PRODUCERS 2
