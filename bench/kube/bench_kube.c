@@ -697,6 +697,32 @@ static int lat_cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_f
     return l->inner->cas_start(l->inner, req, done, token);
 }
 
+/* The inner backend's loop hooks, forwarded (backend.h): the pool runs the kube backend's
+ * loop on its scheduler thread, as it does without the wrapper. */
+static int lat_attach(pc_backend *b)
+{
+    lat *l = b->impl;
+    return l->inner->attach ? l->inner->attach(l->inner) : -ENOTSUP;
+}
+
+static void lat_wait(pc_backend *b, int64_t deadline_ns)
+{
+    lat *l = b->impl;
+    l->inner->wait(l->inner, deadline_ns);
+}
+
+static void lat_wake(pc_backend *b)
+{
+    lat *l = b->impl;
+    l->inner->wake(l->inner);
+}
+
+static void lat_detach(pc_backend *b)
+{
+    lat *l = b->impl;
+    l->inner->detach(l->inner);
+}
+
 /* 3.'s claims: each callback enqueues the next one while the window lasts. */
 typedef struct lrun {
     pc_pool *pool;
@@ -743,6 +769,10 @@ static void bench_latency(pc_kube_client *c, double seconds)
     l.inner = pc_kube_backend_iface(kb);
     l.inner_iface.cas_start = lat_cas_start;
     l.inner_iface.impl = &l;
+    l.inner_iface.attach = lat_attach;
+    l.inner_iface.wait = lat_wait;
+    l.inner_iface.wake = lat_wake;
+    l.inner_iface.detach = lat_detach;
     pc_informer_config ic = {.client = c,
                              .namespace_ = "bench",
                              .pool = "lat",

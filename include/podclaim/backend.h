@@ -100,6 +100,33 @@ struct pc_backend {
      * several pools) must be safe. */
     int (*cas_start)(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn done, void *token);
     void *impl; /* the implementation's state */
+
+    /* Optional: a backend with an event loop of its own (the Kubernetes backend's curl multi
+     * handle) may let one pool's scheduler thread run that loop, so a CAS is sent, answered
+     * and its result taken in on one thread: no hand-off and no wake-up of a second thread
+     * per CAS. All four or none (NULL, as designated initialisers leave them); a pool uses
+     * them only when all four are set.
+     *
+     * attach: the scheduler thread, once, when it starts. 0: the calling thread drives the
+     *   backend from now until detach (the backend's own thread, if any, stays out of the
+     *   loop). A negative errno: it does not (another pool's scheduler drives it already);
+     *   that pool then parks on its own futex as without these hooks. CASes started by
+     *   other threads (other pools sharing the backend) keep working: the attached thread
+     *   drives them too, and their done() runs on it.
+     * wait: the attached thread only, where it would sleep. Sends what cas_start queued and
+     *   reports (done(), on the calling thread) what has ended; then, if it reported
+     *   nothing and deadline_ns >= 0, sleeps until deadline_ns (CLOCK_MONOTONIC, 0 = none;
+     *   may return earlier, never sleeps much past it), I/O of the backend or a wake. -1:
+     *   never sleeps (the caller has other work; called so the loop keeps moving).
+     * wake: any thread. Makes the attached thread's current wait return soon, or its next
+     *   one if it is not waiting now (a wake is not lost). Thread-safe against detach: may
+     *   be called after it, until the backend is freed.
+     * detach: the attached thread, when its scheduler stops (its own CASes have all been
+     *   reported); the backend drives its loop itself again. */
+    int (*attach)(pc_backend *b);
+    void (*wait)(pc_backend *b, int64_t deadline_ns);
+    void (*wake)(pc_backend *b);
+    void (*detach)(pc_backend *b);
 };
 
 #ifdef __cplusplus

@@ -235,7 +235,10 @@ int pc_kube_backend_new(pc_kube_client *c, const pc_kube_backend_options *o, pc_
  * cas_start: Thread: any. Blocking: no (builds the body, takes a mutex for a few ns, wakes the
  * backend thread). Returns 0, -EAGAIN (all slots busy), -ESHUTDOWN. An invalid claim (reserved
  * label/annotation keys, bad pod name, body too big) is reported as PC_CAS_INVALID through done,
- * possibly before cas_start returns. */
+ * possibly before cas_start returns. It also has backend.h's attach/wait/wake/detach: the first
+ * pool started on it runs the curl loop on its scheduler thread until it shuts down (the
+ * backend thread stays out of the loop meanwhile); other pools on the same backend are then
+ * driven by that thread. */
 pc_backend *pc_kube_backend_iface(pc_kube_backend *kb);
 
 /* Counters since start (relaxed reads). Thread: any. */
@@ -251,7 +254,8 @@ void pc_kube_backend_stats_read(const pc_kube_backend *kb, pc_kube_backend_stats
 /* Stop the thread and free. Transfers still in flight are aborted and reported RETRYABLE
  * ("backend stopped") exactly once. Order at teardown: pc_pool_shutdown (drains the CAS calls),
  * then this (the join guarantees no completion is still running inside the pool), then
- * pc_pool_free. NULL is a no-op. */
+ * pc_pool_free. NULL is a no-op. Called while a pool still drives the loop (not shut down), it
+ * waits for that pool's shutdown. */
 void pc_kube_backend_free(pc_kube_backend *kb);
 
 #ifdef __cplusplus

@@ -1,6 +1,6 @@
 /* The Kubernetes CAS backend: claims as resourceVersion-guarded PATCHes over libcurl multi.
  *
- * Flow: pool CAS workers -> cas_start -> [submit queue -> multi thread -> PATCH] -> done.
+ * Flow: pool scheduler -> cas_start -> [submit queue -> multi loop -> PATCH] -> done.
  *
  * One thread drives one curl multi handle with many transfers in flight over a small set of
  * reused connections (HTTP/1.1 keep-alive, or multiplexed HTTP/2 when TLS ALPN offers it).
@@ -8,14 +8,22 @@
  * response buffers, is allocated at start: the CAS hot path allocates nothing of ours
  * (curl's own per-transfer state aside).
  *
- * cas_start runs on the pool's CAS worker threads: it takes a free slot, builds the URL and
- * body into it (so that the work is spread over the workers, not the multi thread), queues
- * it and wakes the multi thread. The slot is owned by the worker until it is queued, then by
- * the multi thread until done() has been called; `lock` hands it over.
+ * cas_start runs on the pools' scheduler threads: it takes a free slot, builds the URL and
+ * body into it, queues it and wakes the multi loop. The slot is owned by the caller until it
+ * is queued, then by the multi loop until done() has been called; `lock` hands it over.
+ *
+ * Who runs the multi loop (the multi handle, the slots' transfers): the backend's own thread
+ * "pc-kube-cas", except while a pool's scheduler thread has attached (backend.h: attach,
+ * wait, wake, detach). Then that thread runs the loop inside its own sleep (`drv_wait`), the
+ * backend thread waits on `cond` out of the loop, and a CAS of that pool is sent, answered
+ * and taken in on one thread: no wake-up of a second thread per CAS. The hand-over is under
+ * `lock` with an acknowledgement (`thread_out`), so exactly one thread touches the multi
+ * handle at any time. CASes of other pools sharing the backend are driven by the attached
+ * thread too; their cas_start wakes it like it woke the backend thread.
  *
  * Locking: `lock` protects free_list, the submit queue and `stopping`; held for a few
  * pointer moves only, never across curl calls or done(). Why a mutex and not a lock-free
- * stack: callers are the pool's few CAS workers, each PATCH costs a loopback round trip
+ * stack: callers are the pools' scheduler threads, each PATCH costs a loopback round trip
  * (~20 us), and a mutex keeps the stop-and-drain logic obvious.
  *
  * Outcome mapping (DESIGN.md §2): 2xx WON (new resourceVersion from the returned pod);
@@ -79,7 +87,11 @@ struct pc_kube_backend {
     bool thread_started;
 
     pthread_mutex_t lock; /* protects free_list, sub_head, sub_tail, stopping, hdr, refs,
-                             in_use */
+                             in_use, driven, driver, thread_out */
+    pthread_cond_t cond;  /* driven / thread_out changed */
+    bool driven;          /* a pool's scheduler thread (driver) runs the multi loop */
+    bool thread_out;      /* the backend thread is out of the loop, waiting for !driven */
+    pthread_t driver;
     slot *free_list;
     slot *sub_head, *sub_tail;
     bool stopping;
@@ -140,7 +152,7 @@ static void slot_put(pc_kube_backend *kb, slot *s)
 }
 
 /* A reference to headers carrying the current token (built when it rotated). Thread: any
- * CAS worker. Returns NULL on allocation failure. */
+ * scheduler thread. Returns NULL on allocation failure. */
 static hdrs *hdrs_get(pc_kube_backend *kb)
 {
     uint64_t gen = pc__kube_token_gen(kb->client);
@@ -278,6 +290,10 @@ static int cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn do
      * wake-up cost a context switch of the backend thread per claim, for nothing. Over
      * HTTP/2 (https) a connection carries many streams, so there it always wakes. */
     bool wake = kb->sub_head == NULL && !(kb->one_per_conn && kb->in_use >= kb->conns);
+    /* Nor when the caller is the attached scheduler: it runs the loop itself and sends the
+     * queue before it next sleeps (drv_wait). */
+    if (kb->driven && pthread_equal(kb->driver, pthread_self()))
+        wake = false;
     s->counted = true;
     kb->in_use++;
     if (kb->sub_tail)
@@ -373,12 +389,71 @@ static void finish(pc_kube_backend *kb, slot *s, CURLcode cr)
            retry_after);
 }
 
+/* Add what cas_start queued to the multi handle. The loop's thread only. */
+static void add_queued(pc_kube_backend *kb, slot *q)
+{
+    for (slot *s = q; s;) {
+        slot *n = s->next;
+        if (curl_multi_add_handle(kb->multi, s->easy) == CURLM_OK) {
+            s->active = true;
+        } else {
+            pc_cas_done_fn done = s->done;
+            void *token = s->token;
+            slot_put(kb, s);
+            report(kb, done, token, PC_CAS_RETRYABLE, NULL, "curl_multi_add_handle failed", 0);
+        }
+        s = n;
+    }
+}
+
+/* One turn of the loop without sleeping: send and receive what can move, report what ended.
+ * Returns how many transfers ended. The loop's thread only. */
+static unsigned turn(pc_kube_backend *kb)
+{
+    int running;
+    curl_multi_perform(kb->multi, &running);
+    CURLMsg *m;
+    int left;
+    unsigned n = 0;
+    while ((m = curl_multi_info_read(kb->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        slot *s = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+        finish(kb, s, m->data.result);
+        n++;
+    }
+    return n;
+}
+
+/* Take the submit queue. `busy`: transfers queued or running. */
+static slot *take_queue(pc_kube_backend *kb, bool *busy)
+{
+    pthread_mutex_lock(&kb->lock);
+    slot *q = kb->sub_head;
+    kb->sub_head = kb->sub_tail = NULL;
+    *busy = kb->in_use > 0;
+    pthread_mutex_unlock(&kb->lock);
+    return q;
+}
+
 static void *backend_main(void *arg)
 {
     pc_kube_backend *kb = arg;
     pthread_setname_np(pthread_self(), "pc-kube-cas");
     for (;;) {
         pthread_mutex_lock(&kb->lock);
+        /* A pool's scheduler runs the loop (drv_attach): stay out of it until it detaches,
+         * even when stopping (pc_kube_backend_free before the pool's shutdown is a misuse;
+         * waiting turns it into a wait, not two threads in one multi handle). */
+        while (kb->driven) {
+            if (!kb->thread_out) {
+                kb->thread_out = true;
+                pthread_cond_broadcast(&kb->cond);
+            }
+            pthread_cond_wait(&kb->cond, &kb->lock);
+        }
+        kb->thread_out = false;
         slot *q = kb->sub_head;
         kb->sub_head = kb->sub_tail = NULL;
         bool stopping = kb->stopping;
@@ -393,35 +468,13 @@ static void *backend_main(void *arg)
             }
             break;
         }
-        for (slot *s = q; s;) {
-            slot *n = s->next;
-            if (curl_multi_add_handle(kb->multi, s->easy) == CURLM_OK) {
-                s->active = true;
-            } else {
-                pc_cas_done_fn done = s->done;
-                void *token = s->token;
-                slot_put(kb, s);
-                report(kb, done, token, PC_CAS_RETRYABLE, NULL, "curl_multi_add_handle failed", 0);
-            }
-            s = n;
-        }
-        int running;
-        curl_multi_perform(kb->multi, &running);
-        CURLMsg *m;
-        int left;
-        while ((m = curl_multi_info_read(kb->multi, &left))) {
-            if (m->msg != CURLMSG_DONE)
-                continue;
-            slot *s = NULL;
-            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-            CURLcode rc = m->data.result;
-            finish(kb, s, rc);
-        }
-        /* Sleeps until a socket is ready, a curl timer is due or cas_start/free wakes us;
-         * not while CASes wait in the queue (cas_start may have left them to us without a
-         * wake-up, counting on a transfer that has ended since: see cas_start). */
+        add_queued(kb, q);
+        turn(kb);
+        /* Sleeps until a socket is ready, a curl timer is due or cas_start/free/attach wakes
+         * us; not while CASes wait in the queue (cas_start may have left them to us without
+         * a wake-up, counting on a transfer that has ended since: see cas_start). */
         pthread_mutex_lock(&kb->lock);
-        bool queued = kb->sub_head != NULL || kb->stopping;
+        bool queued = kb->sub_head != NULL || kb->stopping || kb->driven;
         pthread_mutex_unlock(&kb->lock);
         if (!queued)
             curl_multi_poll(kb->multi, NULL, 0, 1000, NULL);
@@ -440,6 +493,79 @@ static void *backend_main(void *arg)
         report(kb, done, token, PC_CAS_RETRYABLE, NULL, "kube backend stopped", 0);
     }
     return NULL;
+}
+
+/* ---- a pool's scheduler runs the loop (backend.h: attach, wait, wake, detach) ---------- */
+
+static int drv_attach(pc_backend *b)
+{
+    pc_kube_backend *kb = b->impl;
+    pthread_mutex_lock(&kb->lock);
+    if (kb->driven || kb->stopping) {
+        pthread_mutex_unlock(&kb->lock);
+        return -EBUSY;
+    }
+    kb->driven = true;
+    kb->driver = pthread_self();
+    pthread_mutex_unlock(&kb->lock);
+    curl_multi_wakeup(kb->multi); /* out of its poll, if it is in it */
+    /* The multi handle is ours once the backend thread says it has left the loop. */
+    pthread_mutex_lock(&kb->lock);
+    while (!kb->thread_out)
+        pthread_cond_wait(&kb->cond, &kb->lock);
+    pthread_mutex_unlock(&kb->lock);
+    return 0;
+}
+
+/* The scheduler's sleep. Costs nothing when no transfer is queued or running and it must not
+ * sleep (the scheduler calls it every round it has more work, so the loop keeps moving while
+ * the scheduler stays busy). */
+static void drv_wait(pc_backend *b, int64_t deadline_ns)
+{
+    pc_kube_backend *kb = b->impl;
+    bool busy;
+    slot *q = take_queue(kb, &busy);
+    if (q || busy) {
+        add_queued(kb, q);
+        if (turn(kb) > 0)
+            return; /* results for the caller to take in */
+    }
+    if (deadline_ns < 0)
+        return;
+    long ms = 1000;
+    if (deadline_ns > 0) {
+        /* rounded up: waking before the deadline would have the caller come back at once,
+         * again and again, until it passed */
+        int64_t left = deadline_ns - pc__kube_mono_ns();
+        if (left <= 0)
+            return;
+        if (left < 1000LL * 1000000)
+            ms = (long)((left + 999999) / 1000000);
+    }
+    /* A CAS another thread queued after take_queue without waking us (cas_start's HTTP/1.1
+     * case, counting on a transfer end we may have consumed in turn()): send it first. */
+    pthread_mutex_lock(&kb->lock);
+    bool queued = kb->sub_head != NULL;
+    pthread_mutex_unlock(&kb->lock);
+    if (queued)
+        return;
+    curl_multi_poll(kb->multi, NULL, 0, (int)ms, NULL);
+    turn(kb);
+}
+
+static void drv_wake(pc_backend *b)
+{
+    pc_kube_backend *kb = b->impl;
+    curl_multi_wakeup(kb->multi);
+}
+
+static void drv_detach(pc_backend *b)
+{
+    pc_kube_backend *kb = b->impl;
+    pthread_mutex_lock(&kb->lock);
+    kb->driven = false;
+    pthread_cond_broadcast(&kb->cond);
+    pthread_mutex_unlock(&kb->lock);
 }
 
 int pc_kube_backend_new(pc_kube_client *c, const pc_kube_backend_options *o, pc_kube_backend **out,
@@ -464,8 +590,13 @@ int pc_kube_backend_new(pc_kube_client *c, const pc_kube_backend_options *o, pc_
     /* pc__kube_easy_setup asks for HTTP/2 over TLS only (CURL_HTTP_VERSION_2TLS) */
     kb->one_per_conn = strncmp(c->server, "http://", 7) == 0;
     pthread_mutex_init(&kb->lock, NULL);
+    pthread_cond_init(&kb->cond, NULL);
     kb->iface.cas_start = cas_start;
     kb->iface.impl = kb;
+    kb->iface.attach = drv_attach;
+    kb->iface.wait = drv_wait;
+    kb->iface.wake = drv_wake;
+    kb->iface.detach = drv_detach;
 
     kb->multi = curl_multi_init();
     kb->slots = calloc(kb->n_slots, sizeof(slot));
@@ -553,6 +684,7 @@ void pc_kube_backend_free(pc_kube_backend *kb)
     hdrs_free(kb->hdr); /* every slot gave its reference back (the thread is joined) */
     if (kb->multi)
         curl_multi_cleanup(kb->multi);
+    pthread_cond_destroy(&kb->cond);
     pthread_mutex_destroy(&kb->lock);
     free(kb);
 }

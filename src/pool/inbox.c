@@ -59,6 +59,7 @@ bool pc__mpsc_empty(pc__mpsc *q)
 void pc__parker_init(pc__parker *k)
 {
     atomic_init(&k->parked, 0);
+    k->drive = NULL;
 }
 
 void pc__parker_park(pc__parker *k, int64_t deadline_ns, bool (*has_work)(void *arg), void *arg)
@@ -68,9 +69,20 @@ void pc__parker_park(pc__parker *k, int64_t deadline_ns, bool (*has_work)(void *
      * the store and the loads on each side, at least one of them sees the other: either
      * the consumer sees the work and does not sleep, or the producer sees parked=1 and
      * wakes it. */
-    atomic_store_explicit(&k->parked, 1, memory_order_relaxed);
+    /* release: `drive` (written before the first park) is visible to the producer whose
+     * acquire CAS takes this 1 (pc__parker_unpark). */
+    atomic_store_explicit(&k->parked, 1, memory_order_release);
     atomic_thread_fence(memory_order_seq_cst);
     if (has_work(arg)) {
+        atomic_store_explicit(&k->parked, 0, memory_order_relaxed);
+        if (k->drive)
+            k->drive->wait(k->drive, -1);
+        return;
+    }
+    if (k->drive) {
+        /* A producer's wake before this call is kept by the backend (backend.h: wake), so
+         * the Dekker argument above holds as for the futex. */
+        k->drive->wait(k->drive, deadline_ns);
         atomic_store_explicit(&k->parked, 0, memory_order_relaxed);
         return;
     }
@@ -95,10 +107,14 @@ void pc__parker_unpark(pc__parker *k)
     if (atomic_load_explicit(&k->parked, memory_order_relaxed) == 0)
         return;
     uint32_t expected = 1;
-    /* Only the producer that flips 1 -> 0 pays for the syscall. */
-    if (atomic_compare_exchange_strong_explicit(&k->parked, &expected, 0, memory_order_relaxed,
-                                                memory_order_relaxed))
-        syscall(SYS_futex, &k->parked, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
+    /* Only the producer that flips 1 -> 0 pays for the syscall. acquire: see `drive`. */
+    if (atomic_compare_exchange_strong_explicit(&k->parked, &expected, 0, memory_order_acquire,
+                                                memory_order_relaxed)) {
+        if (k->drive)
+            k->drive->wake(k->drive);
+        else
+            syscall(SYS_futex, &k->parked, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
+    }
 }
 
 int pc__spmc_ring_init(pc__spmc_ring *r, uint32_t capacity)

@@ -18,6 +18,8 @@
 #ifndef PODCLAIM_INBOX_H
 #define PODCLAIM_INBOX_H
 
+#include <podclaim/backend.h>
+
 #include <ck_md.h>
 #include <ck_stack.h>
 
@@ -51,13 +53,21 @@ bool pc__mpsc_empty(pc__mpsc *q);
 typedef struct pc__parker {
     /* 1 while the consumer sleeps or is about to; futex word. A line of its own. */
     _Alignas(CK_MD_CACHELINE) _Atomic uint32_t parked;
+    /* A backend whose event loop the consumer runs (backend.h: attach): it sleeps in the
+     * backend's wait instead of on the futex, and is woken through the backend's wake. Set
+     * by the consumer before its first park, never cleared; a producer reads it only after
+     * its acquire CAS has seen the consumer's release store of parked = 1, hence no atomic. */
+    pc_backend *drive;
 } pc__parker;
 
 void pc__parker_init(pc__parker *k);
 
 /* Sleep until unparked or until deadline_ns (CLOCK_MONOTONIC; 0 = no deadline), unless
  * has_work(arg) is already true after the consumer has announced that it parks: that
- * re-check closes the race with a producer that pushed just before. Consumer only. */
+ * re-check closes the race with a producer that pushed just before. With `drive` set, the
+ * sleep is the backend's wait (which may report CAS results on this thread and return), and
+ * with work at hand the backend's loop still gets one turn without sleeping, so it keeps
+ * moving while the consumer stays busy. Consumer only. */
 void pc__parker_park(pc__parker *k, int64_t deadline_ns, bool (*has_work)(void *arg), void *arg);
 
 /* Wake the consumer if it is parked. Call after making work visible (a push).

@@ -11,7 +11,9 @@
  * (backend.h); its result comes back through one inbox, and the callback runs here too.
  * With nothing to do it parks on a futex until a producer pushes or the nearest timer (a
  * deadline, a retry, a reservation expiry, the resync period) is due; it never spins or
- * sleeps a fixed time.
+ * sleeps a fixed time. A backend with an event loop of its own may let this thread run it
+ * (backend.h: attach): then the thread sleeps in the backend's wait instead of the futex,
+ * producers wake it through the backend, and CAS results are reported on this thread.
  *
  * Why no CAS worker threads: the scheduler used to hand each pair to a worker, which
  * called cas_start and took the completion back. That cost a futex wake-up and a context
@@ -427,7 +429,8 @@ static void cas_done(void *token, pc_cas_outcome outcome, const char *new_rv, co
     }
     c->priv.entry.next = NULL;
     if (pc__on_scheduler(p)) {
-        /* Answered inside cas_start: the scheduler is the caller, no inbox, no wake-up. */
+        /* Answered inside cas_start, or inside the backend's wait when this thread runs
+         * the backend's loop (parker.drive): no inbox, no wake-up. */
         if (p->local_results.tail)
             p->local_results.tail->next = &c->priv.entry;
         else
@@ -620,6 +623,12 @@ void *pc__scheduler_main(void *arg)
     pc_pool *p = arg;
     atomic_store_explicit(&p->sched_self, pthread_self(), memory_order_relaxed);
     pthread_setname_np(pthread_self(), "pc-sched"); /* best effort: shows in top -H, perf, gdb */
+    /* Run the backend's event loop here if it lets us (backend.h: attach): a CAS is then
+     * sent, answered and taken in on this thread (cas_done sees pc__on_scheduler), without a
+     * second thread's wake-up per claim. Before the first park: see pc__parker.drive. */
+    pc_backend *b = p->backend;
+    if (b->attach && b->wait && b->wake && b->detach && b->attach(b) == 0)
+        p->parker.drive = b;
     int64_t now = pc_now_ns();
     p->next_resync_at = pc__add_sat(now, p->cfg.resync_period_ns);
     for (;;) {
@@ -654,6 +663,10 @@ void *pc__scheduler_main(void *arg)
         }
         pc__parker_park(&p->parker, next_wakeup(p), has_work, p);
     }
+    /* Every CAS of ours has reported (drain_for_shutdown): the loop goes back to the backend.
+     * parker.drive stays set: a late producer's wake through it is harmless. */
+    if (p->parker.drive)
+        b->detach(b);
     return NULL;
 }
 

@@ -246,3 +246,62 @@ Test(kube_client, retries_a_429_after_its_retry_after_then_reports_it, .fini = t
     pc_kube_response_fini(&r);
     pc_kube_conn_free(k);
 }
+
+/* Two pools on one kube backend: the first pool's scheduler runs the curl loop (backend.h:
+ * attach), the second's CASes are driven by it; when the first shuts down, the backend thread
+ * takes the loop back and the second is still served. */
+Test(kube_cas, two_pools_on_one_backend_are_served_also_after_the_attached_one_stops,
+     .fini = teardown, .timeout = 200)
+{
+    int64_t deadline_ms = ksim_real() ? 150000 : 40000; /* a bound, not a figure */
+    const char *args[] = {"--pool",    "two/a=40", "--pool",    "two/b=40", "--warmup-ms", "10",
+                          "--hold-ms", "20",       "--stop-ms", "10",       NULL};
+    cr_assert_eq(ksim_start(&sim, args, false, NULL, NULL), 0);
+    cr_assert_eq(stack_start(&st, &sim, "two", "a", NULL, NULL, NULL), 0);
+    /* a serves claims before b exists: its scheduler has attached (before its first round) */
+    run ra, rb1, rb2;
+    cr_assert_eq(run_claims(&ra, st.pool, 100, "ta", deadline_ms), 0);
+    wait_all(&ra, deadline_ms + 5000);
+    /* pool b on the same client and backend, fed by its own informer: its attach is refused,
+     * its CASes are driven by a's scheduler */
+    pc_informer_config ic = {.client = st.client, .namespace_ = "two", .pool = "b"};
+    pc_informer *inf_b;
+    cr_assert_eq(pc_informer_new(&ic, &inf_b), 0);
+    pc_pool_config pc = {.namespace_ = "two",
+                         .name = "b",
+                         .reservation_ttl_ns = 300000000LL,
+                         .resync_period_ns = 200000000LL,
+                         .resync = pc_informer_resync_hook,
+                         .resync_arg = inf_b};
+    pc_pool *pool_b;
+    cr_assert_eq(pc_pool_new(&pc, pc_kube_backend_iface(st.backend), &pool_b), 0);
+    pc_informer_set_pool(inf_b, pool_b);
+    cr_assert_eq(pc_pool_start(pool_b), 0);
+    cr_assert_eq(pc_informer_start(inf_b), 0);
+    cr_assert_eq(run_claims(&rb1, pool_b, 100, "tb1", deadline_ms), 0);
+    wait_all(&rb1, deadline_ms + 5000);
+    /* a stops and detaches: the backend thread takes the loop back, b is still served */
+    pc_informer_stop(st.informer);
+    pc_pool_shutdown(st.pool);
+    cr_assert_eq(run_claims(&rb2, pool_b, 100, "tb2", deadline_ms), 0);
+    wait_all(&rb2, deadline_ms + 5000);
+    run *runs[] = {&ra, &rb1, &rb2};
+    for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < runs[k]->n; i++) {
+            cr_assert_eq(atomic_load(&runs[k]->claims[i].calls), 1);
+            cr_assert_eq(runs[k]->claims[i].r.status, PC_CLAIM_OK, "run %d claim %zu: %s: %s", k, i,
+                         pc_claim_status_name(runs[k]->claims[i].r.status),
+                         runs[k]->claims[i].r.error);
+        }
+    check_claim_log(&sim, &ra, "ta");
+    check_claim_log(&sim, &rb1, "tb1");
+    check_claim_log(&sim, &rb2, "tb2");
+    pc_informer_stop(inf_b);
+    pc_pool_shutdown(pool_b);
+    stack_stop(&st); /* frees the backend: both pools are shut down */
+    pc_pool_free(pool_b);
+    pc_informer_free(inf_b);
+    free(ra.claims);
+    free(rb1.claims);
+    free(rb2.claims);
+}
