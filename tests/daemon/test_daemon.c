@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -858,6 +859,60 @@ Test(daemon, waiting_claims_hold_no_threads, .fini = fini, .timeout = 60)
     for (int i = 0; i < N; i++)
         close(s[i]);
     cr_assert(pcd_wait_metric_at_most(&P, "podclaimd_claims_waiting", NULL, 0, 20000));
+}
+
+/* Context switches so far of the thread of process pid named `name` (-1: no such thread). */
+static long switches_of_thread(pid_t pid, const char *name)
+{
+    char path[400], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    long n = -1;
+    struct dirent *e;
+    while (d && n < 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        bool match = f && fgets(line, sizeof(line), f) && strcspn(line, "\n") == strlen(name) &&
+                     strncmp(line, name, strlen(name)) == 0;
+        if (f)
+            fclose(f);
+        if (!match)
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/status", (int)pid, e->d_name);
+        f = fopen(path, "r");
+        n = 0;
+        while (f && fgets(line, sizeof(line), f))
+            if (strstr(line, "ctxt_switches:"))
+                n += atol(strchr(line, ':') + 1);
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* The pool's scheduler runs the CAS backend's curl loop (backend.h's loop hooks, passed through
+ * podclaimd's timing wrapper): a claim's PATCH is sent and answered on that thread, and the
+ * backend's own thread sleeps out of the loop. Without the hooks it is woken for every claim
+ * that finds its queue empty: here, every one (they are sent one after another). */
+Test(daemon, claims_are_sent_by_the_pools_scheduler_not_the_backends_thread, .fini = fini,
+     .timeout = 60)
+{
+    enum { N = 100 };
+    start_without_controller(N);
+    long before = switches_of_thread(P.pid, "pc-kube-cas");
+    cr_assert_geq(before, 0, "podclaimd has no thread named pc-kube-cas");
+    for (int i = 0; i < N; i++) {
+        pcd_http h;
+        cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"), "{}", NULL, &h), 0);
+        cr_assert_eq(h.status, 200, "claim %d: %s", i, h.body);
+    }
+    long used = switches_of_thread(P.pid, "pc-kube-cas") - before;
+    cr_assert_lt(used, N / 10, "the backend's thread was switched to %ld times for %d claims", used,
+                 N);
 }
 
 /* podclaimctl against a live podclaimd: claim, release, pools, load. */
