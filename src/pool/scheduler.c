@@ -591,9 +591,9 @@ static bool has_work(void *arg)
     if (atomic_load_explicit(&p->resync_now, memory_order_relaxed))
         return true;
     if (atomic_load_explicit(&p->stopping, memory_order_relaxed))
-        /* Claims the drain answers at once (a round that began before `stopping` was set
-         * left them waiting), or the exit. Only the exit test once: such claims then waited
-         * for the next CAS answer, or for good, and the shutdown with them. */
+        /* Claims the drain would answer at once (a round that read `stopping` before it
+         * was set left them waiting), or the exit. Counting only the exit left such claims
+         * waiting for the next CAS answer, or for good, and the shutdown with them. */
         return p->pending_len || pc__claim_heap_top(&p->timers) ||
                (p->inflight_n == 0 && p->deferred_n == 0 &&
                 atomic_load_explicit(&p->queued.v, memory_order_relaxed) == 0);

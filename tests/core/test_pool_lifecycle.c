@@ -79,10 +79,10 @@ Test(pool_lifecycle, a_shutdown_waiting_for_a_cas_leaves_the_pool_asleep, .fini 
  * window is held open: it starts the shutdown and waits until enqueue reports it (the probe
  * is refused for want of room until then: inbox_capacity 2, both claims still count), then
  * holds the CAS. The other claim waits for a pod (max_inflight 1): the drain answers it at
- * once. The park once took only an end of every CAS for work while stopping, so the claim
- * waited for the CAS's answer, or for good with no CAS in flight, and the shutdown with it
- * (seen first as a hang of the enqueue-racing-shutdown test: 1 run in 18, six at a time
- * under ASan). */
+ * once. While stopping, the park used to count only the exit (every CAS answered, nothing
+ * queued) as work, so such a claim waited for the CAS's answer, or for good when none was in
+ * flight, and the shutdown with it (seen first as a hang of the enqueue-racing-shutdown test:
+ * 1 run in 18, six at a time under ASan). */
 static pthread_t late_shutdown;
 static atomic_bool late_shutdown_started; /* release: the fields below are set */
 static int probe_err;
