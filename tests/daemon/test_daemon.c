@@ -816,18 +816,28 @@ Test(daemon, metrics_parse_with_the_prometheus_parser_and_histograms_add_up, .fi
     cr_assert_eq(st, 0, "check_metrics.py: %s", out);
 }
 
-static long threads_of(pid_t pid)
+/* The sum of the values of the lines of a /proc status file that contain `key` ("Threads:",
+ * "ctxt_switches:" for both kinds); -1 when the file cannot be read or has no such line. */
+static long status_sum(const char *path, const char *key)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    char line[256];
     FILE *f = fopen(path, "r");
     long n = -1;
-    while (f && fgets(line, sizeof(line), f))
-        if (strncmp(line, "Threads:", 8) == 0)
-            n = atol(line + 8);
+    while (f && fgets(line, sizeof(line), f)) {
+        const char *at = strstr(line, key);
+        if (at)
+            n = (n < 0 ? 0 : n) + atol(at + strlen(key));
+    }
     if (f)
         fclose(f);
     return n;
+}
+
+static long threads_of(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    return status_sum(path, "Threads:");
 }
 
 Test(daemon, waiting_claims_hold_no_threads, .fini = fini, .timeout = 60)
@@ -864,7 +874,7 @@ Test(daemon, waiting_claims_hold_no_threads, .fini = fini, .timeout = 60)
 /* Context switches so far of the thread of process pid named `name` (-1: no such thread). */
 static long switches_of_thread(pid_t pid, const char *name)
 {
-    char path[400], line[256];
+    char path[400], comm[64];
     snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
     DIR *d = opendir(path);
     long n = -1;
@@ -874,20 +884,14 @@ static long switches_of_thread(pid_t pid, const char *name)
             continue;
         snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)pid, e->d_name);
         FILE *f = fopen(path, "r");
-        bool match = f && fgets(line, sizeof(line), f) && strcspn(line, "\n") == strlen(name) &&
-                     strncmp(line, name, strlen(name)) == 0;
+        bool read = f && fgets(comm, sizeof(comm), f);
         if (f)
             fclose(f);
-        if (!match)
-            continue;
-        snprintf(path, sizeof(path), "/proc/%d/task/%s/status", (int)pid, e->d_name);
-        f = fopen(path, "r");
-        n = 0;
-        while (f && fgets(line, sizeof(line), f))
-            if (strstr(line, "ctxt_switches:"))
-                n += atol(strchr(line, ':') + 1);
-        if (f)
-            fclose(f);
+        comm[read ? strcspn(comm, "\n") : 0] = '\0';
+        if (strcmp(comm, name) == 0) {
+            snprintf(path, sizeof(path), "/proc/%d/task/%s/status", (int)pid, e->d_name);
+            n = status_sum(path, "ctxt_switches:");
+        }
     }
     if (d)
         closedir(d);
