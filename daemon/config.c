@@ -70,7 +70,11 @@ static const keydef global_keys[] = {
         {"kube.maxInflight", K_UINT, "256", G(kube_max_inflight), 1, 65536, NULL,
          "PATCHes in flight at once, all pools (each slot keeps a 64 KiB request buffer)"},
         {"kube.timeout", K_DUR, "10s", G(kube_timeout_ns), 1, MS_DAY, NULL,
-         "timeout of one PATCH without a claim deadline"},
+         "timeout of one PATCH (also the cap of kube.deadlineGrace)"},
+        {"kube.deadlineGrace", K_DUR, "1s", G(kube_deadline_grace_ns), 0, 60000, NULL,
+         "a claim's PATCH in flight at its deadline is waited for this long more: its answer "
+         "decides the claim (a pod won is answered 200); 0 = abandoned at the deadline, where "
+         "a PATCH the server applies anyway leaves a late win to give back"},
         {"http.threads", K_UINT, "2", G(http_threads), 1, 64, NULL,
          "HTTP event-loop threads (a waiting claim holds none)"},
         {"http.maxConnections", K_UINT, "16384", G(http_max_connections), 16, 1000000, NULL,

@@ -48,6 +48,7 @@ typedef struct pcd_config {
     bool in_cluster, insecure;
     uint64_t kube_max_connections, kube_max_inflight;
     int64_t kube_timeout_ns;
+    int64_t kube_deadline_grace_ns; /* 0 = none */
 
     uint64_t http_threads, http_max_connections, http_max_body, retry_after_s;
     int64_t http_idle_timeout_ns;

@@ -177,7 +177,11 @@ int main(int argc, char **argv)
         goto fail;
     pc_kube_backend_options bo = {.max_inflight = (uint32_t)d->cfg.kube_max_inflight,
                                   .max_connections = (uint32_t)d->cfg.kube_max_connections,
-                                  .timeout_ns = d->cfg.kube_timeout_ns};
+                                  .timeout_ns = d->cfg.kube_timeout_ns,
+                                  /* the library's 0 is its default; the file's 0 is none */
+                                  .deadline_grace_ns = d->cfg.kube_deadline_grace_ns > 0
+                                                               ? d->cfg.kube_deadline_grace_ns
+                                                               : -1};
     if (pc_kube_backend_new(d->client, &bo, &d->kb, err, sizeof(err)) != 0) {
         pcd_logf(PCD_ERROR, "component=kube msg=\"CAS backend: %s\"", err);
         goto fail;

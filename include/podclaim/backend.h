@@ -80,7 +80,10 @@ typedef struct pc_cas_request {
     const char *target_phase;   /* resolved: opts->target_phase or "Running" */
     const char *claim_id;       /* value of annotation podclaim.io/claim-id */
     int64_t claimed_at_unix_ns; /* value of annotation podclaim.io/claimed-at (RFC 3339) */
-    int64_t deadline_ns;        /* CLOCK_MONOTONIC; 0 = none. A backend may use it as timeout */
+    int64_t deadline_ns;        /* CLOCK_MONOTONIC; 0 = none. A backend may bound the request by
+                                 * it, but a request the server may still apply should be
+                                 * waited for a while past it: a WON reported late is the
+                                 * claim's (OK), one abandoned is a pod nobody is told of */
 } pc_cas_request;
 
 /* Reported exactly once per cas_start() that returned 0.

@@ -219,9 +219,15 @@ int pc_kube_patch_body(const pc_cas_request *req, char *buf, size_t len, char *e
 typedef struct pc_kube_backend_options {
     uint32_t max_inflight;    /* transfer slots; cas_start beyond returns -EAGAIN; 0 = 1024 */
     uint32_t max_connections; /* connections to the server; 0 = 8 */
-    int64_t timeout_ns;       /* per PATCH when the request has no deadline; 0 = 10 s */
-    size_t max_body;          /* response body limit per PATCH; 0 = 1 MiB */
-    size_t max_request;       /* request body limit per PATCH; 0 = 64 KiB */
+    int64_t timeout_ns;       /* per PATCH (also the cap below); 0 = 10 s */
+    /* How long a PATCH sent for a claim with a deadline may run past that deadline; 0 = 1 s,
+     * < 0 = none (the PATCH is abandoned at the deadline). The server applies a PATCH it has
+     * received whether or not the client still waits: abandoned at the deadline, it can win a
+     * pod that nobody is told of (the claim ends DEADLINE). Waited for, its answer decides
+     * the claim, and a pod won past the deadline is the caller's (result OK). */
+    int64_t deadline_grace_ns;
+    size_t max_body;    /* response body limit per PATCH; 0 = 1 MiB */
+    size_t max_request; /* request body limit per PATCH; 0 = 64 KiB */
 } pc_kube_backend_options;
 
 typedef struct pc_kube_backend pc_kube_backend;

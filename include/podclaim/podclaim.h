@@ -134,7 +134,9 @@ struct pc_claim {
     /* public */
     pc_claim_opts opts;
     int priority;        /* PC_PRIORITY_HIGHEST (0) .. PC_PRIORITY_LOWEST (5); clamped */
-    int64_t deadline_ns; /* CLOCK_MONOTONIC (pc_now_ns); 0 = none */
+    int64_t deadline_ns; /* CLOCK_MONOTONIC (pc_now_ns); 0 = none. A CAS in flight at the
+                          * deadline is waited for (as long as the backend lets it run): a
+                          * pod it wins is the caller's, result OK after the deadline */
     pc_claim_cb cb;      /* required */
     void *cb_arg;
     int64_t enqueued_at_ns; /* CLOCK_MONOTONIC; 0 = set by enqueue. Orders FIFO inside a level */

@@ -42,6 +42,7 @@
 #define PC__CAS_DEFAULT_SLOTS 1024u
 #define PC__CAS_DEFAULT_CONNS 8u
 #define PC__CAS_DEFAULT_TIMEOUT_NS (10LL * 1000000000LL)
+#define PC__CAS_DEFAULT_GRACE_NS (1000000000LL)
 #define PC__CAS_DEFAULT_MAX_BODY ((size_t)1 << 20)
 #define PC__CAS_DEFAULT_MAX_REQ ((size_t)64 << 10)
 #define PC__CAS_MIN_TIMEOUT_MS 50L
@@ -79,6 +80,7 @@ struct pc_kube_backend {
     pc_kube_client *client;
     uint32_t n_slots;
     int64_t timeout_ns;
+    int64_t deadline_grace_ns; /* >= 0 */
     size_t max_body;
     size_t max_request;
     CURLM *multi;
@@ -249,9 +251,15 @@ static int cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn do
         slot_put(kb, s);
         return -ENOMEM;
     }
+    /* Past the claim's deadline by the grace at most: a PATCH given up on may still be
+     * applied (the server does not know the client left), and then nobody learns of the pod
+     * it won. Waited for, its answer reaches the pool, which ends the claim by it (a WON is
+     * OK even past the deadline). Only a server slower than the grace leaves a late win for
+     * the informer to show (pc_informer_config.on_claimed). */
     int64_t timeout = kb->timeout_ns;
     if (req->deadline_ns > 0) {
-        int64_t left = req->deadline_ns - pc__kube_mono_ns();
+        int64_t left = req->deadline_ns - pc__kube_mono_ns(), grace = kb->deadline_grace_ns;
+        left = left > INT64_MAX - grace ? INT64_MAX : left + grace;
         if (left < timeout)
             timeout = left;
     }
@@ -583,6 +591,9 @@ int pc_kube_backend_new(pc_kube_client *c, const pc_kube_backend_options *o, pc_
     kb->client = c;
     kb->n_slots = o->max_inflight ? o->max_inflight : PC__CAS_DEFAULT_SLOTS;
     kb->timeout_ns = o->timeout_ns > 0 ? o->timeout_ns : PC__CAS_DEFAULT_TIMEOUT_NS;
+    kb->deadline_grace_ns = o->deadline_grace_ns > 0    ? o->deadline_grace_ns
+                            : o->deadline_grace_ns == 0 ? PC__CAS_DEFAULT_GRACE_NS
+                                                        : 0;
     kb->max_body = o->max_body ? o->max_body : PC__CAS_DEFAULT_MAX_BODY;
     kb->max_request = o->max_request ? o->max_request : PC__CAS_DEFAULT_MAX_REQ;
     uint32_t conns = o->max_connections ? o->max_connections : PC__CAS_DEFAULT_CONNS;

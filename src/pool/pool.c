@@ -508,7 +508,8 @@ int pc_pool_claim(pc_pool *p, const pc_claim_opts *opts, int priority, int64_t t
     int err = pc_pool_enqueue(p, &c);
     if (err == 0) {
         /* The claim's deadline bounds this wait: the pool always answers, with DEADLINE
-         * at the latest (or later by one CAS round trip if a CAS is in flight then). */
+         * at the latest, or when the CAS in flight then reports (the backend bounds it:
+         * the kube backend's deadline grace). */
         pthread_mutex_lock(&w.lock);
         while (!w.done)
             pthread_cond_wait(&w.cond, &w.lock);

@@ -1130,11 +1130,11 @@ int soak_finish(soak_ctx *x)
             else if ((r->flags & SOAK_TRANSPORT) && (r->flags & SOAK_AT_KILL))
                 won_at_kill++; /* won, then the replica died before answering */
             else if (r->status == 504) {
-                /* KNOWN (src/pool; docs/RELIABILITY.md "What it found"): most likely the CAS
-                 * PATCH timed out at the claim's deadline (RETRYABLE), the claim ended 504, the
-                 * PATCH applied on the server, and its watch event came after the claim ended,
-                 * when a sighting is only a withdrawal: the pod stays claimed by nobody.
-                 * --strict fails on it. */
+                /* KNOWN (docs/RELIABILITY.md "What it found"; docs/daemon.md "Late wins"): the
+                 * CAS PATCH was given up on kube.deadlineGrace (1 s) past the claim's deadline,
+                 * the claim ended 504, and the server applied the PATCH later. podclaimd gives
+                 * that pod back when its informer shows it; a replica killed first cannot (the
+                 * check of pods left claimed then fails). --strict fails on the 504 itself. */
                 if (won_late++ == 0)
                     snprintf(late_example, sizeof(late_example), "c%" PRIu64, n);
             } else {
