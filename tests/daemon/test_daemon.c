@@ -64,6 +64,19 @@ static char *url(const char *path)
 /* Wait until the pool has `n` idle pods (kapi-sim warms them after --warmup-ms). */
 static const char *wait_token; /* bearer token for the snapshot reads, when the test sets one */
 
+/* metadata.<map>[key] (map: "labels" or "annotations") of the pod at `path` in kapi-sim now,
+ * copied into out; "" when there is none. */
+static const char *pod_meta(const char *path, const char *map, const char *key, char *out,
+                            size_t len)
+{
+    json_t *p = ksim_json(&K, "GET", path, NULL);
+    const char *v = json_string_value(
+            json_object_get(json_object_get(json_object_get(p, "metadata"), map), key));
+    snprintf(out, len, "%s", v ? v : "");
+    json_decref(p);
+    return out;
+}
+
 static void wait_idle(const char *pool_path, long n)
 {
     int64_t end = pcd_now_ms() + 30000; /* generous: a loaded 2-core machine */
@@ -230,12 +243,8 @@ Test(daemon, release_moves_the_pod_to_stopping_once_and_is_idempotent, .fini = f
     cr_assert_eq(pcd_req("DELETE", url("/v1/pools/default/web/claims/r1"), NULL, NULL, &h), 0);
     cr_assert_eq(h.status, 200, "%s", h.body);
     cr_assert(strstr(h.body, "\"alreadyReleased\":false"), "%s", h.body);
-    json_t *p = ksim_json(&K, "GET", path, NULL);
-    cr_assert_str_eq(json_string_value(json_object_get(
-                             json_object_get(json_object_get(p, "metadata"), "labels"),
-                             "podclaim.io/phase")),
-                     "Stopping");
-    json_decref(p);
+    char v[64];
+    cr_assert_str_eq(pod_meta(path, "labels", "podclaim.io/phase", v, sizeof(v)), "Stopping");
     long patches1 = patches_sent();
     cr_assert_eq(patches1 - patches0, 1, "one PATCH per release (any answer), saw %ld",
                  patches1 - patches0);
@@ -345,12 +354,10 @@ Test(daemon, a_release_after_the_pod_was_recycled_changes_nothing, .fini = fini,
     cr_assert_eq(pcd_req("DELETE", url("/v1/pools/default/web/claims/g1"), NULL, NULL, &h), 0);
     cr_assert_eq(h.status, 200, "%s", h.body);
     cr_assert(strstr(h.body, "\"alreadyReleased\":true"), "%s", h.body);
-    json_t *p = ksim_json(&K, "GET", "/api/v1/namespaces/default/pods/web-t0", NULL);
-    cr_assert_str_eq(json_string_value(json_object_get(
-                             json_object_get(json_object_get(p, "metadata"), "labels"),
-                             "podclaim.io/phase")),
+    char v[64];
+    cr_assert_str_eq(pod_meta("/api/v1/namespaces/default/pods/web-t0", "labels",
+                              "podclaim.io/phase", v, sizeof(v)),
                      "Idle", "a pod no longer the claim's was moved");
-    json_decref(p);
 }
 
 Test(daemon, full_pool_answers_503_with_retry_after, .fini = fini, .timeout = 60)
@@ -397,18 +404,27 @@ static const char *no_grace_pool = "kube:\n  server: %s\n  deadlineGrace: 0s\n"
                                    "shutdown:\n  grace: 200ms\n"
                                    "pools:\n  - namespace: default\n    name: web\n";
 
-static void claim_late_and_get_504(const char *watch_delay_ms)
+/* One idle pod whose PATCHes kapi-sim answers patch_ms after they came (watch events
+ * watch_delay_ms late), podclaimd started with `config`; then the claim `body`, answered in h. */
+static void claim_with_slow_patch(const char *config, const char *patch_ms,
+                                  const char *watch_delay_ms, const char *body, pcd_http *h)
 {
+    char latency[32];
+    snprintf(latency, sizeof(latency), "patch=%s", patch_ms);
     const char *args[] = {
-            "--pool", "default/web=1",    "--latency",    "patch=2500",     "--warmup-ms",
+            "--pool", "default/web=1",    "--latency",    latency,          "--warmup-ms",
             "20",     "--watch-delay-ms", watch_delay_ms, "--kubelet-only", NULL};
     cr_assert_eq(ksim_start(&K, args, false, NULL, NULL), 0);
-    cr_assert_eq(pcd_start(&P, no_grace_pool, K.url, NULL, true), 0);
+    cr_assert_eq(pcd_start(&P, config, K.url, NULL, true), 0);
     wait_idle("/v1/pools/default/web", 1);
+    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"), body, NULL, h), 0);
+}
+
+static void claim_late_and_get_504(const char *watch_delay_ms)
+{
     pcd_http h;
-    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"),
-                         "{\"claimId\":\"late\",\"timeoutSeconds\":1}", NULL, &h),
-                 0);
+    claim_with_slow_patch(no_grace_pool, "2500", watch_delay_ms,
+                          "{\"claimId\":\"late\",\"timeoutSeconds\":1}", &h);
     cr_assert_eq(h.status, 504, "%ld %s", h.status, h.body);
 }
 
@@ -421,15 +437,9 @@ static void claim_late_and_get_504(const char *watch_delay_ms)
 Test(daemon, a_claim_whose_patch_is_answered_after_its_deadline_gets_the_pod, .fini = fini,
      .timeout = 60)
 {
-    const char *args[] = {"--pool", "default/web=1",  "--latency", "patch=500", "--warmup-ms",
-                          "20",     "--kubelet-only", NULL};
-    cr_assert_eq(ksim_start(&K, args, false, NULL, NULL), 0);
-    cr_assert_eq(pcd_start(&P, one_pool, K.url, NULL, true), 0);
-    wait_idle("/v1/pools/default/web", 1);
     pcd_http h;
-    cr_assert_eq(pcd_req("POST", url("/v1/pools/default/web/claims"),
-                         "{\"claimId\":\"slow\",\"timeoutSeconds\":0.1}", NULL, &h),
-                 0);
+    claim_with_slow_patch(one_pool, "500", "0", "{\"claimId\":\"slow\",\"timeoutSeconds\":0.1}",
+                          &h);
     cr_assert_eq(h.status, 200, "%ld %s", h.status, h.body);
     json_t *j = json_loads(h.body, 0, NULL);
     const char *pod = json_string_value(json_object_get(j, "pod"));
@@ -438,12 +448,8 @@ Test(daemon, a_claim_whose_patch_is_answered_after_its_deadline_gets_the_pod, .f
     char path[256];
     snprintf(path, sizeof(path), "/api/v1/namespaces/default/pods/%s", pod);
     json_decref(j);
-    json_t *p = ksim_json(&K, "GET", path, NULL);
-    cr_assert_str_eq(json_string_value(json_object_get(
-                             json_object_get(json_object_get(p, "metadata"), "annotations"),
-                             "podclaim.io/claim-id")),
-                     "slow");
-    json_decref(p);
+    char v[64];
+    cr_assert_str_eq(pod_meta(path, "annotations", "podclaim.io/claim-id", v, sizeof(v)), "slow");
     cr_assert_eq(pcd_req("DELETE", url("/v1/pools/default/web/claims/slow"), NULL, NULL, &h), 0);
     cr_assert_eq(h.status, 200, "%ld %s", h.status, h.body);
     cr_assert(strstr(h.body, "\"alreadyReleased\":false"), "%s", h.body);
