@@ -101,11 +101,10 @@ typedef struct pcd_pool {
     pc_informer *informer;
     char **containers; /* known container names; NULL = unknown (the server checks) */
     size_t n_containers;
-    pcd_hist request_latency;   /* HTTP claim: body read -> answer ready */
-    pcd_hist idle_to_claimable; /* watch bytes in -> pool offer returned */
-    pcd_hist cas_round_trip;    /* backend cas_start -> its completion (one PATCH) */
-    pc_backend backend;         /* the kube backend wrapped to time each CAS (podclaimd.c) */
-    pc_backend *inner;
+    pcd_hist request_latency;    /* HTTP claim: body read -> answer ready */
+    pcd_hist idle_to_claimable;  /* watch bytes in -> pool offer returned */
+    pcd_hist cas_round_trip;     /* backend cas_start -> its completion (one PATCH) */
+    pc_backend_wrapper backend;  /* the kube backend wrapped to time each CAS (pools.c) */
     _Atomic uint64_t env_routed; /* claims an env sent here */
     _Atomic uint64_t not_leader; /* CAS calls the leadership gate refused */
     pcd_lease *lease;            /* the Lease deciding for this pool; NULL = always lead */

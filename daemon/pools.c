@@ -166,40 +166,11 @@ static int timed_cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done
     if (!t)
         return -ENOMEM;
     *t = (cas_timing){.p = p, .start_ns = pc_now_ns(), .done = done, .token = token};
-    int err = p->inner->cas_start(p->inner, req, timed_done, t);
+    pc_backend *inner = p->backend.inner;
+    int err = inner->cas_start(inner, req, timed_done, t);
     if (err)
         free(t); /* the backend will never call timed_done */
     return err;
-}
-
-/* The backend's loop hooks (backend.h: attach, wait, wake, detach), passed through to the shared
- * Kubernetes backend: the first pool started on it runs its curl loop on its scheduler thread,
- * so that pool's CASes are sent, answered and taken in on one thread; the other pools' CASes
- * are driven by that thread too (their results reach their own schedulers through the pool's
- * results inbox, as from the backend's own thread). When that pool stops, the backend's thread
- * takes the loop back. */
-static int fwd_attach(pc_backend *b)
-{
-    pcd_pool *p = b->impl;
-    return p->inner->attach(p->inner);
-}
-
-static void fwd_wait(pc_backend *b, int64_t deadline_ns)
-{
-    pcd_pool *p = b->impl;
-    p->inner->wait(p->inner, deadline_ns);
-}
-
-static void fwd_wake(pc_backend *b)
-{
-    pcd_pool *p = b->impl;
-    p->inner->wake(p->inner);
-}
-
-static void fwd_detach(pc_backend *b)
-{
-    pcd_pool *p = b->impl;
-    p->inner->detach(p->inner);
 }
 
 static void copy_names(char ***dst, size_t *dn, const json_t *containers)
@@ -341,15 +312,14 @@ static pcd_pool *pool_make(pcd *d, const pcd_pool_cfg *cfg, const json_t *obj, b
                            .resync_period_ns = pc->resync_period_ns ? pc->resync_period_ns : -1,
                            .resync = pc_informer_resync_hook,
                            .resync_arg = p->informer};
-    p->inner = pc_kube_backend_iface(d->kb);
-    p->backend = (pc_backend){.cas_start = timed_cas_start, .impl = p};
-    if (p->inner->attach && p->inner->wait && p->inner->wake && p->inner->detach) {
-        p->backend.attach = fwd_attach;
-        p->backend.wait = fwd_wait;
-        p->backend.wake = fwd_wake;
-        p->backend.detach = fwd_detach;
-    }
-    if ((err = pc_pool_new(&cfgp, &p->backend, &p->pool)) != 0 ||
+    /* The loop hooks go through to the shared Kubernetes backend: the first pool started on
+     * it runs its curl loop on its scheduler thread, so that pool's CASes are sent, answered
+     * and taken in on one thread; the other pools' CASes are driven by that thread too (their
+     * results reach their own schedulers through the pool's results inbox, as from the
+     * backend's own thread). When that pool stops, the backend's thread takes the loop back. */
+    p->backend.iface = (pc_backend){.cas_start = timed_cas_start, .impl = p};
+    pc_backend_wrap(&p->backend, pc_kube_backend_iface(d->kb));
+    if ((err = pc_pool_new(&cfgp, &p->backend.iface, &p->pool)) != 0 ||
         (err = pc_pool_start(p->pool)) != 0) {
         pcd_logf(PCD_ERROR, "pool=%s msg=\"pool: %s\"", p->key, pc_strerror(err));
         pool_free(p);

@@ -661,8 +661,7 @@ typedef struct lat {
     size_t n_offer;
     int64_t *cas_lat;
     size_t n_cas;
-    pc_backend inner_iface;
-    pc_backend *inner;
+    pc_backend_wrapper be; /* the kube backend, its loop hooks passed through */
 } lat;
 
 static void lat_observe(void *arg, pc_informer_change ch, const pc_pod_ref *pod, int64_t recv)
@@ -694,33 +693,7 @@ static int lat_cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_f
         json_object_del(l->recv, key);
     }
     pthread_mutex_unlock(&l->mu);
-    return l->inner->cas_start(l->inner, req, done, token);
-}
-
-/* The inner backend's loop hooks, forwarded (backend.h): the pool runs the kube backend's
- * loop on its scheduler thread, as it does without the wrapper. */
-static int lat_attach(pc_backend *b)
-{
-    lat *l = b->impl;
-    return l->inner->attach ? l->inner->attach(l->inner) : -ENOTSUP;
-}
-
-static void lat_wait(pc_backend *b, int64_t deadline_ns)
-{
-    lat *l = b->impl;
-    l->inner->wait(l->inner, deadline_ns);
-}
-
-static void lat_wake(pc_backend *b)
-{
-    lat *l = b->impl;
-    l->inner->wake(l->inner);
-}
-
-static void lat_detach(pc_backend *b)
-{
-    lat *l = b->impl;
-    l->inner->detach(l->inner);
+    return l->be.inner->cas_start(l->be.inner, req, done, token);
 }
 
 /* 3.'s claims: each callback enqueues the next one while the window lasts. */
@@ -766,13 +739,9 @@ static void bench_latency(pc_kube_client *c, double seconds)
     char err[256];
     pc_kube_backend_options bo = {.max_inflight = 64};
     pc_kube_backend_new(c, &bo, &kb, err, sizeof(err));
-    l.inner = pc_kube_backend_iface(kb);
-    l.inner_iface.cas_start = lat_cas_start;
-    l.inner_iface.impl = &l;
-    l.inner_iface.attach = lat_attach;
-    l.inner_iface.wait = lat_wait;
-    l.inner_iface.wake = lat_wake;
-    l.inner_iface.detach = lat_detach;
+    /* the pool runs the kube backend's loop on its scheduler thread, as without the wrapper */
+    l.be.iface = (pc_backend){.cas_start = lat_cas_start, .impl = &l};
+    pc_backend_wrap(&l.be, pc_kube_backend_iface(kb));
     pc_informer_config ic = {.client = c,
                              .namespace_ = "bench",
                              .pool = "lat",
@@ -785,7 +754,7 @@ static void bench_latency(pc_kube_client *c, double seconds)
                          .resync = pc_informer_resync_hook,
                          .resync_arg = inf};
     pc_pool *pool;
-    pc_pool_new(&pc, &l.inner_iface, &pool);
+    pc_pool_new(&pc, &l.be.iface, &pool);
     pc_informer_set_pool(inf, pool);
     pc_pool_start(pool);
     pc_informer_start(inf);

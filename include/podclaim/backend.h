@@ -132,6 +132,19 @@ struct pc_backend {
     void (*detach)(pc_backend *b);
 };
 
+/* A backend that wraps another (to time, count or filter its CASes) and hands the loop hooks
+ * through to it, so the pool still drives the inner backend's loop. Set iface.cas_start and
+ * iface.impl as for any backend, call pc_backend_wrap, and pass &iface to pc_pool_new. */
+typedef struct pc_backend_wrapper {
+    pc_backend iface; /* first member: the hooks find `inner` from the pointer the pool passes */
+    pc_backend *inner;
+} pc_backend_wrapper;
+
+/* Sets w->inner = inner, and w->iface's attach, wait, wake and detach to call inner's when
+ * inner has all four (else they stay NULL, and a pool on w parks on its own). Leaves
+ * cas_start and impl alone. Thread: any, before the pool starts. Cannot fail. */
+void pc_backend_wrap(pc_backend_wrapper *w, pc_backend *inner);
+
 #ifdef __cplusplus
 }
 #endif

@@ -174,3 +174,51 @@ Test(pool_drive, a_second_pool_on_the_backend_is_served_by_the_attached_one_and_
         cr_assert_leq(R.calls[i], 1, "claim %d: %d callbacks", i, R.calls[i]);
     pc_pool_free(b);
 }
+
+/* A backend that wraps another (podclaimd's timing layer, bench_kube's latency probe) and
+ * passes the loop hooks through with pc_backend_wrap: the pool still runs the inner
+ * backend's loop on its scheduler thread, and every CAS goes through the wrapper. */
+static atomic_int wrapped_starts;
+
+static int counting_cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn done,
+                              void *token)
+{
+    pc_backend_wrapper *w = b->impl;
+    atomic_fetch_add(&wrapped_starts, 1);
+    return w->inner->cas_start(w->inner, req, done, token);
+}
+
+Test(pool_drive, a_wrapping_backend_hands_the_loop_through_to_the_inner_one, .fini = teardown_pool,
+     .timeout = 30)
+{
+    setup_pool(false, (pc_pool_config){0}); /* P, never started: the wrapped pool is the test's */
+    pc_backend_wrapper w = {.iface = {.cas_start = counting_cas_start, .impl = &w}};
+    pc_backend_wrap(&w, &F.base);
+    cr_assert(!w.iface.attach && !w.iface.wait && !w.iface.wake && !w.iface.detach,
+              "an inner backend without a loop: the wrapper has none either");
+    fake_drive(&F);
+    pc_backend_wrap(&w, &F.base);
+    cr_assert_eq(w.inner, &F.base);
+    pc_pool_config cw = {.namespace_ = "ns", .name = "wrapped"};
+    pc_pool *wp = NULL;
+    cr_assert_eq(pc_pool_new(&cw, &w.iface, &wp), 0);
+    cr_assert_eq(pc_pool_start(wp), 0);
+    cr_assert(PC_TEST_WAIT_UNTIL(fake_drive_stats_get(&F).attaches == 1, 5000),
+              "the pool attached to the inner backend through the wrapper");
+    char name[16];
+    for (int i = 0; i < 20; i++) {
+        enqueue_cb(wp, i);
+        snprintf(name, sizeof(name), "w-%d", i);
+        offer_to(wp, name);
+    }
+    wait_results(20);
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(R.res[i].status, PC_CLAIM_OK, "claim %d", i);
+    fake_drive_stats s = fake_drive_stats_get(&F);
+    cr_assert_eq(atomic_load(&wrapped_starts), 20, "every CAS went through the wrapper");
+    cr_assert_eq(s.reported, 20, "and was reported by the inner backend's wait");
+    cr_assert_eq(s.off_driver, 0, "on the scheduler thread");
+    pc_pool_shutdown(wp);
+    cr_assert_eq(fake_drive_stats_get(&F).detaches, 1, "shutdown gives the loop back");
+    pc_pool_free(wp);
+}
