@@ -33,6 +33,7 @@
  */
 #include "jscan.h"
 #include "kube_internal.h"
+#include "util/sat.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -258,8 +259,7 @@ static int cas_start(pc_backend *b, const pc_cas_request *req, pc_cas_done_fn do
      * the informer to show (pc_informer_config.on_claimed). */
     int64_t timeout = kb->timeout_ns;
     if (req->deadline_ns > 0) {
-        int64_t left = req->deadline_ns - pc__kube_mono_ns(), grace = kb->deadline_grace_ns;
-        left = left > INT64_MAX - grace ? INT64_MAX : left + grace;
+        int64_t left = pc__add_sat(req->deadline_ns - pc__kube_mono_ns(), kb->deadline_grace_ns);
         if (left < timeout)
             timeout = left;
     }

@@ -36,6 +36,7 @@
 #include <podclaim/membackend.h>
 
 #include "util/ckhs.h"
+#include "util/sat.h"
 
 #include <ck_hs.h>
 #include <ck_malloc.h>
@@ -524,12 +525,10 @@ static int mb_cas_start(pc_backend *iface, const pc_cas_request *req, pc_cas_don
     b->outcomes[c->outcome]++;
     if (b->has_timer) {
         int64_t delay = b->cfg.latency_ns;
-        if (b->cfg.jitter_ns > 0 &&
-            __builtin_add_overflow(
-                    delay, (int64_t)(prng_next(&b->prng) % (uint64_t)b->cfg.jitter_ns), &delay))
-            delay = INT64_MAX;
-        if (__builtin_add_overflow(now_ns(), delay, &c->due_ns))
-            c->due_ns = INT64_MAX; /* saturate: a huge latency is "much later", not the past */
+        if (b->cfg.jitter_ns > 0)
+            delay = pc__add_sat(delay, (int64_t)(prng_next(&b->prng) % (uint64_t)b->cfg.jitter_ns));
+        /* saturate: a huge latency is "much later", not the past */
+        c->due_ns = pc__add_sat(now_ns(), delay);
         c->seq = b->next_seq++;
         if (heap_push_locked(b, c))
             pthread_cond_signal(&b->cond); /* a new earliest due: shorten the timed wait */

@@ -25,6 +25,7 @@
 #include "pool/claim_heap.h"
 #include "pool/inbox.h"
 #include "reservation/podtable.h"
+#include "util/sat.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -234,24 +235,6 @@ void pc__suspects_fini(pc_pool *p);
 
 /* pool.c */
 int64_t pc__realtime_ns(void);
-/* a + b clamped to [INT64_MIN, INT64_MAX]: deadlines, expiries and retry times computed
- * from caller or server values (a TTL or Retry-After of INT64_MAX) must not wrap into
- * the past. */
-static inline int64_t pc__add_sat(int64_t a, int64_t b)
-{
-    int64_t r;
-    if (__builtin_add_overflow(a, b, &r))
-        return b > 0 ? INT64_MAX : INT64_MIN;
-    return r;
-}
-/* a - b, clamped the same way (waiting times from a caller-set enqueued_at_ns). */
-static inline int64_t pc__sub_sat(int64_t a, int64_t b)
-{
-    int64_t r;
-    if (__builtin_sub_overflow(a, b, &r))
-        return b < 0 ? INT64_MAX : INT64_MIN;
-    return r;
-}
 static inline void pc__gauge_set(pc__gauge *g, int64_t v)
 {
     atomic_store_explicit(&g->v, v, memory_order_relaxed);

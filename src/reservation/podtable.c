@@ -8,6 +8,7 @@
  */
 #include "reservation/podtable.h"
 #include "util/ckhs.h"
+#include "util/sat.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -29,12 +30,6 @@ static bool hs_compare(const void *a, const void *b)
 {
     const pc__pod_key *x = a, *y = b;
     return x->hash == y->hash && strcmp(x->name, y->name) == 0 && strcmp(x->ns, y->ns) == 0;
-}
-
-static int64_t add_sat(int64_t a, int64_t b)
-{
-    int64_t r;
-    return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
 }
 
 /* ---- the three lists --------------------------------------------------------------------- */
@@ -196,7 +191,7 @@ pc__offer_result pc__podtable_offer(pc__podtable *t, const pc__pod_key *k, const
 
 static void make_gone(pc__podtable *t, pc__pod *p, int64_t now_ns)
 {
-    p->until_ns = add_sat(now_ns, t->ttl_ns);
+    p->until_ns = pc__add_sat(now_ns, t->ttl_ns);
     move_pod(t, p, PC__POD_GONE, false);
 }
 
@@ -220,7 +215,7 @@ pc__pod *pc__podtable_gone_record(pc__podtable *t, const pc__pod_key *k, const c
     if (p == NULL) {
         if ((p = new_record(t, k, uid, rv)) == NULL)
             return NULL;
-        p->until_ns = add_sat(now_ns, t->ttl_ns);
+        p->until_ns = pc__add_sat(now_ns, t->ttl_ns);
         link_pod(t, p, PC__POD_GONE, false);
     } else if (p->state != PC__POD_GONE) {
         make_gone(t, p, now_ns);
@@ -236,7 +231,7 @@ pc__pod *pc__podtable_reserve(pc__podtable *t, int64_t now_ns)
     p->gen++;
     p->refs++;
     /* saturated: a TTL of INT64_MAX means "until released", not "expired long ago" */
-    p->until_ns = add_sat(now_ns, t->ttl_ns);
+    p->until_ns = pc__add_sat(now_ns, t->ttl_ns);
     move_pod(t, p, PC__POD_RESERVED, false); /* one TTL for all: the list stays sorted */
     return p;
 }
@@ -258,7 +253,7 @@ void pc__podtable_cas_done(pc__podtable *t, pc__pod *pod, uint32_t gen, int outc
     case PC_CAS_CONFLICT: {
         /* The pod is at a version we have not seen; the reserved one stays unselectable
          * until the informer shows the new one, but for the conflict hold at most. */
-        int64_t until = add_sat(now_ns, t->hold_ns);
+        int64_t until = pc__add_sat(now_ns, t->hold_ns);
         if (until < pod->until_ns) {
             unlink_pod(t, pod);
             pod->until_ns = until;
