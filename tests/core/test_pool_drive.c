@@ -35,8 +35,11 @@ static void enqueue_cb(pc_pool *p, int i)
     cr_assert_eq(err, 0, "enqueue claim %d: %s", i, pc_strerror(err));
 }
 
-static void offer_to(pc_pool *p, const char *name)
+/* Offer idle pod "<prefix>-<i>" to p. */
+static void offer_to(pc_pool *p, const char *prefix, int i)
 {
+    char name[32];
+    snprintf(name, sizeof(name), "%s-%d", prefix, i);
     pc_pod_ref pod = {.namespace_ = "ns", .name = name, .uid = "u", .resource_version = "1"};
     cr_assert_eq(pc_pool_offer_idle(p, &pod), 0);
 }
@@ -57,13 +60,11 @@ Test(pool_drive, producers_wake_a_scheduler_asleep_in_the_backends_wait, .fini =
          * wake through the backend can bring it back. */
         cr_assert(PC_TEST_WAIT_UNTIL(scheduler_asleep(), 5000), "round %d: the scheduler sleeps",
                   round);
-        char name[16];
-        snprintf(name, sizeof(name), "pod-%d", round);
         if (round % 2)
-            offer_to(P, name); /* the pod first, then the claim */
+            offer_to(P, "pod", round); /* the pod first, then the claim */
         enqueue_cb(P, round);
         if (round % 2 == 0)
-            offer_to(P, name);
+            offer_to(P, "pod", round);
         wait_results(round + 1);
         cr_assert_eq(R.res[round].status, PC_CLAIM_OK, "round %d", round);
     }
@@ -94,9 +95,7 @@ Test(pool_drive, shutdown_with_cas_calls_in_flight_ends_every_claim_once, .fini 
     fake_drive(&F);
     start();
     for (int i = 0; i < INFLIGHT; i++) {
-        char name[16];
-        snprintf(name, sizeof(name), "pod-%d", i);
-        offer_to(P, name);
+        offer_to(P, "pod", i);
     }
     for (int i = 0; i < INFLIGHT + 8; i++) /* 8 wait for a pod */
         enqueue_cb(P, i);
@@ -142,15 +141,12 @@ Test(pool_drive, a_second_pool_on_the_backend_is_served_by_the_attached_one_and_
               "the second pool does not attach: one thread runs the loop");
     /* a: claims 0..49 on pods a-*, b: claims 100..149 on pods b-*; b's CASes are started on
      * b's thread and reported by a's wait. */
-    char name[16];
     for (int i = 0; i < 50; i++) {
         enqueue_cb(P, i);
-        snprintf(name, sizeof(name), "a-%d", i);
-        offer_to(P, name);
+        offer_to(P, "a", i);
         pc_claim_init(&C[100 + i], 0, on_result, NULL);
         cr_assert_eq(pc_pool_enqueue(b, &C[100 + i]), 0);
-        snprintf(name, sizeof(name), "b-%d", i);
-        offer_to(b, name);
+        offer_to(b, "b", i);
     }
     wait_results(100);
     fake_drive_stats s = fake_drive_stats_get(&F);
@@ -162,8 +158,7 @@ Test(pool_drive, a_second_pool_on_the_backend_is_served_by_the_attached_one_and_
     for (int i = 50; i < 60; i++) {
         pc_claim_init(&C[100 + i], 0, on_result, NULL);
         cr_assert_eq(pc_pool_enqueue(b, &C[100 + i]), 0);
-        snprintf(name, sizeof(name), "b-%d", i);
-        offer_to(b, name);
+        offer_to(b, "b", i);
     }
     wait_results(110);
     for (int i = 0; i < 50; i++)
@@ -205,11 +200,9 @@ Test(pool_drive, a_wrapping_backend_hands_the_loop_through_to_the_inner_one, .fi
     cr_assert_eq(pc_pool_start(wp), 0);
     cr_assert(PC_TEST_WAIT_UNTIL(fake_drive_stats_get(&F).attaches == 1, 5000),
               "the pool attached to the inner backend through the wrapper");
-    char name[16];
     for (int i = 0; i < 20; i++) {
         enqueue_cb(wp, i);
-        snprintf(name, sizeof(name), "w-%d", i);
-        offer_to(wp, name);
+        offer_to(wp, "w", i);
     }
     wait_results(20);
     for (int i = 0; i < 20; i++)
